@@ -1,0 +1,144 @@
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Rational, SourceId};
+
+/// The manifest schema this crate writes. See `docs/manifest.md`.
+pub const MANIFEST_SCHEMA: &str = "crispy.manifest/1";
+
+/// Where a chunk's wall-clock times come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ClockSource {
+    /// The file's `creation_time` metadata tag plus the chunk's media offset.
+    File,
+    /// The run's start time plus the chunk's media offset (files without a creation time).
+    RunStart,
+    /// RTCP sender reports of a live camera.
+    Rtcp,
+    /// The receive time of a live stream's first packet plus the media offset.
+    Receive,
+}
+
+/// Everything recorded about one chunk; serialized as the chunk's JSON manifest.
+///
+/// Stages fill it in turn: the chunker (media facts), the probe (`width`, `height`), the
+/// pipeline (times, `object`) and the signer (`sha256`). The field order here is the order
+/// in the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkMetadata {
+    /// Manifest schema, [`MANIFEST_SCHEMA`].
+    pub schema: String,
+    /// The camera or file this chunk came from.
+    pub source_id: SourceId,
+    /// 0, 1, 2, ... without gaps within one run of one source.
+    pub sequence: u64,
+    /// Path of the chunk object in the sink.
+    pub object: String,
+    /// Wall-clock time of the chunk's first frame (RFC 3339 UTC, milliseconds).
+    #[serde(with = "rfc3339_millis")]
+    pub start_time: DateTime<Utc>,
+    /// `start_time` plus `duration_ms`.
+    #[serde(with = "rfc3339_millis")]
+    pub end_time: DateTime<Utc>,
+    /// Where `start_time` comes from.
+    pub clock: ClockSource,
+    /// Presentation timestamp of the first frame, in `time_base` ticks of the source.
+    pub start_pts: i64,
+    /// Time base of `start_pts` and `duration_ts`, as `num/den`.
+    pub time_base: Rational,
+    /// Exact duration in `time_base` ticks.
+    pub duration_ts: i64,
+    /// Duration in milliseconds, rounded to nearest (the MP4's track duration).
+    pub duration_ms: u64,
+    /// The chunk duration that was asked for.
+    pub requested_ms: u64,
+    /// Number of video frames.
+    pub frame_count: u64,
+    /// Frames per second over this chunk.
+    pub fps: f64,
+    /// Picture width in pixels.
+    pub width: u32,
+    /// Picture height in pixels.
+    pub height: u32,
+    /// Codec name (`h264`, `hevc`).
+    pub codec: String,
+    /// Codec profile, when known.
+    pub profile: Option<String>,
+    /// True when the chunk starts on a keyframe of the source (stream copy always does).
+    pub keyframe_aligned: bool,
+    /// True when frames were lost between the previous chunk and this one.
+    pub discontinuity: bool,
+    /// Size of the chunk object in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the chunk object, lowercase hex.
+    pub sha256: String,
+}
+
+impl ChunkMetadata {
+    /// The manifest as pretty JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+/// RFC 3339 in UTC with exactly three fractional digits: `2026-11-23T10:15:30.123Z`.
+mod rfc3339_millis {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn manifest_json_has_millisecond_utc_times_and_round_trips() {
+        let start = Utc
+            .timestamp_millis_opt(1_795_000_000_123)
+            .single()
+            .expect("valid time");
+        let m = ChunkMetadata {
+            schema: MANIFEST_SCHEMA.into(),
+            source_id: SourceId::new("cam").expect("valid"),
+            sequence: 7,
+            object: "x/cam/a.mp4".into(),
+            start_time: start,
+            end_time: start + chrono::Duration::milliseconds(3000),
+            clock: ClockSource::RunStart,
+            start_pts: 0,
+            time_base: Rational::new(1, 15360),
+            duration_ts: 46080,
+            duration_ms: 3000,
+            requested_ms: 3000,
+            frame_count: 90,
+            fps: 30.0,
+            width: 1920,
+            height: 1080,
+            codec: "h264".into(),
+            profile: Some("High".into()),
+            keyframe_aligned: true,
+            discontinuity: false,
+            bytes: 10,
+            sha256: "00".into(),
+        };
+        let json = String::from_utf8(m.to_json()).expect("utf8");
+        assert!(json.contains("\"start_time\": \"2026-11-18T11:06:40.123Z\""), "{json}");
+        assert!(json.contains("\"clock\": \"run-start\""), "{json}");
+        let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, m);
+    }
+}

@@ -1,0 +1,72 @@
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{Chunk, ChunkMetadata, EncodedPacket, StreamInfo};
+
+/// A source of encoded video packets in decode order (a file, a camera).
+///
+/// Sources block; the pipeline runs each on its own thread.
+pub trait PacketSource: Send {
+    /// What can go wrong while reading.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The video stream the packets belong to.
+    fn stream_info(&self) -> &StreamInfo;
+
+    /// The next packet, or `None` at the end of the stream.
+    fn next_packet(&mut self) -> Result<Option<EncodedPacket>, Self::Error>;
+}
+
+/// Groups packets into standalone chunks.
+pub trait Chunker: Send {
+    /// What can go wrong while chunking.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Feeds one packet; returns a chunk when this packet closed one.
+    fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, Self::Error>;
+
+    /// Ends the stream; returns the last, partial chunk if any frames are pending.
+    fn finish(&mut self) -> Result<Option<Chunk>, Self::Error>;
+}
+
+/// Width and height of a stream, read from its parameter sets.
+pub trait ResolutionProbe: Send + Sync {
+    /// What can go wrong while probing.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The displayed `(width, height)` of `info`'s stream.
+    fn resolution(&self, info: &StreamInfo) -> Result<(u32, u32), Self::Error>;
+}
+
+/// Completes a chunk's metadata with its content hash (and, where configured, a signature)
+/// and renders the manifest.
+pub trait MetadataSigner: Send {
+    /// What can go wrong while signing.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Fills `chunk.metadata`'s integrity fields and returns the manifest bytes to store.
+    fn seal(&mut self, chunk: &mut Chunk) -> Result<Bytes, Self::Error>;
+}
+
+/// What a successful put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutOutcome {
+    /// The objects were written now.
+    Created,
+    /// Identical objects were already there (a retried upload); nothing was overwritten.
+    AlreadyPresent,
+}
+
+/// Stores chunks and their manifests.
+#[async_trait]
+pub trait ChunkSink: Send + Sync {
+    /// What can go wrong while storing.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Where the chunk described by `metadata` will be stored (its `object` field).
+    fn object_path(&self, metadata: &ChunkMetadata) -> String;
+
+    /// Stores the chunk payload at `chunk.metadata.object` and `manifest` beside it.
+    async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, Self::Error>;
+}
