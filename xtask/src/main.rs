@@ -1,1 +1,226 @@
-fn main() {}
+//! `cargo xtask`: project automation (matklad's pattern).
+//!
+//! - `deps`     install the system packages crispy needs (Debian/Ubuntu: apt-get)
+//! - `fixtures` generate the test videos under target/fixtures
+//! - `test`     deps + fixtures + the whole test suite (nextest and doc tests)
+//! - `demo`     deps + build + run the main job on a generated sample into ./crispy-out
+//! - `bench`    deps + benchmark inputs + criterion benchmarks
+//! - `ci`       fmt --check, clippy -D warnings, cargo deny, then `test`
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use crispy_testkit::Fixture;
+
+/// Debian packages needed to build against FFmpeg and to run the tests.
+const APT_PACKAGES: &[&str] = &[
+    "libavcodec-dev",
+    "libavformat-dev",
+    "libavutil-dev",
+    "libswscale-dev",
+    "libavfilter-dev",
+    "libavdevice-dev",
+    "libswresample-dev",
+    "pkg-config",
+    "clang",
+    "libclang-dev",
+    "ffmpeg",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("deps") => deps(),
+        Some("fixtures") => fixtures(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
+        Some("ci") => ci(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|ci>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", show(cmd));
+    let st = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !st.success() {
+        bail!("`{}` failed ({st})", show(cmd));
+    }
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn deps() -> Result<()> {
+    let apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/usr/bin/dpkg-query").exists();
+    if !apt {
+        eprintln!(
+            "xtask: not a Debian/Ubuntu system; install yourself: FFmpeg 5.1+ with development \
+             headers (libavcodec, libavformat, libavutil, libswscale, libavfilter, libavdevice, \
+             libswresample), pkg-config, clang/libclang, and the ffmpeg/ffprobe CLI.\n  \
+             macOS: brew install ffmpeg pkg-config llvm\n  Fedora: dnf install ffmpeg-devel clang-devel"
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        eprintln!("xtask: system packages present");
+    } else {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        let root_user = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let apt_cmd = |args: &[&str]| {
+            let mut c = if root_user {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("apt-get");
+                c
+            };
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        status(&mut apt_cmd(&["update", "-qq"]))?;
+        let mut install = apt_cmd(&["install", "-y", "-qq", "--no-install-recommends"]);
+        install.args(&missing);
+        status(&mut install)?;
+    }
+    if !have("cargo-nextest") {
+        status(cargo().args(["install", "--locked", "cargo-nextest"]))?;
+    }
+    Ok(())
+}
+
+fn fixtures(args: &[String]) -> Result<()> {
+    let mut set: Vec<Fixture> = Fixture::TEST_SET.to_vec();
+    if args.iter().any(|a| a == "--bench") {
+        set.push(Fixture::H264_1080p30Long);
+    }
+    for f in set {
+        let p = f.path()?;
+        eprintln!("xtask: fixture {}", p.display());
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    deps()?;
+    fixtures(&[])?;
+    let mut nextest = cargo();
+    nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    nextest.args(extra);
+    status(&mut nextest)?;
+    status(cargo().args(["test", "--doc", "--workspace"]))?;
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    deps()?;
+    status(cargo().args(["build", "--release", "--package", "crispy-cli"]))?;
+    let sample = Fixture::H264_1080p30Gop30.path()?;
+    let out = root().join("crispy-out");
+    let bin = root().join("target/release/crispy");
+    status(
+        Command::new(&bin)
+            .current_dir(root())
+            .args(["run", "--source"])
+            .arg(&sample)
+            .args([
+                "--sink",
+                "file://./crispy-out",
+                "--chunk",
+                "3s",
+                "--source-id",
+                "demo",
+            ]),
+    )?;
+    eprintln!("\nxtask: wrote under {}:", out.display());
+    for f in crispy_testkit::files_with_ext(&out, "mp4")?
+        .into_iter()
+        .chain(crispy_testkit::files_with_ext(&out, "json")?)
+    {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let rel = f.strip_prefix(root()).unwrap_or(&f);
+        println!("{len:>10}  {}", rel.display());
+    }
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    deps()?;
+    fixtures(&["--bench".to_owned()])?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--package", "crispy-streamer"]);
+    cmd.args(extra);
+    status(&mut cmd)
+}
+
+fn ci() -> Result<()> {
+    deps()?;
+    status(cargo().args(["fmt", "--all", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    if !have("cargo-deny") {
+        status(cargo().args(["install", "--locked", "cargo-deny"]))?;
+    }
+    status(cargo().args(["deny", "check", "bans", "licenses", "sources"]))?;
+    test(&[])
+}

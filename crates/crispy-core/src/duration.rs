@@ -132,7 +132,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations() {
-        for bad in ["", "s", "0s", "-1s", "1.2.3s", "2.5ms", "3 fortnights", "25h", "1e3s"] {
+        for bad in [
+            "",
+            "s",
+            "0s",
+            "-1s",
+            "1.2.3s",
+            "2.5ms",
+            "3 fortnights",
+            "25h",
+            "1e3s",
+        ] {
             assert!(ms(bad).is_err(), "{bad:?} must be rejected");
         }
     }

@@ -88,11 +88,16 @@ impl ChunkMetadata {
 mod rfc3339_millis {
     use super::*;
 
-    pub(super) fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        t: &DateTime<Utc>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
@@ -136,7 +141,10 @@ mod tests {
             sha256: "00".into(),
         };
         let json = String::from_utf8(m.to_json()).expect("utf8");
-        assert!(json.contains("\"start_time\": \"2026-11-18T11:06:40.123Z\""), "{json}");
+        assert!(
+            json.contains("\"start_time\": \"2026-11-18T11:06:40.123Z\""),
+            "{json}"
+        );
         assert!(json.contains("\"clock\": \"run-start\""), "{json}");
         let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, m);

@@ -24,7 +24,10 @@ impl SourceId {
             Some("it is empty")
         } else if id.len() > MAX_LEN {
             Some("it is longer than 64 characters")
-        } else if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        } else if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             Some("it contains a character that is not allowed")
         } else {
             None
@@ -139,12 +142,22 @@ mod tests {
 
     #[test]
     fn sanitize_always_gives_valid_ids() {
-        for raw in ["my video (1)", "../../etc/passwd", "", "...", "été", &"z".repeat(300)] {
+        for raw in [
+            "my video (1)",
+            "../../etc/passwd",
+            "",
+            "...",
+            "été",
+            &"z".repeat(300),
+        ] {
             let id = SourceId::sanitize(raw);
             assert!(SourceId::new(id.as_str()).is_ok(), "{raw:?} -> {id:?}");
         }
         assert_eq!(SourceId::sanitize("my video (1)").as_str(), "my_video_1");
-        assert_eq!(SourceId::sanitize("../../etc/passwd").as_str(), "etc_passwd");
+        assert_eq!(
+            SourceId::sanitize("../../etc/passwd").as_str(),
+            "etc_passwd"
+        );
         assert_eq!(SourceId::sanitize("").as_str(), "source");
     }
 

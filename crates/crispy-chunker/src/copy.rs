@@ -1,0 +1,276 @@
+use bytes::Bytes;
+use chrono::DateTime;
+use crispy_core::{
+    Chunk, ChunkDuration, ChunkMetadata, Chunker, ClockSource, EncodedPacket, MANIFEST_SCHEMA,
+    Rational, SourceId, StreamInfo,
+};
+
+use crate::ChunkerError;
+use crate::config_record::{Framing, TrackCodec, annexb_to_length_prefixed};
+use crate::mp4::{Sample, VideoTrack, write_mp4};
+
+/// Settings of a [`CopyChunker`].
+#[derive(Debug, Clone)]
+pub struct CopyChunkerConfig {
+    /// The source the chunks belong to (recorded in their metadata).
+    pub source_id: SourceId,
+    /// Requested chunk length; a chunk closes at the first keyframe at or after it.
+    pub target: ChunkDuration,
+    /// Sequence number of the first chunk.
+    pub first_sequence: u64,
+}
+
+impl CopyChunkerConfig {
+    /// Chunks of `target` length for `source_id`, numbered from 0.
+    pub fn new(source_id: SourceId, target: ChunkDuration) -> Self {
+        Self {
+            source_id,
+            target,
+            first_sequence: 0,
+        }
+    }
+}
+
+/// Stream-copy chunker: keyframe-aligned chunks, nothing decoded.
+///
+/// Packets before the first keyframe are dropped (they cannot be decoded on their own).
+/// Chunk metadata is complete for media facts; `object`, times and `sha256` are left for the
+/// pipeline and signer to fill.
+#[derive(Debug)]
+pub struct CopyChunker {
+    config: CopyChunkerConfig,
+    info: StreamInfo,
+    codec: Option<TrackCodec>,
+    pending: Vec<EncodedPacket>,
+    next_sequence: u64,
+    target_ticks: i64,
+    /// Nominal frame duration in ticks, for the last frame of a stream whose packets carry none.
+    nominal_frame_ticks: i64,
+    skipped_before_keyframe: u64,
+    warned_long_gop: bool,
+    warned_open_gop: bool,
+}
+
+impl CopyChunker {
+    /// A chunker for the stream described by `info`.
+    pub fn new(info: &StreamInfo, config: CopyChunkerConfig) -> Result<Self, ChunkerError> {
+        let codec = TrackCodec::from_extradata(&info.codec, &info.extradata)?;
+        let tb = info.time_base;
+        if !tb.is_positive() {
+            return Err(ChunkerError::BadTimeBase {
+                time_base: tb.to_string(),
+            });
+        }
+        let target_ticks = tb.millis_to_ticks(config.target.as_millis() as i64).max(1);
+        let nominal_frame_ticks = info
+            .frame_rate
+            .filter(|r| r.is_positive())
+            .map(|r| {
+                // ticks per frame = (1 / fps) / tb = (r.den * tb.den) / (r.num * tb.num)
+                let num = i64::from(r.den) * i64::from(tb.den);
+                let den = i64::from(r.num) * i64::from(tb.num);
+                (num + den / 2) / den
+            })
+            .unwrap_or(0);
+        Ok(Self {
+            next_sequence: config.first_sequence,
+            config,
+            info: info.clone(),
+            codec,
+            pending: Vec::with_capacity(256),
+            target_ticks,
+            nominal_frame_ticks,
+            skipped_before_keyframe: 0,
+            warned_long_gop: false,
+            warned_open_gop: false,
+        })
+    }
+
+    /// Packets dropped because they arrived before the first keyframe.
+    pub fn skipped_before_keyframe(&self) -> u64 {
+        self.skipped_before_keyframe
+    }
+
+    /// Frames waiting in the chunk in progress.
+    pub fn pending_frames(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn close(&mut self, next_dts: Option<i64>) -> Result<Chunk, ChunkerError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending.reserve(pending.len());
+        let tb = self.info.time_base;
+        let scale = i64::from(tb.num);
+        let codec = match &self.codec {
+            Some(c) => c,
+            None => unreachable_codec(&self.info)?,
+        };
+        let too_large = |what: &str| ChunkerError::TooLarge {
+            reason: format!("{what} does not fit the 32-bit MP4 sample table"),
+        };
+
+        let first_dts = pending[0].dts;
+        let min_pts = pending
+            .iter()
+            .map(|p| p.pts)
+            .min()
+            .unwrap_or(pending[0].pts);
+        let mut samples = Vec::with_capacity(pending.len());
+        let mut duration_ts: i64 = 0;
+        let mut last_delta = self.nominal_frame_ticks;
+        for (i, p) in pending.iter().enumerate() {
+            let delta = match pending.get(i + 1).map(|n| n.dts).or(next_dts) {
+                Some(next) => next - p.dts,
+                None if p.duration > 0 => p.duration,
+                None if self.nominal_frame_ticks > 0 => self.nominal_frame_ticks,
+                None => last_delta,
+            }
+            .max(0);
+            last_delta = delta;
+            duration_ts += delta;
+            let data = match codec.framing {
+                Framing::LengthPrefixed => p.data.clone(),
+                Framing::AnnexB => {
+                    let mut out = Vec::with_capacity(p.data.len() + 16);
+                    annexb_to_length_prefixed(&p.data, &mut out);
+                    Bytes::from(out)
+                }
+            };
+            samples.push(Sample {
+                data,
+                duration: u32::try_from(delta * scale)
+                    .map_err(|_| too_large("a frame duration"))?,
+                composition_offset: i32::try_from((p.pts - p.dts) * scale)
+                    .map_err(|_| too_large("a composition offset"))?,
+                keyframe: p.keyframe,
+            });
+        }
+        let presentation_start = u32::try_from(((min_pts - first_dts) * scale).max(0))
+            .map_err(|_| too_large("the presentation offset"))?;
+        let track = VideoTrack {
+            sample_entry: codec.sample_entry,
+            config_box: codec.config_box,
+            config_record: &codec.record,
+            width: u16::try_from(self.info.width).map_err(|_| too_large("the width"))?,
+            height: u16::try_from(self.info.height).map_err(|_| too_large("the height"))?,
+            timescale: u32::try_from(tb.den).map_err(|_| too_large("the timescale"))?,
+        };
+        let payload = Bytes::from(write_mp4(&track, &samples, presentation_start)?);
+
+        let frame_count = pending.len() as u64;
+        let duration_ms = tb.ticks_to_millis(duration_ts).max(0) as u64;
+        let seconds = duration_ts as f64 * tb.as_f64();
+        let fps = if seconds > 0.0 {
+            (frame_count as f64 / seconds * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        };
+        let keyframes = pending.iter().filter(|p| p.keyframe).count();
+        if !self.warned_long_gop
+            && keyframes == 1
+            && duration_ts > self.target_ticks * 3 / 2
+            && next_dts.is_some()
+        {
+            self.warned_long_gop = true;
+            tracing::warn!(
+                source = %self.config.source_id,
+                gop_ms = duration_ms,
+                requested_ms = self.config.target.as_millis(),
+                "the source's keyframe interval is longer than the requested chunk, so stream-copy \
+                 chunks follow the keyframes; use --mode transcode for exact chunk lengths"
+            );
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let epoch = DateTime::UNIX_EPOCH;
+        let metadata = ChunkMetadata {
+            schema: MANIFEST_SCHEMA.to_owned(),
+            source_id: self.config.source_id.clone(),
+            sequence,
+            object: String::new(),
+            start_time: epoch,
+            end_time: epoch,
+            clock: ClockSource::RunStart,
+            start_pts: min_pts,
+            time_base: tb,
+            duration_ts,
+            duration_ms,
+            requested_ms: self.config.target.as_millis(),
+            frame_count,
+            fps,
+            width: self.info.width,
+            height: self.info.height,
+            codec: self.info.codec.name().to_owned(),
+            profile: self.info.profile.clone(),
+            keyframe_aligned: pending[0].keyframe,
+            discontinuity: false,
+            bytes: payload.len() as u64,
+            sha256: String::new(),
+        };
+        Ok(Chunk { payload, metadata })
+    }
+}
+
+/// The codec record is built at the first keyframe at the latest, before any chunk closes.
+fn unreachable_codec(info: &StreamInfo) -> Result<&'static TrackCodec, ChunkerError> {
+    Err(ChunkerError::BadConfig {
+        codec: info.codec.name().to_owned(),
+        reason: "no parameter sets before the first chunk closed".to_owned(),
+    })
+}
+
+impl Chunker for CopyChunker {
+    type Error = ChunkerError;
+
+    fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
+        if self.pending.is_empty() && !packet.keyframe {
+            self.skipped_before_keyframe += 1;
+            if self.skipped_before_keyframe == 1 {
+                tracing::debug!(source = %self.config.source_id, "dropping frames before the first keyframe");
+            }
+            return Ok(None);
+        }
+        if self.codec.is_none() && packet.keyframe {
+            // No extradata: parameter sets travel in-band (Annex B) with the keyframe.
+            self.codec = Some(TrackCodec::from_annexb(&self.info.codec, &packet.data)?);
+        }
+        let closes = packet.keyframe
+            && !self.pending.is_empty()
+            && packet.dts - self.pending[0].dts >= self.target_ticks;
+        let chunk = if closes {
+            Some(self.close(Some(packet.dts))?)
+        } else {
+            None
+        };
+        if !self.warned_open_gop && !packet.keyframe {
+            if let Some(first) = self.pending.first() {
+                if packet.pts < first.pts {
+                    self.warned_open_gop = true;
+                    tracing::warn!(
+                        source = %self.config.source_id,
+                        "open-GOP stream: frames that follow a keyframe but are shown before it \
+                         cannot be decoded from their chunk alone; configure the camera for closed \
+                         GOPs or use --mode transcode"
+                    );
+                }
+            }
+        }
+        self.pending.push(packet);
+        Ok(chunk)
+    }
+
+    fn finish(&mut self) -> Result<Option<Chunk>, ChunkerError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        self.close(None).map(Some)
+    }
+}
+
+/// Exposed for tests: the time base the chunker keeps.
+impl CopyChunker {
+    /// The stream's time base (also the chunks' MP4 timescale denominator).
+    pub fn time_base(&self) -> Rational {
+        self.info.time_base
+    }
+}

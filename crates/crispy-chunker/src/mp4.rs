@@ -1,0 +1,400 @@
+//! A minimal ISO-BMFF (MP4) writer for one video track.
+//!
+//! Layout: `ftyp`, `moov`, `mdat` — the index first, so a chunk is playable while it streams.
+//! The output is assembled in one pre-sized buffer.
+
+use bytes::Bytes;
+
+use crate::ChunkerError;
+
+/// A four-character box or sample-entry code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FourCc(pub [u8; 4]);
+
+/// The facts of the single video track of a chunk.
+#[derive(Debug, Clone)]
+pub struct VideoTrack<'a> {
+    /// Sample entry type: `avc1` or `hvc1`.
+    pub sample_entry: FourCc,
+    /// Configuration box type: `avcC` or `hvcC`.
+    pub config_box: FourCc,
+    /// The decoder configuration record, stored verbatim in the configuration box.
+    pub config_record: &'a [u8],
+    /// Width in pixels.
+    pub width: u16,
+    /// Height in pixels.
+    pub height: u16,
+    /// Ticks per second of all durations and offsets (track and movie timescale).
+    pub timescale: u32,
+}
+
+/// One frame, in decode order.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Length-prefixed NAL units.
+    pub data: Bytes,
+    /// Decode duration in timescale ticks (DTS of the next frame minus this one's).
+    pub duration: u32,
+    /// PTS minus DTS in timescale ticks.
+    pub composition_offset: i32,
+    /// True for sync samples (keyframes).
+    pub keyframe: bool,
+}
+
+/// Writes a complete MP4 file holding `samples`.
+///
+/// `presentation_start` is the composition time (relative to the first sample's decode time)
+/// of the first frame to show; an edit list skips everything before it, so that presentation
+/// begins at zero and lasts exactly the sum of the sample durations.
+pub fn write_mp4(
+    track: &VideoTrack<'_>,
+    samples: &[Sample],
+    presentation_start: u32,
+) -> Result<Vec<u8>, ChunkerError> {
+    let too_large = |reason: &str| ChunkerError::TooLarge {
+        reason: reason.to_owned(),
+    };
+    let count = u32::try_from(samples.len()).map_err(|_| too_large("more than 2^32 samples"))?;
+    let mut payload_len: u64 = 0;
+    let mut duration: u64 = 0;
+    for s in samples {
+        if u32::try_from(s.data.len()).is_err() {
+            return Err(too_large("a frame larger than 4 GiB"));
+        }
+        payload_len += s.data.len() as u64;
+        duration += u64::from(s.duration);
+    }
+    let ftyp = ftyp(track);
+    let large = payload_len + 1 << 20 > u64::from(u32::MAX);
+    let mdat_header = if large { 16 } else { 8 };
+    let probe = moov(
+        track,
+        samples,
+        count,
+        duration,
+        presentation_start,
+        0,
+        large,
+    );
+    let offset = (ftyp.len() + probe.len() + mdat_header) as u64;
+    let moov = moov(
+        track,
+        samples,
+        count,
+        duration,
+        presentation_start,
+        offset,
+        large,
+    );
+    debug_assert_eq!(probe.len(), moov.len());
+
+    let total = offset + payload_len;
+    let mut out = Vec::with_capacity(usize::try_from(total).map_err(|_| too_large("chunk"))?);
+    out.extend_from_slice(&ftyp);
+    out.extend_from_slice(&moov);
+    if large {
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(b"mdat");
+        out.extend_from_slice(&(payload_len + 16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&((payload_len + 8) as u32).to_be_bytes());
+        out.extend_from_slice(b"mdat");
+    }
+    for s in samples {
+        out.extend_from_slice(&s.data);
+    }
+    Ok(out)
+}
+
+/// Appends a box of type `kind` whose body `body` writes.
+fn boxed(out: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(kind);
+    body(out);
+    let size = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+}
+
+/// Appends a full box (version and flags).
+fn full_box(
+    out: &mut Vec<u8>,
+    kind: &[u8; 4],
+    version: u8,
+    flags: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    boxed(out, kind, |o| {
+        o.extend_from_slice(&((u32::from(version) << 24) | flags).to_be_bytes());
+        body(o);
+    });
+}
+
+trait Put {
+    fn u16(&mut self, v: u16);
+    fn u32(&mut self, v: u32);
+    fn u64(&mut self, v: u64);
+    fn zeros(&mut self, n: usize);
+}
+
+impl Put for Vec<u8> {
+    fn u16(&mut self, v: u16) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.extend_from_slice(&v.to_be_bytes());
+    }
+    fn zeros(&mut self, n: usize) {
+        self.resize(self.len() + n, 0);
+    }
+}
+
+const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
+
+fn ftyp(track: &VideoTrack<'_>) -> Vec<u8> {
+    let mut o = Vec::with_capacity(32);
+    boxed(&mut o, b"ftyp", |o| {
+        o.extend_from_slice(b"isom");
+        o.u32(0x200);
+        o.extend_from_slice(b"isom");
+        o.extend_from_slice(b"iso2");
+        o.extend_from_slice(&track.sample_entry.0);
+        o.extend_from_slice(b"mp41");
+    });
+    o
+}
+
+/// Writes a 32- or 64-bit time field, the width chosen by `v1`.
+fn time(o: &mut Vec<u8>, v1: bool, v: u64) {
+    if v1 { o.u64(v) } else { o.u32(v as u32) }
+}
+
+fn moov(
+    track: &VideoTrack<'_>,
+    samples: &[Sample],
+    count: u32,
+    duration: u64,
+    presentation_start: u32,
+    chunk_offset: u64,
+    large: bool,
+) -> Vec<u8> {
+    let v1 = duration > u64::from(u32::MAX);
+    let version = u8::from(v1);
+    let mut o = Vec::with_capacity(1024 + samples.len() * 12);
+    boxed(&mut o, b"moov", |o| {
+        full_box(o, b"mvhd", version, 0, |o| {
+            time(o, v1, 0); // creation
+            time(o, v1, 0); // modification
+            o.u32(track.timescale);
+            time(o, v1, duration);
+            o.u32(0x0001_0000); // rate 1.0
+            o.u16(0x0100); // volume 1.0
+            o.zeros(10);
+            MATRIX.iter().for_each(|m| o.u32(*m));
+            o.zeros(24);
+            o.u32(2); // next_track_ID
+        });
+        boxed(o, b"trak", |o| {
+            full_box(o, b"tkhd", version, 3, |o| {
+                time(o, v1, 0);
+                time(o, v1, 0);
+                o.u32(1); // track_ID
+                o.u32(0);
+                time(o, v1, duration);
+                o.zeros(8);
+                o.u16(0); // layer
+                o.u16(0); // alternate_group
+                o.u16(0); // volume
+                o.u16(0);
+                MATRIX.iter().for_each(|m| o.u32(*m));
+                o.u32(u32::from(track.width) << 16);
+                o.u32(u32::from(track.height) << 16);
+            });
+            boxed(o, b"edts", |o| {
+                full_box(o, b"elst", version, 0, |o| {
+                    o.u32(1);
+                    time(o, v1, duration);
+                    time(o, v1, u64::from(presentation_start));
+                    o.u16(1); // media_rate_integer
+                    o.u16(0);
+                });
+            });
+            boxed(o, b"mdia", |o| {
+                full_box(o, b"mdhd", version, 0, |o| {
+                    time(o, v1, 0);
+                    time(o, v1, 0);
+                    o.u32(track.timescale);
+                    time(o, v1, duration);
+                    o.u16(0x55c4); // language "und"
+                    o.u16(0);
+                });
+                full_box(o, b"hdlr", 0, 0, |o| {
+                    o.u32(0);
+                    o.extend_from_slice(b"vide");
+                    o.zeros(12);
+                    o.extend_from_slice(b"VideoHandler\0");
+                });
+                boxed(o, b"minf", |o| {
+                    full_box(o, b"vmhd", 0, 1, |o| o.zeros(8));
+                    boxed(o, b"dinf", |o| {
+                        full_box(o, b"dref", 0, 0, |o| {
+                            o.u32(1);
+                            full_box(o, b"url ", 0, 1, |_| {});
+                        });
+                    });
+                    stbl(o, track, samples, count, chunk_offset, large);
+                });
+            });
+        });
+    });
+    o
+}
+
+fn stbl(
+    o: &mut Vec<u8>,
+    track: &VideoTrack<'_>,
+    samples: &[Sample],
+    count: u32,
+    chunk_offset: u64,
+    large: bool,
+) {
+    boxed(o, b"stbl", |o| {
+        full_box(o, b"stsd", 0, 0, |o| {
+            o.u32(1);
+            boxed(o, &track.sample_entry.0, |o| {
+                o.zeros(6);
+                o.u16(1); // data_reference_index
+                o.zeros(16);
+                o.u16(track.width);
+                o.u16(track.height);
+                o.u32(0x0048_0000); // 72 dpi
+                o.u32(0x0048_0000);
+                o.u32(0);
+                o.u16(1); // frame_count
+                o.zeros(32); // compressorname
+                o.u16(0x0018); // depth
+                o.u16(0xffff); // pre_defined = -1
+                boxed(o, &track.config_box.0, |o| {
+                    o.extend_from_slice(track.config_record)
+                });
+            });
+        });
+        // Decode durations, run-length encoded.
+        let stts = runs(samples.iter().map(|s| s.duration));
+        full_box(o, b"stts", 0, 0, |o| {
+            o.u32(stts.len() as u32);
+            for (n, d) in &stts {
+                o.u32(*n);
+                o.u32(*d);
+            }
+        });
+        if samples.iter().any(|s| s.composition_offset != 0) {
+            let ctts = runs(samples.iter().map(|s| s.composition_offset as u32));
+            let signed = samples.iter().any(|s| s.composition_offset < 0);
+            full_box(o, b"ctts", u8::from(signed), 0, |o| {
+                o.u32(ctts.len() as u32);
+                for (n, off) in &ctts {
+                    o.u32(*n);
+                    o.u32(*off);
+                }
+            });
+        }
+        if !samples.iter().all(|s| s.keyframe) {
+            let sync: Vec<u32> = (1..=count)
+                .zip(samples)
+                .filter(|(_, s)| s.keyframe)
+                .map(|(i, _)| i)
+                .collect();
+            full_box(o, b"stss", 0, 0, |o| {
+                o.u32(sync.len() as u32);
+                sync.iter().for_each(|i| o.u32(*i));
+            });
+        }
+        full_box(o, b"stsc", 0, 0, |o| {
+            o.u32(1);
+            o.u32(1); // first_chunk
+            o.u32(count); // samples_per_chunk
+            o.u32(1); // sample_description_index
+        });
+        full_box(o, b"stsz", 0, 0, |o| {
+            o.u32(0);
+            o.u32(count);
+            samples.iter().for_each(|s| o.u32(s.data.len() as u32));
+        });
+        if large {
+            full_box(o, b"co64", 0, 0, |o| {
+                o.u32(1);
+                o.u64(chunk_offset);
+            });
+        } else {
+            full_box(o, b"stco", 0, 0, |o| {
+                o.u32(1);
+                o.u32(chunk_offset as u32);
+            });
+        }
+    });
+}
+
+/// Run-length encodes a sequence as `(count, value)` pairs.
+fn runs(values: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for v in values {
+        match out.last_mut() {
+            Some((n, last)) if *last == v => *n += 1,
+            _ => out.push((1, v)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track() -> VideoTrack<'static> {
+        VideoTrack {
+            sample_entry: FourCc(*b"avc1"),
+            config_box: FourCc(*b"avcC"),
+            config_record: &[1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 0, 1, 0, 0],
+            width: 320,
+            height: 240,
+            timescale: 90_000,
+        }
+    }
+
+    #[test]
+    fn runs_compress_equal_neighbours() {
+        assert_eq!(
+            runs([5, 5, 5, 7, 5].into_iter()),
+            vec![(3, 5), (1, 7), (1, 5)]
+        );
+    }
+
+    #[test]
+    fn output_is_ftyp_moov_mdat_with_payload_at_the_chunk_offset() {
+        let samples: Vec<Sample> = (0..3u8)
+            .map(|i| Sample {
+                data: Bytes::from(vec![i; 10]),
+                duration: 3000,
+                composition_offset: 0,
+                keyframe: i == 0,
+            })
+            .collect();
+        let out = write_mp4(&track(), &samples, 0).expect("mux");
+        let ftyp_len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        assert_eq!(&out[4..8], b"ftyp");
+        assert_eq!(&out[ftyp_len + 4..ftyp_len + 8], b"moov");
+        let moov_len =
+            u32::from_be_bytes(out[ftyp_len..ftyp_len + 4].try_into().expect("4")) as usize;
+        let mdat = ftyp_len + moov_len;
+        assert_eq!(&out[mdat + 4..mdat + 8], b"mdat");
+        assert_eq!(out.len(), mdat + 8 + 30);
+        assert_eq!(&out[mdat + 8..mdat + 18], &[0u8; 10]);
+        // The stco entry is the last 4 bytes of the moov box and points at the payload.
+        let stco = u32::from_be_bytes(out[mdat - 4..mdat].try_into().expect("4")) as usize;
+        assert_eq!(stco, mdat + 8);
+    }
+}

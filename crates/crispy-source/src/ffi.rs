@@ -1,0 +1,132 @@
+//! The FFmpeg wrapper: every `unsafe` block of the project is in this module.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::Once;
+
+use bytes::Bytes;
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::ffi as sys;
+
+static INIT: Once = Once::new();
+
+pub(crate) fn init() {
+    INIT.call_once(|| {
+        // ffmpeg::init only registers devices/network; failure leaves plain file reading intact.
+        if let Err(e) = ffmpeg::init() {
+            tracing::warn!(target: "ffmpeg", "ffmpeg init: {e}");
+        }
+        // SAFETY: setting the global log level is a plain int store.
+        unsafe { sys::av_log_set_level(sys::AV_LOG_WARNING) };
+        route_logs();
+    });
+}
+
+/// How bindgen spells the `va_list` argument on this target.
+#[cfg(all(target_arch = "x86_64", not(target_os = "windows")))]
+type VaList = *mut sys::__va_list_tag;
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "windows")))]
+fn route_logs() {
+    // SAFETY: `log_callback` has the exact signature FFmpeg expects, is thread-safe (it only
+    // formats into a stack buffer and emits a tracing event) and lives for the whole program.
+    unsafe { sys::av_log_set_callback(Some(log_callback)) };
+}
+
+/// Elsewhere `va_list` has another ABI shape: FFmpeg keeps its own stderr logger, quietened.
+#[cfg(not(all(target_arch = "x86_64", not(target_os = "windows"))))]
+fn route_logs() {
+    // SAFETY: setting the global log level is a plain int store.
+    unsafe { sys::av_log_set_level(sys::AV_LOG_QUIET) };
+}
+
+/// Formats one FFmpeg log line and re-emits it through `tracing`.
+#[cfg(all(target_arch = "x86_64", not(target_os = "windows")))]
+unsafe extern "C" fn log_callback(
+    avcl: *mut c_void,
+    level: c_int,
+    fmt: *const c_char,
+    args: VaList,
+) {
+    // SAFETY: reading FFmpeg's global level is a plain int load.
+    if level > unsafe { sys::av_log_get_level() } {
+        return;
+    }
+    let mut buf = [0 as c_char; 1024];
+    let mut print_prefix: c_int = 1;
+    // SAFETY: `buf` is writable for its whole length, which we pass; FFmpeg NUL-terminates the
+    // output (truncating if needed); `avcl`, `fmt` and `args` are forwarded untouched from FFmpeg.
+    let written = unsafe {
+        sys::av_log_format_line2(
+            avcl,
+            level,
+            fmt,
+            args,
+            buf.as_mut_ptr(),
+            buf.len() as c_int,
+            &mut print_prefix,
+        )
+    };
+    if written < 0 {
+        return;
+    }
+    // SAFETY: av_log_format_line2 always NUL-terminates within `buf`.
+    let line = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let line = line.trim_end();
+    if line.is_empty() {
+        return;
+    }
+    match level {
+        l if l <= sys::AV_LOG_ERROR => tracing::error!(target: "ffmpeg", "{line}"),
+        l if l <= sys::AV_LOG_WARNING => tracing::warn!(target: "ffmpeg", "{line}"),
+        l if l <= sys::AV_LOG_INFO => tracing::info!(target: "ffmpeg", "{line}"),
+        _ => tracing::debug!(target: "ffmpeg", "{line}"),
+    }
+}
+
+/// Raw facts of a stream's codec parameters that ffmpeg-next does not expose.
+pub(crate) struct RawParams {
+    pub(crate) width: i32,
+    pub(crate) height: i32,
+    pub(crate) profile: Option<String>,
+    pub(crate) extradata: Bytes,
+}
+
+pub(crate) fn raw_params(params: &ffmpeg::codec::Parameters) -> RawParams {
+    // SAFETY: `params` wraps a valid AVCodecParameters owned by the open stream for at least
+    // the duration of this call; we only read plain fields and copy the extradata out.
+    unsafe {
+        let p = &*params.as_ptr();
+        let extradata = if p.extradata.is_null() || p.extradata_size <= 0 {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(std::slice::from_raw_parts(
+                p.extradata,
+                p.extradata_size as usize,
+            ))
+        };
+        let name = sys::avcodec_profile_name(p.codec_id, p.profile);
+        let profile =
+            (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned());
+        RawParams {
+            width: p.width,
+            height: p.height,
+            profile,
+            extradata,
+        }
+    }
+}
+
+/// Owns a demuxed packet so its buffer can back a [`Bytes`] without a copy.
+struct PacketBuffer(ffmpeg::Packet);
+
+impl AsRef<[u8]> for PacketBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.0.data().unwrap_or(&[])
+    }
+}
+
+/// Turns a packet into `Bytes` sharing FFmpeg's reference-counted buffer.
+pub(crate) fn packet_bytes(packet: ffmpeg::Packet) -> Bytes {
+    Bytes::from_owner(PacketBuffer(packet))
+}
