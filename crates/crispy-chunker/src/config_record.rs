@@ -3,6 +3,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use crispy_core::Codec;
 
+use crispy_core::annexb::annexb_nals;
+
 use crate::ChunkerError;
 use crate::mp4::FourCc;
 
@@ -83,49 +85,6 @@ fn bad(codec: &Codec, reason: &str) -> ChunkerError {
         codec: codec.name().to_owned(),
         reason: reason.to_owned(),
     }
-}
-
-/// NAL units of an Annex B byte stream, without start codes or trailing zero bytes.
-pub(crate) fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = data;
-    // Skip to the first start code.
-    match find_start_code(rest) {
-        Some((pos, len)) => rest = &rest[pos + len..],
-        None => rest = &[],
-    }
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let (nal, next) = match find_start_code(rest) {
-            Some((pos, len)) => (&rest[..pos], &rest[pos + len..]),
-            None => (rest, &[][..]),
-        };
-        rest = next;
-        let mut end = nal.len();
-        while end > 0 && nal[end - 1] == 0 {
-            end -= 1;
-        }
-        Some(&nal[..end])
-    })
-    .filter(|n| !n.is_empty())
-}
-
-/// Position and length of the next `00 00 01` or `00 00 00 01` start code.
-fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 {
-            if data[i + 2] == 1 {
-                return Some((i, 3));
-            }
-            if data[i + 2] == 0 && i + 3 < data.len() && data[i + 3] == 1 {
-                return Some((i, 4));
-            }
-        }
-        i += 1;
-    }
-    None
 }
 
 /// Rewrites an Annex B access unit with 4-byte length prefixes.
@@ -219,15 +178,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_annexb_with_both_start_code_lengths() {
+    fn rewrites_annexb_with_length_prefixes() {
         let data = [
             0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 0,
         ];
-        let nals: Vec<&[u8]> = annexb_nals(&data).collect();
-        assert_eq!(
-            nals,
-            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]
-        );
         let mut out = Vec::new();
         annexb_to_length_prefixed(&data, &mut out);
         assert_eq!(

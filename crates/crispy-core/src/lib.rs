@@ -18,6 +18,7 @@
 //! # Ok::<(), crispy_core::Error>(())
 //! ```
 
+pub mod annexb;
 mod duration;
 mod error;
 mod manifest;

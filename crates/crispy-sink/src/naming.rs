@@ -1,0 +1,66 @@
+use chrono::{DateTime, Datelike, Utc};
+use crispy_core::SourceId;
+
+/// The object path of a chunk: `<prefix>/<source>/<yyyy>/<mm>/<dd>/<start>-<seq:08>.mp4`.
+///
+/// Names sort by time, then sequence; `start` is `yyyymmddTHHMMSS.mmmZ` (no `:` so the names
+/// are safe on every file system). `source_id` is validated, so no name escapes `prefix`.
+pub fn chunk_object_path(
+    prefix: &str,
+    source_id: &SourceId,
+    start: DateTime<Utc>,
+    sequence: u64,
+) -> String {
+    let day = format!(
+        "{:04}/{:02}/{:02}",
+        start.year(),
+        start.month(),
+        start.day()
+    );
+    let stamp = start.format("%Y%m%dT%H%M%S%.3fZ");
+    let name = format!("{source_id}/{day}/{stamp}-{sequence:08}.mp4");
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// The manifest path beside a chunk: the chunk path with `.json` in place of its extension.
+pub fn manifest_path_for(chunk_path: &str) -> String {
+    match chunk_path.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => format!("{stem}.json"),
+        _ => format!("{chunk_path}.json"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn names_are_deterministic_and_sortable() {
+        let id = SourceId::new("cam-1").expect("valid");
+        let t = Utc
+            .with_ymd_and_hms(2026, 3, 7, 9, 5, 2)
+            .single()
+            .expect("valid")
+            + chrono::Duration::milliseconds(45);
+        let p = chunk_object_path("cctv/site", &id, t, 12);
+        assert_eq!(
+            p,
+            "cctv/site/cam-1/2026/03/07/20260307T090502.045Z-00000012.mp4"
+        );
+        assert_eq!(
+            manifest_path_for(&p),
+            "cctv/site/cam-1/2026/03/07/20260307T090502.045Z-00000012.json"
+        );
+        assert_eq!(
+            chunk_object_path("", &id, t, 0),
+            "cam-1/2026/03/07/20260307T090502.045Z-00000000.mp4"
+        );
+        let later = chunk_object_path("", &id, t + chrono::Duration::seconds(3), 1);
+        assert!(later > chunk_object_path("", &id, t, 0));
+    }
+}

@@ -1,0 +1,283 @@
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+
+use crate::{SinkError, chunk_object_path, manifest_path_for};
+
+/// A sink writing chunks and manifests to any `object_store` backend.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreSink {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    display: String,
+    local_dir: Option<PathBuf>,
+    attributes: bool,
+}
+
+impl ObjectStoreSink {
+    /// A sink over `store`, writing under `prefix`. `display` names it in logs and errors.
+    /// `attributes` says whether the store accepts object metadata attributes.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        display: impl Into<String>,
+        attributes: bool,
+    ) -> Result<Self, SinkError> {
+        let display = display.into();
+        let prefix = clean_prefix(prefix, &display)?;
+        Ok(Self {
+            store,
+            prefix,
+            display,
+            local_dir: None,
+            attributes,
+        })
+    }
+
+    /// Opens a sink from a URL: `file:///abs/dir`, `file://./relative/dir`, a plain directory
+    /// path, or `memory://[name/]prefix`. Local directories are created if missing.
+    pub fn from_url(url: &str) -> Result<Self, SinkError> {
+        let invalid = |reason: &str| SinkError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(rest) = url.strip_prefix("memory://") {
+            // The first segment names the in-memory "bucket"; the rest is the prefix.
+            let prefix = rest.split_once('/').map_or("", |(_, p)| p);
+            return Self::new(Arc::new(InMemory::new()), prefix, url, true);
+        }
+        let dir = if let Some(rest) = url.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(invalid("no directory after file://"));
+            }
+            PathBuf::from(rest)
+        } else if url.contains("://") {
+            let scheme = url.split("://").next().unwrap_or_default();
+            return Err(invalid(&format!(
+                "scheme {scheme}:// is not supported by this build (supported: file://, memory://)"
+            )));
+        } else if url.is_empty() {
+            return Err(invalid("empty"));
+        } else {
+            PathBuf::from(url)
+        };
+        Self::local(&dir, url)
+    }
+
+    /// A sink writing into the local directory `dir` (created if missing).
+    pub fn local(dir: &FsPath, display: &str) -> Result<Self, SinkError> {
+        let unwritable = |source| SinkError::Unwritable {
+            location: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
+        let dir = std::fs::canonicalize(dir).map_err(unwritable)?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| SinkError::InvalidUrl {
+            url: display.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut sink = Self::new(Arc::new(store), "", display, false)?;
+        sink.local_dir = Some(dir);
+        Ok(sink)
+    }
+
+    /// Checks, before any reading starts, that the sink can be written.
+    ///
+    /// Local directories get a real test write; other stores are checked by their first put.
+    pub async fn preflight(&self) -> Result<(), SinkError> {
+        if let Some(dir) = &self.local_dir {
+            let probe = dir.join(format!(".crispy-write-test-{}", std::process::id()));
+            let result = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+            result.map_err(|source| SinkError::Unwritable {
+                location: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The underlying store (for listing and reading back).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The sink as given by the user, for logs.
+    pub fn display_url(&self) -> &str {
+        &self.display
+    }
+
+    /// The local directory, for `file://` sinks.
+    pub fn local_dir(&self) -> Option<&FsPath> {
+        self.local_dir.as_deref()
+    }
+
+    fn put_err(&self, path: &str, source: object_store::Error) -> SinkError {
+        SinkError::Put {
+            sink: self.display.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Puts `payload` at `path` only if nothing is there; an identical object already there
+    /// is success, a different one a [`SinkError::Conflict`].
+    async fn put_once(
+        &self,
+        path: &str,
+        payload: Bytes,
+        attributes: Attributes,
+    ) -> Result<PutOutcome, SinkError> {
+        let location = Path::parse(path).map_err(|e| self.put_err(path, e.into()))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes: if self.attributes {
+                attributes
+            } else {
+                Attributes::new()
+            },
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&location, PutPayload::from_bytes(payload.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self
+                    .store
+                    .get(&location)
+                    .await
+                    .map_err(|e| self.put_err(path, e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| self.put_err(path, e))?;
+                let (theirs, ours) = (
+                    crispy_signer::sha256_hex(&existing),
+                    crispy_signer::sha256_hex(&payload),
+                );
+                if theirs == ours {
+                    Ok(PutOutcome::AlreadyPresent)
+                } else {
+                    Err(SinkError::Conflict {
+                        sink: self.display.clone(),
+                        path: path.to_owned(),
+                        existing: theirs,
+                        ours,
+                    })
+                }
+            }
+            Err(e) => Err(self.put_err(path, e)),
+        }
+    }
+}
+
+/// Validates a prefix: relative, `/`-separated, no empty, `.` or `..` segments.
+fn clean_prefix(prefix: &str, display: &str) -> Result<String, SinkError> {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = trimmed
+        .split('/')
+        .find(|s| s.is_empty() || *s == "." || *s == ".." || s.chars().any(char::is_control));
+    if bad.is_some() || Path::parse(trimmed).is_err() {
+        return Err(SinkError::InvalidUrl {
+            url: display.to_owned(),
+            reason: format!(
+                "prefix {trimmed:?} has an empty, '.', '..' or control-character segment"
+            ),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(Attribute::ContentType, content_type.into());
+    let meta = [
+        ("crispy-schema", m.schema.clone()),
+        ("crispy-source-id", m.source_id.to_string()),
+        ("crispy-sequence", m.sequence.to_string()),
+        (
+            "crispy-start-time",
+            m.start_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
+        ("crispy-duration-ms", m.duration_ms.to_string()),
+        ("crispy-frames", m.frame_count.to_string()),
+        ("crispy-resolution", format!("{}x{}", m.width, m.height)),
+        ("crispy-sha256", m.sha256.clone()),
+    ];
+    for (k, v) in meta {
+        a.insert(Attribute::Metadata(k.into()), v.into());
+    }
+    a
+}
+
+#[async_trait]
+impl ChunkSink for ObjectStoreSink {
+    type Error = SinkError;
+
+    fn object_path(&self, metadata: &ChunkMetadata) -> String {
+        chunk_object_path(
+            &self.prefix,
+            &metadata.source_id,
+            metadata.start_time,
+            metadata.sequence,
+        )
+    }
+
+    async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, SinkError> {
+        let m = &chunk.metadata;
+        let chunk_outcome = self
+            .put_once(
+                &m.object,
+                chunk.payload.clone(),
+                chunk_attributes(m, "video/mp4"),
+            )
+            .await?;
+        // The manifest goes last: its presence means the chunk is complete.
+        let manifest_outcome = self
+            .put_once(
+                &manifest_path_for(&m.object),
+                manifest,
+                chunk_attributes(m, "application/json"),
+            )
+            .await?;
+        Ok(match (chunk_outcome, manifest_outcome) {
+            (PutOutcome::AlreadyPresent, PutOutcome::AlreadyPresent) => PutOutcome::AlreadyPresent,
+            _ => PutOutcome::Created,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_hostile_prefixes_and_unknown_schemes() {
+        for url in [
+            "memory://b/../x",
+            "memory://b/a//b",
+            "memory://b/./a",
+            "memory://b/a\u{7}",
+        ] {
+            assert!(ObjectStoreSink::from_url(url).is_err(), "{url:?}");
+        }
+        assert!(ObjectStoreSink::from_url("ftp://host/x").is_err());
+        assert!(ObjectStoreSink::from_url("file://").is_err());
+        assert!(ObjectStoreSink::from_url("").is_err());
+        assert!(ObjectStoreSink::from_url("memory://b/ok/prefix").is_ok());
+    }
+}

@@ -1,0 +1,114 @@
+//! One set of cases run over every sink backend available without emulators.
+
+use bytes::Bytes;
+use chrono::TimeZone;
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome};
+use crispy_sink::{ObjectStoreSink, SinkError, manifest_path_for};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+fn chunk(sink: &ObjectStoreSink, payload: &'static [u8]) -> Chunk {
+    let mut metadata: ChunkMetadata = serde_json::from_str(
+        r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":3,"object":"",
+        "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
+        "clock":"run-start","start_pts":0,"time_base":"1/90000","duration_ts":270000,
+        "duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,"width":640,
+        "height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
+        "discontinuity":false,"bytes":0,"sha256":""}"#,
+    )
+    .expect("valid manifest");
+    metadata.start_time = chrono::Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("t");
+    metadata.object = sink.object_path(&metadata);
+    Chunk {
+        payload: Bytes::from_static(payload),
+        metadata,
+    }
+}
+
+async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
+    sink.preflight().await.expect("preflight");
+    let c = chunk(&sink, b"chunk-bytes");
+    assert_eq!(
+        c.metadata.object,
+        format!("{expect_prefix}cam/2026/01/01/20260101T000000.000Z-00000003.mp4")
+    );
+    let manifest = Bytes::from(c.metadata.to_json());
+
+    assert_eq!(
+        sink.put(&c, manifest.clone()).await.expect("first put"),
+        PutOutcome::Created
+    );
+    let store = sink.store();
+    let got = store
+        .get(&Path::from(c.metadata.object.as_str()))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(&got[..], b"chunk-bytes");
+    let m = store
+        .get(&Path::from(manifest_path_for(&c.metadata.object)))
+        .await
+        .expect("manifest")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(m, manifest);
+
+    // A retried upload of identical objects succeeds without writing.
+    assert_eq!(
+        sink.put(&c, manifest.clone()).await.expect("retry"),
+        PutOutcome::AlreadyPresent
+    );
+
+    // Different content at the same name is a conflict and is never overwritten.
+    let other = chunk(&sink, b"tampered");
+    let err = sink.put(&other, manifest).await.expect_err("conflict");
+    assert!(matches!(err, SinkError::Conflict { .. }), "{err}");
+    assert!(!err.is_retryable());
+    let still = store
+        .get(&Path::from(c.metadata.object.as_str()))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(&still[..], b"chunk-bytes");
+}
+
+#[tokio::test]
+async fn memory_backend() {
+    conformance(
+        ObjectStoreSink::from_url("memory://bucket/site-a").expect("sink"),
+        "site-a/",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().join("out").display());
+    conformance(ObjectStoreSink::from_url(&url).expect("sink"), "").await;
+    assert!(
+        dir.path()
+            .join("out/cam/2026/01/01/20260101T000000.000Z-00000003.json")
+            .is_file()
+    );
+}
+
+#[tokio::test]
+async fn unwritable_local_directory_fails_preflight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    // A directory cannot be created below a regular file.
+    let err = ObjectStoreSink::from_url(&format!("file://{}/sub", file.display()))
+        .expect_err("must fail");
+    assert!(matches!(err, SinkError::Unwritable { .. }), "{err}");
+    assert!(err.to_string().contains("a-file"), "{err}");
+}
