@@ -53,7 +53,7 @@ unsafe extern "C" fn log_callback(
         return;
     }
     let mut buf = [0 as c_char; 1024];
-    let mut print_prefix: c_int = 1;
+    let mut print_prefix: c_int = PRINT_PREFIX.with(std::cell::Cell::get);
     // SAFETY: `buf` is writable for its whole length, which we pass; FFmpeg NUL-terminates the
     // output (truncating if needed); `avcl`, `fmt` and `args` are forwarded untouched from FFmpeg.
     let written = unsafe {
@@ -67,11 +67,23 @@ unsafe extern "C" fn log_callback(
             &mut print_prefix,
         )
     };
+    PRINT_PREFIX.with(|p| p.set(print_prefix));
     if written < 0 {
         return;
     }
     // SAFETY: av_log_format_line2 always NUL-terminates within `buf`.
-    let line = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let piece = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    // FFmpeg may log one line in several calls: collect pieces until the newline.
+    let line = PARTIAL.with(|p| {
+        let mut partial = p.borrow_mut();
+        partial.push_str(&piece);
+        if partial.ends_with('\n') || partial.len() > 4096 {
+            Some(std::mem::take(&mut *partial))
+        } else {
+            None
+        }
+    });
+    let Some(line) = line else { return };
     let line = line.trim_end();
     if line.is_empty() {
         return;
@@ -82,6 +94,13 @@ unsafe extern "C" fn log_callback(
         l if l <= sys::AV_LOG_INFO => tracing::info!(target: "ffmpeg", "{line}"),
         _ => tracing::debug!(target: "ffmpeg", "{line}"),
     }
+}
+
+thread_local! {
+    /// FFmpeg's "start of a new line" flag, kept between calls as its own logger does.
+    static PRINT_PREFIX: std::cell::Cell<c_int> = const { std::cell::Cell::new(1) };
+    /// The start of an FFmpeg log line whose newline has not arrived yet.
+    static PARTIAL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Raw facts of a stream's codec parameters that ffmpeg-next does not expose.

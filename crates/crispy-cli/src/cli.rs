@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use crispy_core::{ChunkDuration, SourceId};
+
+/// Cut video into exactly-timed, hashed MP4 chunks and store them in object storage.
+#[derive(Debug, Parser)]
+#[command(name = "crispy", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 10 source not found, \
+11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
+stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
+damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed. \
+See docs/cli.md.";
+
+/// Options for every subcommand.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CRISPY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl Global {
+    pub fn log_is_json(&self) -> bool {
+        self.log_format == LogFormat::Json
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chunk a source and store chunks and manifests in a sink.
+    Run(RunArgs),
+    /// Print a video file's codec, resolution, fps, duration, frame count and GOP.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Video file to read.
+    #[arg(long, short = 's', value_name = "FILE")]
+    pub source: PathBuf,
+    /// Where to store chunks: file:///dir, file://./dir, a directory path, or memory://.
+    #[arg(long, value_name = "URL", default_value = "file://./crispy-out")]
+    pub sink: String,
+    /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
+    /// at or after it.
+    #[arg(long, short = 'c', value_name = "DURATION", default_value = "3s")]
+    pub chunk: ChunkDuration,
+    /// Source id used in object names and manifests [default: sanitized file name].
+    #[arg(long, value_name = "ID")]
+    pub source_id: Option<SourceId>,
+    /// Uploads in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_in_flight: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Video file to probe.
+    pub file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,85 @@
+//! Exit codes, one per kind of failure (documented in docs/cli.md and `crispy --help`).
+
+use crispy_chunker::ChunkerError;
+use crispy_pipeline::PipelineError;
+use crispy_sink::SinkError;
+use crispy_source::SourceError;
+
+pub const INTERNAL: u8 = 1;
+pub const SOURCE_NOT_FOUND: u8 = 10;
+pub const SOURCE_NOT_A_FILE: u8 = 11;
+pub const SOURCE_EMPTY: u8 = 12;
+pub const SOURCE_NOT_VIDEO: u8 = 13;
+pub const SOURCE_NO_VIDEO_STREAM: u8 = 14;
+pub const CODEC_UNSUPPORTED: u8 = 15;
+pub const SOURCE_DAMAGED: u8 = 16;
+pub const SINK_INVALID: u8 = 20;
+pub const SINK_UNWRITABLE: u8 = 21;
+pub const UPLOAD_FAILED: u8 = 22;
+
+/// The error and its causes on one line, skipping causes whose text is already shown.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// The exit code for an error anywhere in its chain.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<SourceError>() {
+            return source_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<SinkError>() {
+            return sink_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ChunkerError>() {
+            return chunker_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<PipelineError>() {
+            return match e {
+                PipelineError::Source { error, .. } => source_code(error),
+                PipelineError::Chunker(c) => chunker_code(c),
+                PipelineError::Sink { error, .. } => {
+                    error.downcast_ref::<SinkError>().map_or(UPLOAD_FAILED, sink_code)
+                }
+                _ => INTERNAL,
+            };
+        }
+    }
+    INTERNAL
+}
+
+fn source_code(e: &SourceError) -> u8 {
+    match e {
+        SourceError::NotFound { .. } => SOURCE_NOT_FOUND,
+        SourceError::NotAFile { .. } => SOURCE_NOT_A_FILE,
+        SourceError::Empty { .. } => SOURCE_EMPTY,
+        SourceError::NoVideo { .. } => SOURCE_NO_VIDEO_STREAM,
+        SourceError::Damaged { .. } => SOURCE_DAMAGED,
+        _ => SOURCE_NOT_VIDEO,
+    }
+}
+
+fn sink_code(e: &SinkError) -> u8 {
+    match e {
+        SinkError::InvalidUrl { .. } => SINK_INVALID,
+        SinkError::Unwritable { .. } => SINK_UNWRITABLE,
+        _ => UPLOAD_FAILED,
+    }
+}
+
+fn chunker_code(e: &ChunkerError) -> u8 {
+    match e {
+        ChunkerError::UnsupportedCodec { .. } => CODEC_UNSUPPORTED,
+        _ => SOURCE_NOT_VIDEO,
+    }
+}

@@ -1,0 +1,48 @@
+use crispy_chunker::ChunkerError;
+use crispy_signer::SignerError;
+use crispy_source::SourceError;
+
+/// Errors that end a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The source could not be opened or read. Chunks completed before the failure were
+    /// uploaded first.
+    #[error("{error}{}", discarded_note(*.discarded_frames, *.chunks_stored))]
+    Source {
+        /// The source's error (shown in this error's message, not as its `source()`).
+        error: SourceError,
+        /// Chunks stored before the failure.
+        chunks_stored: u64,
+        /// Frames of the incomplete chunk in progress, not uploaded.
+        discarded_frames: u64,
+    },
+    /// The stream cannot be chunked.
+    #[error(transparent)]
+    Chunker(#[from] ChunkerError),
+    /// A chunk could not be sealed.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// A chunk could not be stored.
+    #[error("{error}")]
+    Sink {
+        /// The sink's error (shown in this error's message, not as its `source()`).
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// Chunks stored before the failure.
+        chunks_stored: u64,
+    },
+    /// A pipeline thread or task ended abnormally (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn discarded_note(discarded: u64, stored: u64) -> String {
+    if discarded == 0 && stored == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {stored} complete chunk(s) before the failure were stored, {discarded} frame(s) \
+             of the incomplete chunk after them were not"
+        )
+    }
+}

@@ -1,0 +1,70 @@
+use std::time::Duration;
+
+use crispy_core::{ChunkMetadata, PutOutcome, SourceId, StreamInfo};
+
+/// A source that began delivering.
+#[derive(Debug, Clone)]
+pub struct SourceStarted {
+    /// The source's id.
+    pub source_id: SourceId,
+    /// What the source is, for display (a path; never a secret).
+    pub display: String,
+    /// Its video stream.
+    pub info: StreamInfo,
+    /// Media duration when known (files), for progress.
+    pub duration_ms: Option<u64>,
+}
+
+/// One chunk that reached the sink.
+#[derive(Debug, Clone)]
+pub struct ChunkReport {
+    /// Its final metadata (the manifest).
+    pub metadata: ChunkMetadata,
+    /// Time spent storing chunk and manifest.
+    pub upload: Duration,
+    /// Whether it was written now or found already present.
+    pub outcome: PutOutcome,
+}
+
+/// Totals of a finished run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// The source's id.
+    pub source_id: SourceId,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Chunks that were already present (an earlier, interrupted run stored them).
+    pub already_present: u64,
+    /// Frames in the stored chunks.
+    pub frames: u64,
+    /// Bytes in the stored chunks.
+    pub bytes: u64,
+    /// Media time in the stored chunks, in ms.
+    pub media_ms: u64,
+    /// Wall time of the run.
+    pub wall: Duration,
+}
+
+impl RunSummary {
+    /// Frames processed per wall-clock second.
+    pub fn frames_per_second(&self) -> f64 {
+        let s = self.wall.as_secs_f64();
+        if s > 0.0 { self.frames as f64 / s } else { 0.0 }
+    }
+}
+
+/// Receives pipeline events, e.g. to draw a progress bar. All methods default to nothing.
+pub trait Observer: Send + Sync {
+    /// A source opened.
+    fn started(&self, _event: &SourceStarted) {}
+    /// The reader reached `media_ms` into the source.
+    fn progress(&self, _media_ms: u64) {}
+    /// A chunk was stored.
+    fn chunk_stored(&self, _report: &ChunkReport) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {}
