@@ -65,7 +65,8 @@ pub fn write_mp4(
         duration += u64::from(s.duration);
     }
     let ftyp = ftyp(track);
-    let large = payload_len + 1 << 20 > u64::from(u32::MAX);
+    // 64-bit offsets only when the file may pass 4 GiB (1 MiB of headroom for ftyp+moov).
+    let large = payload_len + (1 << 20) > u64::from(u32::MAX);
     let mdat_header = if large { 16 } else { 8 };
     let probe = moov(
         track,
@@ -393,6 +394,9 @@ mod tests {
         assert_eq!(&out[mdat + 4..mdat + 8], b"mdat");
         assert_eq!(out.len(), mdat + 8 + 30);
         assert_eq!(&out[mdat + 8..mdat + 18], &[0u8; 10]);
+        // Small files use 32-bit offsets: an `stco` box, no `co64`, an 8-byte mdat header.
+        assert!(out.windows(4).any(|w| w == b"stco"));
+        assert!(!out.windows(4).any(|w| w == b"co64"));
         // The stco entry is the last 4 bytes of the moov box and points at the payload.
         let stco = u32::from_be_bytes(out[mdat - 4..mdat].try_into().expect("4")) as usize;
         assert_eq!(stco, mdat + 8);

@@ -48,9 +48,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             return match e {
                 PipelineError::Source { error, .. } => source_code(error),
                 PipelineError::Chunker(c) => chunker_code(c),
-                PipelineError::Sink { error, .. } => {
-                    error.downcast_ref::<SinkError>().map_or(UPLOAD_FAILED, sink_code)
-                }
+                PipelineError::Sink { error, .. } => error
+                    .downcast_ref::<SinkError>()
+                    .map_or(UPLOAD_FAILED, sink_code),
                 _ => INTERNAL,
             };
         }

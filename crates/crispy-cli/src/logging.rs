@@ -30,7 +30,11 @@ pub fn init(global: &Global) -> ProgressBar {
         .with_writer(writer)
         .with_ansi(interactive);
     if global.log_is_json() {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         builder.compact().init();
     }

@@ -14,7 +14,9 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     while let Some(packet) = source.next_packet()? {
         stats.record(&packet);
     }
-    let size = SpsProbe.resolution(&info).unwrap_or((info.width, info.height));
+    let size = SpsProbe
+        .resolution(&info)
+        .unwrap_or((info.width, info.height));
     let fps = info.frame_rate.map(|r| r.as_f64());
     let report = stats.report(info.codec.name(), info.profile.as_deref(), size, fps);
     if args.json {
@@ -30,7 +32,10 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         None => println!("codec       {}", report.codec),
     }
     println!("resolution  {}x{}", report.width, report.height);
-    println!("fps         {}", report.fps.map_or_else(dash, |f| format!("{f}")));
+    println!(
+        "fps         {}",
+        report.fps.map_or_else(dash, |f| format!("{f}"))
+    );
     println!("duration    {:.3} s", report.duration_ms as f64 / 1000.0);
     println!("frames      {}", report.frames);
     println!("keyframes   {}", report.keyframes);
@@ -41,6 +46,11 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         _ => "single keyframe".to_owned(),
     };
     println!("gop         {gop}");
-    println!("bitrate     {}", report.bitrate_kbps.map_or_else(dash, |b| format!("{b} kb/s")));
+    println!(
+        "bitrate     {}",
+        report
+            .bitrate_kbps
+            .map_or_else(dash, |b| format!("{b} kb/s"))
+    );
     Ok(())
 }

@@ -54,6 +54,9 @@ impl Observer for BarObserver {
         self.0.set_position(media_ms);
     }
     fn chunk_stored(&self, report: &ChunkReport) {
-        self.0.set_message(format!("{} chunk {}", report.metadata.source_id, report.metadata.sequence));
+        self.0.set_message(format!(
+            "{} chunk {}",
+            report.metadata.source_id, report.metadata.sequence
+        ));
     }
 }

@@ -135,7 +135,9 @@ mod tests {
 
     #[test]
     fn error_escapes_control_characters() {
-        let err = SourceId::new("a\u{1b}[31mred").unwrap_err().to_string();
+        let err = SourceId::new("a\u{1b}[31mred")
+            .expect_err("rejected")
+            .to_string();
         assert!(!err.contains('\u{1b}'), "{err}");
         assert!(err.contains("\\u{1b}"), "{err}");
     }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkSink, Chunker, ClockSource, MetadataSigner, PacketSource, PutOutcome,
-    ResolutionProbe, SourceId, StreamInfo,
+    Chunk, ChunkDuration, ChunkSink, Chunker, ClockSource, MetadataSigner, PacketSource,
+    PutOutcome, ResolutionProbe, SourceId, StreamInfo,
 };
 use crispy_probe::SpsProbe;
 use crispy_signer::Sha256Sealer;
@@ -48,19 +48,26 @@ impl FileRun {
     /// The id this run will use.
     pub fn effective_source_id(&self) -> SourceId {
         self.source_id.clone().unwrap_or_else(|| {
-            let stem = self.path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+            let stem = self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
             SourceId::sanitize(&stem)
         })
     }
 }
 
 enum ReaderMsg {
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     Failed(ReaderFailure),
 }
 
 enum ReaderFailure {
-    Source { error: crispy_source::SourceError, discarded_frames: u64 },
+    Source {
+        error: crispy_source::SourceError,
+        discarded_frames: u64,
+    },
     Chunker(crispy_chunker::ChunkerError),
 }
 
@@ -68,7 +75,11 @@ enum ReaderFailure {
 ///
 /// On a damaged source, the complete chunks read before the damage are stored, then
 /// [`PipelineError::Source`] is returned.
-pub async fn run_file<S>(job: FileRun, sink: Arc<S>, observer: Arc<dyn Observer>) -> Result<RunSummary, PipelineError>
+pub async fn run_file<S>(
+    job: FileRun,
+    sink: Arc<S>,
+    observer: Arc<dyn Observer>,
+) -> Result<RunSummary, PipelineError>
 where
     S: ChunkSink + 'static,
 {
@@ -128,10 +139,13 @@ where
     let mut first_pts: Option<i64> = None;
     while let Some(msg) = rx.recv().await {
         let mut chunk = match msg {
-            ReaderMsg::Chunk(c) => c,
+            ReaderMsg::Chunk(c) => *c,
             ReaderMsg::Failed(f) => {
                 failure = Some(match f {
-                    ReaderFailure::Source { error, discarded_frames } => PipelineError::Source {
+                    ReaderFailure::Source {
+                        error,
+                        discarded_frames,
+                    } => PipelineError::Source {
                         error,
                         chunks_stored: 0,
                         discarded_frames,
@@ -182,7 +196,8 @@ where
 
     if let Some(mut e) = failure {
         match &mut e {
-            PipelineError::Source { chunks_stored, .. } | PipelineError::Sink { chunks_stored, .. } => {
+            PipelineError::Source { chunks_stored, .. }
+            | PipelineError::Sink { chunks_stored, .. } => {
                 *chunks_stored = summary.chunks;
             }
             _ => {}
@@ -218,7 +233,10 @@ fn read_loop(
             Ok(None) => break,
             Err(error) => {
                 let discarded_frames = chunker.pending_frames() as u64;
-                let _ = tx.blocking_send(ReaderMsg::Failed(ReaderFailure::Source { error, discarded_frames }));
+                let _ = tx.blocking_send(ReaderMsg::Failed(ReaderFailure::Source {
+                    error,
+                    discarded_frames,
+                }));
                 return;
             }
         };
@@ -230,7 +248,7 @@ fn read_loop(
         match chunker.push(packet) {
             Ok(None) => {}
             Ok(Some(chunk)) => {
-                if tx.blocking_send(ReaderMsg::Chunk(chunk)).is_err() {
+                if tx.blocking_send(ReaderMsg::Chunk(Box::new(chunk))).is_err() {
                     return;
                 }
             }
@@ -242,7 +260,7 @@ fn read_loop(
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
-            let _ = tx.blocking_send(ReaderMsg::Chunk(chunk));
+            let _ = tx.blocking_send(ReaderMsg::Chunk(Box::new(chunk)));
         }
         Ok(None) => {}
         Err(e) => {
@@ -251,13 +269,20 @@ fn read_loop(
     }
 }
 
-async fn store_chunk<S: ChunkSink>(mut chunk: Chunk, sink: &S, observer: &dyn Observer) -> Result<ChunkReport, PipelineError> {
+async fn store_chunk<S: ChunkSink>(
+    mut chunk: Chunk,
+    sink: &S,
+    observer: &dyn Observer,
+) -> Result<ChunkReport, PipelineError> {
     let manifest = Sha256Sealer.seal(&mut chunk)?;
     let t0 = Instant::now();
-    let outcome = sink.put(&chunk, manifest).await.map_err(|e| PipelineError::Sink {
-        error: Box::new(e),
-        chunks_stored: 0,
-    })?;
+    let outcome = sink
+        .put(&chunk, manifest)
+        .await
+        .map_err(|e| PipelineError::Sink {
+            error: Box::new(e),
+            chunks_stored: 0,
+        })?;
     let upload = t0.elapsed();
     let m = &chunk.metadata;
     tracing::info!(
@@ -310,7 +335,9 @@ fn apply_probe(source_id: &SourceId, info: &mut StreamInfo) {
             info.height = h;
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(source = %source_id, "resolution probe failed, using FFmpeg's: {e}"),
+        Err(e) => {
+            tracing::warn!(source = %source_id, "resolution probe failed, using FFmpeg's: {e}")
+        }
     }
 }
 

@@ -1,0 +1,373 @@
+//! The `crispy` binary end to end: real files in, real chunks out, checked with ffprobe.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use crispy_testkit::{
+    Fixture, decode_errors, ffmpeg, ffprobe_video, files_with_ext, truncated_copy,
+};
+use serde_json::Value;
+
+fn crispy() -> Command {
+    let mut cmd = Command::cargo_bin("crispy").expect("binary built");
+    cmd.env_remove("RUST_LOG").env_remove("CRISPY_LOG_FORMAT");
+    cmd
+}
+
+fn run(source: &Path, sink: &Path, extra: &[&str]) -> Output {
+    crispy()
+        .args(["run", "--source"])
+        .arg(source)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .args(extra)
+        .output()
+        .expect("crispy runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn manifests(dir: &Path) -> Vec<(PathBuf, Value)> {
+    let mut all: Vec<(PathBuf, Value)> = files_with_ext(dir, "json")
+        .expect("list")
+        .into_iter()
+        .map(|p| {
+            let v: Value =
+                serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("manifest JSON");
+            (p, v)
+        })
+        .collect();
+    all.sort_by_key(|(_, v)| v["sequence"].as_u64());
+    all
+}
+
+/// Runs the CLI on a fixture and checks every chunk and manifest against ffprobe.
+fn check_run(fixture: Fixture, chunk: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        &fixture.path().expect("fixture"),
+        dir.path(),
+        &["--chunk", chunk, "--source-id", "cam-1"],
+    );
+    assert!(out.status.success(), "{fixture:?}: {}", stderr(&out));
+
+    let ms = manifests(dir.path());
+    let chunks = files_with_ext(dir.path(), "mp4").expect("list");
+    assert!(!ms.is_empty());
+    assert_eq!(ms.len(), chunks.len(), "one manifest per chunk");
+    let (mut frames, mut duration) = (0, 0);
+    let mut prev_end: Option<String> = None;
+    for (i, (path, m)) in ms.iter().enumerate() {
+        assert_eq!(m["schema"], "crispy.manifest/1");
+        assert_eq!(m["sequence"].as_u64(), Some(i as u64), "gap-free sequence");
+        assert_eq!(m["source_id"], "cam-1");
+        let object = dir.path().join(m["object"].as_str().expect("object"));
+        assert_eq!(
+            object.with_extension("json"),
+            *path,
+            "manifest sits beside its chunk"
+        );
+        assert!(m["object"].as_str().expect("object").starts_with("cam-1/"));
+        let bytes = std::fs::read(&object).expect("chunk exists");
+        assert_eq!(m["bytes"].as_u64(), Some(bytes.len() as u64));
+        assert_eq!(m["sha256"].as_str(), Some(sha256sum_of(&bytes).as_str()));
+
+        assert_eq!(
+            decode_errors(&object).expect("ffmpeg"),
+            "",
+            "chunk {i} decodes cleanly"
+        );
+        let probe = ffprobe_video(&object).expect("ffprobe");
+        let d = m["duration_ms"].as_u64().expect("duration_ms");
+        assert!(
+            (probe.duration_s * 1000.0 - d as f64).abs() <= 1.0,
+            "chunk {i}: ffprobe {} s vs {d} ms",
+            probe.duration_s
+        );
+        assert_eq!(Some(probe.packets), m["frame_count"].as_u64());
+        assert_eq!(
+            (Some(u64::from(probe.width)), Some(u64::from(probe.height))),
+            (m["width"].as_u64(), m["height"].as_u64())
+        );
+        assert_eq!(m["keyframe_aligned"], true);
+        if let Some(prev) = &prev_end {
+            assert_eq!(
+                m["start_time"].as_str(),
+                Some(prev.as_str()),
+                "chunk {i} starts where {} ended",
+                i - 1
+            );
+        }
+        prev_end = m["end_time"].as_str().map(str::to_owned);
+        frames += m["frame_count"].as_u64().expect("frames");
+        duration += d;
+    }
+    assert_eq!(
+        frames,
+        fixture.frames(),
+        "{fixture:?}: every frame exactly once"
+    );
+    assert_eq!(
+        duration,
+        fixture.duration_ms(),
+        "{fixture:?}: durations add up"
+    );
+}
+
+fn sha256sum_of(bytes: &[u8]) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = out.expect("sha256sum");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("write");
+    let o = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn h264_1080p_file_to_local_sink() {
+    check_run(Fixture::H264_1080p30Gop30, "3s");
+}
+
+#[test]
+fn bframes_with_audio_file_to_local_sink() {
+    check_run(Fixture::H264_720pBframesAac, "2.5s");
+}
+
+#[test]
+fn hevc_file_to_local_sink() {
+    check_run(Fixture::H265_720p, "1500ms");
+}
+
+#[test]
+fn long_gop_file_to_local_sink() {
+    check_run(Fixture::H264LongGop250, "3s");
+}
+
+#[test]
+fn json_logs_have_one_line_per_chunk_and_a_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        &Fixture::H264LongGop250.path().expect("fixture"),
+        dir.path(),
+        &["--log-format", "json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let stored: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "chunk stored")
+        .collect();
+    assert_eq!(stored.len(), 3);
+    for l in &stored {
+        for field in [
+            "source",
+            "sequence",
+            "object",
+            "resolution",
+            "duration_ms",
+            "frames",
+            "bytes",
+            "upload_ms",
+        ] {
+            assert!(!l[field].is_null(), "chunk line lacks {field}: {l}");
+        }
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "run finished")
+        .expect("summary line");
+    assert_eq!(summary["chunks"], 3);
+    assert_eq!(summary["frames"], 600);
+    assert!(summary["frames_per_s"].is_string() || summary["frames_per_s"].is_number());
+    // The long GOP is reported once, with the fix.
+    let gop_warnings = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--mode transcode"))
+        })
+        .count();
+    assert_eq!(gop_warnings, 1);
+}
+
+#[test]
+fn default_source_id_is_the_sanitized_file_stem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("Front door (cam 2).mp4");
+    std::fs::copy(Fixture::H264LongGop250.path().expect("fixture"), &src).expect("copy");
+    let sink = dir.path().join("out");
+    let out = run(&src, &sink, &["-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    assert_eq!(ms[0].1["source_id"], "Front_door_cam_2");
+}
+
+#[test]
+fn probe_reports_stream_facts() {
+    let out = crispy()
+        .args(["probe", "--json"])
+        .arg(Fixture::H264LongGop250.path().expect("fixture"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["codec"], "h264");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert_eq!(v["fps"].as_f64(), Some(25.0));
+    assert_eq!(v["duration_ms"], 24_000);
+    assert_eq!(v["frames"], 600);
+    assert_eq!(v["gop_max_frames"], 250);
+
+    let text = crispy()
+        .arg("probe")
+        .arg(Fixture::H265_720p.path().expect("fixture"))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("hevc (Main)") && text.contains("1280x720") && text.contains("150"),
+        "{text}"
+    );
+}
+
+/// Runs `crispy run` on a bad input; checks exit code, that the message names the input, and
+/// that nothing was stored.
+fn expect_failure(source: &Path, code: i32, needle: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let out = run(source, &sink, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(
+        err.contains(needle),
+        "message should name {needle:?}: {err}"
+    );
+    dir
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_distinct_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+
+    expect_failure(&p("missing.mp4"), 10, "missing.mp4");
+    std::fs::create_dir(p("a-dir.mp4")).expect("mkdir");
+    expect_failure(&p("a-dir.mp4"), 11, "a-dir.mp4");
+    std::fs::write(p("empty.mp4"), b"").expect("write");
+    expect_failure(&p("empty.mp4"), 12, "empty.mp4");
+    std::fs::write(
+        p("notes.mp4"),
+        b"this is a text file, not a video\n".repeat(50),
+    )
+    .expect("write");
+    expect_failure(&p("notes.mp4"), 13, "notes.mp4");
+    let audio = p("audio-only.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=1",
+        "-c:a",
+        "aac",
+        audio.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let d = expect_failure(&audio, 14, "audio-only.mp4");
+    assert!(
+        files_with_ext(&d.path().join("sink"), "mp4")
+            .map(|f| f.is_empty())
+            .unwrap_or(true)
+    );
+    let mpeg4 = p("mpeg4.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=1",
+        "-c:v",
+        "mpeg4",
+        mpeg4.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    expect_failure(&mpeg4, 15, "--mode transcode");
+}
+
+#[test]
+fn truncated_file_stores_complete_chunks_then_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let truncated = truncated_copy(Fixture::H264_1080p30Gop30, 0.6, dir.path()).expect("truncate");
+    let sink = dir.path().join("sink");
+    let out = run(&truncated, &sink, &["--chunk", "2s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(
+        err.contains("truncated.mp4") && err.contains("damaged"),
+        "{err}"
+    );
+    let chunks = files_with_ext(&sink, "mp4").expect("list");
+    // 60% of a 10 s file holds a bit less than 6 s: two complete 2 s chunks.
+    assert_eq!(chunks.len(), 2, "{err}");
+    for c in &chunks {
+        assert_eq!(decode_errors(c).expect("ffmpeg"), "");
+    }
+    assert_eq!(manifests(&sink).len(), 2);
+}
+
+#[test]
+fn unusable_sinks_fail_before_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").expect("write");
+    let src = Fixture::H264LongGop250.path().expect("fixture");
+    let out = run(&src, &blocker.join("sub"), &[]);
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not writable"), "{}", stderr(&out));
+
+    let out = crispy()
+        .args(["run", "--sink", "ftp://x/y", "--source"])
+        .arg(&src)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+
+    let out = crispy()
+        .args(["run", "--chunk", "0s", "--source"])
+        .arg(&src)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("longer than zero"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = crispy()
+        .args(["run", "--source-id", "../etc", "--source"])
+        .arg(&src)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+}
