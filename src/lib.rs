@@ -22,3 +22,8 @@ pub use crispy_probe as probe;
 pub use crispy_signer as signer;
 pub use crispy_sink as sink;
 pub use crispy_source as source;
+
+/// The README's code examples compile (checked by the doc tests).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
