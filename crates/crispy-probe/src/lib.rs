@@ -11,7 +11,7 @@
 //!
 //! let mut stats = StreamStats::new(Rational::new(1, 30));
 //! for i in 0..90 {
-//!     stats.record(&EncodedPacket { data: bytes::Bytes::new(), pts: i, dts: i, duration: 1,
+//!     stats.record(&EncodedPacket { data: Default::default(), pts: i, dts: i, duration: 1,
 //!                                   keyframe: i % 30 == 0 });
 //! }
 //! assert_eq!(stats.frames(), 90);
