@@ -202,7 +202,7 @@ fn bench(extra: &[String]) -> Result<()> {
     deps()?;
     fixtures(&["--bench".to_owned()])?;
     let mut cmd = cargo();
-    cmd.args(["bench", "--package", "crispy-streamer"]);
+    cmd.args(["bench", "--package", "crispy-streamer", "--bench", "*"]);
     cmd.args(extra);
     status(&mut cmd)
 }

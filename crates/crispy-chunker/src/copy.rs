@@ -91,6 +91,11 @@ impl CopyChunker {
         self.skipped_before_keyframe
     }
 
+    /// The sequence number the next chunk will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
     /// Frames waiting in the chunk in progress.
     pub fn pending_frames(&self) -> usize {
         self.pending.len()
@@ -204,6 +209,7 @@ impl CopyChunker {
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,
             discontinuity: false,
+            gap_ms: None,
             bytes: payload.len() as u64,
             sha256: String::new(),
         };

@@ -13,7 +13,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 10 source not found, \
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid config \
+file, 10 source not found, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
 damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed. \
@@ -57,22 +58,55 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Video file to read.
-    #[arg(long, short = 's', value_name = "FILE")]
-    pub source: PathBuf,
-    /// Where to store chunks: file:///dir, file://./dir, a directory path, or memory://.
-    #[arg(long, value_name = "URL", default_value = "file://./crispy-out")]
-    pub sink: String,
+    /// A video file, or a camera URL (rtsp://[user[:password]@]host[:port]/path).
+    #[arg(
+        long,
+        short = 's',
+        value_name = "FILE|URL",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub source: Option<String>,
+    /// A TOML file listing cameras and settings (see docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to store chunks: file:///dir, file://./dir, a directory path, or memory://
+    /// [default: the config file's `sink`, else file://./crispy-out].
+    #[arg(long, value_name = "URL")]
+    pub sink: Option<String>,
     /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
     /// at or after it.
     #[arg(long, short = 'c', value_name = "DURATION", default_value = "3s")]
     pub chunk: ChunkDuration,
-    /// Source id used in object names and manifests [default: sanitized file name].
-    #[arg(long, value_name = "ID")]
+    /// Source id used in object names and manifests [default: sanitized file name or URL].
+    #[arg(long, value_name = "ID", conflicts_with = "config")]
     pub source_id: Option<SourceId>,
-    /// Uploads in flight at once.
+    /// Uploads in flight at once, shared by all sources.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_in_flight: u16,
+    /// RTP transport for RTSP cameras.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub rtsp_transport: Transport,
+    /// RTSP username (overrides one in the URL).
+    #[arg(long, value_name = "USER", conflicts_with = "config")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the RTSP password.
+    #[arg(long, value_name = "VAR", conflicts_with = "config")]
+    pub password_env: Option<String>,
+    /// A camera that sends nothing for this long is reconnected.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub stall_timeout: ChunkDuration,
+    /// On SIGINT/SIGTERM, how long to wait for uploads to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub drain_timeout: ChunkDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// RTP interleaved in the RTSP TCP connection.
+    Tcp,
+    /// RTP over UDP.
+    Udp,
 }
 
 #[derive(Debug, Args)]

@@ -2,10 +2,12 @@
 
 use crispy_chunker::ChunkerError;
 use crispy_pipeline::PipelineError;
+use crispy_pipeline::config::ConfigError;
 use crispy_sink::SinkError;
 use crispy_source::SourceError;
 
 pub const INTERNAL: u8 = 1;
+pub const CONFIG_INVALID: u8 = 3;
 pub const SOURCE_NOT_FOUND: u8 = 10;
 pub const SOURCE_NOT_A_FILE: u8 = 11;
 pub const SOURCE_EMPTY: u8 = 12;
@@ -41,6 +43,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<SinkError>() {
             return sink_code(e);
         }
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return CONFIG_INVALID;
+        }
         if let Some(e) = cause.downcast_ref::<ChunkerError>() {
             return chunker_code(e);
         }
@@ -48,6 +53,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
             return match e {
                 PipelineError::Source { error, .. } => source_code(error),
                 PipelineError::Chunker(c) => chunker_code(c),
+                PipelineError::Config(_) => CONFIG_INVALID,
                 PipelineError::Sink { error, .. } => error
                     .downcast_ref::<SinkError>()
                     .map_or(UPLOAD_FAILED, sink_code),
@@ -65,6 +71,7 @@ fn source_code(e: &SourceError) -> u8 {
         SourceError::Empty { .. } => SOURCE_EMPTY,
         SourceError::NoVideo { .. } => SOURCE_NO_VIDEO_STREAM,
         SourceError::Damaged { .. } => SOURCE_DAMAGED,
+        SourceError::InvalidUrl { .. } => SOURCE_NOT_FOUND,
         _ => SOURCE_NOT_VIDEO,
     }
 }

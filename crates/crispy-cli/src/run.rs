@@ -3,43 +3,153 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use crispy_pipeline::{ChunkReport, FileRun, Observer, SourceStarted, run_file};
+use crispy_core::{Secret, SourceId};
+use crispy_pipeline::config::Config;
+use crispy_pipeline::{
+    ChunkReport, Observer, PipelineOptions, Shutdown, SourceJob, SourceSpec, SourceStarted,
+    run_sources,
+};
 use crispy_sink::ObjectStoreSink;
+use crispy_source::{RtspConfig, RtspTransport};
 use indicatif::ProgressBar;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, Transport};
 use crate::logging::style_bar;
 
+const DEFAULT_SINK: &str = "file://./crispy-out";
+
 pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
+    let (jobs, options, config_sink) = plan(&args)?;
+    let sink_url = args
+        .sink
+        .clone()
+        .or(config_sink)
+        .unwrap_or_else(|| DEFAULT_SINK.to_owned());
+    let live = jobs.iter().any(|j| j.spec.is_live());
+    if live {
+        bar.finish_and_clear();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let sink = ObjectStoreSink::from_url(&args.sink)?;
+        let sink = ObjectStoreSink::from_url(&sink_url)?;
         sink.preflight().await?;
-        let job = FileRun {
-            path: args.source,
-            source_id: args.source_id,
-            chunk: args.chunk,
-            max_in_flight: usize::from(args.max_in_flight),
-        };
+        let shutdown = Shutdown::new();
+        tokio::spawn(watch_signals(shutdown.clone(), options.drain_timeout));
         let observer = Arc::new(BarObserver(bar.clone()));
-        let result = run_file(job, Arc::new(sink), observer).await;
+        let result = run_sources(jobs, Arc::new(sink), options, shutdown, observer).await;
         bar.finish_and_clear();
-        let summary = result?;
+        let summaries = result?;
         if !bar.is_hidden() {
-            eprintln!(
-                "stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s",
-                summary.chunks,
-                summary.frames,
-                summary.bytes as f64 / 1e6,
-                summary.wall.as_secs_f64(),
-                summary.frames_per_second()
-            );
+            for s in &summaries {
+                eprintln!(
+                    "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s",
+                    s.source_id,
+                    s.chunks,
+                    s.frames,
+                    s.bytes as f64 / 1e6,
+                    s.wall.as_secs_f64(),
+                    s.frames_per_second()
+                );
+            }
         }
         Ok(())
     })
+}
+
+/// The sources and settings of this run, from the config file or the command line.
+fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<String>)> {
+    if let Some(path) = &args.config {
+        let config = Config::load(path)?;
+        return Ok((config.jobs, config.options, config.sink));
+    }
+    let source = args
+        .source
+        .clone()
+        .context("--source or --config is required")?;
+    let options = PipelineOptions {
+        max_in_flight: usize::from(args.max_in_flight),
+        drain_timeout: args.drain_timeout.as_duration(),
+        ..PipelineOptions::default()
+    };
+    let job = if source.contains("://") {
+        let mut rtsp = RtspConfig::parse(&source)?;
+        if let Some(var) = &args.password_env {
+            let password = std::env::var(var).with_context(|| {
+                format!("--password-env: environment variable {var} is not set")
+            })?;
+            let user = args.username.clone().unwrap_or_default();
+            rtsp = rtsp.with_credentials(user, Secret::new(password));
+        } else if let Some(user) = &args.username {
+            rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
+        }
+        rtsp.transport = match args.rtsp_transport {
+            Transport::Tcp => RtspTransport::Tcp,
+            Transport::Udp => RtspTransport::Udp,
+        };
+        rtsp.stall_timeout = args.stall_timeout.as_duration();
+        let id = args.source_id.clone().unwrap_or_else(|| {
+            let shown = rtsp.display_url();
+            let without_scheme = shown.split_once("://").map_or(shown.as_str(), |(_, r)| r);
+            let without_user = without_scheme
+                .rsplit_once('@')
+                .map_or(without_scheme, |(_, r)| r);
+            SourceId::sanitize(without_user)
+        });
+        SourceJob {
+            source_id: id,
+            spec: SourceSpec::Rtsp(rtsp),
+            chunk: args.chunk,
+        }
+    } else {
+        let path = std::path::PathBuf::from(&source);
+        let id = args.source_id.clone().unwrap_or_else(|| {
+            SourceId::sanitize(
+                &path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+            )
+        });
+        SourceJob {
+            source_id: id,
+            spec: SourceSpec::File(path),
+            chunk: args.chunk,
+        }
+    };
+    Ok((vec![job], options, None))
+}
+
+/// First SIGINT/SIGTERM: stop reading, send partial chunks, drain uploads. Second: exit now.
+async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            return;
+        }
+    };
+    let next = async |term: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    let first = next(&mut term).await;
+    tracing::warn!(
+        signal = first,
+        drain_timeout_ms = drain.as_millis() as u64,
+        "shutting down: closing partial chunks and finishing uploads; signal again to exit at once"
+    );
+    shutdown.trigger();
+    let second = next(&mut term).await;
+    tracing::error!(
+        signal = second,
+        "second signal: exiting without waiting for uploads"
+    );
+    std::process::exit(130);
 }
 
 /// Drives the progress bar from pipeline events.
@@ -47,7 +157,9 @@ struct BarObserver(ProgressBar);
 
 impl Observer for BarObserver {
     fn started(&self, event: &SourceStarted) {
-        style_bar(&self.0, event.duration_ms.unwrap_or(0));
+        if let Some(ms) = event.duration_ms {
+            style_bar(&self.0, ms);
+        }
         self.0.set_message(event.source_id.to_string());
     }
     fn progress(&self, media_ms: u64) {

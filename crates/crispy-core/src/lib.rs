@@ -23,6 +23,8 @@ mod duration;
 mod error;
 mod manifest;
 mod media;
+pub mod redact;
+mod secret;
 mod source_id;
 mod traits;
 
@@ -30,5 +32,6 @@ pub use duration::ChunkDuration;
 pub use error::Error;
 pub use manifest::{ChunkMetadata, ClockSource, MANIFEST_SCHEMA};
 pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo};
+pub use secret::Secret;
 pub use source_id::SourceId;
 pub use traits::{ChunkSink, Chunker, MetadataSigner, PacketSource, PutOutcome, ResolutionProbe};

@@ -68,8 +68,11 @@ pub struct ChunkMetadata {
     pub profile: Option<String>,
     /// True when the chunk starts on a keyframe of the source (stream copy always does).
     pub keyframe_aligned: bool,
-    /// True when frames were lost between the previous chunk and this one.
+    /// True when frames were lost between the previous chunk and this one (a reconnect).
     pub discontinuity: bool,
+    /// With `discontinuity`: wall-clock milliseconds between the previous chunk's end and
+    /// this chunk's start. `null` otherwise.
+    pub gap_ms: Option<u64>,
     /// Size of the chunk object in bytes.
     pub bytes: u64,
     /// SHA-256 of the chunk object, lowercase hex.
@@ -137,6 +140,7 @@ mod tests {
             profile: Some("High".into()),
             keyframe_aligned: true,
             discontinuity: false,
+            gap_ms: None,
             bytes: 10,
             sha256: "00".into(),
         };

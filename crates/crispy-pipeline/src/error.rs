@@ -31,6 +31,17 @@ pub enum PipelineError {
         /// Chunks stored before the failure.
         chunks_stored: u64,
     },
+    /// After shutdown, uploads did not finish within the drain timeout.
+    #[error(
+        "uploads did not finish within the drain timeout ({timeout:?}); chunks in flight were not stored"
+    )]
+    DrainTimeout {
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+    /// The configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A pipeline thread or task ended abnormally (a bug).
     #[error("internal error: {0}")]
     Internal(String),

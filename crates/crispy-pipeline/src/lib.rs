@@ -1,9 +1,14 @@
 //! Composes source → chunker → probe → signer → sink into a running pipeline.
 //!
-//! Reading and chunking run on a dedicated OS thread per source (FFmpeg calls block); chunks
-//! cross a small bounded channel to the async side, where each is completed (times, object
-//! path), hashed, and uploaded, with at most `max_in_flight` uploads at once. A full channel
-//! slows the reader down, so memory stays bounded.
+//! Each source reads and chunks on its own OS thread (FFmpeg calls block) and completes its
+//! chunks' metadata (wall-clock times, object path). Chunks from every source cross one small
+//! bounded channel to a shared upload stage, where each is hashed into a manifest and stored,
+//! with at most `max_in_flight` uploads at once across all sources. A full channel slows the
+//! readers down, so memory stays bounded.
+//!
+//! Files end at their last packet. Live cameras run until [`Shutdown`] is triggered: they
+//! reconnect after end of stream, errors and stalls, with capped exponential backoff and
+//! jitter, continuing the sequence and flagging the first chunk after a gap.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,10 +22,18 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
+pub mod config;
 mod error;
+mod job;
 mod observer;
+mod reader;
 mod run;
+mod shutdown;
 
+pub use backoff::Backoff;
 pub use error::PipelineError;
+pub use job::{PipelineOptions, SourceJob, SourceSpec};
 pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted};
-pub use run::{FileRun, run_file};
+pub use run::{FileRun, run_file, run_sources};
+pub use shutdown::Shutdown;

@@ -46,6 +46,19 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// Zero totals for `source_id`.
+    pub fn empty(source_id: SourceId) -> Self {
+        Self {
+            source_id,
+            chunks: 0,
+            already_present: 0,
+            frames: 0,
+            bytes: 0,
+            media_ms: 0,
+            wall: Duration::ZERO,
+        }
+    }
+
     /// Frames processed per wall-clock second.
     pub fn frames_per_second(&self) -> f64 {
         let s = self.wall.as_secs_f64();

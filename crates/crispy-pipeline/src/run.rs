@@ -1,25 +1,26 @@
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkSink, Chunker, ClockSource, MetadataSigner, PacketSource,
-    PutOutcome, ResolutionProbe, SourceId, StreamInfo,
+    Chunk, ChunkDuration, ChunkSink, ClockSource, MetadataSigner, PacketSource, PutOutcome,
+    SourceId,
 };
-use crispy_probe::SpsProbe;
 use crispy_signer::Sha256Sealer;
 use crispy_source::FileSource;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::{ChunkReport, Observer, PipelineError, RunSummary, SourceStarted};
-
-/// Chunks buffered between the reader thread and the upload stage.
-const CHANNEL_CHUNKS: usize = 2;
-/// Packets between two progress events.
-const PROGRESS_EVERY: u64 = 64;
+use crate::reader::{
+    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, read_file, read_live,
+};
+use crate::{
+    ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
+    SourceSpec, SourceStarted,
+};
 
 /// What to run: one video file, stream-copied into chunks.
 #[derive(Debug, Clone)]
@@ -58,22 +59,9 @@ impl FileRun {
     }
 }
 
-enum ReaderMsg {
-    Chunk(Box<Chunk>),
-    Failed(ReaderFailure),
-}
-
-enum ReaderFailure {
-    Source {
-        error: crispy_source::SourceError,
-        discarded_frames: u64,
-    },
-    Chunker(crispy_chunker::ChunkerError),
-}
-
-/// Runs `job` to the end: every chunk is stored in `sink` before this returns `Ok`.
+/// Runs one file to the end: every chunk is stored in `sink` before this returns `Ok`.
 ///
-/// On a damaged source, the complete chunks read before the damage are stored, then
+/// On a damaged file, the complete chunks read before the damage are stored, then
 /// [`PipelineError::Source`] is returned.
 pub async fn run_file<S>(
     job: FileRun,
@@ -83,65 +71,114 @@ pub async fn run_file<S>(
 where
     S: ChunkSink + 'static,
 {
-    let started = Instant::now();
-    let source_id = job.effective_source_id();
-    let path = job.path.clone();
-    let source = tokio::task::spawn_blocking(move || FileSource::open(path))
-        .await
-        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
-        .map_err(|error| PipelineError::Source {
-            error,
-            chunks_stored: 0,
-            discarded_frames: 0,
-        })?;
-
-    let mut info = source.stream_info().clone();
-    apply_probe(&source_id, &mut info);
-    let (origin, clock) = clock_origin(source.creation_time());
-    let duration_ms = source.duration_secs().map(|s| (s * 1000.0).round() as u64);
-    observer.started(&SourceStarted {
-        source_id: source_id.clone(),
-        display: job.path.display().to_string(),
-        info: info.clone(),
-        duration_ms,
-    });
-    tracing::info!(
-        source = %source_id,
-        file = %job.path.display(),
-        codec = %info.codec,
-        resolution = %format_args!("{}x{}", info.width, info.height),
-        fps = info.frame_rate.map(|r| r.as_f64()).unwrap_or(0.0),
-        chunk = %job.chunk,
-        clock = ?clock,
-        "source opened"
-    );
-
-    let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(source_id.clone(), job.chunk))?;
-    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-    let reader_observer = Arc::clone(&observer);
-    let reader = std::thread::Builder::new()
-        .name(format!("read-{source_id}"))
-        .spawn(move || read_loop(source, chunker, tx, reader_observer.as_ref()))
-        .map_err(|e| PipelineError::Internal(format!("spawning reader thread: {e}")))?;
-
-    let permits = Arc::new(Semaphore::new(job.max_in_flight.max(1)));
-    let mut uploads: JoinSet<Result<ChunkReport, PipelineError>> = JoinSet::new();
-    let mut summary = RunSummary {
-        source_id: source_id.clone(),
-        chunks: 0,
-        already_present: 0,
-        frames: 0,
-        bytes: 0,
-        media_ms: 0,
-        wall: Duration::ZERO,
+    let source = SourceJob {
+        source_id: job.effective_source_id(),
+        spec: SourceSpec::File(job.path),
+        chunk: job.chunk,
     };
+    let options = PipelineOptions {
+        max_in_flight: job.max_in_flight,
+        ..PipelineOptions::default()
+    };
+    let mut summaries = run_sources(vec![source], sink, options, Shutdown::new(), observer).await?;
+    summaries
+        .pop()
+        .ok_or_else(|| PipelineError::Internal("no summary for the file".to_owned()))
+}
+
+/// Runs every source until files end and live sources are shut down, sharing one bounded
+/// upload stage. Returns one summary per source, in `jobs` order.
+///
+/// Files are opened before anything starts, so a bad file fails the run at once. After
+/// `shutdown` triggers, readers send their partial chunks and uploads get
+/// `options.drain_timeout` to finish.
+pub async fn run_sources<S>(
+    jobs: Vec<SourceJob>,
+    sink: Arc<S>,
+    options: PipelineOptions,
+    shutdown: Shutdown,
+    observer: Arc<dyn Observer>,
+) -> Result<Vec<RunSummary>, PipelineError>
+where
+    S: ChunkSink + 'static,
+{
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel(jobs.len().max(2));
+    let mut summaries: HashMap<SourceId, RunSummary> = HashMap::new();
+    let mut threads = Vec::with_capacity(jobs.len());
+    let order: Vec<SourceId> = jobs.iter().map(|j| j.source_id.clone()).collect();
+
+    for job in jobs {
+        summaries.insert(
+            job.source_id.clone(),
+            RunSummary::empty(job.source_id.clone()),
+        );
+        let out = Outbox {
+            tx: tx.clone(),
+            sink: Arc::clone(&sink),
+        };
+        let observer = Arc::clone(&observer);
+        let shutdown = shutdown.clone();
+        let name = format!("read-{}", job.source_id);
+        let spawn = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(f)
+                .map_err(|e| PipelineError::Internal(format!("spawning reader thread: {e}")))
+        };
+        match job.spec {
+            SourceSpec::File(path) => {
+                let (source, chunker, timeline) =
+                    open_file(&job.source_id, path, job.chunk, observer.as_ref()).await?;
+                threads.push(spawn(Box::new(move || {
+                    read_file(source, chunker, timeline, out, observer.as_ref(), &shutdown);
+                }))?);
+            }
+            SourceSpec::Rtsp(config) => {
+                let options = options.clone();
+                let (id, chunk) = (job.source_id, job.chunk);
+                threads.push(spawn(Box::new(move || {
+                    read_live(
+                        id,
+                        config,
+                        chunk,
+                        out,
+                        observer.as_ref(),
+                        &shutdown,
+                        &options,
+                    );
+                }))?);
+            }
+        }
+    }
+    drop(tx);
+
+    let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let mut uploads: JoinSet<Result<ChunkReport, PipelineError>> = JoinSet::new();
     let mut failure: Option<PipelineError> = None;
-    let mut first_pts: Option<i64> = None;
     while let Some(msg) = rx.recv().await {
-        let mut chunk = match msg {
-            ReaderMsg::Chunk(c) => *c,
+        match msg {
+            ReaderMsg::Chunk(chunk) => {
+                if failure
+                    .as_ref()
+                    .is_some_and(|f| matches!(f, PipelineError::Sink { .. }))
+                {
+                    // The sink is failing: the run is stopping, nothing more is attempted.
+                    continue;
+                }
+                let permit = Arc::clone(&permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| PipelineError::Internal(e.to_string()))?;
+                let sink = Arc::clone(&sink);
+                let observer = Arc::clone(&observer);
+                uploads.spawn(async move {
+                    let _permit = permit;
+                    store_chunk(*chunk, sink.as_ref(), observer.as_ref()).await
+                });
+            }
             ReaderMsg::Failed(f) => {
-                failure = Some(match f {
+                failure.get_or_insert(match f {
                     ReaderFailure::Source {
                         error,
                         discarded_frames,
@@ -152,121 +189,116 @@ where
                     },
                     ReaderFailure::Chunker(e) => e.into(),
                 });
-                break;
             }
-        };
-        let m = &mut chunk.metadata;
-        let base = *first_pts.get_or_insert(m.start_pts);
-        let offset_ms = m.time_base.ticks_to_millis(m.start_pts - base);
-        m.start_time = origin + chrono::Duration::milliseconds(offset_ms);
-        m.end_time = m.start_time + chrono::Duration::milliseconds(m.duration_ms as i64);
-        m.clock = clock;
-        m.object = sink.object_path(m);
-
-        let permit = Arc::clone(&permits)
-            .acquire_owned()
-            .await
-            .map_err(|e| PipelineError::Internal(e.to_string()))?;
-        let sink = Arc::clone(&sink);
-        let observer = Arc::clone(&observer);
-        uploads.spawn(async move {
-            let _permit = permit;
-            store_chunk(chunk, sink.as_ref(), observer.as_ref()).await
-        });
+        }
         while let Some(done) = uploads.try_join_next() {
-            if let Err(e) = account(done, &mut summary) {
+            if let Err(e) = account(done, &mut summaries) {
+                if matches!(e, PipelineError::Sink { .. }) {
+                    tracing::error!("{e}; stopping every source");
+                    shutdown.trigger();
+                }
                 failure.get_or_insert(e);
             }
         }
-        if failure.is_some() {
-            break;
-        }
     }
-    // Stop the reader (it sees the closed channel) and wait for uploads in flight.
-    drop(rx);
-    while let Some(done) = uploads.join_next().await {
-        if let Err(e) = account(done, &mut summary) {
-            failure.get_or_insert(e);
-        }
-    }
-    reader
-        .join()
-        .map_err(|_| PipelineError::Internal("reader thread panicked".to_owned()))?;
-    summary.wall = started.elapsed();
 
-    if let Some(mut e) = failure {
-        match &mut e {
-            PipelineError::Source { chunks_stored, .. }
-            | PipelineError::Sink { chunks_stored, .. } => {
-                *chunks_stored = summary.chunks;
+    // Every reader has ended (channel closed): wait for the uploads still in flight.
+    let drain = async {
+        let mut first_error = None;
+        while let Some(done) = uploads.join_next().await {
+            if let Err(e) = account(done, &mut summaries) {
+                first_error.get_or_insert(e);
             }
-            _ => {}
+        }
+        first_error
+    };
+    let drained = if shutdown.is_triggered() {
+        match tokio::time::timeout(options.drain_timeout, drain).await {
+            Ok(err) => err,
+            Err(_) => Some(PipelineError::DrainTimeout {
+                timeout: options.drain_timeout,
+            }),
+        }
+    } else {
+        drain.await
+    };
+    if let Some(e) = drained {
+        failure.get_or_insert(e);
+    }
+    for t in threads {
+        t.join()
+            .map_err(|_| PipelineError::Internal("a reader thread panicked".to_owned()))?;
+    }
+
+    let wall = started.elapsed();
+    let mut out = Vec::with_capacity(order.len());
+    for id in order {
+        let mut s = summaries
+            .remove(&id)
+            .unwrap_or_else(|| RunSummary::empty(id));
+        s.wall = wall;
+        tracing::info!(
+            source = %s.source_id,
+            chunks = s.chunks,
+            already_present = s.already_present,
+            frames = s.frames,
+            bytes = s.bytes,
+            media_ms = s.media_ms,
+            wall_ms = wall.as_millis() as u64,
+            frames_per_s = format_args!("{:.0}", s.frames_per_second()),
+            "run finished"
+        );
+        out.push(s);
+    }
+    if let Some(mut e) = failure {
+        let stored: u64 = out.iter().map(|s| s.chunks).sum();
+        if let PipelineError::Source { chunks_stored, .. }
+        | PipelineError::Sink { chunks_stored, .. } = &mut e
+        {
+            *chunks_stored = stored;
         }
         return Err(e);
     }
-    tracing::info!(
-        source = %summary.source_id,
-        chunks = summary.chunks,
-        already_present = summary.already_present,
-        frames = summary.frames,
-        bytes = summary.bytes,
-        media_ms = summary.media_ms,
-        wall_ms = summary.wall.as_millis() as u64,
-        frames_per_s = format_args!("{:.0}", summary.frames_per_second()),
-        "run finished"
-    );
-    Ok(summary)
+    Ok(out)
 }
 
-/// Reads packets and chunks them until the end, a failure, or the consumer going away.
-fn read_loop(
-    mut source: FileSource,
-    mut chunker: CopyChunker,
-    tx: mpsc::Sender<ReaderMsg>,
+/// Opens a file and prepares its chunker and timeline (on a blocking thread).
+async fn open_file(
+    id: &SourceId,
+    path: PathBuf,
+    chunk: ChunkDuration,
     observer: &dyn Observer,
-) {
-    let tb = source.stream_info().time_base;
-    let mut first_dts = None;
-    loop {
-        let packet = match source.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(error) => {
-                let discarded_frames = chunker.pending_frames() as u64;
-                let _ = tx.blocking_send(ReaderMsg::Failed(ReaderFailure::Source {
-                    error,
-                    discarded_frames,
-                }));
-                return;
-            }
-        };
-        if source.packets_read() % PROGRESS_EVERY == 0 {
-            let first = *first_dts.get_or_insert(packet.dts);
-            observer.progress(tb.ticks_to_millis(packet.dts - first).max(0) as u64);
-        }
-        first_dts.get_or_insert(packet.dts);
-        match chunker.push(packet) {
-            Ok(None) => {}
-            Ok(Some(chunk)) => {
-                if tx.blocking_send(ReaderMsg::Chunk(Box::new(chunk))).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = tx.blocking_send(ReaderMsg::Failed(ReaderFailure::Chunker(e)));
-                return;
-            }
-        }
-    }
-    match chunker.finish() {
-        Ok(Some(chunk)) => {
-            let _ = tx.blocking_send(ReaderMsg::Chunk(Box::new(chunk)));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            let _ = tx.blocking_send(ReaderMsg::Failed(ReaderFailure::Chunker(e)));
-        }
-    }
+) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
+    let shown = path.display().to_string();
+    let source = tokio::task::spawn_blocking(move || FileSource::open(path))
+        .await
+        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
+        .map_err(|error| PipelineError::Source {
+            error,
+            chunks_stored: 0,
+            discarded_frames: 0,
+        })?;
+    let mut info = source.stream_info().clone();
+    apply_probe(id, &mut info);
+    let (origin, clock) = clock_origin(source.creation_time());
+    observer.started(&SourceStarted {
+        source_id: id.clone(),
+        display: shown.clone(),
+        info: info.clone(),
+        duration_ms: source.duration_secs().map(|s| (s * 1000.0).round() as u64),
+    });
+    tracing::info!(
+        source = %id,
+        file = %shown,
+        codec = %info.codec,
+        resolution = %format_args!("{}x{}", info.width, info.height),
+        fps = info.frame_rate.map(|r| r.as_f64()).unwrap_or(0.0),
+        chunk = %chunk,
+        clock = ?clock,
+        "source opened"
+    );
+    let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
+    Ok((source, chunker, Timeline::new(origin, clock)))
 }
 
 async fn store_chunk<S: ChunkSink>(
@@ -294,6 +326,7 @@ async fn store_chunk<S: ChunkSink>(
         frames = m.frame_count,
         bytes = m.bytes,
         upload_ms = format_args!("{:.1}", upload.as_secs_f64() * 1000.0),
+        discontinuity = m.discontinuity,
         already_present = outcome == PutOutcome::AlreadyPresent,
         "chunk stored"
     );
@@ -308,37 +341,21 @@ async fn store_chunk<S: ChunkSink>(
 
 fn account(
     done: Result<Result<ChunkReport, PipelineError>, tokio::task::JoinError>,
-    summary: &mut RunSummary,
+    summaries: &mut HashMap<SourceId, RunSummary>,
 ) -> Result<(), PipelineError> {
     let report = done.map_err(|e| PipelineError::Internal(format!("upload task: {e}")))??;
+    let m = &report.metadata;
+    let summary = summaries
+        .entry(m.source_id.clone())
+        .or_insert_with(|| RunSummary::empty(m.source_id.clone()));
     summary.chunks += 1;
-    summary.frames += report.metadata.frame_count;
-    summary.bytes += report.metadata.bytes;
-    summary.media_ms += report.metadata.duration_ms;
+    summary.frames += m.frame_count;
+    summary.bytes += m.bytes;
+    summary.media_ms += m.duration_ms;
     if report.outcome == PutOutcome::AlreadyPresent {
         summary.already_present += 1;
     }
     Ok(())
-}
-
-/// Uses the parameter sets' resolution, warning when FFmpeg's stream info disagrees.
-fn apply_probe(source_id: &SourceId, info: &mut StreamInfo) {
-    match SpsProbe.resolution(info) {
-        Ok((w, h)) if (w, h) != (info.width, info.height) => {
-            tracing::warn!(
-                source = %source_id,
-                sps = %format_args!("{w}x{h}"),
-                ffmpeg = %format_args!("{}x{}", info.width, info.height),
-                "resolution in the parameter sets differs from FFmpeg's stream info; using the SPS"
-            );
-            info.width = w;
-            info.height = h;
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(source = %source_id, "resolution probe failed, using FFmpeg's: {e}")
-        }
-    }
 }
 
 /// Wall-clock origin of a file: its `creation_time` tag, else now.
@@ -352,6 +369,7 @@ fn clock_origin(creation_time: Option<&str>) -> (DateTime<Utc>, ClockSource) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn clock_origin_prefers_the_creation_tag() {
@@ -360,5 +378,13 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2024-05-01T10:20:30+00:00");
         assert_eq!(clock_origin(Some("garbage")).1, ClockSource::RunStart);
         assert_eq!(clock_origin(None).1, ClockSource::RunStart);
+    }
+
+    #[test]
+    fn drain_timeout_is_reported() {
+        let e = PipelineError::DrainTimeout {
+            timeout: Duration::from_secs(3),
+        };
+        assert!(e.to_string().contains("3s"), "{e}");
     }
 }

@@ -69,9 +69,67 @@ pub enum SourceError {
         /// What FFmpeg reported.
         reason: String,
     },
+    /// A live source URL that cannot be used.
+    #[error("invalid source URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, credentials removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Connecting to a live source failed (refused, unreachable, bad stream description).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL, credentials removed.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The camera rejected the credentials (RTSP 401/403).
+    #[error("{url} rejected the credentials (401 Unauthorized): check the username and password")]
+    Unauthorized {
+        /// The URL, credentials removed.
+        url: String,
+    },
+    /// The camera has no stream at this path (RTSP 404).
+    #[error("{url} has no such stream (404 Not Found): check the path")]
+    RemoteNotFound {
+        /// The URL, credentials removed.
+        url: String,
+    },
+    /// No data arrived within the stall timeout.
+    #[error("{url} stalled: nothing received for {timeout_ms} ms")]
+    Stalled {
+        /// The URL, credentials removed.
+        url: String,
+        /// The timeout that expired.
+        timeout_ms: u64,
+    },
+    /// A live stream broke off.
+    #[error("{url} disconnected after {packets} video packets: {reason}")]
+    Disconnected {
+        /// The URL, credentials removed.
+        url: String,
+        /// Packets read in this connection.
+        packets: u64,
+        /// What FFmpeg reported.
+        reason: String,
+    },
+    /// Reading stopped because shutdown was requested.
+    #[error("stopped: shutdown requested")]
+    Shutdown,
 }
 
 impl SourceError {
+    /// True for failures a camera will not heal by itself soon (wrong credentials, wrong
+    /// path): reconnects then use the slower schedule.
+    pub fn is_configuration_problem(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. } | Self::RemoteNotFound { .. }
+        )
+    }
+
     /// True when the error came from the data (not from the file's absence or permissions).
     pub fn is_bad_data(&self) -> bool {
         matches!(

@@ -84,6 +84,8 @@ unsafe extern "C" fn log_callback(
         }
     });
     let Some(line) = line else { return };
+    // FFmpeg prints URLs as given, passwords included: never let one through.
+    let line = crispy_core::redact::redact_urls(&line);
     let line = line.trim_end();
     if line.is_empty() {
         return;
@@ -134,6 +136,14 @@ pub(crate) fn raw_params(params: &ffmpeg::codec::Parameters) -> RawParams {
             extradata,
         }
     }
+}
+
+/// `start_time_realtime` of an input (µs since the Unix epoch), when FFmpeg knows it.
+pub(crate) fn start_time_realtime(input: &ffmpeg::format::context::Input) -> Option<i64> {
+    // SAFETY: `input` wraps a valid, open AVFormatContext for the duration of this call; we
+    // read one plain integer field.
+    let value = unsafe { (*input.as_ptr()).start_time_realtime };
+    (value != sys::AV_NOPTS_VALUE && value > 0).then_some(value)
 }
 
 /// Owns a demuxed packet so its buffer can back a [`Bytes`] without a copy.

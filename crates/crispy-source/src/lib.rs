@@ -1,5 +1,8 @@
 //! FFmpeg-backed packet sources for crispy-streamer.
 //!
+//! [`RtspSource`] reads a live camera; every blocking call is bounded by a stall timeout and
+//! interrupted at once on shutdown, and credentials never appear in its output.
+//!
 //! [`FileSource`] opens a video file with libavformat and yields the packets of its best video
 //! stream in decode order, without decoding them. Payloads are handed over as [`bytes::Bytes`]
 //! that keep FFmpeg's own packet buffer alive, so no frame is copied on the way out.
@@ -19,12 +22,16 @@
 //! # Ok::<(), crispy_source::SourceError>(())
 //! ```
 
+mod demux;
 mod error;
 mod ffi;
 mod file;
+mod interrupt;
+mod rtsp;
 
 pub use error::SourceError;
 pub use file::FileSource;
+pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
 
 /// Initialises FFmpeg once per process and routes its log lines into `tracing` (target `ffmpeg`).
 ///

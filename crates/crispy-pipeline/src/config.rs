@@ -1,0 +1,309 @@
+//! The camera configuration file (`crispy run --config cameras.toml`).
+//!
+//! ```toml
+//! # Global settings, all optional.
+//! sink = "file:///var/lib/crispy"   # default: file://./crispy-out
+//! chunk = "3s"
+//! max_in_flight = 6
+//! drain_timeout = "30s"
+//! stall_timeout = "10s"
+//! rtsp_transport = "tcp"            # or "udp"
+//!
+//! [[camera]]
+//! id = "lobby"                      # [A-Za-z0-9_-]{1,64}, unique
+//! url = "rtsp://10.0.0.5:554/stream1"
+//! username = "viewer"               # optional
+//! password_env = "LOBBY_PASSWORD"   # optional: the variable holding the password
+//! transport = "udp"                 # optional, overrides rtsp_transport
+//! chunk = "2s"                      # optional, overrides chunk
+//! stall_timeout = "5s"              # optional, overrides stall_timeout
+//! ```
+//!
+//! Everything is checked before any camera starts: unknown keys, bad values, duplicate ids,
+//! URLs and missing password variables are reported with the line and field at fault.
+//! Passwords never appear in error messages.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crispy_core::redact::redact_urls;
+use crispy_core::{ChunkDuration, Secret, SourceId};
+use crispy_source::{RtspConfig, RtspTransport};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{PipelineOptions, SourceJob, SourceSpec};
+
+/// Errors in a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names line and field).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, credentials removed.
+        message: String,
+    },
+    /// A value is well-formed but unusable.
+    #[error("config file {path}, line {line}, field `{field}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TransportName {
+    Tcp,
+    Udp,
+}
+
+impl From<TransportName> for RtspTransport {
+    fn from(t: TransportName) -> Self {
+        match t {
+            TransportName::Tcp => RtspTransport::Tcp,
+            TransportName::Udp => RtspTransport::Udp,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    sink: Option<String>,
+    chunk: Option<ChunkDuration>,
+    max_in_flight: Option<u16>,
+    drain_timeout: Option<ChunkDuration>,
+    stall_timeout: Option<ChunkDuration>,
+    rtsp_transport: Option<TransportName>,
+    #[serde(default)]
+    camera: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CameraConfig {
+    id: Spanned<SourceId>,
+    url: Spanned<String>,
+    username: Option<String>,
+    password_env: Option<Spanned<String>>,
+    transport: Option<TransportName>,
+    chunk: Option<ChunkDuration>,
+    stall_timeout: Option<ChunkDuration>,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The sink URL, when the file sets one.
+    pub sink: Option<String>,
+    /// Run-wide settings.
+    pub options: PipelineOptions,
+    /// One job per camera, in file order.
+    pub jobs: Vec<SourceJob>,
+}
+
+impl Config {
+    /// Reads and validates `path`; password variables are read from the environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), |var| {
+            std::env::var(var).ok()
+        })
+    }
+
+    /// Validates `text`; `env` looks up password variables.
+    pub fn parse(
+        text: &str,
+        path: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: redact_urls(e.to_string().trim_end()).into_owned(),
+        })?;
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let invalid = |offset: usize, field: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(offset),
+            field: field.to_owned(),
+            reason,
+        };
+        if file.camera.is_empty() {
+            return Err(invalid(0, "camera", "no [[camera]] entries".to_owned()));
+        }
+        let default_chunk = file.chunk.unwrap_or_default();
+        let default_stall = file
+            .stall_timeout
+            .map_or(Duration::from_secs(10), ChunkDuration::as_duration);
+        let default_transport: RtspTransport =
+            file.rtsp_transport.map(Into::into).unwrap_or_default();
+
+        let mut jobs: Vec<SourceJob> = Vec::with_capacity(file.camera.len());
+        for cam in file.camera {
+            let id = cam.id.get_ref().clone();
+            if jobs.iter().any(|j| j.source_id == id) {
+                return Err(invalid(
+                    cam.id.span().start,
+                    "id",
+                    format!("camera id {id} is used twice"),
+                ));
+            }
+            let mut rtsp = RtspConfig::parse(cam.url.get_ref())
+                .map_err(|e| invalid(cam.url.span().start, "url", e.to_string()))?;
+            if let Some(var) = &cam.password_env {
+                let Some(password) = env(var.get_ref()) else {
+                    return Err(invalid(
+                        var.span().start,
+                        "password_env",
+                        format!(
+                            "environment variable {} is not set (camera {id})",
+                            var.get_ref()
+                        ),
+                    ));
+                };
+                let user = cam.username.clone().unwrap_or_default();
+                rtsp = rtsp.with_credentials(user, Secret::new(password));
+            } else if let Some(user) = &cam.username {
+                rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
+            }
+            rtsp.transport = cam.transport.map(Into::into).unwrap_or(default_transport);
+            rtsp.stall_timeout = cam
+                .stall_timeout
+                .map_or(default_stall, ChunkDuration::as_duration);
+            jobs.push(SourceJob {
+                source_id: id,
+                spec: SourceSpec::Rtsp(rtsp),
+                chunk: cam.chunk.unwrap_or(default_chunk),
+            });
+        }
+        let mut options = PipelineOptions::default();
+        if let Some(n) = file.max_in_flight {
+            options.max_in_flight = usize::from(n.max(1));
+        }
+        if let Some(d) = file.drain_timeout {
+            options.drain_timeout = d.as_duration();
+        }
+        Ok(Self {
+            sink: file.sink,
+            options,
+            jobs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "cams.toml", |v| {
+            (v == "PASS").then(|| "hunter2".to_owned())
+        })
+    }
+
+    #[test]
+    fn reads_a_full_config() {
+        let c = parse(
+            r#"
+sink = "memory://x"
+chunk = "2s"
+max_in_flight = 3
+stall_timeout = "4s"
+rtsp_transport = "udp"
+
+[[camera]]
+id = "a"
+url = "rtsp://127.0.0.1:8554/live"
+
+[[camera]]
+id = "b"
+url = "rtsp://127.0.0.1:8554/secure"
+username = "viewer"
+password_env = "PASS"
+transport = "tcp"
+chunk = "1500ms"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.sink.as_deref(), Some("memory://x"));
+        assert_eq!(c.options.max_in_flight, 3);
+        assert_eq!(c.jobs.len(), 2);
+        assert_eq!(c.jobs[0].chunk.as_millis(), 2000);
+        assert_eq!(c.jobs[1].chunk.as_millis(), 1500);
+        let SourceSpec::Rtsp(a) = &c.jobs[0].spec else {
+            panic!("rtsp")
+        };
+        assert_eq!(a.transport, RtspTransport::Udp);
+        assert_eq!(a.stall_timeout, Duration::from_secs(4));
+        let SourceSpec::Rtsp(b) = &c.jobs[1].spec else {
+            panic!("rtsp")
+        };
+        assert_eq!(b.display_url(), "rtsp://***@127.0.0.1:8554/secure");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases = [
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nbogus = 1\n",
+                "bogus",
+            ),
+            (
+                "[[camera]]\nid = \"../x\"\nurl = \"rtsp://h/x\"\n",
+                "line 2",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"http://h/x\"\n",
+                "line 3, field `url`",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/y\"\n",
+                "line 5, field `id`",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npassword_env = \"NOPE\"\n",
+                "line 4, field `password_env`",
+            ),
+            (
+                "chunk = \"0s\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1",
+            ),
+            ("sink = \"x\"\n", "no [[camera]]"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.contains("cams.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_never_echo_passwords() {
+        let err = parse("[[camera]]\nid = \"a\"\nurl = \"rtsp://u:hunter2@h/x\"\nextra = [\n")
+            .expect_err("bad toml")
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

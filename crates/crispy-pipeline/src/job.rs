@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crispy_core::{ChunkDuration, SourceId};
+use crispy_source::RtspConfig;
+
+/// Where a source's packets come from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SourceSpec {
+    /// A video file, read once to the end.
+    File(PathBuf),
+    /// A live RTSP camera, reconnected until shutdown.
+    Rtsp(RtspConfig),
+}
+
+impl SourceSpec {
+    /// How the source may be shown (paths as given; URLs without credentials).
+    pub fn display(&self) -> String {
+        match self {
+            SourceSpec::File(p) => p.display().to_string(),
+            SourceSpec::Rtsp(c) => c.display_url(),
+        }
+    }
+
+    /// True for sources that run until shutdown.
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceSpec::Rtsp(_))
+    }
+}
+
+/// One source of a run.
+#[derive(Debug, Clone)]
+pub struct SourceJob {
+    /// Its id in object names and manifests.
+    pub source_id: SourceId,
+    /// What to read.
+    pub spec: SourceSpec,
+    /// Requested chunk length.
+    pub chunk: ChunkDuration,
+}
+
+/// Settings shared by all sources of a run.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Uploads in flight at once, across all sources (at least 1).
+    pub max_in_flight: usize,
+    /// After shutdown, how long uploads may take to finish before the run gives up on them.
+    pub drain_timeout: Duration,
+    /// First reconnect delay of a live source.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay (also the delay after authentication or not-found errors).
+    pub reconnect_max: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 6,
+            drain_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}

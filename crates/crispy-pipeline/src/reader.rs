@@ -1,0 +1,421 @@
+//! Source threads: read, chunk, complete each chunk's metadata, hand it to the upload stage.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crispy_chunker::{ChunkerError, CopyChunker, CopyChunkerConfig};
+use crispy_core::{
+    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, Chunker, ClockSource, Codec, PacketSource,
+    ResolutionProbe, SourceId, StreamInfo,
+};
+use crispy_probe::SpsProbe;
+use crispy_source::{FileSource, RtspConfig, RtspSource, SourceError};
+use tokio::sync::mpsc;
+
+use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
+
+/// Packets between two progress events.
+const PROGRESS_EVERY: u64 = 64;
+
+/// What a source thread sends to the upload stage.
+pub(crate) enum ReaderMsg {
+    Chunk(Box<Chunk>),
+    Failed(ReaderFailure),
+}
+
+/// A source that ended with an error (files only: live sources retry).
+pub(crate) enum ReaderFailure {
+    Source {
+        error: SourceError,
+        discarded_frames: u64,
+    },
+    Chunker(ChunkerError),
+}
+
+/// Maps media time to wall-clock time for one connection of a source.
+pub(crate) struct Timeline {
+    origin: DateTime<Utc>,
+    base_pts: Option<i64>,
+    clock: ClockSource,
+}
+
+impl Timeline {
+    pub(crate) fn new(origin: DateTime<Utc>, clock: ClockSource) -> Self {
+        Self {
+            origin,
+            base_pts: None,
+            clock,
+        }
+    }
+
+    /// A timeline on which `pts` happened at `origin`.
+    fn anchored(origin: DateTime<Utc>, pts: i64, clock: ClockSource) -> Self {
+        Self {
+            origin,
+            base_pts: Some(pts),
+            clock,
+        }
+    }
+
+    fn stamp(&mut self, m: &mut ChunkMetadata) {
+        let base = *self.base_pts.get_or_insert(m.start_pts);
+        let offset_ms = m.time_base.ticks_to_millis(m.start_pts - base);
+        m.start_time = self.origin + chrono::Duration::milliseconds(offset_ms);
+        m.end_time = m.start_time + chrono::Duration::milliseconds(m.duration_ms as i64);
+        m.clock = self.clock;
+    }
+}
+
+/// The sending side of one source: completes metadata and sends.
+pub(crate) struct Outbox<S> {
+    pub(crate) tx: mpsc::Sender<ReaderMsg>,
+    pub(crate) sink: Arc<S>,
+}
+
+impl<S: ChunkSink> Outbox<S> {
+    /// Completes `chunk`'s times and object path and sends it; false when the upload stage
+    /// is gone.
+    fn send(&self, mut chunk: Chunk, timeline: &mut Timeline) -> bool {
+        timeline.stamp(&mut chunk.metadata);
+        chunk.metadata.object = self.sink.object_path(&chunk.metadata);
+        self.tx
+            .blocking_send(ReaderMsg::Chunk(Box::new(chunk)))
+            .is_ok()
+    }
+
+    fn fail(&self, failure: ReaderFailure) {
+        let _ = self.tx.blocking_send(ReaderMsg::Failed(failure));
+    }
+}
+
+/// Uses the parameter sets' resolution, warning when FFmpeg's stream info disagrees.
+pub(crate) fn apply_probe(source_id: &SourceId, info: &mut StreamInfo) {
+    match SpsProbe.resolution(info) {
+        Ok((w, h)) if (w, h) != (info.width, info.height) => {
+            tracing::warn!(
+                source = %source_id,
+                sps = %format_args!("{w}x{h}"),
+                ffmpeg = %format_args!("{}x{}", info.width, info.height),
+                "resolution in the parameter sets differs from FFmpeg's stream info; using the SPS"
+            );
+            info.width = w;
+            info.height = h;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(source = %source_id, "resolution probe failed, using FFmpeg's: {e}")
+        }
+    }
+}
+
+/// Reads a file to its end (or until shutdown), sending every chunk.
+pub(crate) fn read_file<S: ChunkSink>(
+    mut source: FileSource,
+    mut chunker: CopyChunker,
+    mut timeline: Timeline,
+    out: Outbox<S>,
+    observer: &dyn Observer,
+    shutdown: &Shutdown,
+) {
+    let tb = source.stream_info().time_base;
+    let mut first_dts = None;
+    loop {
+        if shutdown.is_triggered() {
+            tracing::info!("shutdown: closing the chunk in progress");
+            break;
+        }
+        let packet = match source.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(error) => {
+                let discarded_frames = chunker.pending_frames() as u64;
+                out.fail(ReaderFailure::Source {
+                    error,
+                    discarded_frames,
+                });
+                return;
+            }
+        };
+        let first = *first_dts.get_or_insert(packet.dts);
+        if source.packets_read() % PROGRESS_EVERY == 0 {
+            observer.progress(tb.ticks_to_millis(packet.dts - first).max(0) as u64);
+        }
+        match chunker.push(packet) {
+            Ok(None) => {}
+            Ok(Some(chunk)) => {
+                if !out.send(chunk, &mut timeline) {
+                    return;
+                }
+            }
+            Err(e) => return out.fail(ReaderFailure::Chunker(e)),
+        }
+    }
+    match chunker.finish() {
+        Ok(Some(chunk)) => {
+            out.send(chunk, &mut timeline);
+        }
+        Ok(None) => {}
+        Err(e) => out.fail(ReaderFailure::Chunker(e)),
+    }
+}
+
+/// Runs a live camera until shutdown: connect, read, and on end of stream, error or stall,
+/// send the partial chunk and reconnect with backoff.
+pub(crate) fn read_live<S: ChunkSink>(
+    source_id: SourceId,
+    config: RtspConfig,
+    chunk: ChunkDuration,
+    out: Outbox<S>,
+    observer: &dyn Observer,
+    shutdown: &Shutdown,
+    options: &PipelineOptions,
+) {
+    let url = config.display_url();
+    let mut backoff = Backoff::new(options.reconnect_min, options.reconnect_max);
+    let mut next_sequence = 0u64;
+    // End of the last chunk sent, to measure the gap after a reconnect.
+    let mut last_end: Option<DateTime<Utc>> = None;
+    let mut failures = 0u64;
+    while !shutdown.is_triggered() {
+        let connect_started = std::time::Instant::now();
+        let source = match RtspSource::open(&config, shutdown.flag()) {
+            Ok(s) => s,
+            Err(SourceError::Shutdown) => break,
+            Err(e) => {
+                failures += 1;
+                let delay = if e.is_configuration_problem() {
+                    backoff.next_slow_delay()
+                } else {
+                    backoff.next_delay()
+                };
+                tracing::warn!(
+                    source = %source_id,
+                    url = %url,
+                    attempt = failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot open camera: {e}"
+                );
+                shutdown.sleep(delay);
+                continue;
+            }
+        };
+        let session = Session {
+            source_id: &source_id,
+            chunk,
+            out: &out,
+            observer,
+        };
+        match session.run(source, next_sequence, last_end, connect_started) {
+            Ok((next, end, delivered)) => {
+                next_sequence = next;
+                last_end = end.or(last_end);
+                if delivered {
+                    backoff.reset();
+                    failures = 0;
+                }
+            }
+            Err(SessionEnd::UploadStageGone) => return,
+            Err(SessionEnd::Chunker(e)) => {
+                tracing::error!(source = %source_id, url = %url, "cannot chunk this camera's stream: {e}");
+                shutdown.sleep(backoff.next_slow_delay());
+                continue;
+            }
+        }
+        if shutdown.is_triggered() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(source = %source_id, url = %url, retry_in_ms = delay.as_millis() as u64, "reconnecting");
+        shutdown.sleep(delay);
+    }
+    tracing::info!(source = %source_id, "camera stopped");
+}
+
+enum SessionEnd {
+    UploadStageGone,
+    Chunker(ChunkerError),
+}
+
+/// One connection to a camera.
+struct Session<'a, S> {
+    source_id: &'a SourceId,
+    chunk: ChunkDuration,
+    out: &'a Outbox<S>,
+    observer: &'a dyn Observer,
+}
+
+impl<S: ChunkSink> Session<'_, S> {
+    /// Reads until the connection ends. Returns the next sequence number, the end time of the
+    /// last chunk sent and whether any chunk was delivered.
+    fn run(
+        &self,
+        mut source: RtspSource,
+        first_sequence: u64,
+        previous_end: Option<DateTime<Utc>>,
+        connect_started: std::time::Instant,
+    ) -> Result<(u64, Option<DateTime<Utc>>, bool), SessionEnd> {
+        let id = self.source_id;
+        let mut info = source.stream_info().clone();
+        apply_probe(id, &mut info);
+        self.observer.started(&SourceStarted {
+            source_id: id.clone(),
+            display: source.display_url().to_owned(),
+            info: info.clone(),
+            duration_ms: None,
+        });
+        tracing::info!(
+            source = %id,
+            url = %source.display_url(),
+            codec = %info.codec,
+            resolution = %format_args!("{}x{}", info.width, info.height),
+            connect_ms = connect_started.elapsed().as_millis() as u64,
+            "camera connected"
+        );
+        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence)?;
+        let mut timeline: Option<Timeline> = None;
+        // Receive time and PTS of this connection's first packet.
+        let mut first_packet: Option<(DateTime<Utc>, i64)> = None;
+        let mut current_sps: Option<Vec<u8>> =
+            parameter_set(&info.codec, &info.extradata).map(<[u8]>::to_vec);
+        let mut last_end = None;
+        let mut delivered = false;
+        let mut first_keyframe_logged = false;
+        let mut pending_gap = previous_end;
+
+        let mut send =
+            |chunk: Chunk, timeline: &mut Timeline, pending_gap: &mut Option<DateTime<Utc>>| {
+                let mut chunk = chunk;
+                if let Some(prev) = pending_gap.take() {
+                    // First chunk after a reconnect: flag it and record the gap.
+                    let mut probe = chunk.metadata.clone();
+                    timeline.stamp(&mut probe);
+                    chunk.metadata.discontinuity = true;
+                    chunk.metadata.gap_ms =
+                        Some((probe.start_time - prev).num_milliseconds().max(0) as u64);
+                }
+                let sent_end = {
+                    let mut probe = chunk.metadata.clone();
+                    timeline.stamp(&mut probe);
+                    probe.end_time
+                };
+                if !self.out.send(chunk, timeline) {
+                    return false;
+                }
+                last_end = Some(sent_end);
+                delivered = true;
+                true
+            };
+
+        let end_reason = loop {
+            let packet = match source.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break "end of stream".to_owned(),
+                Err(SourceError::Shutdown) => break "shutdown".to_owned(),
+                Err(e) => break e.to_string(),
+            };
+            let (received, first_pts) = *first_packet.get_or_insert((Utc::now(), packet.pts));
+            if timeline.is_none() && chunker.pending_frames() > 0 && packet.keyframe {
+                // The clock is chosen when the first chunk can close: by then FFmpeg has
+                // usually received an RTCP sender report, whose time maps PTS 0.
+                timeline = Some(
+                    match source
+                        .rtcp_start_time_us()
+                        .and_then(DateTime::from_timestamp_micros)
+                    {
+                        Some(t) => Timeline::anchored(t, 0, ClockSource::Rtcp),
+                        None => Timeline::anchored(received, first_pts, ClockSource::Receive),
+                    },
+                );
+            }
+            if packet.keyframe && !first_keyframe_logged {
+                first_keyframe_logged = true;
+                tracing::info!(
+                    source = %id,
+                    time_to_first_keyframe_ms = connect_started.elapsed().as_millis() as u64,
+                    "first keyframe"
+                );
+            }
+            if packet.keyframe {
+                if let Some(sps) = parameter_set(&info.codec, &packet.data) {
+                    if current_sps.as_deref().is_some_and(|cur| cur != sps) {
+                        // New SPS mid-stream (resolution or profile change): close the chunk
+                        // and continue with the new stream description.
+                        let mut new_info = info.clone();
+                        new_info.extradata = packet.data.clone();
+                        apply_probe(id, &mut new_info);
+                        tracing::warn!(
+                            source = %id,
+                            from = %format_args!("{}x{}", info.width, info.height),
+                            to = %format_args!("{}x{}", new_info.width, new_info.height),
+                            "stream parameters changed: starting a new chunk"
+                        );
+                        let next = chunker.next_sequence();
+                        if let Some(c) = chunker.finish().map_err(SessionEnd::Chunker)? {
+                            let tl = timeline.as_mut().ok_or(SessionEnd::UploadStageGone)?;
+                            if !send(c, tl, &mut pending_gap) {
+                                return Err(SessionEnd::UploadStageGone);
+                            }
+                        }
+                        let next = chunker.next_sequence().max(next);
+                        info = new_info;
+                        chunker = new_chunker(id, &info, self.chunk, next)?;
+                    }
+                    current_sps = Some(sps.to_vec());
+                }
+            }
+            if let Some(c) = chunker.push(packet).map_err(SessionEnd::Chunker)? {
+                let tl = timeline.as_mut().ok_or(SessionEnd::UploadStageGone)?;
+                if !send(c, tl, &mut pending_gap) {
+                    return Err(SessionEnd::UploadStageGone);
+                }
+            }
+        };
+        let pending = chunker.pending_frames();
+        if let Some((received, first_pts)) = first_packet {
+            timeline.get_or_insert_with(|| {
+                Timeline::anchored(received, first_pts, ClockSource::Receive)
+            });
+        }
+        if let (Some(c), Some(tl)) = (
+            chunker.finish().map_err(SessionEnd::Chunker)?,
+            timeline.as_mut(),
+        ) {
+            if !send(c, tl, &mut pending_gap) {
+                return Err(SessionEnd::UploadStageGone);
+            }
+        }
+        if end_reason == "shutdown" {
+            tracing::info!(source = %id, partial_frames = pending, "shutdown: partial chunk sent");
+        } else {
+            tracing::warn!(
+                source = %id,
+                url = %source.display_url(),
+                packets = source.packets_read(),
+                partial_frames = pending,
+                "camera stream ended ({end_reason}); the chunk in progress was closed"
+            );
+        }
+        Ok((chunker.next_sequence(), last_end, delivered))
+    }
+}
+
+fn new_chunker(
+    id: &SourceId,
+    info: &StreamInfo,
+    chunk: ChunkDuration,
+    first_sequence: u64,
+) -> Result<CopyChunker, SessionEnd> {
+    let mut config = CopyChunkerConfig::new(id.clone(), chunk);
+    config.first_sequence = first_sequence;
+    CopyChunker::new(info, config).map_err(SessionEnd::Chunker)
+}
+
+/// The first SPS in Annex B data (extradata or a keyframe), for change detection.
+fn parameter_set<'a>(codec: &Codec, data: &'a [u8]) -> Option<&'a [u8]> {
+    let is_sps = |n: &[u8]| match codec {
+        Codec::H264 => n[0] & 0x1f == 7,
+        Codec::H265 => (n[0] >> 1) & 0x3f == 33,
+        _ => false,
+    };
+    crispy_core::annexb::annexb_nals(data).find(|n| is_sps(n))
+}
