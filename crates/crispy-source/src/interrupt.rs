@@ -32,6 +32,15 @@ impl Interrupt {
         })
     }
 
+    /// Arms the deadline `timeout` from now, unless the last deadline already expired: after
+    /// an abort FFmpeg may still hand out frames it had buffered (its parser flushes on
+    /// error), and those must not buy the stalled connection another full timeout.
+    pub(crate) fn rearm(&self, timeout: Duration) {
+        if self.reason() != Reason::Deadline {
+            self.arm(timeout);
+        }
+    }
+
     /// Arms the deadline `timeout` from now.
     pub(crate) fn arm(&self, timeout: Duration) {
         let at = self.epoch.elapsed() + timeout;

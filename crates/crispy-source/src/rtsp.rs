@@ -262,7 +262,7 @@ impl PacketSource for RtspSource {
         if self.interrupt.shutting_down() {
             return Err(SourceError::Shutdown);
         }
-        self.interrupt.arm(self.stall_timeout);
+        self.interrupt.rearm(self.stall_timeout);
         match self.demuxer.read() {
             Ok(p) => Ok(p),
             Err(ReadError::Ffmpeg(ffmpeg::Error::Exit))

@@ -11,6 +11,10 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+mod rtsp;
+
+pub use rtsp::{RTSP_PASSWORD, RTSP_USER, RtspServer, free_port, signal};
+
 /// A generated input video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fixture {

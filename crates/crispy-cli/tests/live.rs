@@ -1,0 +1,476 @@
+//! Live cameras end to end: the `crispy` binary against GStreamer's RTSP server on 127.0.0.1.
+//! Each test starts its own server on a free port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crispy_testkit::{
+    Fixture, RTSP_PASSWORD, RTSP_USER, RtspServer, decode_errors, ffprobe_video, files_with_ext,
+    signal,
+};
+use serde_json::Value;
+
+/// A running `crispy run`, logging JSON to a file.
+struct Crispy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Crispy {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = dir.join("crispy.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("crispy"));
+        cmd.args(["--log-format", "json", "run"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self {
+            child: cmd.spawn().expect("crispy starts"),
+            log,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `pred` holds on the log lines, or panics after `timeout`.
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if pred(&self.lines()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; logs:\n{}", self.logs());
+    }
+
+    /// SIGTERM, then the exit code (panics if it does not exit within 40 s).
+    fn terminate(mut self) -> (Option<i32>, String) {
+        signal(self.child.id(), "TERM").expect("kill -TERM");
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status.code(), self.logs());
+            }
+            if t0.elapsed() > Duration::from_secs(40) {
+                let _ = self.child.kill();
+                panic!("crispy did not exit after SIGTERM; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Crispy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stored(lines: &[Value]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "chunk stored")
+        .count()
+}
+
+fn manifests(dir: &Path) -> Vec<Value> {
+    let mut all: Vec<Value> = files_with_ext(dir, "json")
+        .expect("list")
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("manifest"))
+        .collect();
+    all.sort_by_key(|m| m["sequence"].as_u64());
+    all
+}
+
+/// Every chunk decodes, matches its manifest, and sequences are gap-free.
+fn check_chunks(sink: &Path, manifests: &[Value]) {
+    for (i, m) in manifests.iter().enumerate() {
+        assert_eq!(m["sequence"].as_u64(), Some(i as u64), "gap-free sequence");
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(
+            decode_errors(&chunk).expect("ffmpeg"),
+            "",
+            "chunk {i} decodes cleanly"
+        );
+        let p = ffprobe_video(&chunk).expect("ffprobe");
+        let d = m["duration_ms"].as_f64().expect("duration");
+        assert!(
+            (p.duration_s * 1000.0 - d).abs() <= 1.0,
+            "chunk {i}: ffprobe {} s, manifest {d} ms",
+            p.duration_s
+        );
+        assert_eq!(
+            Some(p.packets),
+            m["frame_count"].as_u64(),
+            "chunk {i} frames"
+        );
+        assert_eq!((p.width, p.height), (640, 360));
+    }
+}
+
+#[test]
+fn twenty_seconds_of_live_stream_then_sigterm_uploads_the_partial_chunk() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/live"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "2s",
+            "--source-id",
+            "cam",
+        ],
+        &[],
+    );
+    crispy.wait_for("first keyframe", Duration::from_secs(15), |l| {
+        l.iter().any(|l| l["message"] == "first keyframe")
+    });
+    let started = Instant::now();
+    // 20 s of stream, then stop mid-chunk (the server's GOP is 1 s, chunks 2 s).
+    std::thread::sleep(Duration::from_millis(20_500).saturating_sub(started.elapsed()));
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    let ms = manifests(&sink);
+    assert!(ms.len() >= 10, "{} chunks; logs:\n{logs}", ms.len());
+    check_chunks(&sink, &ms);
+    let (last, full) = ms.split_last().expect("chunks");
+    for m in full {
+        assert_eq!(m["duration_ms"], 2000, "{m}");
+        assert_eq!(m["frame_count"], 50, "{m}");
+        assert_eq!(m["discontinuity"], false);
+        assert!(m["clock"] == "rtcp" || m["clock"] == "receive", "{m}");
+    }
+    assert!(
+        last["frame_count"].as_u64().expect("frames") < 50,
+        "the partial chunk was uploaded: {last}"
+    );
+    for pair in ms.windows(2) {
+        assert_eq!(
+            pair[0]["end_time"], pair[1]["start_time"],
+            "continuous times"
+        );
+    }
+    let summary = crispy_lines(&logs)
+        .into_iter()
+        .find(|l| l["message"] == "run finished")
+        .expect("summary");
+    assert_eq!(summary["chunks"].as_u64(), Some(ms.len() as u64));
+}
+
+fn crispy_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn server_restart_flushes_the_chunk_and_continues_with_a_discontinuity() {
+    let mut server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/live"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "2s",
+            "--source-id",
+            "cam",
+        ],
+        &[],
+    );
+    crispy.wait_for("two chunks", Duration::from_secs(20), |l| stored(l) >= 2);
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill();
+    crispy.wait_for("the interrupted chunk", Duration::from_secs(15), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("camera stream ended"))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart().expect("restart");
+    crispy.wait_for(
+        "a chunk after the reconnect",
+        Duration::from_secs(30),
+        |l| {
+            l.iter()
+                .any(|l| l["message"] == "chunk stored" && l["discontinuity"] == true)
+        },
+    );
+    crispy.wait_for("one more chunk", Duration::from_secs(10), |l| {
+        let after: Vec<_> = l
+            .iter()
+            .skip_while(|l| l["discontinuity"] != true)
+            .collect();
+        after
+            .iter()
+            .filter(|l| l["message"] == "chunk stored")
+            .count()
+            >= 2
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    let ms = manifests(&sink);
+    check_chunks(&sink, &ms);
+    let gaps: Vec<&Value> = ms.iter().filter(|m| m["discontinuity"] == true).collect();
+    assert_eq!(gaps.len(), 1, "exactly one discontinuity: {ms:#?}");
+    let gap_ms = gaps[0]["gap_ms"].as_u64().expect("gap_ms");
+    assert!(
+        gap_ms >= 1500,
+        "the server was down for ~2 s, gap_ms = {gap_ms}"
+    );
+    let at = gaps[0]["sequence"].as_u64().expect("seq") as usize;
+    let before = &ms[at - 1];
+    assert!(
+        before["frame_count"].as_u64().expect("frames") < 50,
+        "the chunk in progress was uploaded partial: {before}"
+    );
+    assert!(before["frame_count"].as_u64().expect("frames") > 0);
+}
+
+#[test]
+fn a_stalled_camera_is_detected_within_the_stall_timeout() {
+    let mut server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/live"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "2s",
+            "--stall-timeout",
+            "2s",
+            "--source-id",
+            "cam",
+        ],
+        &[],
+    );
+    crispy.wait_for("a chunk", Duration::from_secs(20), |l| stored(l) >= 1);
+    server.pause().expect("SIGSTOP");
+    let paused = Instant::now();
+    crispy.wait_for("stall detection", Duration::from_secs(8), |l| {
+        l.iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("stalled")))
+    });
+    let detected = paused.elapsed();
+    assert!(
+        detected <= Duration::from_millis(3500),
+        "stall detected after {detected:?}"
+    );
+    // The chunk in progress was stored when the stall was detected.
+    crispy.wait_for("the partial chunk", Duration::from_secs(5), |l| {
+        stored(l) >= 2
+    });
+    server.resume().expect("SIGCONT");
+    crispy.wait_for("recovery", Duration::from_secs(40), |l| {
+        l.iter()
+            .any(|l| l["message"] == "chunk stored" && l["discontinuity"] == true)
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    check_chunks(&sink, &manifests(&sink));
+}
+
+#[test]
+fn wrong_password_is_reported_clearly_and_never_shown() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = "Wr0ng-Pass-7781";
+    let url = server
+        .url("/secure")
+        .replacen("://", &format!("://{RTSP_USER}:{secret}@"), 1);
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &url,
+            "--sink",
+            "memory://",
+            "--source-id",
+            "cam",
+        ],
+        &[],
+    );
+    crispy.wait_for("the auth error", Duration::from_secs(15), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rejected the credentials"))
+        })
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(
+        code,
+        Some(0),
+        "a bad camera never crashes the process: {logs}"
+    );
+    assert!(!logs.contains(secret), "the password leaked:\n{logs}");
+    assert!(
+        logs.contains("rtsp://***@127.0.0.1"),
+        "URLs are shown redacted:\n{logs}"
+    );
+
+    // The same through --username/--password-env.
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/secure"),
+            "--username",
+            RTSP_USER,
+            "--password-env",
+            "CAM_PASS",
+            "--sink",
+            "memory://",
+        ],
+        &[("CAM_PASS", secret)],
+    );
+    crispy.wait_for("the auth error", Duration::from_secs(15), |l| {
+        l.iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("401")))
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0));
+    assert!(!logs.contains(secret), "the password leaked:\n{logs}");
+}
+
+#[test]
+fn unknown_path_is_reported_clearly() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/no-such-stream"),
+            "--sink",
+            "memory://",
+        ],
+        &[],
+    );
+    crispy.wait_for("the 404", Duration::from_secs(15), |l| {
+        l.iter().any(|l| {
+            l["message"].as_str().is_some_and(|m| {
+                m.contains("no such stream (404 Not Found)") && m.contains("/no-such-stream")
+            })
+        })
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+#[test]
+fn eight_cameras_from_one_config_file() {
+    let server =
+        RtspServer::start(Some(&Fixture::H264LongGop250.path().expect("fixture"))).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let mut config = format!(
+        "sink = \"file://{}\"\nchunk = \"1s\"\nmax_in_flight = 4\n",
+        sink.display()
+    );
+    for i in 0..7 {
+        config.push_str(&format!(
+            "\n[[camera]]\nid = \"cam-{i}\"\nurl = \"{}\"\n",
+            server.url("/live")
+        ));
+    }
+    config.push_str(&format!(
+        "\n[[camera]]\nid = \"cam-secure\"\nurl = \"{}\"\nusername = \"{RTSP_USER}\"\npassword_env = \"SECURE_PASS\"\ntransport = \"udp\"\n",
+        server.url("/secure")
+    ));
+    let path = dir.path().join("cameras.toml");
+    std::fs::write(&path, config).expect("write config");
+    let crispy = Crispy::start(
+        dir.path(),
+        &["--config", path.to_str().expect("utf8")],
+        &[("SECURE_PASS", RTSP_PASSWORD)],
+    );
+    crispy.wait_for(
+        "two chunks from every camera",
+        Duration::from_secs(40),
+        |l| {
+            let ids: Vec<String> = (0..7)
+                .map(|i| format!("cam-{i}"))
+                .chain(["cam-secure".to_owned()])
+                .collect();
+            ids.iter().all(|id| {
+                l.iter()
+                    .filter(|l| l["message"] == "chunk stored" && l["source"] == id.as_str())
+                    .count()
+                    >= 2
+            })
+        },
+    );
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(!logs.contains(RTSP_PASSWORD));
+    for id in (0..7)
+        .map(|i| format!("cam-{i}"))
+        .chain(["cam-secure".to_owned()])
+    {
+        let ms = manifests(&sink.join(&id));
+        assert!(ms.len() >= 2, "{id}: {} chunks", ms.len());
+        check_chunks(
+            &sink.join(&id).parent().expect("sink").to_path_buf(),
+            &ms[..2],
+        );
+    }
+}
+
+#[test]
+fn invalid_config_is_rejected_with_line_and_field_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[camera]]\nid = \"a\"\nurl = \"rtsp://u:pw-9931@127.0.0.1:1/x\"\ntransport = \"carrier-pigeon\"\n").expect("write");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("line 4") && err.contains("transport"),
+        "{err}"
+    );
+    assert!(!err.contains("pw-9931"), "{err}");
+}
