@@ -26,6 +26,15 @@ const APT_PACKAGES: &[&str] = &[
     "clang",
     "libclang-dev",
     "ffmpeg",
+    // The local RTSP server of the live tests (tools/rtsp_server.py).
+    "python3-gi",
+    "gir1.2-gst-rtsp-server-1.0",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-plugins-ugly",
+    "gstreamer1.0-libav",
+    "gstreamer1.0-tools",
 ];
 
 fn main() -> ExitCode {

@@ -47,6 +47,10 @@ pub struct CopyChunker {
     /// Nominal frame duration in ticks, for the last frame of a stream whose packets carry none.
     nominal_frame_ticks: i64,
     skipped_before_keyframe: u64,
+    /// The chunk in progress started after a timestamp reset.
+    pending_discontinuity: bool,
+    /// A timestamp reset was seen; waiting for a keyframe to start the next chunk.
+    awaiting_keyframe_after_reset: bool,
     warned_long_gop: bool,
     warned_open_gop: bool,
 }
@@ -81,6 +85,8 @@ impl CopyChunker {
             target_ticks,
             nominal_frame_ticks,
             skipped_before_keyframe: 0,
+            pending_discontinuity: false,
+            awaiting_keyframe_after_reset: false,
             warned_long_gop: false,
             warned_open_gop: false,
         })
@@ -208,12 +214,20 @@ impl CopyChunker {
             codec: self.info.codec.name().to_owned(),
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,
-            discontinuity: false,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
             gap_ms: None,
             bytes: payload.len() as u64,
             sha256: String::new(),
         };
         Ok(Chunk { payload, metadata })
+    }
+}
+
+impl CopyChunker {
+    fn start_after_reset(&mut self, keyframe: EncodedPacket) {
+        self.awaiting_keyframe_after_reset = false;
+        self.pending_discontinuity = true;
+        self.pending.push(keyframe);
     }
 }
 
@@ -229,6 +243,37 @@ impl Chunker for CopyChunker {
     type Error = ChunkerError;
 
     fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
+        // A DTS that goes backwards is a timestamp reset (encoder restart, stream restart):
+        // close the chunk in progress as it is and start again at the next keyframe.
+        if self
+            .pending
+            .last()
+            .is_some_and(|last| packet.dts <= last.dts)
+        {
+            let last_dts = self.pending.last().map_or(0, |p| p.dts);
+            tracing::warn!(
+                source = %self.config.source_id,
+                from = last_dts,
+                to = packet.dts,
+                "timestamps went backwards (stream restarted): closing the chunk, next chunk flagged as a discontinuity"
+            );
+            let closed = self.close(None)?;
+            self.awaiting_keyframe_after_reset = true;
+            if packet.keyframe {
+                self.start_after_reset(packet);
+            } else {
+                self.skipped_before_keyframe += 1;
+            }
+            return Ok(Some(closed));
+        }
+        if self.awaiting_keyframe_after_reset {
+            if packet.keyframe {
+                self.start_after_reset(packet);
+            } else {
+                self.skipped_before_keyframe += 1;
+            }
+            return Ok(None);
+        }
         if self.pending.is_empty() && !packet.keyframe {
             self.skipped_before_keyframe += 1;
             if self.skipped_before_keyframe == 1 {
@@ -278,5 +323,94 @@ impl CopyChunker {
     /// The stream's time base (also the chunks' MP4 timescale denominator).
     pub fn time_base(&self) -> Rational {
         self.info.time_base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> StreamInfo {
+        StreamInfo {
+            codec: crispy_core::Codec::H264,
+            profile: None,
+            width: 64,
+            height: 64,
+            time_base: Rational::new(1, 90_000),
+            frame_rate: Some(Rational::new(25, 1)),
+            extradata: Bytes::from_static(&[
+                1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 2, 0x67, 0x42, 1, 0, 1, 0x68,
+            ]),
+            duration: None,
+            frame_count: None,
+        }
+    }
+
+    fn packet(dts: i64, keyframe: bool) -> EncodedPacket {
+        EncodedPacket {
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            pts: dts,
+            dts,
+            duration: 3600,
+            keyframe,
+        }
+    }
+
+    fn chunker(target: &str) -> CopyChunker {
+        let id = SourceId::new("t").expect("id");
+        CopyChunker::new(
+            &info(),
+            CopyChunkerConfig::new(id, target.parse().expect("duration")),
+        )
+        .expect("chunker")
+    }
+
+    #[test]
+    fn a_timestamp_reset_closes_the_chunk_and_flags_the_next() {
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        // 10 frames, then the source restarts at 0 with a keyframe, then 30 more frames.
+        for i in 0..10 {
+            out.extend(c.push(packet(i * 3600, i == 0)).expect("push"));
+        }
+        for i in 0..30 {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(m.len(), 3, "{m:#?}");
+        assert_eq!(
+            (m[0].frame_count, m[0].duration_ts, m[0].discontinuity),
+            (10, 36_000, false)
+        );
+        assert_eq!(
+            (m[1].frame_count, m[1].duration_ts, m[1].discontinuity),
+            (25, 90_000, true)
+        );
+        assert_eq!((m[2].frame_count, m[2].discontinuity), (5, false));
+        assert_eq!(
+            m.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn after_a_reset_frames_wait_for_a_keyframe() {
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.extend(c.push(packet(1_000_000 + i * 3600, i == 0)).expect("push"));
+        }
+        // Restart without a keyframe: 3 frames cannot be decoded and are dropped.
+        for i in 0..3 {
+            out.extend(c.push(packet(i * 3600, false)).expect("push"));
+        }
+        out.extend(c.push(packet(3 * 3600, true)).expect("push"));
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].metadata.frame_count, 5);
+        assert_eq!(out[1].metadata.frame_count, 1);
+        assert!(out[1].metadata.discontinuity);
+        assert_eq!(c.skipped_before_keyframe(), 3);
     }
 }

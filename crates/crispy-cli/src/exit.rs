@@ -7,6 +7,7 @@ use crispy_sink::SinkError;
 use crispy_source::SourceError;
 
 pub const INTERNAL: u8 = 1;
+pub const USAGE: u8 = 2;
 pub const CONFIG_INVALID: u8 = 3;
 pub const SOURCE_NOT_FOUND: u8 = 10;
 pub const SOURCE_NOT_A_FILE: u8 = 11;
@@ -34,6 +35,11 @@ pub fn describe(err: &anyhow::Error) -> String {
     out
 }
 
+/// A command-line mistake found after parsing (exit code 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// The exit code for an error anywhere in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -42,6 +48,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<SinkError>() {
             return sink_code(e);
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return USAGE;
         }
         if cause.downcast_ref::<ConfigError>().is_some() {
             return CONFIG_INVALID;

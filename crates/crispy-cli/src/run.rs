@@ -14,6 +14,7 @@ use crispy_source::{RtspConfig, RtspTransport};
 use indicatif::ProgressBar;
 
 use crate::cli::{RunArgs, Transport};
+use crate::exit::UsageError;
 use crate::logging::style_bar;
 
 const DEFAULT_SINK: &str = "file://./crispy-out";

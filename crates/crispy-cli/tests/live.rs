@@ -449,11 +449,69 @@ fn eight_cameras_from_one_config_file() {
     {
         let ms = manifests(&sink.join(&id));
         assert!(ms.len() >= 2, "{id}: {} chunks", ms.len());
-        check_chunks(
-            &sink.join(&id).parent().expect("sink").to_path_buf(),
-            &ms[..2],
-        );
+        check_chunks(&sink, &ms[..2]);
     }
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crispy = Crispy::start(
+        dir.path(),
+        &["--source", &server.url("/live"), "--sink", "memory://"],
+        &[],
+    );
+    crispy.wait_for("first keyframe", Duration::from_secs(15), |l| {
+        l.iter().any(|l| l["message"] == "first keyframe")
+    });
+    let pid = crispy.child.id();
+    signal(pid, "INT").expect("SIGINT");
+    crispy.wait_for("the shutdown notice", Duration::from_secs(5), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutting down"))
+        })
+    });
+    let (code, logs) = crispy.terminate();
+    // Either the drain finished first (0) or the second signal cut it short (130).
+    assert!(matches!(code, Some(0) | Some(130)), "{code:?}: {logs}");
+}
+
+#[test]
+fn first_chunk_starts_at_the_first_keyframe_after_connect() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/live"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "1s",
+        ],
+        &[],
+    );
+    crispy.wait_for("a chunk", Duration::from_secs(15), |l| stored(l) >= 1);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let lines = crispy_lines(&logs);
+    let ttfk = lines
+        .iter()
+        .find(|l| l["message"] == "first keyframe")
+        .expect("logged")["time_to_first_keyframe_ms"]
+        .as_u64()
+        .expect("ms");
+    // The server's first packet is a keyframe (GOP 1 s): it must be used, not skipped.
+    assert!(ttfk < 1000, "time to first keyframe {ttfk} ms");
+    let ms = manifests(&sink);
+    assert_eq!(ms[0]["start_pts"], 0, "{}", ms[0]);
+    check_chunks(&sink, &ms);
 }
 
 #[test]

@@ -37,6 +37,8 @@ pub(crate) struct Timeline {
     origin: DateTime<Utc>,
     base_pts: Option<i64>,
     clock: ClockSource,
+    /// End of the last chunk stamped.
+    last_end: Option<DateTime<Utc>>,
 }
 
 impl Timeline {
@@ -45,6 +47,7 @@ impl Timeline {
             origin,
             base_pts: None,
             clock,
+            last_end: None,
         }
     }
 
@@ -54,15 +57,26 @@ impl Timeline {
             origin,
             base_pts: Some(pts),
             clock,
+            last_end: None,
         }
     }
 
     fn stamp(&mut self, m: &mut ChunkMetadata) {
+        if m.discontinuity && m.gap_ms.is_none() {
+            // The chunker saw the source's timestamps restart: the media clock no longer maps
+            // to the old origin, so continue from the previous chunk's end.
+            if let Some(end) = self.last_end {
+                self.origin = end;
+                self.base_pts = Some(m.start_pts);
+                m.gap_ms = Some(0);
+            }
+        }
         let base = *self.base_pts.get_or_insert(m.start_pts);
         let offset_ms = m.time_base.ticks_to_millis(m.start_pts - base);
         m.start_time = self.origin + chrono::Duration::milliseconds(offset_ms);
         m.end_time = m.start_time + chrono::Duration::milliseconds(m.duration_ms as i64);
         m.clock = self.clock;
+        self.last_end = Some(m.end_time);
     }
 }
 
@@ -75,12 +89,26 @@ pub(crate) struct Outbox<S> {
 impl<S: ChunkSink> Outbox<S> {
     /// Completes `chunk`'s times and object path and sends it; false when the upload stage
     /// is gone.
-    fn send(&self, mut chunk: Chunk, timeline: &mut Timeline) -> bool {
+    fn send(&self, chunk: Chunk, timeline: &mut Timeline) -> bool {
+        self.send_with(chunk, timeline, |_| {}).is_some()
+    }
+
+    /// Like [`Self::send`], with `adjust` applied after the times are set. Returns the chunk's
+    /// end time, `None` when the upload stage is gone.
+    fn send_with(
+        &self,
+        mut chunk: Chunk,
+        timeline: &mut Timeline,
+        adjust: impl FnOnce(&mut ChunkMetadata),
+    ) -> Option<DateTime<Utc>> {
         timeline.stamp(&mut chunk.metadata);
+        adjust(&mut chunk.metadata);
         chunk.metadata.object = self.sink.object_path(&chunk.metadata);
+        let end = chunk.metadata.end_time;
         self.tx
             .blocking_send(ReaderMsg::Chunk(Box::new(chunk)))
             .is_ok()
+            .then_some(end)
     }
 
     fn fail(&self, failure: ReaderFailure) {
@@ -284,26 +312,22 @@ impl<S: ChunkSink> Session<'_, S> {
 
         let mut send =
             |chunk: Chunk, timeline: &mut Timeline, pending_gap: &mut Option<DateTime<Utc>>| {
-                let mut chunk = chunk;
-                if let Some(prev) = pending_gap.take() {
-                    // First chunk after a reconnect: flag it and record the gap.
-                    let mut probe = chunk.metadata.clone();
-                    timeline.stamp(&mut probe);
-                    chunk.metadata.discontinuity = true;
-                    chunk.metadata.gap_ms =
-                        Some((probe.start_time - prev).num_milliseconds().max(0) as u64);
+                let gap_from = pending_gap.take();
+                let sent = self.out.send_with(chunk, timeline, |m| {
+                    if let Some(prev) = gap_from {
+                        // First chunk after a reconnect: flag it and record the gap.
+                        m.discontinuity = true;
+                        m.gap_ms = Some((m.start_time - prev).num_milliseconds().max(0) as u64);
+                    }
+                });
+                match sent {
+                    Some(end) => {
+                        last_end = Some(end);
+                        delivered = true;
+                        true
+                    }
+                    None => false,
                 }
-                let sent_end = {
-                    let mut probe = chunk.metadata.clone();
-                    timeline.stamp(&mut probe);
-                    probe.end_time
-                };
-                if !self.out.send(chunk, timeline) {
-                    return false;
-                }
-                last_end = Some(sent_end);
-                delivered = true;
-                true
             };
 
         let end_reason = loop {

@@ -54,15 +54,17 @@ async fn file_to_memory_store_with_attributes_and_events() {
     );
     assert_eq!(summary.source_id.as_str(), "h264_1080p30_gop30");
 
-    let started = recorder.started.lock().expect("lock");
-    assert_eq!(started.len(), 1);
-    assert_eq!(started[0].duration_ms, Some(10_000));
-    let progress = recorder.progress.lock().expect("lock");
-    assert!(
-        progress.len() >= 4 && progress.windows(2).all(|w| w[0] <= w[1]),
-        "{progress:?}"
-    );
-    assert_eq!(recorder.stored.lock().expect("lock").len(), 4);
+    {
+        let started = recorder.started.lock().expect("lock");
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].duration_ms, Some(10_000));
+        let progress = recorder.progress.lock().expect("lock");
+        assert!(
+            progress.len() >= 4 && progress.windows(2).all(|w| w[0] <= w[1]),
+            "{progress:?}"
+        );
+        assert_eq!(recorder.stored.lock().expect("lock").len(), 4);
+    }
 
     let store = sink.store();
     let objects = collect_list(store.as_ref()).await;
