@@ -78,8 +78,10 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
     let job = if source.contains("://") {
         let mut rtsp = RtspConfig::parse(&source)?;
         if let Some(var) = &args.password_env {
-            let password = std::env::var(var).with_context(|| {
-                format!("--password-env: environment variable {var} is not set")
+            let password = std::env::var(var).map_err(|_| {
+                UsageError(format!(
+                    "--password-env: environment variable {var} is not set"
+                ))
             })?;
             let user = args.username.clone().unwrap_or_default();
             rtsp = rtsp.with_credentials(user, Secret::new(password));

@@ -370,4 +370,22 @@ fn unusable_sinks_fail_before_reading() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
+
+    let out = crispy()
+        .args([
+            "run",
+            "--source",
+            "rtsp://127.0.0.1:9/x",
+            "--password-env",
+            "CRISPY_TEST_UNSET_VAR",
+        ])
+        .env_remove("CRISPY_TEST_UNSET_VAR")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CRISPY_TEST_UNSET_VAR"),
+        "{}",
+        stderr(&out)
+    );
 }
