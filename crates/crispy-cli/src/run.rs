@@ -10,7 +10,7 @@ use crispy_pipeline::{
     run_sources,
 };
 use crispy_sink::ObjectStoreSink;
-use crispy_source::{RtspConfig, RtspTransport};
+use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig};
 use indicatif::ProgressBar;
 
 use crate::cli::{RunArgs, Transport};
@@ -75,7 +75,20 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         drain_timeout: args.drain_timeout.as_duration(),
         ..PipelineOptions::default()
     };
-    let job = if source.contains("://") {
+    let job = if let Some(synthetic) = SyntheticConfig::parse(&source) {
+        let id = args.source_id.clone().unwrap_or_else(|| {
+            SourceId::sanitize(if source == "testsrc" {
+                "testsrc"
+            } else {
+                &synthetic.graph
+            })
+        });
+        SourceJob {
+            source_id: id,
+            spec: SourceSpec::Synthetic(synthetic),
+            chunk: args.chunk,
+        }
+    } else if source.contains("://") {
         let mut rtsp = RtspConfig::parse(&source)?;
         if let Some(var) = &args.password_env {
             let password = std::env::var(var).map_err(|_| {

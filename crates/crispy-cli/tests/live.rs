@@ -534,3 +534,73 @@ fn invalid_config_is_rejected_with_line_and_field_before_anything_starts() {
     );
     assert!(!err.contains("pw-9931"), "{err}");
 }
+
+#[test]
+fn synthetic_lavfi_source_is_paced_and_chunked_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let t0 = Instant::now();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args([
+            "run",
+            "--source",
+            "lavfi:testsrc2=size=320x240:rate=25:duration=4",
+            "--chunk",
+            "1s",
+            "--source-id",
+            "synth",
+        ])
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(3500),
+        "paced in real time: {:?}",
+        t0.elapsed()
+    );
+    let ms = manifests(&sink);
+    assert_eq!(ms.len(), 4);
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(
+            (m["duration_ms"].as_u64(), m["frame_count"].as_u64()),
+            (Some(1000), Some(25)),
+            "{m}"
+        );
+        assert_eq!(m["clock"], "receive");
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "", "chunk {i}");
+        assert_eq!(ffprobe_video(&chunk).expect("ffprobe").width, 320);
+    }
+}
+
+#[test]
+fn testsrc_runs_until_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &["--source", "testsrc", "--sink", &sink_url, "--chunk", "1s"],
+        &[],
+    );
+    crispy.wait_for("two chunks", Duration::from_secs(20), |l| stored(l) >= 2);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let ms = manifests(&sink);
+    assert!(
+        ms.len() >= 3,
+        "two full chunks and the partial one: {}",
+        ms.len()
+    );
+    assert_eq!(ms[0]["source_id"], "testsrc");
+    assert_eq!(
+        (ms[0]["width"].as_u64(), ms[0]["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+}

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crispy_core::{ChunkDuration, SourceId};
-use crispy_source::RtspConfig;
+use crispy_source::{RtspConfig, SyntheticConfig};
 
 /// Where a source's packets come from.
 #[derive(Debug, Clone)]
@@ -12,6 +12,8 @@ pub enum SourceSpec {
     File(PathBuf),
     /// A live RTSP camera, reconnected until shutdown.
     Rtsp(RtspConfig),
+    /// A generated live stream (FFmpeg filter graph, libx264), until shutdown or the graph ends.
+    Synthetic(SyntheticConfig),
 }
 
 impl SourceSpec {
@@ -20,12 +22,13 @@ impl SourceSpec {
         match self {
             SourceSpec::File(p) => p.display().to_string(),
             SourceSpec::Rtsp(c) => c.display_url(),
+            SourceSpec::Synthetic(c) => format!("lavfi:{}", c.graph),
         }
     }
 
     /// True for sources that run until shutdown.
     pub fn is_live(&self) -> bool {
-        matches!(self, SourceSpec::Rtsp(_))
+        matches!(self, SourceSpec::Rtsp(_) | SourceSpec::Synthetic(_))
     }
 }
 

@@ -9,7 +9,7 @@ use crispy_core::{
     ResolutionProbe, SourceId, StreamInfo,
 };
 use crispy_probe::SpsProbe;
-use crispy_source::{FileSource, RtspConfig, RtspSource, SourceError};
+use crispy_source::{RtspConfig, RtspSource, SourceError};
 use tokio::sync::mpsc;
 
 use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
@@ -136,9 +136,10 @@ pub(crate) fn apply_probe(source_id: &SourceId, info: &mut StreamInfo) {
     }
 }
 
-/// Reads a file to its end (or until shutdown), sending every chunk.
-pub(crate) fn read_file<S: ChunkSink>(
-    mut source: FileSource,
+/// Reads a source to its end (or until shutdown), sending every chunk: files and synthetic
+/// streams.
+pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
+    mut source: P,
     mut chunker: CopyChunker,
     mut timeline: Timeline,
     out: Outbox<S>,
@@ -147,6 +148,7 @@ pub(crate) fn read_file<S: ChunkSink>(
 ) {
     let tb = source.stream_info().time_base;
     let mut first_dts = None;
+    let mut packets = 0u64;
     loop {
         if shutdown.is_triggered() {
             tracing::info!("shutdown: closing the chunk in progress");
@@ -155,6 +157,10 @@ pub(crate) fn read_file<S: ChunkSink>(
         let packet = match source.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
+            Err(SourceError::Shutdown) => {
+                tracing::info!("shutdown: closing the chunk in progress");
+                break;
+            }
             Err(error) => {
                 let discarded_frames = chunker.pending_frames() as u64;
                 out.fail(ReaderFailure::Source {
@@ -165,7 +171,8 @@ pub(crate) fn read_file<S: ChunkSink>(
             }
         };
         let first = *first_dts.get_or_insert(packet.dts);
-        if source.packets_read() % PROGRESS_EVERY == 0 {
+        packets += 1;
+        if packets % PROGRESS_EVERY == 0 {
             observer.progress(tb.ticks_to_millis(packet.dts - first).max(0) as u64);
         }
         match chunker.push(packet) {

@@ -10,12 +10,12 @@ use crispy_core::{
     SourceId,
 };
 use crispy_signer::Sha256Sealer;
-use crispy_source::FileSource;
+use crispy_source::{FileSource, SyntheticConfig, SyntheticSource};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, read_file, read_live,
+    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, read_live, read_to_end,
 };
 use crate::{
     ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
@@ -131,7 +131,20 @@ where
                 let (source, chunker, timeline) =
                     open_file(&job.source_id, path, job.chunk, observer.as_ref()).await?;
                 threads.push(spawn(Box::new(move || {
-                    read_file(source, chunker, timeline, out, observer.as_ref(), &shutdown);
+                    read_to_end(source, chunker, timeline, out, observer.as_ref(), &shutdown);
+                }))?);
+            }
+            SourceSpec::Synthetic(config) => {
+                let (source, chunker, timeline) = open_synthetic(
+                    &job.source_id,
+                    config,
+                    job.chunk,
+                    &shutdown,
+                    observer.as_ref(),
+                )
+                .await?;
+                threads.push(spawn(Box::new(move || {
+                    read_to_end(source, chunker, timeline, out, observer.as_ref(), &shutdown);
                 }))?);
             }
             SourceSpec::Rtsp(config) => {
@@ -299,6 +312,46 @@ async fn open_file(
     );
     let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
     Ok((source, chunker, Timeline::new(origin, clock)))
+}
+
+/// Builds a synthetic source (on a blocking thread); its clock is the receive clock.
+async fn open_synthetic(
+    id: &SourceId,
+    config: SyntheticConfig,
+    chunk: ChunkDuration,
+    shutdown: &Shutdown,
+    observer: &dyn Observer,
+) -> Result<(SyntheticSource, CopyChunker, Timeline), PipelineError> {
+    let flag = shutdown.flag();
+    let shown = format!("lavfi:{}", config.graph);
+    let source = tokio::task::spawn_blocking(move || SyntheticSource::open(&config, flag))
+        .await
+        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
+        .map_err(|error| PipelineError::Source {
+            error,
+            chunks_stored: 0,
+            discarded_frames: 0,
+        })?;
+    let info = source.stream_info().clone();
+    observer.started(&SourceStarted {
+        source_id: id.clone(),
+        display: shown.clone(),
+        info: info.clone(),
+        duration_ms: None,
+    });
+    tracing::info!(
+        source = %id,
+        graph = %shown,
+        resolution = %format_args!("{}x{}", info.width, info.height),
+        chunk = %chunk,
+        "synthetic source started"
+    );
+    let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
+    Ok((
+        source,
+        chunker,
+        Timeline::new(Utc::now(), ClockSource::Receive),
+    ))
 }
 
 async fn store_chunk<S: ChunkSink>(

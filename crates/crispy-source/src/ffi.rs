@@ -146,6 +146,33 @@ pub(crate) fn start_time_realtime(input: &ffmpeg::format::context::Input) -> Opt
     (value != sys::AV_NOPTS_VALUE && value > 0).then_some(value)
 }
 
+/// The extradata (Annex B SPS/PPS with `GLOBAL_HEADER`) of an opened encoder.
+pub(crate) fn encoder_extradata(encoder: &ffmpeg::encoder::Video) -> Bytes {
+    // SAFETY: `encoder` wraps a valid, opened AVCodecContext; extradata/extradata_size are
+    // set by the encoder at open and only read here, copied out.
+    unsafe {
+        let ctx = &*encoder.as_ptr();
+        if ctx.extradata.is_null() || ctx.extradata_size <= 0 {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(std::slice::from_raw_parts(
+                ctx.extradata,
+                ctx.extradata_size as usize,
+            ))
+        }
+    }
+}
+
+/// FFmpeg's `lavfi` input device (filter graphs as sources).
+pub(crate) fn lavfi_format() -> Option<ffmpeg::format::Input> {
+    // SAFETY: av_find_input_format takes a NUL-terminated name and returns a pointer to a
+    // static, immutable format description (or null); wrapping it does not take ownership.
+    unsafe {
+        let fmt = sys::av_find_input_format(c"lavfi".as_ptr());
+        (!fmt.is_null()).then(|| ffmpeg::format::Input::wrap(fmt as *mut _))
+    }
+}
+
 /// Owns a demuxed packet so its buffer can back a [`Bytes`] without a copy.
 struct PacketBuffer(ffmpeg::Packet);
 

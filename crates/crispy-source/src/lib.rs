@@ -28,10 +28,12 @@ mod ffi;
 mod file;
 mod interrupt;
 mod rtsp;
+mod synthetic;
 
 pub use error::SourceError;
 pub use file::FileSource;
 pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
+pub use synthetic::{SyntheticConfig, SyntheticSource};
 
 /// Initialises FFmpeg once per process and routes its log lines into `tracing` (target `ffmpeg`).
 ///
