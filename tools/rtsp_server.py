@@ -8,6 +8,7 @@ Mounts:
   /audio    the same with an AAC audio track
   /file     the MP4 given by --file, stream-copied (H.264), played once
   /secure   the live pattern, requiring --user/--password (basic auth)
+  /resize   the live pattern at 640x360 that switches to 320x180 after 3 s (new SPS)
 
 Prints "READY <port>" on stdout once it accepts connections. Stop it with SIGTERM.
 """
@@ -102,6 +103,31 @@ def main():
         )
         allow(f, "anonymous", "user")
         mounts.add_factory("/file", f)
+
+    resize = factory(
+        "videotestsrc is-live=true pattern=ball ! videoscale ! "
+        f"capsfilter name=size caps=video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 ! "
+        "videoconvert ! x264enc tune=zerolatency sliced-threads=false speed-preset=ultrafast "
+        f"key-int-max={args.gop} bframes=0 ! video/x-h264,profile=baseline ! "
+        "rtph264pay config-interval=0 name=pay0 pt=96",
+        shared=False,
+    )
+
+    def on_configure(_factory, media):
+        capsfilter = media.get_element().get_by_name("size")
+
+        def shrink():
+            caps = Gst.Caps.from_string(
+                f"video/x-raw,width={args.width // 2},height={args.height // 2},framerate={args.fps}/1"
+            )
+            capsfilter.set_property("caps", caps)
+            return False
+
+        GLib.timeout_add(3000, shrink)
+
+    resize.connect("media-configure", on_configure)
+    allow(resize, "anonymous", "user")
+    mounts.add_factory("/resize", resize)
 
     secure = factory(video(args))
     allow(secure, "user")

@@ -415,6 +415,8 @@ fn eight_cameras_from_one_config_file() {
             server.url(mount)
         ));
     }
+    // A dead camera (nothing listens on port 9) must not delay the others.
+    config.push_str("\n[[camera]]\nid = \"cam-dead\"\nurl = \"rtsp://127.0.0.1:9/nothing\"\n");
     config.push_str(&format!(
         "\n[[camera]]\nid = \"cam-secure\"\nurl = \"{}\"\nusername = \"{RTSP_USER}\"\npassword_env = \"SECURE_PASS\"\ntransport = \"udp\"\n",
         server.url("/secure")
@@ -603,4 +605,107 @@ fn testsrc_runs_until_sigterm() {
         (ms[0]["width"].as_u64(), ms[0]["height"].as_u64()),
         (Some(1280), Some(720))
     );
+}
+
+#[test]
+fn a_b_frame_file_served_over_rtsp_is_chunked_exactly() {
+    // RTP carries no DTS: the B-frame file arrives with PTS only.
+    let server = RtspServer::start(Some(&Fixture::H264_720pBframesAac.path().expect("fixture")))
+        .expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/file"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "2s",
+        ],
+        &[],
+    );
+    crispy.wait_for("three chunks", Duration::from_secs(30), |l| stored(l) >= 3);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let ms = manifests(&sink);
+    for (i, m) in ms.iter().enumerate() {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "", "chunk {i}");
+        let p = ffprobe_video(&chunk).expect("ffprobe");
+        assert_eq!((p.width, p.height), (1280, 720));
+        assert_eq!(Some(p.packets), m["frame_count"].as_u64());
+        assert!((p.duration_s * 1000.0 - m["duration_ms"].as_f64().expect("ms")).abs() <= 1.0);
+    }
+    // GOP 60 at 30 fps: every complete chunk is 2 s, 60 frames.
+    for m in &ms[..2] {
+        assert_eq!(
+            (m["duration_ms"].as_u64(), m["frame_count"].as_u64()),
+            (Some(2000), Some(60)),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn a_resolution_change_mid_stream_starts_a_new_chunk() {
+    let server = RtspServer::start(None).expect("server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            &server.url("/resize"),
+            "--sink",
+            &sink_url,
+            "--chunk",
+            "2s",
+        ],
+        &[],
+    );
+    crispy.wait_for("chunks after the change", Duration::from_secs(30), |l| {
+        l.iter()
+            .filter(|l| l["message"] == "chunk stored" && l["resolution"] == "320x180")
+            .count()
+            >= 1
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("stream parameters changed"), "{logs}");
+    let ms = manifests(&sink);
+    let sizes: Vec<(u64, u64)> = ms
+        .iter()
+        .map(|m| {
+            (
+                m["width"].as_u64().unwrap_or(0),
+                m["height"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let first_small = sizes
+        .iter()
+        .position(|s| *s == (320, 180))
+        .expect("a 320x180 chunk");
+    assert!(
+        first_small > 0 && sizes[..first_small].iter().all(|s| *s == (640, 360)),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes[first_small..].iter().all(|s| *s == (320, 180)),
+        "{sizes:?}"
+    );
+    for (i, m) in ms.iter().enumerate() {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "", "chunk {i}");
+        let p = ffprobe_video(&chunk).expect("ffprobe");
+        assert_eq!(
+            (u64::from(p.width), u64::from(p.height)),
+            sizes[i],
+            "chunk {i}: manifest and ffprobe agree"
+        );
+    }
 }

@@ -45,8 +45,10 @@ pub(crate) struct Demuxer {
     /// Leading packets without any timestamp that could not be kept.
     pub(crate) skipped_untimed: u64,
     last_dts: Option<i64>,
-    /// Leading packets without timestamps, waiting for the first timed packet.
-    held: Vec<EncodedPacket>,
+    /// Leading packets waiting for the stream's timing to be known.
+    held: Vec<Raw>,
+    /// Leading packets are settled; later packets pass straight through.
+    settled: bool,
     /// Packets ready to hand out (back-filled ones first).
     ready: VecDeque<EncodedPacket>,
     /// The input reported its end.
@@ -55,8 +57,8 @@ pub(crate) struct Demuxer {
     pub(crate) nudged: u64,
 }
 
-/// Most untimed leading packets kept for back-filling.
-const MAX_HELD: usize = 8;
+/// Most leading packets held while waiting for the stream's timing.
+const MAX_HELD: usize = 32;
 
 impl Demuxer {
     /// Selects the best video stream of `input`.
@@ -119,6 +121,7 @@ impl Demuxer {
             skipped_untimed: 0,
             last_dts: None,
             held: Vec::new(),
+            settled: false,
             ready: VecDeque::new(),
             eof: false,
             nudged: 0,
@@ -127,27 +130,23 @@ impl Demuxer {
 
     /// The next video packet, `None` at the end.
     ///
-    /// Packets without a DTS (RTP carries none) get one equal to their PTS, kept strictly
-    /// increasing. Live demuxers hand out the first packet (often the keyframe) before RTP
-    /// timing is known: such leading packets are held and given timestamps counted back from
-    /// the first timed packet, one frame apart, so no GOP is lost at connect.
+    /// Live demuxers start without full timing: the first packet (often the keyframe) has no
+    /// timestamps, and with B-frames FFmpeg's parser supplies DTS only after a few frames, on
+    /// a timeline shifted by the reorder delay. Such leading packets are held until the first
+    /// real DTS arrives and then given timestamps counted back from it (see [`settle`]), so no
+    /// GOP is lost at connect and DTS never collide with FFmpeg's.
     pub(crate) fn read(&mut self) -> Result<Option<EncodedPacket>, ReadError> {
         loop {
-            // While untimed packets are held, wait for a second timed packet to learn the step.
-            if self.held.is_empty() {
-                if let Some(p) = self.ready.pop_front() {
-                    self.packets += 1;
-                    self.last_dts = Some(p.dts);
-                    return Ok(Some(p));
-                }
-                if self.eof {
+            if let Some(p) = self.ready.pop_front() {
+                self.packets += 1;
+                self.last_dts = Some(p.dts);
+                return Ok(Some(p));
+            }
+            if self.eof {
+                if self.held.is_empty() {
                     return Ok(None);
                 }
-            } else if self.eof {
-                let first = self.ready.front().map_or(0, |p| p.dts);
-                let timed = std::mem::take(&mut self.ready);
-                self.backfill(first, self.frame_ticks().unwrap_or(1));
-                self.ready.extend(timed);
+                self.release_held();
                 continue;
             }
             let mut packet = ffmpeg::Packet::empty();
@@ -165,91 +164,87 @@ impl Demuxer {
             if packet.is_corrupt() {
                 return Err(ReadError::Corrupt);
             }
-            let stamps = (packet.pts(), packet.dts());
-            let keyframe = packet.is_key();
-            let duration = packet.duration();
-            let data = ffi::packet_bytes(packet);
-            if data.is_empty() {
-                continue;
-            }
-            let (pts, dts) = match stamps {
-                // A repeated DTS (or one less than a frame back) would give a zero or negative
-                // frame duration: nudge it to one tick after the last. Larger backward jumps
-                // are timestamp resets, left for the chunker to treat as discontinuities.
-                (Some(p), Some(d)) => match self.last_timed_dts() {
-                    Some(last) if d <= last && last - d < self.duplicate_window() => {
-                        self.nudged += 1;
-                        if self.nudged == 1 {
-                            tracing::debug!(
-                                dts = d,
-                                last,
-                                "non-increasing DTS from the source; nudged forward"
-                            );
-                        }
-                        (p.max(last + 1), last + 1)
-                    }
-                    _ => (p, d),
-                },
-                (Some(p), None) => (p, self.last_timed_dts().map_or(p, |last| p.max(last + 1))),
-                (None, Some(d)) => (d, d),
-                (None, None) if self.packets == 0 && self.ready.is_empty() => {
-                    if self.held.len() < MAX_HELD {
-                        self.held.push(EncodedPacket {
-                            data,
-                            pts: 0,
-                            dts: 0,
-                            duration,
-                            keyframe,
-                        });
-                    } else {
-                        self.skipped_untimed += 1;
-                    }
-                    continue;
-                }
-                (None, None) => return Err(ReadError::NoTimestamp),
-            };
-            let packet = EncodedPacket {
-                data,
+            let (pts, dts, duration, keyframe) = (
+                packet.pts(),
+                packet.dts(),
+                packet.duration(),
+                packet.is_key(),
+            );
+            let raw = Raw {
+                data: ffi::packet_bytes(packet),
                 pts,
                 dts,
                 duration,
                 keyframe,
             };
-            if self.held.is_empty() {
-                self.ready.push_back(packet);
+            if raw.data.is_empty() {
                 continue;
             }
-            // Held untimed packets: the frame interval comes from the nominal rate, else from
-            // the first two timed packets.
-            match (self.frame_ticks(), self.ready.back()) {
-                (Some(step), _) => {
-                    let first = packet.dts;
-                    self.backfill(first, step);
-                    self.ready.push_back(packet);
-                }
-                (None, None) => self.ready.push_back(packet),
-                (None, Some(prev)) => {
-                    let (first, step) = (prev.dts, (packet.dts - prev.dts).max(1));
-                    let timed = std::mem::take(&mut self.ready);
-                    self.backfill(first, step);
-                    self.ready.extend(timed);
-                    self.ready.push_back(packet);
-                }
+            if self.settled {
+                let p = self.stamp(raw)?;
+                self.ready.push_back(p);
+                continue;
+            }
+            // Starting: hold packets until a real DTS and the frame interval are known. A
+            // complete first packet (files) needs no holding.
+            let complete = raw.pts.is_some() && raw.dts.is_some();
+            self.held.push(raw);
+            let has_dts = self.held.iter().any(|r| r.dts.is_some());
+            let step_known = self.frame_ticks().is_some() || pts_step(&self.held).is_some();
+            if (complete && self.held.len() == 1)
+                || (has_dts && step_known)
+                || self.held.len() >= MAX_HELD
+            {
+                self.release_held();
             }
         }
     }
 
-    /// Gives the held leading packets timestamps `step` apart, ending one step before
-    /// `next_dts`, and queues them.
-    fn backfill(&mut self, next_dts: i64, step: i64) {
+    /// Settles the held leading packets and queues them.
+    fn release_held(&mut self) {
         let held = std::mem::take(&mut self.held);
-        let n = held.len() as i64;
-        for (i, mut p) in held.into_iter().enumerate() {
-            let t = next_dts - step * (n - i as i64);
-            p.pts = t;
-            p.dts = t;
-            self.ready.push_back(p);
+        self.settled = true;
+        if held.iter().all(|r| r.pts.is_none() && r.dts.is_none()) {
+            // Nothing to anchor on (only untimed packets before the end): they cannot be placed.
+            self.skipped_untimed += held.len() as u64;
+            return;
         }
+        let step = self.frame_ticks().or_else(|| pts_step(&held)).unwrap_or(1);
+        self.ready.extend(settle(held, step));
+    }
+
+    /// Timestamps of a packet once the stream is settled.
+    fn stamp(&mut self, raw: Raw) -> Result<EncodedPacket, ReadError> {
+        let last = self.ready.back().map(|p| p.dts).or(self.last_dts);
+        let (pts, dts) = match (raw.pts, raw.dts) {
+            // A repeated DTS (or one less than a frame back) would give a zero or negative
+            // frame duration: nudge it to one tick after the last. Larger backward jumps are
+            // timestamp resets, left for the chunker to treat as discontinuities.
+            (Some(p), Some(d)) => match last {
+                Some(last) if d <= last && last - d < self.duplicate_window() => {
+                    self.nudged += 1;
+                    if self.nudged == 1 {
+                        tracing::debug!(
+                            dts = d,
+                            last,
+                            "non-increasing DTS from the source; nudged forward"
+                        );
+                    }
+                    (p.max(last + 1), last + 1)
+                }
+                _ => (p, d),
+            },
+            (Some(p), None) => (p, last.map_or(p, |last| p.max(last + 1))),
+            (None, Some(d)) => (d, d),
+            (None, None) => return Err(ReadError::NoTimestamp),
+        };
+        Ok(EncodedPacket {
+            data: raw.data,
+            pts,
+            dts,
+            duration: raw.duration,
+            keyframe: raw.keyframe,
+        })
     }
 
     /// How far back a DTS may be and still count as a duplicate: one frame, or 10 ms when
@@ -261,16 +256,186 @@ impl Demuxer {
         })
     }
 
-    /// DTS of the newest timed packet read (queued or delivered).
-    fn last_timed_dts(&self) -> Option<i64> {
-        self.ready.back().map(|p| p.dts).or(self.last_dts)
-    }
-
     /// Ticks per frame at the nominal frame rate, when known.
     fn frame_ticks(&self) -> Option<i64> {
         let (r, tb) = (self.info.frame_rate?, self.info.time_base);
         let num = i64::from(r.den) * i64::from(tb.den);
         let den = i64::from(r.num) * i64::from(tb.num);
         (den > 0).then(|| (num + den / 2) / den).filter(|t| *t > 0)
+    }
+}
+
+/// A packet as FFmpeg gave it.
+pub(crate) struct Raw {
+    data: bytes::Bytes,
+    pts: Option<i64>,
+    dts: Option<i64>,
+    duration: i64,
+    keyframe: bool,
+}
+
+/// The smallest positive gap between the known PTS of `held`: the frame interval.
+fn pts_step(held: &[Raw]) -> Option<i64> {
+    let mut pts: Vec<i64> = held.iter().filter_map(|r| r.pts).collect();
+    pts.sort_unstable();
+    pts.windows(2).map(|w| w[1] - w[0]).filter(|d| *d > 0).min()
+}
+
+/// Gives every held leading packet a PTS and a DTS, `step` being the frame interval.
+///
+/// - Missing PTS before the first known one count back from it, one frame each; missing PTS
+///   after it follow the previous packet's.
+/// - DTS count back from the first real DTS, one frame per packet. Without any real DTS they
+///   are the sorted PTS, shifted so that no DTS exceeds its PTS.
+/// - No held DTS may exceed its PTS: if one would, all held DTS before the anchor move back
+///   together (staying increasing and below the anchor).
+fn settle(held: Vec<Raw>, step: i64) -> Vec<EncodedPacket> {
+    let n = held.len();
+    let step = step.max(1);
+    let mut pts: Vec<i64> = vec![0; n];
+    match held.iter().position(|r| r.pts.is_some()) {
+        Some(first) => {
+            let base = held[first].pts.unwrap_or(0);
+            for i in 0..n {
+                pts[i] = match held[i].pts {
+                    Some(p) => p,
+                    None if i < first => base - (first - i) as i64 * step,
+                    None => pts[i - 1] + step,
+                };
+            }
+        }
+        None => {
+            let base = held.iter().find_map(|r| r.dts).unwrap_or(0);
+            for (i, p) in pts.iter_mut().enumerate() {
+                *p = base + i as i64 * step;
+            }
+        }
+    }
+    let mut dts: Vec<i64> = vec![0; n];
+    match held.iter().position(|r| r.dts.is_some()) {
+        Some(anchor) => {
+            let base = held[anchor].dts.unwrap_or(0);
+            for i in 0..n {
+                dts[i] = match held[i].dts {
+                    Some(d) if i >= anchor => d,
+                    _ if i < anchor => base - (anchor - i) as i64 * step,
+                    _ => dts[i - 1] + 1,
+                };
+                if i > anchor && dts[i] <= dts[i - 1] {
+                    dts[i] = dts[i - 1] + 1;
+                }
+            }
+            let overshoot = (0..anchor).map(|i| dts[i] - pts[i]).max().unwrap_or(0);
+            if overshoot > 0 {
+                dts[..anchor].iter_mut().for_each(|d| *d -= overshoot);
+            }
+        }
+        None => {
+            let mut sorted = pts.clone();
+            sorted.sort_unstable();
+            let shift = (0..n).map(|i| sorted[i] - pts[i]).max().unwrap_or(0).max(0);
+            for i in 0..n {
+                dts[i] = sorted[i] - shift;
+                if i > 0 && dts[i] <= dts[i - 1] {
+                    dts[i] = dts[i - 1] + 1;
+                }
+            }
+        }
+    }
+    held.into_iter()
+        .enumerate()
+        .map(|(i, r)| EncodedPacket {
+            data: r.data,
+            pts: pts[i],
+            dts: dts[i],
+            duration: r.duration,
+            keyframe: r.keyframe,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pts: Option<i64>, dts: Option<i64>) -> Raw {
+        Raw {
+            data: bytes::Bytes::from_static(b"x"),
+            pts,
+            dts,
+            duration: 0,
+            keyframe: false,
+        }
+    }
+
+    fn stamps(v: &[EncodedPacket]) -> Vec<(i64, i64)> {
+        v.iter().map(|p| (p.pts, p.dts)).collect()
+    }
+
+    #[test]
+    fn untimed_keyframe_before_a_plain_stream() {
+        // /live over RTSP: the keyframe has no timestamps, then PTS = DTS one frame apart.
+        let held = vec![
+            raw(None, None),
+            raw(Some(3600), Some(3600)),
+            raw(Some(7200), Some(7200)),
+        ];
+        let step = pts_step(&held).expect("step");
+        assert_eq!(
+            stamps(&settle(held, step)),
+            vec![(0, 0), (3600, 3600), (7200, 7200)]
+        );
+    }
+
+    #[test]
+    fn b_frames_with_late_parser_dts() {
+        // A B-frame file over RTSP: DTS appear with the 4th packet, shifted by the reorder delay.
+        let held = vec![
+            raw(None, None),
+            raw(Some(3000), None),
+            raw(Some(6000), None),
+            raw(Some(15000), Some(3000)),
+        ];
+        let step = pts_step(&held).expect("step");
+        assert_eq!(step, 3000);
+        let out = settle(held, step);
+        assert_eq!(
+            stamps(&out),
+            vec![(0, -6000), (3000, -3000), (6000, 0), (15000, 3000)]
+        );
+    }
+
+    #[test]
+    fn without_any_dts_the_sorted_pts_become_dts() {
+        let held = vec![
+            raw(Some(0), None),
+            raw(Some(9000), None),
+            raw(Some(3000), None),
+            raw(Some(6000), None),
+        ];
+        let out = settle(held, 3000);
+        assert!(
+            out.windows(2).all(|w| w[0].dts < w[1].dts),
+            "{:?}",
+            stamps(&out)
+        );
+        assert!(out.iter().all(|p| p.dts <= p.pts), "{:?}", stamps(&out));
+    }
+
+    #[test]
+    fn dts_never_exceed_pts_after_anchoring() {
+        // An anchor whose back-counted DTS would pass the PTS of an earlier packet.
+        let held = vec![
+            raw(Some(0), None),
+            raw(Some(100), None),
+            raw(Some(5000), Some(4000)),
+        ];
+        let out = settle(held, 3000);
+        assert!(out.iter().all(|p| p.dts <= p.pts), "{:?}", stamps(&out));
+        assert!(
+            out.windows(2).all(|w| w[0].dts < w[1].dts),
+            "{:?}",
+            stamps(&out)
+        );
     }
 }
