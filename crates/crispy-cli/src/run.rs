@@ -87,6 +87,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             source_id: id,
             spec: SourceSpec::Synthetic(synthetic),
             chunk: args.chunk,
+            prefix: None,
         }
     } else if source.contains("://") {
         let mut rtsp = RtspConfig::parse(&source)?;
@@ -118,6 +119,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             source_id: id,
             spec: SourceSpec::Rtsp(rtsp),
             chunk: args.chunk,
+            prefix: None,
         }
     } else {
         let path = std::path::PathBuf::from(&source);
@@ -133,6 +135,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             source_id: id,
             spec: SourceSpec::File(path),
             chunk: args.chunk,
+            prefix: None,
         }
     };
     Ok((vec![job], options, None))

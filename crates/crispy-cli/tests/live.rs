@@ -418,7 +418,7 @@ fn eight_cameras_from_one_config_file() {
     // A dead camera (nothing listens on port 9) must not delay the others.
     config.push_str("\n[[camera]]\nid = \"cam-dead\"\nurl = \"rtsp://127.0.0.1:9/nothing\"\n");
     config.push_str(&format!(
-        "\n[[camera]]\nid = \"cam-secure\"\nurl = \"{}\"\nusername = \"{RTSP_USER}\"\npassword_env = \"SECURE_PASS\"\ntransport = \"udp\"\n",
+        "\n[[camera]]\nid = \"cam-secure\"\nurl = \"{}\"\nusername = \"{RTSP_USER}\"\npassword_env = \"SECURE_PASS\"\ntransport = \"udp\"\nprefix = \"site-b\"\n",
         server.url("/secure")
     ));
     let path = dir.path().join("cameras.toml");
@@ -451,7 +451,13 @@ fn eight_cameras_from_one_config_file() {
         .map(|i| format!("cam-{i}"))
         .chain(["cam-secure".to_owned()])
     {
-        let ms = manifests(&sink.join(&id));
+        // The secure camera has its own prefix inside the sink.
+        let dir = if id == "cam-secure" {
+            sink.join("site-b").join(&id)
+        } else {
+            sink.join(&id)
+        };
+        let ms = manifests(&dir);
         assert!(ms.len() >= 2, "{id}: {} chunks", ms.len());
         check_chunks(&sink, &ms[..2]);
     }

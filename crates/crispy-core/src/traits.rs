@@ -67,6 +67,12 @@ pub trait ChunkSink: Send + Sync {
     /// Where the chunk described by `metadata` will be stored (its `object` field).
     fn object_path(&self, metadata: &ChunkMetadata) -> String;
 
+    /// Like [`Self::object_path`], for a source that has its own (validated) `prefix` inside
+    /// the sink. By default the prefix goes in front of the sink's path.
+    fn object_path_in(&self, prefix: &str, metadata: &ChunkMetadata) -> String {
+        format!("{prefix}/{}", self.object_path(metadata))
+    }
+
     /// Stores the chunk payload at `chunk.metadata.object` and `manifest` beside it.
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, Self::Error>;
 }

@@ -17,6 +17,7 @@
 //! transport = "udp"                 # optional, overrides rtsp_transport
 //! chunk = "2s"                      # optional, overrides chunk
 //! stall_timeout = "5s"              # optional, overrides stall_timeout
+//! prefix = "site-a/entrance"        # optional: objects go under <sink prefix>/<prefix>/<id>/…
 //! ```
 //!
 //! Everything is checked before any camera starts: unknown keys, bad values, duplicate ids,
@@ -107,6 +108,7 @@ struct CameraConfig {
     transport: Option<TransportName>,
     chunk: Option<ChunkDuration>,
     stall_timeout: Option<ChunkDuration>,
+    prefix: Option<Spanned<String>>,
 }
 
 /// A loaded, validated configuration.
@@ -187,6 +189,14 @@ impl Config {
             } else if let Some(user) = &cam.username {
                 rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
             }
+            let prefix = match &cam.prefix {
+                Some(p) => Some(
+                    crispy_sink::clean_prefix(p.get_ref(), path)
+                        .map_err(|e| invalid(p.span().start, "prefix", e.to_string()))?,
+                )
+                .filter(|p| !p.is_empty()),
+                None => None,
+            };
             rtsp.transport = cam.transport.map(Into::into).unwrap_or(default_transport);
             rtsp.stall_timeout = cam
                 .stall_timeout
@@ -195,6 +205,7 @@ impl Config {
                 source_id: id,
                 spec: SourceSpec::Rtsp(rtsp),
                 chunk: cam.chunk.unwrap_or(default_chunk),
+                prefix,
             });
         }
         let mut options = PipelineOptions::default();
@@ -243,6 +254,7 @@ username = "viewer"
 password_env = "PASS"
 transport = "tcp"
 chunk = "1500ms"
+prefix = "site-a/door"
 "#,
         )
         .expect("valid");
@@ -261,6 +273,8 @@ chunk = "1500ms"
         };
         assert_eq!(b.display_url(), "rtsp://***@127.0.0.1:8554/secure");
         assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.jobs[0].prefix, None);
+        assert_eq!(c.jobs[1].prefix.as_deref(), Some("site-a/door"));
     }
 
     #[test]
@@ -291,6 +305,10 @@ chunk = "1500ms"
                 "line 1",
             ),
             ("sink = \"x\"\n", "no [[camera]]"),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nprefix = \"../up\"\n",
+                "line 4, field `prefix`",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();

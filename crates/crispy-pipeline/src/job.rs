@@ -41,6 +41,9 @@ pub struct SourceJob {
     pub spec: SourceSpec,
     /// Requested chunk length.
     pub chunk: ChunkDuration,
+    /// Extra object-name prefix for this source inside the sink (validated with
+    /// `crispy_sink::clean_prefix`), e.g. a site name.
+    pub prefix: Option<String>,
 }
 
 /// Settings shared by all sources of a run.

@@ -84,6 +84,8 @@ impl Timeline {
 pub(crate) struct Outbox<S> {
     pub(crate) tx: mpsc::Sender<ReaderMsg>,
     pub(crate) sink: Arc<S>,
+    /// The source's own prefix inside the sink.
+    pub(crate) prefix: Option<String>,
 }
 
 impl<S: ChunkSink> Outbox<S> {
@@ -103,7 +105,10 @@ impl<S: ChunkSink> Outbox<S> {
     ) -> Option<DateTime<Utc>> {
         timeline.stamp(&mut chunk.metadata);
         adjust(&mut chunk.metadata);
-        chunk.metadata.object = self.sink.object_path(&chunk.metadata);
+        chunk.metadata.object = match &self.prefix {
+            Some(prefix) => self.sink.object_path_in(prefix, &chunk.metadata),
+            None => self.sink.object_path(&chunk.metadata),
+        };
         let end = chunk.metadata.end_time;
         self.tx
             .blocking_send(ReaderMsg::Chunk(Box::new(chunk)))

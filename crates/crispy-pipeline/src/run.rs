@@ -75,6 +75,7 @@ where
         source_id: job.effective_source_id(),
         spec: SourceSpec::File(job.path),
         chunk: job.chunk,
+        prefix: None,
     };
     let options = PipelineOptions {
         max_in_flight: job.max_in_flight,
@@ -116,6 +117,7 @@ where
         let out = Outbox {
             tx: tx.clone(),
             sink: Arc::clone(&sink),
+            prefix: job.prefix.clone(),
         };
         let observer = Arc::clone(&observer);
         let shutdown = shutdown.clone();

@@ -26,4 +26,4 @@ mod sink;
 
 pub use error::SinkError;
 pub use naming::{chunk_object_path, manifest_path_for};
-pub use sink::ObjectStoreSink;
+pub use sink::{ObjectStoreSink, clean_prefix};

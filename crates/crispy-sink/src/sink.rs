@@ -181,8 +181,10 @@ impl ObjectStoreSink {
     }
 }
 
-/// Validates a prefix: relative, `/`-separated, no empty, `.` or `..` segments.
-fn clean_prefix(prefix: &str, display: &str) -> Result<String, SinkError> {
+/// Validates an object-name prefix: relative, `/`-separated, no empty, `.`, `..` or
+/// control-character segments. Leading and trailing `/` are removed. `display` names where
+/// the prefix came from in the error.
+pub fn clean_prefix(prefix: &str, display: &str) -> Result<String, SinkError> {
     let trimmed = prefix.trim_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
@@ -227,6 +229,20 @@ fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes
 #[async_trait]
 impl ChunkSink for ObjectStoreSink {
     type Error = SinkError;
+
+    fn object_path_in(&self, prefix: &str, metadata: &ChunkMetadata) -> String {
+        let joined = match (self.prefix.as_str(), prefix) {
+            ("", p) => p.to_owned(),
+            (s, "") => s.to_owned(),
+            (s, p) => format!("{s}/{p}"),
+        };
+        chunk_object_path(
+            &joined,
+            &metadata.source_id,
+            metadata.start_time,
+            metadata.sequence,
+        )
+    }
 
     fn object_path(&self, metadata: &ChunkMetadata) -> String {
         chunk_object_path(

@@ -80,6 +80,22 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
     assert_eq!(&still[..], b"chunk-bytes");
 }
 
+#[test]
+fn a_source_prefix_goes_between_the_sink_prefix_and_the_source_id() {
+    let sink = ObjectStoreSink::from_url("memory://bucket/footage").expect("sink");
+    let c = chunk(&sink, b"x");
+    assert_eq!(
+        sink.object_path_in("site-a/door", &c.metadata),
+        "footage/site-a/door/cam/2026/01/01/20260101T000000.000Z-00000003.mp4"
+    );
+    assert!(crispy_sink::clean_prefix("../x", "test").is_err());
+    assert!(crispy_sink::clean_prefix("a//b", "test").is_err());
+    assert_eq!(
+        crispy_sink::clean_prefix("/a/b/", "test").ok().as_deref(),
+        Some("a/b")
+    );
+}
+
 #[tokio::test]
 async fn memory_backend() {
     conformance(
