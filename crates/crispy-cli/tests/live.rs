@@ -84,6 +84,17 @@ impl Drop for Crispy {
     }
 }
 
+/// Starts `crispy run --source <source> --sink <tempdir>/sink <extra…>`.
+fn live_run(source: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Crispy) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let mut args = vec!["--source", source, "--sink", &sink_url];
+    args.extend_from_slice(extra);
+    let crispy = Crispy::start(dir.path(), &args, &[]);
+    (dir, sink, crispy)
+}
+
 fn stored(lines: &[Value]) -> usize {
     lines
         .iter()
@@ -130,22 +141,9 @@ fn check_chunks(sink: &Path, manifests: &[Value]) {
 #[test]
 fn twenty_seconds_of_live_stream_then_sigterm_uploads_the_partial_chunk() {
     let server = RtspServer::start(None).expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            &server.url("/live"),
-            "--sink",
-            &sink_url,
-            "--chunk",
-            "2s",
-            "--source-id",
-            "cam",
-        ],
-        &[],
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/live"),
+        &["--chunk", "2s", "--source-id", "cam"],
     );
     crispy.wait_for("first keyframe", Duration::from_secs(15), |l| {
         l.iter().any(|l| l["message"] == "first keyframe")
@@ -192,22 +190,9 @@ fn crispy_lines(logs: &str) -> Vec<Value> {
 #[test]
 fn server_restart_flushes_the_chunk_and_continues_with_a_discontinuity() {
     let mut server = RtspServer::start(None).expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            &server.url("/live"),
-            "--sink",
-            &sink_url,
-            "--chunk",
-            "2s",
-            "--source-id",
-            "cam",
-        ],
-        &[],
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/live"),
+        &["--chunk", "2s", "--source-id", "cam"],
     );
     crispy.wait_for("two chunks", Duration::from_secs(20), |l| stored(l) >= 2);
     std::thread::sleep(Duration::from_millis(700));
@@ -264,16 +249,9 @@ fn server_restart_flushes_the_chunk_and_continues_with_a_discontinuity() {
 #[test]
 fn a_stalled_camera_is_detected_within_the_stall_timeout() {
     let mut server = RtspServer::start(None).expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/live"),
         &[
-            "--source",
-            &server.url("/live"),
-            "--sink",
-            &sink_url,
             "--chunk",
             "2s",
             "--stall-timeout",
@@ -281,7 +259,6 @@ fn a_stalled_camera_is_detected_within_the_stall_timeout() {
             "--source-id",
             "cam",
         ],
-        &[],
     );
     crispy.wait_for("a chunk", Duration::from_secs(20), |l| stored(l) >= 1);
     server.pause().expect("SIGSTOP");
@@ -492,21 +469,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn first_chunk_starts_at_the_first_keyframe_after_connect() {
     let server = RtspServer::start(None).expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            &server.url("/live"),
-            "--sink",
-            &sink_url,
-            "--chunk",
-            "1s",
-        ],
-        &[],
-    );
+    let (_dir, sink, crispy) = live_run(&server.url("/live"), &["--chunk", "1s"]);
     crispy.wait_for("a chunk", Duration::from_secs(15), |l| stored(l) >= 1);
     let (code, logs) = crispy.terminate();
     assert_eq!(code, Some(0), "{logs}");
@@ -618,21 +581,7 @@ fn a_b_frame_file_served_over_rtsp_is_chunked_exactly() {
     // RTP carries no DTS: the B-frame file arrives with PTS only.
     let server = RtspServer::start(Some(&Fixture::H264_720pBframesAac.path().expect("fixture")))
         .expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            &server.url("/file"),
-            "--sink",
-            &sink_url,
-            "--chunk",
-            "2s",
-        ],
-        &[],
-    );
+    let (_dir, sink, crispy) = live_run(&server.url("/file"), &["--chunk", "2s"]);
     crispy.wait_for("three chunks", Duration::from_secs(30), |l| stored(l) >= 3);
     let (code, logs) = crispy.terminate();
     assert_eq!(code, Some(0), "{logs}");
@@ -658,21 +607,7 @@ fn a_b_frame_file_served_over_rtsp_is_chunked_exactly() {
 #[test]
 fn a_resolution_change_mid_stream_starts_a_new_chunk() {
     let server = RtspServer::start(None).expect("server");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sink = dir.path().join("sink");
-    let sink_url = format!("file://{}", sink.display());
-    let crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            &server.url("/resize"),
-            "--sink",
-            &sink_url,
-            "--chunk",
-            "2s",
-        ],
-        &[],
-    );
+    let (_dir, sink, crispy) = live_run(&server.url("/resize"), &["--chunk", "2s"]);
     crispy.wait_for("chunks after the change", Duration::from_secs(30), |l| {
         l.iter()
             .filter(|l| l["message"] == "chunk stored" && l["resolution"] == "320x180")

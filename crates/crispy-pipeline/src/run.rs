@@ -10,7 +10,7 @@ use crispy_core::{
     SourceId,
 };
 use crispy_signer::Sha256Sealer;
-use crispy_source::{FileSource, SyntheticConfig, SyntheticSource};
+use crispy_source::{FileSource, SourceError, SyntheticConfig, SyntheticSource};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -277,6 +277,20 @@ where
     Ok(out)
 }
 
+/// Runs a blocking source constructor off the async threads.
+async fn open_blocking<T: Send + 'static>(
+    open: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, PipelineError> {
+    tokio::task::spawn_blocking(open)
+        .await
+        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
+        .map_err(|error| PipelineError::Source {
+            error,
+            chunks_stored: 0,
+            discarded_frames: 0,
+        })
+}
+
 /// Opens a file and prepares its chunker and timeline (on a blocking thread).
 async fn open_file(
     id: &SourceId,
@@ -285,14 +299,7 @@ async fn open_file(
     observer: &dyn Observer,
 ) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
-    let source = tokio::task::spawn_blocking(move || FileSource::open(path))
-        .await
-        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
-        .map_err(|error| PipelineError::Source {
-            error,
-            chunks_stored: 0,
-            discarded_frames: 0,
-        })?;
+    let source = open_blocking(move || FileSource::open(path)).await?;
     let mut info = source.stream_info().clone();
     apply_probe(id, &mut info);
     let (origin, clock) = clock_origin(source.creation_time());
@@ -326,14 +333,7 @@ async fn open_synthetic(
 ) -> Result<(SyntheticSource, CopyChunker, Timeline), PipelineError> {
     let flag = shutdown.flag();
     let shown = format!("lavfi:{}", config.graph);
-    let source = tokio::task::spawn_blocking(move || SyntheticSource::open(&config, flag))
-        .await
-        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
-        .map_err(|error| PipelineError::Source {
-            error,
-            chunks_stored: 0,
-            discarded_frames: 0,
-        })?;
+    let source = open_blocking(move || SyntheticSource::open(&config, flag)).await?;
     let info = source.stream_info().clone();
     observer.started(&SourceStarted {
         source_id: id.clone(),
