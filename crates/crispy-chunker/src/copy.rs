@@ -224,6 +224,12 @@ impl CopyChunker {
 }
 
 impl CopyChunker {
+    /// A DTS step larger than this between consecutive frames is a timestamp jump, not a
+    /// frame interval: twice the chunk length, and at least ten frames.
+    fn jump_ticks(&self) -> i64 {
+        (self.target_ticks * 2).max(self.nominal_frame_ticks * 10)
+    }
+
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
@@ -248,14 +254,14 @@ impl Chunker for CopyChunker {
         if self
             .pending
             .last()
-            .is_some_and(|last| packet.dts <= last.dts)
+            .is_some_and(|last| packet.dts <= last.dts || packet.dts - last.dts > self.jump_ticks())
         {
             let last_dts = self.pending.last().map_or(0, |p| p.dts);
             tracing::warn!(
                 source = %self.config.source_id,
                 from = last_dts,
                 to = packet.dts,
-                "timestamps went backwards (stream restarted): closing the chunk, next chunk flagged as a discontinuity"
+                "timestamps jumped (stream restarted): closing the chunk, next chunk flagged as a discontinuity"
             );
             let closed = self.close(None)?;
             self.awaiting_keyframe_after_reset = true;
@@ -392,6 +398,28 @@ mod tests {
             m.iter().map(|m| m.sequence).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
+    }
+
+    #[test]
+    fn a_forward_jump_is_a_discontinuity_too() {
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for i in 0..10 {
+            out.extend(c.push(packet(i * 3600, i == 0)).expect("push"));
+        }
+        // The encoder restarted with a new timestamp base hours ahead.
+        let base = 90_000 * 3600 * 5;
+        for i in 0..10 {
+            out.extend(c.push(packet(base + i * 3600, i == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].metadata.frame_count, out[0].metadata.duration_ts),
+            (10, 36_000)
+        );
+        assert!(out[1].metadata.discontinuity);
+        assert_eq!(out[1].metadata.duration_ms, 400);
     }
 
     #[test]

@@ -17,7 +17,7 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid
 file, 10 source not found, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
-damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed. \
+damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed, 23 uploads unfinished at the drain timeout. \
 See docs/cli.md.";
 
 /// Options for every subcommand.

@@ -19,6 +19,7 @@ pub const SOURCE_DAMAGED: u8 = 16;
 pub const SINK_INVALID: u8 = 20;
 pub const SINK_UNWRITABLE: u8 = 21;
 pub const UPLOAD_FAILED: u8 = 22;
+pub const DRAIN_TIMEOUT: u8 = 23;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
 pub fn describe(err: &anyhow::Error) -> String {
@@ -63,6 +64,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 PipelineError::Source { error, .. } => source_code(error),
                 PipelineError::Chunker(c) => chunker_code(c),
                 PipelineError::Config(_) => CONFIG_INVALID,
+                PipelineError::DrainTimeout { .. } => DRAIN_TIMEOUT,
                 PipelineError::Sink { error, .. } => error
                     .downcast_ref::<SinkError>()
                     .map_or(UPLOAD_FAILED, sink_code),

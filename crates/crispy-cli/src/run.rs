@@ -108,12 +108,8 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         };
         rtsp.stall_timeout = args.stall_timeout.as_duration();
         let id = args.source_id.clone().unwrap_or_else(|| {
-            let shown = rtsp.display_url();
-            let without_scheme = shown.split_once("://").map_or(shown.as_str(), |(_, r)| r);
-            let without_user = without_scheme
-                .rsplit_once('@')
-                .map_or(without_scheme, |(_, r)| r);
-            SourceId::sanitize(without_user)
+            // Host and path only: user info and query tokens never reach object names.
+            SourceId::sanitize(rtsp.host_and_path())
         });
         SourceJob {
             source_id: id,
@@ -163,12 +159,22 @@ async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
         "shutting down: closing partial chunks and finishing uploads; signal again to exit at once"
     );
     shutdown.trigger();
-    let second = next(&mut term).await;
-    tracing::error!(
-        signal = second,
-        "second signal: exiting without waiting for uploads"
-    );
-    std::process::exit(130);
+    // Readers stop within their stall timeouts and uploads get `drain`; if puts hang beyond
+    // that (a stuck mount, a dead network), shutdown must still end.
+    let deadline = drain + std::time::Duration::from_secs(15);
+    tokio::select! {
+        second = next(&mut term) => {
+            tracing::error!(signal = second, "second signal: exiting without waiting for uploads");
+            std::process::exit(130);
+        }
+        () = tokio::time::sleep(deadline) => {
+            tracing::error!(
+                deadline_ms = deadline.as_millis() as u64,
+                "shutdown did not finish in time: exiting with uploads unfinished"
+            );
+            std::process::exit(i32::from(crate::exit::DRAIN_TIMEOUT));
+        }
+    }
 }
 
 /// Drives the progress bar from pipeline events.

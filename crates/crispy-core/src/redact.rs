@@ -20,19 +20,18 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        // The authority ends at the first '/', whitespace, quote or end of text.
+        // The URL ends at whitespace, a quote or the end of the text. Its user info runs to the
+        // LAST '@' in it: passwords may (wrongly, but people do it) hold '/', '?', '#' or '@'.
         let end = tail
-            .find(|c: char| {
-                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\''
-            })
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '`')
             .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
+        let url = &tail[..end];
+        match url.rfind('@') {
             Some(at) => {
                 out.push_str("***");
-                out.push_str(&authority[at..]);
+                out.push_str(&url[at..]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(url),
         }
         rest = &tail[end..];
     }
@@ -54,7 +53,9 @@ mod tests {
                 "a rtsp://***@h/x and rtsp://***@g/y.",
             ),
             ("'rtsp://u:p%40x@h/'", "'rtsp://***@h/'"),
-            ("rtsp://h/path@thing", "rtsp://h/path@thing"),
+            ("rtsp://h/path@thing", "rtsp://***@thing"),
+            ("rtsp://admin:pa/ss@cam/s x", "rtsp://***@cam/s x"),
+            ("rtsp://admin:p?w#d@cam/s", "rtsp://***@cam/s"),
             ("mail me@example.com", "mail me@example.com"),
             ("rtsp://u:p@h", "rtsp://***@h"),
         ];

@@ -140,11 +140,31 @@ impl Config {
         path: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: redact_urls(e.to_string().trim_end()).into_owned(),
-        })?;
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            // The parser's own rendering quotes the offending line, which may hold a secret:
+            // report the position and the bare message, with quoted values blanked.
+            let position = e.span().map_or(String::new(), |span| {
+                let at = span.start.min(text.len());
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let line_text = text[line_start..].lines().next().unwrap_or("");
+                // Keys are never secrets: name the field when the line is `key = value`.
+                let field = line_text
+                    .split_once('=')
+                    .map(|(k, _)| k.trim().trim_matches('"'))
+                    .filter(|k| !k.is_empty() && !k.starts_with('['))
+                    .map_or(String::new(), |k| format!(", field `{k}`"));
+                format!(
+                    "line {}, column {}{field}: ",
+                    line_of(at),
+                    at - line_start + 1
+                )
+            });
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{position}{}", blank_quoted(&redact_urls(e.message()))),
+            }
+        })?;
         let invalid = |offset: usize, field: &str, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
             line: line_of(offset),
@@ -221,6 +241,26 @@ impl Config {
             jobs,
         })
     }
+}
+
+/// Replaces every `"…"` in a parser message with `"…"` (values may be secrets); names in
+/// backticks (field names) stay.
+fn blank_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -314,6 +354,19 @@ prefix = "site-a/door"
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}: {err}");
             assert!(err.contains("cams.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_misplaced_password_is_never_echoed() {
+        for text in [
+            "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npassword = \"hunter2\"\n",
+            "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nusername = [\"hunter2\"]\n",
+            "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npassword_env = \"hunter2\n",
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("line 4"), "{err}");
         }
     }
 

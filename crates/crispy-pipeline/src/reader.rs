@@ -74,7 +74,12 @@ impl Timeline {
         let base = *self.base_pts.get_or_insert(m.start_pts);
         let offset_ms = m.time_base.ticks_to_millis(m.start_pts - base);
         m.start_time = self.origin + chrono::Duration::milliseconds(offset_ms);
-        m.end_time = m.start_time + chrono::Duration::milliseconds(m.duration_ms as i64);
+        // Both ends from the media clock, rounded the same way: one chunk's end is exactly the
+        // next one's start.
+        let end_ms = m
+            .time_base
+            .ticks_to_millis(m.start_pts + m.duration_ts - base);
+        m.end_time = self.origin + chrono::Duration::milliseconds(end_ms);
         m.clock = self.clock;
         self.last_end = Some(m.end_time);
     }
@@ -150,6 +155,7 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     out: Outbox<S>,
     observer: &dyn Observer,
     shutdown: &Shutdown,
+    flush_on_shutdown: bool,
 ) {
     let tb = source.stream_info().time_base;
     let mut first_dts = None;
@@ -189,6 +195,15 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             }
             Err(e) => return out.fail(ReaderFailure::Chunker(e)),
         }
+    }
+    if shutdown.is_triggered() && !flush_on_shutdown {
+        // A file can be read again: a partial last chunk would collide with the complete
+        // one of the next run (same name, other content).
+        tracing::info!(
+            partial_frames = chunker.pending_frames(),
+            "shutdown: partial chunk of a file not stored"
+        );
+        return;
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
@@ -255,7 +270,9 @@ pub(crate) fn read_live<S: ChunkSink>(
                 }
             }
             Err(SessionEnd::UploadStageGone) => return,
-            Err(SessionEnd::Chunker(e)) => {
+            Err(SessionEnd::Chunker(e, next, end)) => {
+                next_sequence = next.max(next_sequence);
+                last_end = end.or(last_end);
                 tracing::error!(source = %source_id, url = %url, "cannot chunk this camera's stream: {e}");
                 shutdown.sleep(backoff.next_slow_delay());
                 continue;
@@ -273,7 +290,9 @@ pub(crate) fn read_live<S: ChunkSink>(
 
 enum SessionEnd {
     UploadStageGone,
-    Chunker(ChunkerError),
+    /// The chunker failed; the sequence number and end time reached so far are kept so the
+    /// next connection continues without reusing numbers.
+    Chunker(ChunkerError, u64, Option<DateTime<Utc>>),
 }
 
 /// One connection to a camera.
@@ -311,18 +330,19 @@ impl<S: ChunkSink> Session<'_, S> {
             connect_ms = connect_started.elapsed().as_millis() as u64,
             "camera connected"
         );
-        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence)?;
+        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence)
+            .map_err(|e| SessionEnd::Chunker(e, first_sequence, previous_end))?;
         let mut timeline: Option<Timeline> = None;
         // Receive time and PTS of this connection's first packet.
         let mut first_packet: Option<(DateTime<Utc>, i64)> = None;
         let mut current_sps: Option<Vec<u8>> =
             parameter_set(&info.codec, &info.extradata).map(<[u8]>::to_vec);
-        let mut last_end = None;
-        let mut delivered = false;
+        let last_end: std::cell::Cell<Option<DateTime<Utc>>> = std::cell::Cell::new(None);
+        let delivered = std::cell::Cell::new(false);
         let mut first_keyframe_logged = false;
         let mut pending_gap = previous_end;
 
-        let mut send =
+        let send =
             |chunk: Chunk, timeline: &mut Timeline, pending_gap: &mut Option<DateTime<Utc>>| {
                 let gap_from = pending_gap.take();
                 let sent = self.out.send_with(chunk, timeline, |m| {
@@ -334,8 +354,8 @@ impl<S: ChunkSink> Session<'_, S> {
                 });
                 match sent {
                     Some(end) => {
-                        last_end = Some(end);
-                        delivered = true;
+                        last_end.set(Some(end));
+                        delivered.set(true);
                         true
                     }
                     None => false,
@@ -349,20 +369,7 @@ impl<S: ChunkSink> Session<'_, S> {
                 Err(SourceError::Shutdown) => break "shutdown".to_owned(),
                 Err(e) => break e.to_string(),
             };
-            let (received, first_pts) = *first_packet.get_or_insert((Utc::now(), packet.pts));
-            if timeline.is_none() && chunker.pending_frames() > 0 && packet.keyframe {
-                // The clock is chosen when the first chunk can close: by then FFmpeg has
-                // usually received an RTCP sender report, whose time maps PTS 0.
-                timeline = Some(
-                    match source
-                        .rtcp_start_time_us()
-                        .and_then(DateTime::from_timestamp_micros)
-                    {
-                        Some(t) => Timeline::anchored(t, 0, ClockSource::Rtcp),
-                        None => Timeline::anchored(received, first_pts, ClockSource::Receive),
-                    },
-                );
-            }
+            first_packet.get_or_insert((Utc::now(), packet.pts));
             if packet.keyframe && !first_keyframe_logged {
                 first_keyframe_logged = true;
                 tracing::info!(
@@ -386,36 +393,42 @@ impl<S: ChunkSink> Session<'_, S> {
                             "stream parameters changed: starting a new chunk"
                         );
                         let next = chunker.next_sequence();
-                        if let Some(c) = chunker.finish().map_err(SessionEnd::Chunker)? {
-                            let tl = timeline.as_mut().ok_or(SessionEnd::UploadStageGone)?;
+                        let finished = chunker
+                            .finish()
+                            .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                        if let Some(c) = finished {
+                            let tl =
+                                timeline.get_or_insert_with(|| clock_for(&source, first_packet));
                             if !send(c, tl, &mut pending_gap) {
                                 return Err(SessionEnd::UploadStageGone);
                             }
                         }
                         let next = chunker.next_sequence().max(next);
                         info = new_info;
-                        chunker = new_chunker(id, &info, self.chunk, next)?;
+                        chunker = new_chunker(id, &info, self.chunk, next)
+                            .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
                     }
                     current_sps = Some(sps.to_vec());
                 }
             }
-            if let Some(c) = chunker.push(packet).map_err(SessionEnd::Chunker)? {
-                let tl = timeline.as_mut().ok_or(SessionEnd::UploadStageGone)?;
+            let next = chunker.next_sequence();
+            let pushed = chunker
+                .push(packet)
+                .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+            if let Some(c) = pushed {
+                let tl = timeline.get_or_insert_with(|| clock_for(&source, first_packet));
                 if !send(c, tl, &mut pending_gap) {
                     return Err(SessionEnd::UploadStageGone);
                 }
             }
         };
         let pending = chunker.pending_frames();
-        if let Some((received, first_pts)) = first_packet {
-            timeline.get_or_insert_with(|| {
-                Timeline::anchored(received, first_pts, ClockSource::Receive)
-            });
-        }
-        if let (Some(c), Some(tl)) = (
-            chunker.finish().map_err(SessionEnd::Chunker)?,
-            timeline.as_mut(),
-        ) {
+        let next = chunker.next_sequence();
+        let finished = chunker
+            .finish()
+            .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+        if let Some(c) = finished {
+            let tl = timeline.get_or_insert_with(|| clock_for(&source, first_packet));
             if !send(c, tl, &mut pending_gap) {
                 return Err(SessionEnd::UploadStageGone);
             }
@@ -431,7 +444,22 @@ impl<S: ChunkSink> Session<'_, S> {
                 "camera stream ended ({end_reason}); the chunk in progress was closed"
             );
         }
-        Ok((chunker.next_sequence(), last_end, delivered))
+        Ok((chunker.next_sequence(), last_end.get(), delivered.get()))
+    }
+}
+
+/// The clock of a connection, chosen when its first chunk is sent: RTCP when FFmpeg has a
+/// sender report by then (its time maps PTS 0), else the receive time of the first packet.
+fn clock_for(source: &RtspSource, first_packet: Option<(DateTime<Utc>, i64)>) -> Timeline {
+    match source
+        .rtcp_start_time_us()
+        .and_then(DateTime::from_timestamp_micros)
+    {
+        Some(t) => Timeline::anchored(t, 0, ClockSource::Rtcp),
+        None => {
+            let (received, pts) = first_packet.unwrap_or_else(|| (Utc::now(), 0));
+            Timeline::anchored(received, pts, ClockSource::Receive)
+        }
     }
 }
 
@@ -440,10 +468,10 @@ fn new_chunker(
     info: &StreamInfo,
     chunk: ChunkDuration,
     first_sequence: u64,
-) -> Result<CopyChunker, SessionEnd> {
+) -> Result<CopyChunker, ChunkerError> {
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
     config.first_sequence = first_sequence;
-    CopyChunker::new(info, config).map_err(SessionEnd::Chunker)
+    CopyChunker::new(info, config)
 }
 
 /// The first SPS in Annex B data (extradata or a keyframe), for change detection.

@@ -133,7 +133,15 @@ where
                 let (source, chunker, timeline) =
                     open_file(&job.source_id, path, job.chunk, observer.as_ref()).await?;
                 threads.push(spawn(Box::new(move || {
-                    read_to_end(source, chunker, timeline, out, observer.as_ref(), &shutdown);
+                    read_to_end(
+                        source,
+                        chunker,
+                        timeline,
+                        out,
+                        observer.as_ref(),
+                        &shutdown,
+                        false,
+                    );
                 }))?);
             }
             SourceSpec::Synthetic(config) => {
@@ -146,7 +154,15 @@ where
                 )
                 .await?;
                 threads.push(spawn(Box::new(move || {
-                    read_to_end(source, chunker, timeline, out, observer.as_ref(), &shutdown);
+                    read_to_end(
+                        source,
+                        chunker,
+                        timeline,
+                        out,
+                        observer.as_ref(),
+                        &shutdown,
+                        true,
+                    );
                 }))?);
             }
             SourceSpec::Rtsp(config) => {

@@ -33,7 +33,9 @@ fn route_logs() {
     unsafe { sys::av_log_set_callback(Some(log_callback)) };
 }
 
-/// Elsewhere `va_list` has another ABI shape: FFmpeg keeps its own stderr logger, quietened.
+/// Elsewhere `va_list` has another ABI shape and FFmpeg's lines cannot be formatted here:
+/// FFmpeg's own logging is silenced (it could print URLs with passwords), so its diagnostics
+/// are lost on those targets; our errors still carry FFmpeg's error codes.
 #[cfg(not(all(target_arch = "x86_64", not(target_os = "windows"))))]
 fn route_logs() {
     // SAFETY: setting the global log level is a plain int store.
@@ -77,9 +79,14 @@ unsafe extern "C" fn log_callback(
     let line = PARTIAL.with(|p| {
         let mut partial = p.borrow_mut();
         partial.push_str(&piece);
-        if partial.ends_with('\n') || partial.len() > 4096 {
+        if partial.ends_with('\n') {
             Some(std::mem::take(&mut *partial))
         } else {
+            if partial.len() > 4096 {
+                // A runaway line without newline: drop it rather than emit a fragment that
+                // might cut a URL (and its password) in half.
+                partial.clear();
+            }
             None
         }
     });

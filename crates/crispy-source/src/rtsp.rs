@@ -66,20 +66,20 @@ impl RtspConfig {
         if !matches!(scheme, "rtsp" | "rtsps") {
             return Err(invalid("the scheme must be rtsp:// or rtsps://"));
         }
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(authority_end);
-        let (credentials, host) = match authority.rfind('@') {
+        // User info runs to the LAST '@': passwords may hold '/', '?', '#' or '@'.
+        let (credentials, after) = match rest.rfind('@') {
             Some(at) => {
-                let (user, pass) = authority[..at]
-                    .split_once(':')
-                    .unwrap_or((&authority[..at], ""));
+                let userinfo = &rest[..at];
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
                 (
-                    Some((user.to_owned(), Secret::new(pass))),
-                    &authority[at + 1..],
+                    Some((percent_decode(user), Secret::new(percent_decode(pass)))),
+                    &rest[at + 1..],
                 )
             }
-            None => (None, authority),
+            None => (None, rest),
         };
+        let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (host, path) = after.split_at(host_end);
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("no valid host"));
         }
@@ -106,19 +106,66 @@ impl RtspConfig {
         }
     }
 
-    /// The URL FFmpeg connects to, credentials included. Never log this.
+    /// Host and path without query or fragment, for deriving a default source id.
+    pub fn host_and_path(&self) -> &str {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        rest.split(['?', '#']).next().unwrap_or(rest)
+    }
+
+    /// The URL FFmpeg connects to, credentials percent-encoded. Never log this.
     fn connect_url(&self) -> String {
         match &self.credentials {
-            Some((user, pass)) if pass.expose().is_empty() => {
-                self.url.replacen("://", &format!("://{user}@"), 1)
-            }
-            Some((user, pass)) => {
-                self.url
-                    .replacen("://", &format!("://{user}:{}@", pass.expose()), 1)
-            }
+            // FFmpeg sends credentials only for `user:pass@` (an empty password included).
+            Some((user, pass)) => self.url.replacen(
+                "://",
+                &format!(
+                    "://{}:{}@",
+                    percent_encode(user),
+                    percent_encode(pass.expose())
+                ),
+                1,
+            ),
             None => self.url.clone(),
         }
     }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (for URL user info).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let h = bytes.get(i + 1).copied().and_then(hex);
+            let l = bytes.get(i + 2).copied().and_then(hex);
+            if let (Some(h), Some(l)) = (h, l) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,7 +201,7 @@ impl RtspSource {
     /// the handshake at once); when the SDP lacks them, it reconnects once with a fuller probe.
     pub fn open(config: &RtspConfig, shutdown: Arc<AtomicBool>) -> Result<Self, SourceError> {
         match Self::open_with(config, Arc::clone(&shutdown), Probe::Fast) {
-            Err(SourceError::Connect { .. }) | Err(SourceError::BadStream { .. }) => {
+            Err(SourceError::BadStream { .. }) => {
                 tracing::debug!(url = %config.display_url(), "stream description incomplete; probing longer");
                 Self::open_with(config, shutdown, Probe::Full)
             }
@@ -302,7 +349,26 @@ mod tests {
             .expect("valid")
             .with_credentials("u", Secret::new("p@ss"));
         assert_eq!(c.display_url(), "rtsp://***@cam/x");
-        assert_eq!(c.connect_url(), "rtsp://u:p@ss@cam/x");
+        assert_eq!(c.connect_url(), "rtsp://u:p%40ss@cam/x");
+
+        // A password with '/', '?' or '#' written raw into the URL is still credentials.
+        let c = RtspConfig::parse("rtsp://admin:pa/s?s#w@cam:554/s1?token=abc").expect("valid");
+        assert_eq!(c.display_url(), "rtsp://***@cam:554/s1?token=abc");
+        assert!(!format!("{c:?}").contains("pa/s"), "{c:?}");
+        assert_eq!(
+            c.connect_url(),
+            "rtsp://admin:pa%2Fs%3Fs%23w@cam:554/s1?token=abc"
+        );
+        assert_eq!(c.host_and_path(), "cam:554/s1");
+
+        // Percent-escaped credentials are decoded once, re-encoded for FFmpeg.
+        let c = RtspConfig::parse("rtsp://a%40b:p%3Aw@cam/x").expect("valid");
+        assert_eq!(c.connect_url(), "rtsp://a%40b:p%3Aw@cam/x");
+        // An empty password still sends the user (FFmpeg needs the ':').
+        let c = RtspConfig::parse("rtsp://cam/x")
+            .expect("valid")
+            .with_credentials("u", Secret::new(""));
+        assert_eq!(c.connect_url(), "rtsp://u:@cam/x");
         assert_eq!(
             RtspConfig::parse("rtsp://cam/x")
                 .expect("valid")
