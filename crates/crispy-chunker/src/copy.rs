@@ -131,14 +131,14 @@ impl CopyChunker {
         let mut last_delta = self.nominal_frame_ticks;
         for (i, p) in pending.iter().enumerate() {
             let delta = match pending.get(i + 1).map(|n| n.dts).or(next_dts) {
-                Some(next) => next - p.dts,
+                Some(next) => next.saturating_sub(p.dts),
                 None if p.duration > 0 => p.duration,
                 None if self.nominal_frame_ticks > 0 => self.nominal_frame_ticks,
                 None => last_delta,
             }
             .max(0);
             last_delta = delta;
-            duration_ts += delta;
+            duration_ts = duration_ts.saturating_add(delta);
             let data = match codec.framing {
                 Framing::LengthPrefixed => p.data.clone(),
                 Framing::AnnexB => {
@@ -149,15 +149,22 @@ impl CopyChunker {
             };
             samples.push(Sample {
                 data,
-                duration: u32::try_from(delta * scale)
+                duration: u32::try_from(delta.saturating_mul(scale))
                     .map_err(|_| too_large("a frame duration"))?,
-                composition_offset: i32::try_from((p.pts - p.dts) * scale)
-                    .map_err(|_| too_large("a composition offset"))?,
+                composition_offset: i32::try_from(
+                    p.pts.saturating_sub(p.dts).saturating_mul(scale),
+                )
+                .map_err(|_| too_large("a composition offset"))?,
                 keyframe: p.keyframe,
             });
         }
-        let presentation_start = u32::try_from(((min_pts - first_dts) * scale).max(0))
-            .map_err(|_| too_large("the presentation offset"))?;
+        let presentation_start = u32::try_from(
+            min_pts
+                .saturating_sub(first_dts)
+                .saturating_mul(scale)
+                .max(0),
+        )
+        .map_err(|_| too_large("the presentation offset"))?;
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
             config_box: codec.config_box,
@@ -251,11 +258,9 @@ impl Chunker for CopyChunker {
     fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
         // A DTS that goes backwards is a timestamp reset (encoder restart, stream restart):
         // close the chunk in progress as it is and start again at the next keyframe.
-        if self
-            .pending
-            .last()
-            .is_some_and(|last| packet.dts <= last.dts || packet.dts - last.dts > self.jump_ticks())
-        {
+        if self.pending.last().is_some_and(|last| {
+            packet.dts <= last.dts || packet.dts.saturating_sub(last.dts) > self.jump_ticks()
+        }) {
             let last_dts = self.pending.last().map_or(0, |p| p.dts);
             tracing::warn!(
                 source = %self.config.source_id,
@@ -293,7 +298,7 @@ impl Chunker for CopyChunker {
         }
         let closes = packet.keyframe
             && !self.pending.is_empty()
-            && packet.dts - self.pending[0].dts >= self.target_ticks;
+            && packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks;
         let chunk = if closes {
             Some(self.close(Some(packet.dts))?)
         } else {

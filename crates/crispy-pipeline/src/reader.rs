@@ -369,7 +369,10 @@ impl<S: ChunkSink> Session<'_, S> {
                 Err(SourceError::Shutdown) => break "shutdown".to_owned(),
                 Err(e) => break e.to_string(),
             };
-            first_packet.get_or_insert((Utc::now(), packet.pts));
+            let received = source
+                .first_packet_received()
+                .map_or_else(Utc::now, DateTime::<Utc>::from);
+            first_packet.get_or_insert((received, packet.pts));
             if packet.keyframe && !first_keyframe_logged {
                 first_keyframe_logged = true;
                 tracing::info!(

@@ -55,6 +55,8 @@ pub(crate) struct Demuxer {
     eof: bool,
     /// Packets whose DTS had to be moved forward to keep DTS strictly increasing.
     pub(crate) nudged: u64,
+    /// When the first packet of the stream was read (before any holding).
+    pub(crate) first_read_at: Option<std::time::SystemTime>,
 }
 
 /// Most leading packets held while waiting for the stream's timing.
@@ -125,6 +127,7 @@ impl Demuxer {
             ready: VecDeque::new(),
             eof: false,
             nudged: 0,
+            first_read_at: None,
         })
     }
 
@@ -161,6 +164,8 @@ impl Demuxer {
             if packet.stream() != self.stream_index {
                 continue;
             }
+            self.first_read_at
+                .get_or_insert_with(std::time::SystemTime::now);
             if packet.is_corrupt() {
                 return Err(ReadError::Corrupt);
             }

@@ -268,6 +268,11 @@ impl RtspSource {
         ffi::start_time_realtime(&self.demuxer.input)
     }
 
+    /// When this connection's first video packet arrived (before any holding for timing).
+    pub fn first_packet_received(&self) -> Option<std::time::SystemTime> {
+        self.demuxer.first_read_at
+    }
+
     /// Video packets delivered so far.
     pub fn packets_read(&self) -> u64 {
         self.demuxer.packets
