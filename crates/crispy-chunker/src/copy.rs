@@ -18,6 +18,9 @@ pub struct CopyChunkerConfig {
     pub target: ChunkDuration,
     /// Sequence number of the first chunk.
     pub first_sequence: u64,
+    /// Close a chunk at every keyframe (transcode mode, where keyframes are placed exactly on
+    /// the chunk boundaries) instead of at the first keyframe at or after `target`.
+    pub cut_at_every_keyframe: bool,
 }
 
 impl CopyChunkerConfig {
@@ -27,6 +30,7 @@ impl CopyChunkerConfig {
             source_id,
             target,
             first_sequence: 0,
+            cut_at_every_keyframe: false,
         }
     }
 }
@@ -298,7 +302,8 @@ impl Chunker for CopyChunker {
         }
         let closes = packet.keyframe
             && !self.pending.is_empty()
-            && packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks;
+            && (self.config.cut_at_every_keyframe
+                || packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks);
         let chunk = if closes {
             Some(self.close(Some(packet.dts))?)
         } else {

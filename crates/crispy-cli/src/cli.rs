@@ -51,7 +51,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Chunk a source and store chunks and manifests in a sink.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a video file's codec, resolution, fps, duration, frame count and GOP.
     Probe(ProbeArgs),
 }
@@ -100,6 +100,50 @@ pub struct RunArgs {
     /// On SIGINT/SIGTERM, how long to wait for uploads to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub drain_timeout: ChunkDuration,
+    /// copy: keyframe-aligned chunks, nothing decoded (fast). transcode: decode and re-encode
+    /// (libx264) with a keyframe exactly on every boundary, so chunks have exactly the
+    /// requested length (files only for now).
+    #[arg(long, value_enum, default_value_t = Mode::Copy)]
+    pub mode: Mode,
+    /// Transcode: output size, e.g. 1280x720.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub scale: Option<(u32, u32)>,
+    /// Transcode: largest output height, keeping the aspect ratio.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..=8640))]
+    pub max_height: Option<u32>,
+    /// Transcode: output frame rate (frames are dropped to reach it).
+    #[arg(long, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub fps: Option<u32>,
+    /// Transcode: libx264 preset (ultrafast … veryslow).
+    #[arg(long, default_value = "veryfast")]
+    pub preset: String,
+    /// Transcode: constant rate factor, 0 (lossless) to 51 (worst); ignored with --bitrate.
+    #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u8).range(0..=51))]
+    pub crf: u8,
+    /// Transcode: target bitrate in kbit/s instead of a CRF.
+    #[arg(long, value_name = "KBPS")]
+    pub bitrate: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Stream copy.
+    Copy,
+    /// Decode and re-encode.
+    Transcode,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected WIDTHxHEIGHT like 1280x720, got {s:?}");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
+        return Err(format!("{s}: width and height must be 16 to 16384"));
+    }
+    Ok((w, h))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let progress = logging::init(&cli.global);
     let result = match cli.command {
-        cli::Command::Run(args) => run::run(args, progress),
+        cli::Command::Run(args) => run::run(*args, progress),
         cli::Command::Probe(args) => probe::probe(args),
     };
     match result {

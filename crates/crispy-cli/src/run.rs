@@ -3,17 +3,17 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use crispy_core::{Secret, SourceId};
+use crispy_core::{Rational, Secret, SourceId};
 use crispy_pipeline::config::Config;
 use crispy_pipeline::{
     ChunkReport, Observer, PipelineOptions, Shutdown, SourceJob, SourceSpec, SourceStarted,
     run_sources,
 };
 use crispy_sink::ObjectStoreSink;
-use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig};
+use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig, TranscodeConfig};
 use indicatif::ProgressBar;
 
-use crate::cli::{RunArgs, Transport};
+use crate::cli::{Mode, RunArgs, Transport};
 use crate::exit::UsageError;
 use crate::logging::style_bar;
 
@@ -75,6 +75,34 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         drain_timeout: args.drain_timeout.as_duration(),
         ..PipelineOptions::default()
     };
+    if args.mode == Mode::Transcode {
+        if source.contains("://") || SyntheticConfig::parse(&source).is_some() {
+            return Err(UsageError("--mode transcode works on files for now".to_owned()).into());
+        }
+        let path = std::path::PathBuf::from(&source);
+        let id = args.source_id.clone().unwrap_or_else(|| {
+            SourceId::sanitize(
+                &path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+            )
+        });
+        let mut config = TranscodeConfig::new(args.chunk.as_millis());
+        config.scale = args.scale;
+        config.max_height = args.max_height;
+        config.fps = args.fps.map(|f| Rational::new(f as i32, 1));
+        config.preset = args.preset.clone();
+        config.crf = args.crf;
+        config.bitrate_kbps = args.bitrate;
+        let job = SourceJob {
+            source_id: id,
+            spec: SourceSpec::TranscodeFile(path, config),
+            chunk: args.chunk,
+            prefix: None,
+        };
+        return Ok((vec![job], options, None));
+    }
     let job = if let Some(synthetic) = SyntheticConfig::parse(&source) {
         let id = args.source_id.clone().unwrap_or_else(|| {
             SourceId::sanitize(if source == "testsrc" {

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crispy_core::{ChunkDuration, SourceId};
-use crispy_source::{RtspConfig, SyntheticConfig};
+use crispy_source::{RtspConfig, SyntheticConfig, TranscodeConfig};
 
 /// Where a source's packets come from.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub enum SourceSpec {
     Rtsp(RtspConfig),
     /// A generated live stream (FFmpeg filter graph, libx264), until shutdown or the graph ends.
     Synthetic(SyntheticConfig),
+    /// A video file decoded and re-encoded with keyframes exactly on the chunk boundaries.
+    TranscodeFile(PathBuf, TranscodeConfig),
 }
 
 impl SourceSpec {
@@ -23,6 +25,7 @@ impl SourceSpec {
             SourceSpec::File(p) => p.display().to_string(),
             SourceSpec::Rtsp(c) => c.display_url(),
             SourceSpec::Synthetic(c) => format!("lavfi:{}", c.graph),
+            SourceSpec::TranscodeFile(p, _) => p.display().to_string(),
         }
     }
 

@@ -10,7 +10,9 @@ use crispy_core::{
     SourceId,
 };
 use crispy_signer::Sha256Sealer;
-use crispy_source::{FileSource, SourceError, SyntheticConfig, SyntheticSource};
+use crispy_source::{
+    FileSource, SourceError, SyntheticConfig, SyntheticSource, TranscodeConfig, TranscodeSource,
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -132,6 +134,22 @@ where
             SourceSpec::File(path) => {
                 let (source, chunker, timeline) =
                     open_file(&job.source_id, path, job.chunk, observer.as_ref()).await?;
+                threads.push(spawn(Box::new(move || {
+                    read_to_end(
+                        source,
+                        chunker,
+                        timeline,
+                        out,
+                        observer.as_ref(),
+                        &shutdown,
+                        false,
+                    );
+                }))?);
+            }
+            SourceSpec::TranscodeFile(path, config) => {
+                let (source, chunker, timeline) =
+                    open_transcode(&job.source_id, path, config, job.chunk, observer.as_ref())
+                        .await?;
                 threads.push(spawn(Box::new(move || {
                     read_to_end(
                         source,
@@ -337,6 +355,43 @@ async fn open_file(
     );
     let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
     Ok((source, chunker, Timeline::new(origin, clock)))
+}
+
+/// Opens a file for transcoding (on a blocking thread); chunks are cut at every keyframe,
+/// which the encoder places exactly on the boundaries.
+async fn open_transcode(
+    id: &SourceId,
+    path: PathBuf,
+    config: TranscodeConfig,
+    chunk: ChunkDuration,
+    observer: &dyn Observer,
+) -> Result<(TranscodeSource, CopyChunker, Timeline), PipelineError> {
+    let shown = path.display().to_string();
+    let settings = format!("{config:?}");
+    let source = open_blocking(move || TranscodeSource::open(path, config)).await?;
+    let info = source.stream_info().clone();
+    observer.started(&SourceStarted {
+        source_id: id.clone(),
+        display: shown.clone(),
+        info: info.clone(),
+        duration_ms: None,
+    });
+    tracing::info!(
+        source = %id,
+        file = %shown,
+        resolution = %format_args!("{}x{}", info.width, info.height),
+        chunk = %chunk,
+        settings = %settings,
+        "transcoding"
+    );
+    let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
+    chunker_config.cut_at_every_keyframe = true;
+    let chunker = CopyChunker::new(&info, chunker_config)?;
+    Ok((
+        source,
+        chunker,
+        Timeline::new(Utc::now(), ClockSource::RunStart),
+    ))
 }
 
 /// Builds a synthetic source (on a blocking thread); its clock is the receive clock.

@@ -193,3 +193,11 @@ impl AsRef<[u8]> for PacketBuffer {
 pub(crate) fn packet_bytes(packet: ffmpeg::Packet) -> Bytes {
     Bytes::from_owner(PacketBuffer(packet))
 }
+
+/// An owned swscale context that may move to the reader thread.
+pub(crate) struct Scaler(pub(crate) ffmpeg::software::scaling::Context);
+
+// SAFETY: an SwsContext has no thread affinity: libswscale keeps no thread-local state tied to
+// it. `Scaler` owns its context exclusively and only hands out `&mut` access, so moving it to
+// another thread can never lead to concurrent use.
+unsafe impl Send for Scaler {}

@@ -29,11 +29,13 @@ mod file;
 mod interrupt;
 mod rtsp;
 mod synthetic;
+mod transcode;
 
 pub use error::SourceError;
 pub use file::FileSource;
 pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
 pub use synthetic::{SyntheticConfig, SyntheticSource};
+pub use transcode::{TranscodeConfig, TranscodeSource};
 
 /// Initialises FFmpeg once per process and routes its log lines into `tracing` (target `ffmpeg`).
 ///

@@ -1,0 +1,236 @@
+//! Transcode mode end to end: exact chunk lengths, scaling, decimation, other input codecs.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use crispy_testkit::{decode_errors, ffmpeg, ffprobe_video, files_with_ext};
+use serde_json::Value;
+
+/// A 320x240 test clip of `seconds` at `fps`, encoded with `codec`, generated once per test.
+fn clip(dir: &Path, fps: u32, seconds: u32, codec: &str) -> PathBuf {
+    let out = dir.join(format!("in_{fps}_{seconds}_{codec}.mp4"));
+    let src = format!("testsrc2=size=320x240:rate={fps}:duration={seconds}");
+    let mut args = vec!["-f", "lavfi", "-i", &src, "-c:v", codec];
+    if codec == "libx264" {
+        args.extend(["-preset", "ultrafast", "-g", "250"]);
+    }
+    if codec == "mjpeg" {
+        args.extend(["-pix_fmt", "yuvj420p"]);
+    }
+    let out_s = out.to_str().expect("utf8").to_owned();
+    args.push(&out_s);
+    ffmpeg(&args).expect("ffmpeg makes the clip");
+    out
+}
+
+fn run(source: &Path, sink: &Path, extra: &[&str]) -> Output {
+    Command::cargo_bin("crispy")
+        .expect("binary")
+        .args([
+            "run",
+            "-q",
+            "--mode",
+            "transcode",
+            "--preset",
+            "ultrafast",
+            "--source",
+        ])
+        .arg(source)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .args(extra)
+        .output()
+        .expect("runs")
+}
+
+fn manifests(dir: &Path) -> Vec<Value> {
+    let mut all: Vec<Value> = files_with_ext(dir, "json")
+        .expect("list")
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("manifest"))
+        .collect();
+    all.sort_by_key(|m| m["sequence"].as_u64());
+    all
+}
+
+/// Index of the first frame at or after `ms` for a stream at `fps`.
+fn first_frame_at(ms: u64, fps: u64) -> u64 {
+    (ms * fps).div_ceil(1000)
+}
+
+fn exact_chunks(fps: u32, chunk_ms: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seconds = ((chunk_ms * 11).div_ceil(1000) as u32).max(4);
+    let input = clip(dir.path(), fps, seconds, "libx264");
+    let sink = dir.path().join("sink");
+    let chunk = format!("{chunk_ms}ms");
+    let out = run(&input, &sink, &["--chunk", &chunk]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = manifests(&sink);
+    let fps = u64::from(fps);
+    assert!(
+        ms.len() >= 11,
+        "{fps} fps, {chunk_ms} ms: {} chunks",
+        ms.len()
+    );
+    let mut total = 0;
+    for (k, m) in ms.iter().enumerate() {
+        let k = k as u64;
+        let first = first_frame_at(k * chunk_ms, fps);
+        let frames = m["frame_count"].as_u64().expect("frames");
+        total += frames;
+        if k + 1 < ms.len() as u64 {
+            let want = first_frame_at((k + 1) * chunk_ms, fps) - first;
+            assert_eq!(frames, want, "{fps} fps, {chunk_ms} ms, chunk {k}: {m}");
+            let want_ms = (want * 1000 + fps / 2) / fps;
+            assert!(
+                m["duration_ms"].as_u64().expect("ms").abs_diff(want_ms) <= 1,
+                "{m}"
+            );
+        }
+        assert_eq!(m["requested_ms"].as_u64(), Some(chunk_ms));
+        if k < 12 {
+            let file = sink.join(m["object"].as_str().expect("object"));
+            assert_eq!(
+                decode_errors(&file).expect("ffmpeg"),
+                "",
+                "chunk {k} decodes on its own"
+            );
+            let p = ffprobe_video(&file).expect("ffprobe");
+            assert_eq!(p.packets, frames);
+            assert!((p.duration_s * 1000.0 - m["duration_ms"].as_f64().expect("ms")).abs() <= 1.0);
+            assert_eq!(p.keyframes, 1, "one keyframe per chunk, at its start");
+        }
+    }
+    assert_eq!(
+        total,
+        u64::from(seconds) * fps,
+        "no frame lost or duplicated"
+    );
+}
+
+#[test]
+fn exact_3000ms_chunks_at_25_and_30_fps() {
+    exact_chunks(25, 3000);
+    exact_chunks(30, 3000);
+}
+
+#[test]
+fn exact_1500ms_chunks_at_25_and_30_fps() {
+    exact_chunks(25, 1500);
+    exact_chunks(30, 1500);
+}
+
+#[test]
+fn exact_1000ms_chunks_at_25_and_30_fps() {
+    exact_chunks(25, 1000);
+    exact_chunks(30, 1000);
+}
+
+#[test]
+fn exact_333ms_chunks_at_25_and_30_fps() {
+    exact_chunks(25, 333);
+    exact_chunks(30, 333);
+}
+
+#[test]
+fn scaling_and_decimation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = clip(dir.path(), 30, 4, "libx264");
+    let sink = dir.path().join("sink");
+    let out = run(
+        &input,
+        &sink,
+        &["--chunk", "1s", "--max-height", "180", "--fps", "10"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = manifests(&sink);
+    assert_eq!(ms.len(), 4);
+    for m in &ms {
+        assert_eq!(
+            (m["width"].as_u64(), m["height"].as_u64()),
+            (Some(240), Some(180)),
+            "{m}"
+        );
+        assert_eq!(m["frame_count"], 10, "{m}");
+        assert_eq!(m["duration_ms"], 1000, "{m}");
+        let p = ffprobe_video(&sink.join(m["object"].as_str().expect("object"))).expect("ffprobe");
+        assert_eq!((u64::from(p.width), u64::from(p.height)), (240, 180));
+    }
+
+    let sink = dir.path().join("sink2");
+    let out = run(&input, &sink, &["--chunk", "2s", "--scale", "160x120"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = manifests(&sink);
+    assert!(
+        ms.iter()
+            .all(|m| m["width"] == 160 && m["height"] == 120 && m["frame_count"] == 60)
+    );
+}
+
+#[test]
+fn mjpeg_and_mpeg4_inputs_transcode_but_do_not_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for codec in ["mjpeg", "mpeg4"] {
+        let input = clip(dir.path(), 25, 3, codec);
+        let sink = dir.path().join(codec);
+        let out = run(&input, &sink, &["--chunk", "1s"]);
+        assert!(
+            out.status.success(),
+            "{codec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ms = manifests(&sink);
+        assert_eq!(ms.len(), 3, "{codec}");
+        for m in &ms {
+            assert_eq!(m["codec"], "h264");
+            assert_eq!(m["frame_count"], 25);
+            let file = sink.join(m["object"].as_str().expect("object"));
+            assert_eq!(decode_errors(&file).expect("ffmpeg"), "");
+        }
+        let copy = Command::cargo_bin("crispy")
+            .expect("binary")
+            .args(["run", "--sink", "memory://", "--source"])
+            .arg(&input)
+            .output()
+            .expect("runs");
+        assert_eq!(
+            copy.status.code(),
+            Some(15),
+            "{codec}: copy mode must refuse"
+        );
+        assert!(String::from_utf8_lossy(&copy.stderr).contains("--mode transcode"));
+    }
+}
+
+#[test]
+fn transcode_of_live_sources_is_refused_clearly() {
+    let out = Command::cargo_bin("crispy")
+        .expect("binary")
+        .args([
+            "run",
+            "--mode",
+            "transcode",
+            "--source",
+            "testsrc",
+            "--sink",
+            "memory://",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("files for now"));
+}
