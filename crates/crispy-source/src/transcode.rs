@@ -223,8 +223,9 @@ impl TranscodeSource {
         }
     }
 
-    /// Encodes one decoded frame (or drops it when decimating).
-    fn encode(&mut self, frame: &ffmpeg::frame::Video) -> Result<(), SourceError> {
+    /// Encodes one decoded frame (or drops it when decimating). Without scaling the decoded
+    /// frame itself goes to the encoder: no pixel copy.
+    fn encode(&mut self, frame: &mut ffmpeg::frame::Video) -> Result<(), SourceError> {
         let Some(pts_in) = frame.timestamp().or(frame.pts()) else {
             return Ok(());
         };
@@ -245,9 +246,10 @@ impl TranscodeSource {
             }
             None => ticks,
         };
-        let mut out = match &mut self.scaler {
+        let mut scaled;
+        let out = match &mut self.scaler {
             Some(scaler) => {
-                let mut scaled = ffmpeg::frame::Video::empty();
+                scaled = ffmpeg::frame::Video::empty();
                 scaler
                     .0
                     .run(frame, &mut scaled)
@@ -255,9 +257,9 @@ impl TranscodeSource {
                         path: self.path.clone(),
                         reason: format!("scaling: {e}"),
                     })?;
-                scaled
+                &mut scaled
             }
-            None => frame.clone(),
+            None => frame,
         };
         out.set_pts(Some(pts));
         let boundary_ticks = |ms: i64| ms * i64::from(OUT_TB.den) / 1000;
@@ -271,7 +273,7 @@ impl TranscodeSource {
             out.set_kind(ffmpeg::picture::Type::None);
         }
         self.encoder
-            .send_frame(&out)
+            .send_frame(out)
             .map_err(|e| self.fail(format!("encoding: {e}")))?;
         self.drain_encoder();
         Ok(())
@@ -298,7 +300,7 @@ impl TranscodeSource {
     fn drain_decoder(&mut self) -> Result<(), SourceError> {
         let mut frame = ffmpeg::frame::Video::empty();
         while self.decoder.receive_frame(&mut frame).is_ok() {
-            self.encode(&frame)?;
+            self.encode(&mut frame)?;
         }
         Ok(())
     }
