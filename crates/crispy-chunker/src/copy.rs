@@ -21,6 +21,10 @@ pub struct CopyChunkerConfig {
     /// Close a chunk at every keyframe (transcode mode, where keyframes are placed exactly on
     /// the chunk boundaries) instead of at the first keyframe at or after `target`.
     pub cut_at_every_keyframe: bool,
+    /// Wall-clock alignment: the first grid line is this many ms after the first frame, and
+    /// grid lines follow every `target`. A chunk then closes at the first keyframe at or after
+    /// the next grid line instead of after `target`.
+    pub align_offset_ms: Option<u64>,
 }
 
 impl CopyChunkerConfig {
@@ -31,6 +35,7 @@ impl CopyChunkerConfig {
             target,
             first_sequence: 0,
             cut_at_every_keyframe: false,
+            align_offset_ms: None,
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct CopyChunker {
     skipped_before_keyframe: u64,
     /// The chunk in progress started after a timestamp reset.
     pending_discontinuity: bool,
+    /// PTS of the next wall-clock grid line (with `align_offset_ms`).
+    grid_next: Option<i64>,
     /// A timestamp reset was seen; waiting for a keyframe to start the next chunk.
     awaiting_keyframe_after_reset: bool,
     warned_long_gop: bool,
@@ -90,6 +97,7 @@ impl CopyChunker {
             nominal_frame_ticks,
             skipped_before_keyframe: 0,
             pending_discontinuity: false,
+            grid_next: None,
             awaiting_keyframe_after_reset: false,
             warned_long_gop: false,
             warned_open_gop: false,
@@ -99,6 +107,13 @@ impl CopyChunker {
     /// Packets dropped because they arrived before the first keyframe.
     pub fn skipped_before_keyframe(&self) -> u64 {
         self.skipped_before_keyframe
+    }
+
+    /// Sets the wall-clock alignment offset before the first packet (live sources learn their
+    /// clock only when the first packet arrives). See [`CopyChunkerConfig::align_offset_ms`].
+    pub fn set_align_offset_ms(&mut self, offset: Option<u64>) {
+        self.config.align_offset_ms = offset;
+        self.grid_next = None;
     }
 
     /// The sequence number the next chunk will get.
@@ -225,6 +240,7 @@ impl CopyChunker {
             codec: self.info.codec.name().to_owned(),
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,
+            aligned: self.config.align_offset_ms.is_some(),
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             gap_ms: None,
             bytes: payload.len() as u64,
@@ -302,8 +318,33 @@ impl Chunker for CopyChunker {
         }
         let closes = packet.keyframe
             && !self.pending.is_empty()
-            && (self.config.cut_at_every_keyframe
-                || packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks);
+            && match (self.config.cut_at_every_keyframe, self.grid_next) {
+                (true, _) => true,
+                (false, Some(grid)) => packet.pts >= grid,
+                (false, None) => {
+                    packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks
+                }
+            };
+        if let Some(offset) = self
+            .config
+            .align_offset_ms
+            .filter(|_| self.grid_next.is_none())
+        {
+            // The grid is anchored on the first frame: its wall time is the clock origin.
+            let first = packet.pts + self.info.time_base.millis_to_ticks(offset as i64);
+            self.grid_next = Some(if offset == 0 {
+                first + self.target_ticks
+            } else {
+                first
+            });
+        }
+        if closes {
+            if let Some(grid) = self.grid_next.as_mut() {
+                while *grid <= packet.pts {
+                    *grid += self.target_ticks;
+                }
+            }
+        }
         let chunk = if closes {
             Some(self.close(Some(packet.dts))?)
         } else {
@@ -430,6 +471,24 @@ mod tests {
         );
         assert!(out[1].metadata.discontinuity);
         assert_eq!(out[1].metadata.duration_ms, 400);
+    }
+
+    #[test]
+    fn aligned_chunks_close_at_the_first_keyframe_after_each_grid_line() {
+        // 1 s chunks, keyframes every 10 frames (400 ms), the first grid line 700 ms in.
+        let id = SourceId::new("t").expect("id");
+        let mut config = CopyChunkerConfig::new(id, "1s".parse().expect("d"));
+        config.align_offset_ms = Some(700);
+        let mut c = CopyChunker::new(&info(), config).expect("chunker");
+        let mut out = Vec::new();
+        for i in 0..75 {
+            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        // Grid lines at 700, 1700, 2700 ms: keyframes at 800, 2000, 2800 ms.
+        let starts: Vec<i64> = out.iter().map(|c| c.metadata.start_pts / 90).collect();
+        assert_eq!(starts, vec![0, 800, 2000, 2800]);
+        assert!(out.iter().all(|c| c.metadata.aligned));
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub struct RunArgs {
     /// requested length (files only for now).
     #[arg(long, value_enum, default_value_t = Mode::Copy)]
     pub mode: Mode,
+    /// wall: chunk boundaries on the UTC grid (with 3s chunks :00, :03, :06 …) so chunks of
+    /// different cameras line up; exact in transcode mode and for testsrc/lavfi sources, at
+    /// the first keyframe after each grid line in copy mode.
+    #[arg(long, value_enum, default_value_t = Align::None)]
+    pub align: Align,
     /// Transcode: output size, e.g. 1280x720.
     #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub scale: Option<(u32, u32)>,
@@ -123,6 +128,14 @@ pub struct RunArgs {
     /// Transcode: target bitrate in kbit/s instead of a CRF.
     #[arg(long, value_name = "KBPS")]
     pub bitrate: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Align {
+    /// Boundaries follow the stream (first chunk starts at the first keyframe).
+    None,
+    /// Boundaries on multiples of the chunk length since the Unix epoch.
+    Wall,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

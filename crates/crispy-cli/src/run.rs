@@ -13,7 +13,7 @@ use crispy_sink::ObjectStoreSink;
 use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig, TranscodeConfig};
 use indicatif::ProgressBar;
 
-use crate::cli::{Mode, RunArgs, Transport};
+use crate::cli::{Align, Mode, RunArgs, Transport};
 use crate::exit::UsageError;
 use crate::logging::style_bar;
 
@@ -63,7 +63,8 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
 /// The sources and settings of this run, from the config file or the command line.
 fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<String>)> {
     if let Some(path) = &args.config {
-        let config = Config::load(path)?;
+        let mut config = Config::load(path)?;
+        config.options.align_wall |= args.align == Align::Wall;
         return Ok((config.jobs, config.options, config.sink));
     }
     let source = args
@@ -73,6 +74,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
     let options = PipelineOptions {
         max_in_flight: usize::from(args.max_in_flight),
         drain_timeout: args.drain_timeout.as_duration(),
+        align_wall: args.align == Align::Wall,
         ..PipelineOptions::default()
     };
     if args.mode == Mode::Transcode {

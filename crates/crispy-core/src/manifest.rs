@@ -68,6 +68,10 @@ pub struct ChunkMetadata {
     pub profile: Option<String>,
     /// True when the chunk starts on a keyframe of the source (stream copy always does).
     pub keyframe_aligned: bool,
+    /// True when chunk boundaries follow the UTC grid (`--align wall`): multiples of
+    /// `requested_ms` since the Unix epoch.
+    #[serde(default)]
+    pub aligned: bool,
     /// True when frames were lost between the previous chunk and this one (a reconnect).
     pub discontinuity: bool,
     /// With `discontinuity`: wall-clock milliseconds between the previous chunk's end and
@@ -139,6 +143,7 @@ mod tests {
             codec: "h264".into(),
             profile: Some("High".into()),
             keyframe_aligned: true,
+            aligned: false,
             discontinuity: false,
             gap_ms: None,
             bytes: 10,

@@ -8,6 +8,7 @@
 //! drain_timeout = "30s"
 //! stall_timeout = "10s"
 //! rtsp_transport = "tcp"            # or "udp"
+//! align = "wall"                    # optional: chunk boundaries on the UTC grid
 //!
 //! [[camera]]
 //! id = "lobby"                      # [A-Za-z0-9_-]{1,64}, unique
@@ -85,6 +86,13 @@ impl From<TransportName> for RtspTransport {
     }
 }
 
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum AlignName {
+    None,
+    Wall,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -94,6 +102,7 @@ struct FileConfig {
     drain_timeout: Option<ChunkDuration>,
     stall_timeout: Option<ChunkDuration>,
     rtsp_transport: Option<TransportName>,
+    align: Option<AlignName>,
     #[serde(default)]
     camera: Vec<CameraConfig>,
 }
@@ -235,6 +244,7 @@ impl Config {
         if let Some(d) = file.drain_timeout {
             options.drain_timeout = d.as_duration();
         }
+        options.align_wall = file.align == Some(AlignName::Wall);
         Ok(Self {
             sink: file.sink,
             options,

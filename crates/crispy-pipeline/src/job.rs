@@ -60,6 +60,10 @@ pub struct PipelineOptions {
     pub reconnect_min: Duration,
     /// Longest reconnect delay (also the delay after authentication or not-found errors).
     pub reconnect_max: Duration,
+    /// Align chunk boundaries on the UTC grid (multiples of the chunk length since the Unix
+    /// epoch): exact in transcode mode and for synthetic sources, at the first keyframe after
+    /// each grid line in copy mode.
+    pub align_wall: bool,
 }
 
 impl Default for PipelineOptions {
@@ -69,6 +73,7 @@ impl Default for PipelineOptions {
             drain_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
+            align_wall: false,
         }
     }
 }

@@ -52,7 +52,7 @@ impl Timeline {
     }
 
     /// A timeline on which `pts` happened at `origin`.
-    fn anchored(origin: DateTime<Utc>, pts: i64, clock: ClockSource) -> Self {
+    pub(crate) fn anchored(origin: DateTime<Utc>, pts: i64, clock: ClockSource) -> Self {
         Self {
             origin,
             base_pts: Some(pts),
@@ -259,6 +259,7 @@ pub(crate) fn read_live<S: ChunkSink>(
             chunk,
             out: &out,
             observer,
+            align_wall: options.align_wall,
         };
         match session.run(source, next_sequence, last_end, connect_started) {
             Ok((next, end, delivered)) => {
@@ -301,6 +302,7 @@ struct Session<'a, S> {
     chunk: ChunkDuration,
     out: &'a Outbox<S>,
     observer: &'a dyn Observer,
+    align_wall: bool,
 }
 
 impl<S: ChunkSink> Session<'_, S> {
@@ -372,6 +374,9 @@ impl<S: ChunkSink> Session<'_, S> {
             let received = source
                 .first_packet_received()
                 .map_or_else(Utc::now, DateTime::<Utc>::from);
+            if first_packet.is_none() && self.align_wall {
+                chunker.set_align_offset_ms(Some(grid_offset_ms(received, self.chunk)));
+            }
             first_packet.get_or_insert((received, packet.pts));
             if packet.keyframe && !first_keyframe_logged {
                 first_keyframe_logged = true;
@@ -410,6 +415,13 @@ impl<S: ChunkSink> Session<'_, S> {
                         info = new_info;
                         chunker = new_chunker(id, &info, self.chunk, next)
                             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                        if self.align_wall {
+                            if let Some((received, first_pts)) = first_packet {
+                                let ms = info.time_base.ticks_to_millis(packet.pts - first_pts);
+                                let wall = received + chrono::Duration::milliseconds(ms);
+                                chunker.set_align_offset_ms(Some(grid_offset_ms(wall, self.chunk)));
+                            }
+                        }
                     }
                     current_sps = Some(sps.to_vec());
                 }
@@ -449,6 +461,13 @@ impl<S: ChunkSink> Session<'_, S> {
         }
         Ok((chunker.next_sequence(), last_end.get(), delivered.get()))
     }
+}
+
+/// Milliseconds from `wall` to the next line of the UTC grid of `chunk` (0 when on a line).
+pub(crate) fn grid_offset_ms(wall: DateTime<Utc>, chunk: ChunkDuration) -> u64 {
+    let period = chunk.as_millis() as i64;
+    let into = wall.timestamp_millis().rem_euclid(period);
+    ((period - into) % period) as u64
 }
 
 /// The clock of a connection, chosen when its first chunk is sent: RTCP when FFmpeg has a

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, read_live, read_to_end,
+    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
     ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
@@ -132,8 +132,14 @@ where
         };
         match job.spec {
             SourceSpec::File(path) => {
-                let (source, chunker, timeline) =
-                    open_file(&job.source_id, path, job.chunk, observer.as_ref()).await?;
+                let (source, chunker, timeline) = open_file(
+                    &job.source_id,
+                    path,
+                    job.chunk,
+                    options.align_wall,
+                    observer.as_ref(),
+                )
+                .await?;
                 threads.push(spawn(Box::new(move || {
                     read_to_end(
                         source,
@@ -147,9 +153,15 @@ where
                 }))?);
             }
             SourceSpec::TranscodeFile(path, config) => {
-                let (source, chunker, timeline) =
-                    open_transcode(&job.source_id, path, config, job.chunk, observer.as_ref())
-                        .await?;
+                let (source, chunker, timeline) = open_transcode(
+                    &job.source_id,
+                    path,
+                    config,
+                    job.chunk,
+                    options.align_wall,
+                    observer.as_ref(),
+                )
+                .await?;
                 threads.push(spawn(Box::new(move || {
                     read_to_end(
                         source,
@@ -167,6 +179,7 @@ where
                     &job.source_id,
                     config,
                     job.chunk,
+                    options.align_wall,
                     &shutdown,
                     observer.as_ref(),
                 )
@@ -330,6 +343,7 @@ async fn open_file(
     id: &SourceId,
     path: PathBuf,
     chunk: ChunkDuration,
+    align_wall: bool,
     observer: &dyn Observer,
 ) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
@@ -353,7 +367,9 @@ async fn open_file(
         clock = ?clock,
         "source opened"
     );
-    let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
+    let mut config = CopyChunkerConfig::new(id.clone(), chunk);
+    config.align_offset_ms = align_wall.then(|| grid_offset_ms(origin, chunk));
+    let chunker = CopyChunker::new(&info, config)?;
     Ok((source, chunker, Timeline::new(origin, clock)))
 }
 
@@ -362,11 +378,16 @@ async fn open_file(
 async fn open_transcode(
     id: &SourceId,
     path: PathBuf,
-    config: TranscodeConfig,
+    mut config: TranscodeConfig,
     chunk: ChunkDuration,
+    align_wall: bool,
     observer: &dyn Observer,
 ) -> Result<(TranscodeSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
+    let origin = Utc::now();
+    if align_wall {
+        config.grid_offset_ms = grid_offset_ms(origin, chunk);
+    }
     let settings = format!("{config:?}");
     let source = open_blocking(move || TranscodeSource::open(path, config)).await?;
     let info = source.stream_info().clone();
@@ -386,23 +407,28 @@ async fn open_transcode(
     );
     let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
     chunker_config.cut_at_every_keyframe = true;
+    chunker_config.align_offset_ms = align_wall.then_some(0);
     let chunker = CopyChunker::new(&info, chunker_config)?;
     Ok((
         source,
         chunker,
-        Timeline::new(Utc::now(), ClockSource::RunStart),
+        Timeline::new(origin, ClockSource::RunStart),
     ))
 }
 
 /// Builds a synthetic source (on a blocking thread); its clock is the receive clock.
 async fn open_synthetic(
     id: &SourceId,
-    config: SyntheticConfig,
+    mut config: SyntheticConfig,
     chunk: ChunkDuration,
+    align_wall: bool,
     shutdown: &Shutdown,
     observer: &dyn Observer,
 ) -> Result<(SyntheticSource, CopyChunker, Timeline), PipelineError> {
     let flag = shutdown.flag();
+    if align_wall {
+        config.align_ms = Some(chunk.as_millis());
+    }
     let shown = format!("lavfi:{}", config.graph);
     let source = open_blocking(move || SyntheticSource::open(&config, flag)).await?;
     let info = source.stream_info().clone();
@@ -419,11 +445,18 @@ async fn open_synthetic(
         chunk = %chunk,
         "synthetic source started"
     );
-    let chunker = CopyChunker::new(&info, CopyChunkerConfig::new(id.clone(), chunk))?;
+    let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
+    if align_wall {
+        // Keyframes sit exactly on the grid lines: cut at each.
+        chunker_config.cut_at_every_keyframe = true;
+        chunker_config.align_offset_ms = Some(0);
+    }
+    let chunker = CopyChunker::new(&info, chunker_config)?;
+    let epoch = DateTime::<Utc>::from(source.epoch());
     Ok((
         source,
         chunker,
-        Timeline::new(Utc::now(), ClockSource::Receive),
+        Timeline::anchored(epoch, 0, ClockSource::Receive),
     ))
 }
 

@@ -23,6 +23,9 @@ pub struct SyntheticConfig {
     pub gop: u32,
     /// Emit frames at their presentation time (a live camera) instead of as fast as possible.
     pub realtime: bool,
+    /// Wall-clock alignment: keyframes exactly on the UTC grid of this period (ms) instead of
+    /// every `gop` frames, for chunks whose boundaries line up across cameras.
+    pub align_ms: Option<u64>,
 }
 
 impl SyntheticConfig {
@@ -37,6 +40,7 @@ impl SyntheticConfig {
             graph: graph.into(),
             gop: 0,
             realtime: true,
+            align_ms: None,
         }
     }
 
@@ -64,7 +68,10 @@ pub struct SyntheticSource {
     ticks_per_frame: i64,
     frames_in: i64,
     queue: VecDeque<EncodedPacket>,
-    started: Option<Instant>,
+    /// Monotonic and wall-clock time of media time zero (taken together at open).
+    epoch: (Instant, std::time::SystemTime),
+    align_ms: Option<u64>,
+    next_grid_ms: Option<u64>,
     realtime: bool,
     input_done: bool,
     shutdown: Arc<AtomicBool>,
@@ -140,10 +147,16 @@ impl SyntheticSource {
         let mut opts = ffmpeg::Dictionary::new();
         opts.set("preset", "ultrafast");
         opts.set("tune", "zerolatency");
-        opts.set(
-            "x264-params",
-            &format!("keyint={gop}:min-keyint={gop}:scenecut=0"),
-        );
+        if config.align_ms.is_some() {
+            // Keyframes only where the UTC grid puts them (forced as IDR).
+            opts.set("forced-idr", "1");
+            opts.set("x264-params", "keyint=infinite:scenecut=0");
+        } else {
+            opts.set(
+                "x264-params",
+                &format!("keyint={gop}:min-keyint={gop}:scenecut=0"),
+            );
+        }
         let encoder = enc
             .open_as_with(codec, opts)
             .map_err(|e| bad(format!("opening libx264: {e}")))?;
@@ -169,7 +182,9 @@ impl SyntheticSource {
             ticks_per_frame,
             frames_in: 0,
             queue: VecDeque::new(),
-            started: None,
+            epoch: (Instant::now(), std::time::SystemTime::now()),
+            align_ms: config.align_ms,
+            next_grid_ms: None,
             realtime: config.realtime,
             input_done: false,
             shutdown,
@@ -225,8 +240,7 @@ impl SyntheticSource {
         let pts = self.frames_in * self.ticks_per_frame;
         self.frames_in += 1;
         if self.realtime {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = started
+            let due = self.epoch.0
                 + Duration::from_micros((pts as u64) * 1_000_000 / u64::from(TIME_BASE.den as u32));
             while let Some(wait) = due.checked_duration_since(Instant::now()) {
                 if self.shutdown.load(Ordering::Relaxed) {
@@ -236,11 +250,40 @@ impl SyntheticSource {
             }
         }
         frame.set_pts(Some(pts));
-        // Raw frames arrive marked as I-pictures; libx264 would make each a keyframe.
-        frame.set_kind(ffmpeg::picture::Type::None);
+        // Raw frames arrive marked as I-pictures; libx264 would make each a keyframe. With
+        // alignment, force one on the first frame at or after every UTC grid line.
+        let kind = match self.align_ms {
+            Some(period) => {
+                let wall_ms =
+                    self.epoch_unix_ms() + (pts as u64) * 1000 / u64::from(TIME_BASE.den as u32);
+                let next = *self.next_grid_ms.get_or_insert(0);
+                if wall_ms >= next {
+                    self.next_grid_ms = Some((wall_ms / period + 1) * period);
+                    ffmpeg::picture::Type::I
+                } else {
+                    ffmpeg::picture::Type::None
+                }
+            }
+            None => ffmpeg::picture::Type::None,
+        };
+        frame.set_kind(kind);
         self.encoder.send_frame(&frame).map_err(bad)?;
         self.drain_encoder()?;
         Ok(true)
+    }
+}
+
+impl SyntheticSource {
+    /// Wall-clock time of media time zero (the receive clock's origin).
+    pub fn epoch(&self) -> std::time::SystemTime {
+        self.epoch.1
+    }
+
+    fn epoch_unix_ms(&self) -> u64 {
+        self.epoch
+            .1
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 

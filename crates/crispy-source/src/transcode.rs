@@ -31,6 +31,9 @@ pub struct TranscodeConfig {
     pub crf: u8,
     /// Target bitrate in kbit/s (instead of `crf`).
     pub bitrate_kbps: Option<u64>,
+    /// Media time (ms after the first frame) of the first chunk boundary; boundaries follow
+    /// every `chunk_ms` after it. Non-zero for wall-clock alignment.
+    pub grid_offset_ms: u64,
 }
 
 impl TranscodeConfig {
@@ -44,6 +47,7 @@ impl TranscodeConfig {
             preset: "veryfast".to_owned(),
             crf: 26,
             bitrate_kbps: None,
+            grid_offset_ms: 0,
         }
     }
 
@@ -81,6 +85,7 @@ pub struct TranscodeSource {
     input_done: bool,
     flushed: bool,
     frames_in: u64,
+    frames_out: u64,
 }
 
 impl std::fmt::Debug for TranscodeSource {
@@ -194,6 +199,7 @@ impl TranscodeSource {
             duration: None,
             frame_count: None,
         };
+        let grid_offset = config.grid_offset_ms as i64;
         Ok(Self {
             path,
             input,
@@ -207,11 +213,12 @@ impl TranscodeSource {
             out_step,
             first_pts: None,
             last_slot: None,
-            next_boundary: 0,
+            next_boundary: grid_offset,
             queue: VecDeque::new(),
             input_done: false,
             flushed: false,
             frames_in: 0,
+            frames_out: 0,
         })
     }
 
@@ -263,7 +270,9 @@ impl TranscodeSource {
         };
         out.set_pts(Some(pts));
         let boundary_ticks = |ms: i64| ms * i64::from(OUT_TB.den) / 1000;
-        if pts >= boundary_ticks(self.next_boundary) {
+        let first_frame = self.frames_out == 0;
+        self.frames_out += 1;
+        if first_frame || pts >= boundary_ticks(self.next_boundary) {
             out.set_kind(ffmpeg::picture::Type::I);
             let step = self.config.chunk_ms.max(1) as i64;
             while pts >= boundary_ticks(self.next_boundary) {

@@ -1,0 +1,139 @@
+//! `--align wall`: chunk boundaries on the UTC grid.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use chrono::{DateTime, Utc};
+use crispy_testkit::{Fixture, decode_errors, files_with_ext};
+use serde_json::Value;
+
+fn run(args: &[&str], sink: &Path) -> Vec<Value> {
+    let out = Command::cargo_bin("crispy")
+        .expect("binary")
+        .args(["run", "-q", "--align", "wall"])
+        .args(args)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ms: Vec<Value> = files_with_ext(sink, "json")
+        .expect("list")
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("manifest"))
+        .collect();
+    ms.sort_by_key(|m| m["sequence"].as_u64());
+    ms
+}
+
+/// Milliseconds past the last grid line of `period` at `m`'s start.
+fn past_grid(m: &Value, period: i64) -> i64 {
+    let t: DateTime<Utc> = m["start_time"]
+        .as_str()
+        .expect("time")
+        .parse()
+        .expect("rfc3339");
+    t.timestamp_millis().rem_euclid(period)
+}
+
+#[test]
+fn synthetic_live_source_chunks_start_on_the_grid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let ms = run(
+        &[
+            "--source",
+            "lavfi:testsrc2=size=160x120:rate=25:duration=5",
+            "--chunk",
+            "1s",
+        ],
+        &sink,
+    );
+    assert!(ms.len() >= 5, "{}", ms.len());
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(m["aligned"], true);
+        if i > 0 {
+            // Within one frame (40 ms) after the grid line.
+            assert!(
+                past_grid(m, 1000) < 40,
+                "chunk {i} starts {} ms past the grid: {m}",
+                past_grid(m, 1000)
+            );
+        }
+        if i > 0 && i + 1 < ms.len() {
+            assert_eq!(
+                (m["duration_ms"].as_u64(), m["frame_count"].as_u64()),
+                (Some(1000), Some(25)),
+                "{m}"
+            );
+        }
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "");
+    }
+    for pair in ms.windows(2) {
+        assert_eq!(pair[0]["end_time"], pair[1]["start_time"]);
+    }
+}
+
+#[test]
+fn transcode_cuts_exactly_on_the_grid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let path = Fixture::H264LongGop250.path().expect("fixture");
+    let source = path.to_str().expect("utf8");
+    let ms = run(
+        &[
+            "--source",
+            source,
+            "--mode",
+            "transcode",
+            "--preset",
+            "ultrafast",
+            "--chunk",
+            "2s",
+        ],
+        &sink,
+    );
+    assert!(ms.len() >= 12, "{}", ms.len());
+    let total: u64 = ms
+        .iter()
+        .map(|m| m["frame_count"].as_u64().expect("frames"))
+        .sum();
+    assert_eq!(total, Fixture::H264LongGop250.frames());
+    for (i, m) in ms.iter().enumerate().skip(1) {
+        assert!(past_grid(m, 2000) < 40, "chunk {i}: {m}");
+        if i + 1 < ms.len() {
+            assert_eq!(m["frame_count"], 50, "{m}");
+        }
+    }
+}
+
+#[test]
+fn copy_mode_cuts_at_the_first_keyframe_after_each_grid_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    // GOP 1 s: each chunk after the first starts within one second after a 3 s grid line.
+    let path = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let ms = run(
+        &["--source", path.to_str().expect("utf8"), "--chunk", "3s"],
+        &sink,
+    );
+    assert!(ms.len() >= 3);
+    let total: u64 = ms
+        .iter()
+        .map(|m| m["frame_count"].as_u64().expect("frames"))
+        .sum();
+    assert_eq!(total, 300);
+    for (i, m) in ms.iter().enumerate().skip(1) {
+        assert_eq!(m["aligned"], true);
+        assert!(
+            past_grid(m, 3000) <= 1000,
+            "chunk {i} starts {} ms past the grid",
+            past_grid(m, 3000)
+        );
+    }
+}
