@@ -234,3 +234,66 @@ fn transcode_of_live_sources_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("files for now"));
 }
+
+#[test]
+fn boundaries_follow_timestamps_across_a_jump() {
+    // 150 frames at 25 fps, but from frame 60 on every timestamp is 0.7 s later: a gap.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("jump.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=6",
+        "-vf",
+        "setpts='if(gte(N,60),PTS+0.7/TB,PTS)'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-video_track_timescale",
+        "90000",
+        input.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let sink = dir.path().join("sink");
+    let out = run(&input, &sink, &["--chunk", "1s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = manifests(&sink);
+
+    // The oracle is the input's real timestamps (the encoder rounds the jump to its time base).
+    let pts = ffprobe_video(&input).expect("ffprobe").pts_s;
+    assert_eq!(pts.len(), 150);
+    let frame_ms = |n: u64| ((pts[n as usize] - pts[0]) * 1000.0).round() as u64;
+    assert!(frame_ms(60) - frame_ms(59) > 600, "the input has the jump");
+    let first_at = |t: u64| (0..150).find(|&n| frame_ms(n) >= t).expect("a frame");
+    let expected: Vec<(u64, u64)> = (0..7)
+        .map(|k| {
+            let (a, b) = (
+                first_at(k * 1000),
+                if k < 6 { first_at((k + 1) * 1000) } else { 150 },
+            );
+            (frame_ms(a), b - a)
+        })
+        .collect();
+    let got: Vec<(u64, u64)> = ms
+        .iter()
+        .map(|m| {
+            (
+                m["start_pts"].as_u64().expect("pts") / 90,
+                m["frame_count"].as_u64().expect("frames"),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "chunk (start ms, frames)");
+    for m in &ms {
+        let file = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&file).expect("ffmpeg"), "");
+    }
+}
