@@ -132,7 +132,7 @@ where
         };
         match job.spec {
             SourceSpec::File(path) => {
-                let (source, chunker, timeline) = open_file(
+                let parts = open_file(
                     &job.source_id,
                     path,
                     job.chunk,
@@ -140,20 +140,10 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn(Box::new(move || {
-                    read_to_end(
-                        source,
-                        chunker,
-                        timeline,
-                        out,
-                        observer.as_ref(),
-                        &shutdown,
-                        false,
-                    );
-                }))?);
+                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, false)?);
             }
             SourceSpec::TranscodeFile(path, config) => {
-                let (source, chunker, timeline) = open_transcode(
+                let parts = open_transcode(
                     &job.source_id,
                     path,
                     config,
@@ -162,20 +152,10 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn(Box::new(move || {
-                    read_to_end(
-                        source,
-                        chunker,
-                        timeline,
-                        out,
-                        observer.as_ref(),
-                        &shutdown,
-                        false,
-                    );
-                }))?);
+                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, false)?);
             }
             SourceSpec::Synthetic(config) => {
-                let (source, chunker, timeline) = open_synthetic(
+                let parts = open_synthetic(
                     &job.source_id,
                     config,
                     job.chunk,
@@ -184,17 +164,7 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn(Box::new(move || {
-                    read_to_end(
-                        source,
-                        chunker,
-                        timeline,
-                        out,
-                        observer.as_ref(),
-                        &shutdown,
-                        true,
-                    );
-                }))?);
+                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, true)?);
             }
             SourceSpec::Rtsp(config) => {
                 let options = options.clone();
@@ -322,6 +292,35 @@ where
         return Err(e);
     }
     Ok(out)
+}
+
+/// Starts the thread that reads a file-like source (file, transcode, synthetic) to its end.
+fn spawn_to_end<S, P>(
+    name: &str,
+    (source, chunker, timeline): (P, CopyChunker, Timeline),
+    out: Outbox<S>,
+    observer: Arc<dyn Observer>,
+    shutdown: Shutdown,
+    flush_on_shutdown: bool,
+) -> Result<std::thread::JoinHandle<()>, PipelineError>
+where
+    S: ChunkSink + 'static,
+    P: PacketSource<Error = SourceError> + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            read_to_end(
+                source,
+                chunker,
+                timeline,
+                out,
+                observer.as_ref(),
+                &shutdown,
+                flush_on_shutdown,
+            );
+        })
+        .map_err(|e| PipelineError::Internal(format!("spawning reader thread: {e}")))
 }
 
 /// Runs a blocking source constructor off the async threads.
