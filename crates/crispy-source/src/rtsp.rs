@@ -315,7 +315,20 @@ impl PacketSource for RtspSource {
             return Err(SourceError::Shutdown);
         }
         self.interrupt.rearm(self.stall_timeout);
-        match self.demuxer.read() {
+        let read = self.demuxer.read();
+        if read.is_ok() && self.interrupt.reason() != Reason::None {
+            // After an aborted read FFmpeg flushes its parser and hands out whatever it had
+            // buffered, possibly a fragment of a frame: never let that into a chunk.
+            tracing::debug!(url = %self.display, "dropping a packet returned by an interrupted read");
+            return Err(match self.interrupt.reason() {
+                Reason::Shutdown => SourceError::Shutdown,
+                _ => SourceError::Stalled {
+                    url: self.display.clone(),
+                    timeout_ms: self.stall_timeout.as_millis() as u64,
+                },
+            });
+        }
+        match read {
             Ok(p) => Ok(p),
             Err(ReadError::Ffmpeg(ffmpeg::Error::Exit))
                 if self.interrupt.reason() == Reason::Shutdown =>
