@@ -58,7 +58,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A video file, a camera URL (rtsp://[user[:password]@]host[:port]/path), `testsrc`
+    /// A video file, a camera URL (rtsp://user:password@host:port/path, credentials and port
+    /// optional), `testsrc`
     /// (a generated 720p25 live test pattern) or `lavfi:<filter graph>`.
     #[arg(
         long,

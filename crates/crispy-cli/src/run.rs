@@ -82,14 +82,10 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             return Err(UsageError("--mode transcode works on files for now".to_owned()).into());
         }
         let path = std::path::PathBuf::from(&source);
-        let id = args.source_id.clone().unwrap_or_else(|| {
-            SourceId::sanitize(
-                &path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default(),
-            )
-        });
+        let id = args
+            .source_id
+            .clone()
+            .unwrap_or_else(|| SourceId::from_file_stem(&path));
         let mut config = TranscodeConfig::new(args.chunk.as_millis());
         config.scale = args.scale;
         config.max_height = args.max_height;
@@ -149,14 +145,10 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         }
     } else {
         let path = std::path::PathBuf::from(&source);
-        let id = args.source_id.clone().unwrap_or_else(|| {
-            SourceId::sanitize(
-                &path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default(),
-            )
-        });
+        let id = args
+            .source_id
+            .clone()
+            .unwrap_or_else(|| SourceId::from_file_stem(&path));
         SourceJob {
             source_id: id,
             spec: SourceSpec::File(path),

@@ -65,6 +65,16 @@ impl SourceId {
         }
     }
 
+    /// The default id of a file: its sanitized stem (`Front door (2).mp4` → `Front_door_2`).
+    pub fn from_file_stem(path: &std::path::Path) -> Self {
+        Self::sanitize(
+            &path
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default(),
+        )
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

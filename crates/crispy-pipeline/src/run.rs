@@ -50,14 +50,9 @@ impl FileRun {
 
     /// The id this run will use.
     pub fn effective_source_id(&self) -> SourceId {
-        self.source_id.clone().unwrap_or_else(|| {
-            let stem = self
-                .path
-                .file_stem()
-                .map(|s| s.to_string_lossy())
-                .unwrap_or_default();
-            SourceId::sanitize(&stem)
-        })
+        self.source_id
+            .clone()
+            .unwrap_or_else(|| SourceId::from_file_stem(&self.path))
     }
 }
 

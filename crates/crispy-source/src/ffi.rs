@@ -201,3 +201,29 @@ pub(crate) struct Scaler(pub(crate) ffmpeg::software::scaling::Context);
 // it. `Scaler` owns its context exclusively and only hands out `&mut` access, so moving it to
 // another thread can never lead to concurrent use.
 unsafe impl Send for Scaler {}
+
+/// Moves every packet the encoder has ready into `queue`; a packet without a duration gets
+/// `default_duration`.
+pub(crate) fn drain_encoder(
+    encoder: &mut ffmpeg::encoder::Video,
+    default_duration: i64,
+    queue: &mut std::collections::VecDeque<crispy_core::EncodedPacket>,
+) {
+    let mut packet = ffmpeg::Packet::empty();
+    while encoder.receive_packet(&mut packet).is_ok() {
+        let pts = packet.pts().unwrap_or(0);
+        let dts = packet.dts().unwrap_or(pts);
+        let keyframe = packet.is_key();
+        let duration = Some(packet.duration())
+            .filter(|d| *d > 0)
+            .unwrap_or(default_duration);
+        let data = packet_bytes(std::mem::replace(&mut packet, ffmpeg::Packet::empty()));
+        queue.push_back(crispy_core::EncodedPacket {
+            data,
+            pts,
+            dts,
+            duration,
+            keyframe,
+        });
+    }
+}

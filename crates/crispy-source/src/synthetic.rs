@@ -192,20 +192,7 @@ impl SyntheticSource {
     }
 
     fn drain_encoder(&mut self) -> Result<(), SourceError> {
-        let mut packet = ffmpeg::Packet::empty();
-        while self.encoder.receive_packet(&mut packet).is_ok() {
-            let pts = packet.pts().unwrap_or(0);
-            let dts = packet.dts().unwrap_or(pts);
-            let keyframe = packet.is_key();
-            let data = ffi::packet_bytes(std::mem::replace(&mut packet, ffmpeg::Packet::empty()));
-            self.queue.push_back(EncodedPacket {
-                data,
-                pts,
-                dts,
-                duration: self.ticks_per_frame,
-                keyframe,
-            });
-        }
+        ffi::drain_encoder(&mut self.encoder, self.ticks_per_frame, &mut self.queue);
         Ok(())
     }
 

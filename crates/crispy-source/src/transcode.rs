@@ -289,21 +289,7 @@ impl TranscodeSource {
     }
 
     fn drain_encoder(&mut self) {
-        let mut packet = ffmpeg::Packet::empty();
-        while self.encoder.receive_packet(&mut packet).is_ok() {
-            let pts = packet.pts().unwrap_or(0);
-            let dts = packet.dts().unwrap_or(pts);
-            let keyframe = packet.is_key();
-            let duration = packet.duration();
-            let data = ffi::packet_bytes(std::mem::replace(&mut packet, ffmpeg::Packet::empty()));
-            self.queue.push_back(EncodedPacket {
-                data,
-                pts,
-                dts,
-                duration,
-                keyframe,
-            });
-        }
+        ffi::drain_encoder(&mut self.encoder, 0, &mut self.queue);
     }
 
     fn drain_decoder(&mut self) -> Result<(), SourceError> {
