@@ -9,6 +9,7 @@ Mounts:
   /file     the MP4 given by --file, stream-copied (H.264), played once
   /secure   the live pattern, requiring --user/--password (basic auth)
   /resize   the live pattern at 640x360 that switches to 320x180 after 3 s (new SPS)
+  /mjpeg    the live pattern as Motion JPEG (RTP/JPEG), like many cheap IP cameras
 
 Prints "READY <port>" on stdout once it accepts connections. Stop it with SIGTERM.
 """
@@ -128,6 +129,14 @@ def main():
     resize.connect("media-configure", on_configure)
     allow(resize, "anonymous", "user")
     mounts.add_factory("/resize", resize)
+
+    mjpeg = factory(
+        f"videotestsrc is-live=true pattern=ball ! "
+        f"video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 ! "
+        "videoconvert ! video/x-raw,format=I420 ! jpegenc quality=75 ! rtpjpegpay name=pay0 pt=26"
+    )
+    allow(mjpeg, "anonymous", "user")
+    mounts.add_factory("/mjpeg", mjpeg)
 
     secure = factory(video(args))
     allow(secure, "user")

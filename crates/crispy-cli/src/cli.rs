@@ -103,7 +103,7 @@ pub struct RunArgs {
     pub drain_timeout: ChunkDuration,
     /// copy: keyframe-aligned chunks, nothing decoded (fast). transcode: decode and re-encode
     /// (libx264) with a keyframe exactly on every boundary, so chunks have exactly the
-    /// requested length (files only for now).
+    /// requested length (files and RTSP cameras, any codec FFmpeg decodes).
     #[arg(long, value_enum, default_value_t = Mode::Copy)]
     pub mode: Mode,
     /// wall: chunk boundaries on the UTC grid (with 3s chunks :00, :03, :06 …) so chunks of
@@ -112,7 +112,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Align::None)]
     pub align: Align,
     /// Transcode: output size, e.g. 1280x720.
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = crispy_source::TranscodeConfig::parse_size)]
     pub scale: Option<(u32, u32)>,
     /// Transcode: largest output height, keeping the aspect ratio.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..=8640))]
@@ -120,8 +120,9 @@ pub struct RunArgs {
     /// Transcode: output frame rate (frames are dropped to reach it).
     #[arg(long, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
     pub fps: Option<u32>,
-    /// Transcode: libx264 preset (ultrafast … veryslow).
-    #[arg(long, default_value = "veryfast")]
+    /// Transcode: libx264 preset.
+    #[arg(long, default_value = "veryfast",
+          value_parser = clap::builder::PossibleValuesParser::new(crispy_source::X264_PRESETS))]
     pub preset: String,
     /// Transcode: constant rate factor, 0 (lossless) to 51 (worst); ignored with --bitrate.
     #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u8).range(0..=51))]
@@ -145,19 +146,6 @@ pub enum Mode {
     Copy,
     /// Decode and re-encode.
     Transcode,
-}
-
-fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("expected WIDTHxHEIGHT like 1280x720, got {s:?}");
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (w, h): (u32, u32) = (
-        w.trim().parse().map_err(|_| bad())?,
-        h.trim().parse().map_err(|_| bad())?,
-    );
-    if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
-        return Err(format!("{s}: width and height must be 16 to 16384"));
-    }
-    Ok((w, h))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

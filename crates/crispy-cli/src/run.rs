@@ -77,15 +77,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         align_wall: args.align == Align::Wall,
         ..PipelineOptions::default()
     };
-    if args.mode == Mode::Transcode {
-        if source.contains("://") || SyntheticConfig::parse(&source).is_some() {
-            return Err(UsageError("--mode transcode works on files for now".to_owned()).into());
-        }
-        let path = std::path::PathBuf::from(&source);
-        let id = args
-            .source_id
-            .clone()
-            .unwrap_or_else(|| SourceId::from_file_stem(&path));
+    let transcode = (args.mode == Mode::Transcode).then(|| {
         let mut config = TranscodeConfig::new(args.chunk.as_millis());
         config.scale = args.scale;
         config.max_height = args.max_height;
@@ -93,15 +85,20 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         config.preset = args.preset.clone();
         config.crf = args.crf;
         config.bitrate_kbps = args.bitrate;
-        let job = SourceJob {
-            source_id: id,
-            spec: SourceSpec::TranscodeFile(path, config),
-            chunk: args.chunk,
-            prefix: None,
-        };
-        return Ok((vec![job], options, None));
+        config
+    });
+    if let Some(t) = &transcode {
+        t.validate().map_err(UsageError)?;
     }
     let job = if let Some(synthetic) = SyntheticConfig::parse(&source) {
+        if transcode.is_some() {
+            return Err(UsageError(
+                "--mode transcode does not apply to testsrc/lavfi sources: they are encoded \
+                 with keyframes on the chunk grid already"
+                    .to_owned(),
+            )
+            .into());
+        }
         let id = args.source_id.clone().unwrap_or_else(|| {
             SourceId::sanitize(if source == "testsrc" {
                 "testsrc"
@@ -139,7 +136,10 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
         });
         SourceJob {
             source_id: id,
-            spec: SourceSpec::Rtsp(rtsp),
+            spec: match transcode {
+                Some(t) => SourceSpec::TranscodeRtsp(rtsp, t),
+                None => SourceSpec::Rtsp(rtsp),
+            },
             chunk: args.chunk,
             prefix: None,
         }
@@ -151,7 +151,10 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             .unwrap_or_else(|| SourceId::from_file_stem(&path));
         SourceJob {
             source_id: id,
-            spec: SourceSpec::File(path),
+            spec: match transcode {
+                Some(t) => SourceSpec::TranscodeFile(path, t),
+                None => SourceSpec::File(path),
+            },
             chunk: args.chunk,
             prefix: None,
         }

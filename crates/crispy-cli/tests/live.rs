@@ -661,3 +661,121 @@ fn a_resolution_change_mid_stream_starts_a_new_chunk() {
         );
     }
 }
+
+/// Transcoded live chunks: all but the last have exactly `frames` frames of `size`, last ≤;
+/// each decodes on its own and matches its manifest; times are continuous.
+fn check_transcoded(sink: &Path, ms: &[Value], frames: u64, ms_per_chunk: u64, size: (u32, u32)) {
+    let (last, full) = ms.split_last().expect("chunks");
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(m["sequence"].as_u64(), Some(i as u64), "gap-free sequence");
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(
+            decode_errors(&chunk).expect("ffmpeg"),
+            "",
+            "chunk {i} decodes"
+        );
+        let p = ffprobe_video(&chunk).expect("ffprobe");
+        assert_eq!(p.codec, "h264");
+        assert_eq!((p.width, p.height), size, "chunk {i}");
+        assert_eq!(m["width"].as_u64(), Some(u64::from(size.0)));
+        assert_eq!(m["height"].as_u64(), Some(u64::from(size.1)));
+        assert_eq!(
+            Some(p.packets),
+            m["frame_count"].as_u64(),
+            "chunk {i} frames"
+        );
+        assert_eq!(m["discontinuity"], false, "{m}");
+    }
+    // The first chunk may start between two boundaries (alignment); the rest are exact.
+    for m in &full[1..] {
+        assert_eq!(m["frame_count"].as_u64(), Some(frames), "{m}");
+        assert_eq!(m["duration_ms"].as_u64(), Some(ms_per_chunk), "{m}");
+    }
+    assert!(last["frame_count"].as_u64().expect("frames") <= frames);
+    for pair in ms.windows(2) {
+        assert_eq!(
+            pair[0]["end_time"], pair[1]["start_time"],
+            "continuous times"
+        );
+    }
+}
+
+#[test]
+fn an_mjpeg_camera_is_transcoded_into_exact_scaled_decimated_chunks() {
+    let server = RtspServer::start(None).expect("server");
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/mjpeg"),
+        &[
+            "--mode",
+            "transcode",
+            "--chunk",
+            "1s",
+            "--fps",
+            "10",
+            "--scale",
+            "320x240",
+            "--preset",
+            "ultrafast",
+            "--source-id",
+            "mjpeg-cam",
+        ],
+    );
+    crispy.wait_for("five chunks", Duration::from_secs(30), |l| stored(l) >= 5);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let ms = manifests(&sink);
+    assert!(ms.len() >= 5, "{} chunks; logs:\n{logs}", ms.len());
+    // Without alignment the first boundary is the first frame: every full chunk is exact.
+    assert_eq!(ms[0]["frame_count"], 10, "{}", ms[0]);
+    assert_eq!(ms[0]["requested_ms"], 1000);
+    check_transcoded(&sink, &ms, 10, 1000, (320, 240));
+}
+
+#[test]
+fn copy_mode_on_an_mjpeg_camera_says_to_use_transcode() {
+    let server = RtspServer::start(None).expect("server");
+    let (_dir, sink, crispy) = live_run(&server.url("/mjpeg"), &["--chunk", "1s"]);
+    crispy.wait_for("the codec error", Duration::from_secs(20), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("mjpeg") && m.contains("--mode transcode"))
+        })
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(manifests(&sink).is_empty(), "nothing stored");
+}
+
+#[test]
+fn an_h264_camera_transcoded_with_wall_alignment_starts_chunks_on_the_grid() {
+    let server = RtspServer::start(None).expect("server");
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/live"),
+        &[
+            "--mode",
+            "transcode",
+            "--align",
+            "wall",
+            "--chunk",
+            "1s",
+            "--preset",
+            "ultrafast",
+        ],
+    );
+    crispy.wait_for("five chunks", Duration::from_secs(30), |l| stored(l) >= 5);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let ms = manifests(&sink);
+    assert!(ms.len() >= 5, "{} chunks; logs:\n{logs}", ms.len());
+    check_transcoded(&sink, &ms, 25, 1000, (640, 360));
+    for m in &ms[1..] {
+        assert_eq!(m["aligned"], true);
+        assert_eq!(m["clock"], "receive", "alignment uses the receive clock");
+        let start = chrono::DateTime::parse_from_rfc3339(m["start_time"].as_str().expect("t"))
+            .expect("time");
+        // Within one frame (40 ms at 25 fps) after a second boundary.
+        let into = start.timestamp_subsec_millis();
+        assert!(into < 40, "chunk starts {into} ms after the grid line: {m}");
+    }
+}

@@ -217,22 +217,36 @@ fn mjpeg_and_mpeg4_inputs_transcode_but_do_not_copy() {
 }
 
 #[test]
-fn transcode_of_live_sources_is_refused_clearly() {
-    let out = Command::cargo_bin("crispy")
-        .expect("binary")
-        .args([
-            "run",
-            "--mode",
-            "transcode",
-            "--source",
-            "testsrc",
-            "--sink",
-            "memory://",
-        ])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("files for now"));
+fn unusable_transcode_requests_are_refused_before_anything_starts() {
+    let run = |args: &[&str]| {
+        let out = Command::cargo_bin("crispy")
+            .expect("binary")
+            .arg("run")
+            .args(args)
+            .args(["--sink", "memory://"])
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--mode", "transcode", "--source", "testsrc"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not apply to testsrc"), "{err}");
+    let (code, err) = run(&[
+        "--mode",
+        "transcode",
+        "--preset",
+        "warp",
+        "--source",
+        "x.mp4",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("warp") && err.contains("ultrafast"), "{err}");
+    let (code, err) = run(&["--mode", "transcode", "--bitrate", "0", "--source", "x.mp4"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bitrate"), "{err}");
 }
 
 #[test]

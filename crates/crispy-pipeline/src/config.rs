@@ -9,6 +9,13 @@
 //! stall_timeout = "10s"
 //! rtsp_transport = "tcp"            # or "udp"
 //! align = "wall"                    # optional: chunk boundaries on the UTC grid
+//! mode = "copy"                     # or "transcode" (exact chunks, any codec)
+//!
+//! [transcode]                       # settings of transcode mode, all optional
+//! scale = "1280x720"                # or max_height = 720 (keeps the aspect ratio)
+//! fps = 10
+//! preset = "veryfast"
+//! crf = 26                          # or bitrate_kbps = 2000
 //!
 //! [[camera]]
 //! id = "lobby"                      # [A-Za-z0-9_-]{1,64}, unique
@@ -19,6 +26,8 @@
 //! chunk = "2s"                      # optional, overrides chunk
 //! stall_timeout = "5s"              # optional, overrides stall_timeout
 //! prefix = "site-a/entrance"        # optional: objects go under <sink prefix>/<prefix>/<id>/…
+//! mode = "transcode"                # optional, overrides mode
+//! transcode = { fps = 5 }           # optional, overrides single [transcode] settings
 //! ```
 //!
 //! Everything is checked before any camera starts: unknown keys, bad values, duplicate ids,
@@ -29,8 +38,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crispy_core::redact::redact_urls;
-use crispy_core::{ChunkDuration, Secret, SourceId};
-use crispy_source::{RtspConfig, RtspTransport};
+use crispy_core::{ChunkDuration, Rational, Secret, SourceId};
+use crispy_source::{RtspConfig, RtspTransport, TranscodeConfig};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -86,6 +95,58 @@ impl From<TransportName> for RtspTransport {
     }
 }
 
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum ModeName {
+    Copy,
+    Transcode,
+}
+
+/// `[transcode]` settings; a camera's own table overrides them one by one.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct TranscodeSettings {
+    scale: Option<String>,
+    max_height: Option<u32>,
+    fps: Option<u32>,
+    preset: Option<String>,
+    crf: Option<u8>,
+    bitrate_kbps: Option<u64>,
+}
+
+impl TranscodeSettings {
+    fn or(self, base: &TranscodeSettings) -> TranscodeSettings {
+        TranscodeSettings {
+            scale: self.scale.or_else(|| base.scale.clone()),
+            max_height: self.max_height.or(base.max_height),
+            fps: self.fps.or(base.fps),
+            preset: self.preset.or_else(|| base.preset.clone()),
+            crf: self.crf.or(base.crf),
+            bitrate_kbps: self.bitrate_kbps.or(base.bitrate_kbps),
+        }
+    }
+
+    fn build(&self, chunk: ChunkDuration) -> Result<TranscodeConfig, String> {
+        let mut c = TranscodeConfig::new(chunk.as_millis());
+        c.scale = self
+            .scale
+            .as_deref()
+            .map(TranscodeConfig::parse_size)
+            .transpose()?;
+        c.max_height = self.max_height;
+        c.fps = self.fps.map(|f| Rational::new(f.min(1000) as i32, 1));
+        if let Some(p) = &self.preset {
+            c.preset = p.clone();
+        }
+        if let Some(crf) = self.crf {
+            c.crf = crf;
+        }
+        c.bitrate_kbps = self.bitrate_kbps;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum AlignName {
@@ -103,6 +164,8 @@ struct FileConfig {
     stall_timeout: Option<ChunkDuration>,
     rtsp_transport: Option<TransportName>,
     align: Option<AlignName>,
+    mode: Option<ModeName>,
+    transcode: Option<Spanned<TranscodeSettings>>,
     #[serde(default)]
     camera: Vec<CameraConfig>,
 }
@@ -118,6 +181,8 @@ struct CameraConfig {
     chunk: Option<ChunkDuration>,
     stall_timeout: Option<ChunkDuration>,
     prefix: Option<Spanned<String>>,
+    mode: Option<ModeName>,
+    transcode: Option<Spanned<TranscodeSettings>>,
 }
 
 /// A loaded, validated configuration.
@@ -189,6 +254,11 @@ impl Config {
             .map_or(Duration::from_secs(10), ChunkDuration::as_duration);
         let default_transport: RtspTransport =
             file.rtsp_transport.map(Into::into).unwrap_or_default();
+        let default_mode = file.mode.unwrap_or(ModeName::Copy);
+        let (global_transcode, global_transcode_at) = file
+            .transcode
+            .map(|t| (t.get_ref().clone(), t.span().start))
+            .unwrap_or_default();
 
         let mut jobs: Vec<SourceJob> = Vec::with_capacity(file.camera.len());
         for cam in file.camera {
@@ -230,10 +300,24 @@ impl Config {
             rtsp.stall_timeout = cam
                 .stall_timeout
                 .map_or(default_stall, ChunkDuration::as_duration);
+            let chunk = cam.chunk.unwrap_or(default_chunk);
+            let spec = match cam.mode.unwrap_or(default_mode) {
+                ModeName::Copy => SourceSpec::Rtsp(rtsp),
+                ModeName::Transcode => {
+                    let (settings, at) = match cam.transcode {
+                        Some(t) => (t.get_ref().clone().or(&global_transcode), t.span().start),
+                        None => (global_transcode.clone(), global_transcode_at),
+                    };
+                    let config = settings
+                        .build(chunk)
+                        .map_err(|e| invalid(at, "transcode", format!("camera {id}: {e}")))?;
+                    SourceSpec::TranscodeRtsp(rtsp, config)
+                }
+            };
             jobs.push(SourceJob {
                 source_id: id,
-                spec: SourceSpec::Rtsp(rtsp),
-                chunk: cam.chunk.unwrap_or(default_chunk),
+                spec,
+                chunk,
                 prefix,
             });
         }
@@ -328,6 +412,46 @@ prefix = "site-a/door"
     }
 
     #[test]
+    fn transcode_settings_are_inherited_and_overridden() {
+        let c = parse(
+            r#"
+mode = "transcode"
+[transcode]
+fps = 10
+preset = "ultrafast"
+
+[[camera]]
+id = "a"
+url = "rtsp://h/a"
+
+[[camera]]
+id = "b"
+url = "rtsp://h/b"
+transcode = { fps = 5, scale = "640x360" }
+
+[[camera]]
+id = "c"
+url = "rtsp://h/c"
+mode = "copy"
+"#,
+        )
+        .expect("valid");
+        let SourceSpec::TranscodeRtsp(_, a) = &c.jobs[0].spec else {
+            panic!("a transcodes")
+        };
+        assert_eq!(a.fps, Some(Rational::new(10, 1)));
+        assert_eq!(a.preset, "ultrafast");
+        assert_eq!(a.scale, None);
+        let SourceSpec::TranscodeRtsp(_, b) = &c.jobs[1].spec else {
+            panic!("b transcodes")
+        };
+        assert_eq!(b.fps, Some(Rational::new(5, 1)));
+        assert_eq!(b.preset, "ultrafast");
+        assert_eq!(b.scale, Some((640, 360)));
+        assert!(matches!(c.jobs[2].spec, SourceSpec::Rtsp(_)));
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let cases = [
             (
@@ -358,6 +482,14 @@ prefix = "site-a/door"
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nprefix = \"../up\"\n",
                 "line 4, field `prefix`",
+            ),
+            (
+                "mode = \"transcode\"\n[transcode]\npreset = \"warp\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "field `transcode`: camera a: unknown preset",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { scale = \"big\" }\n",
+                "line 5, field `transcode`",
             ),
         ];
         for (text, want) in cases {

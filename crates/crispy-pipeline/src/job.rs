@@ -16,6 +16,9 @@ pub enum SourceSpec {
     Synthetic(SyntheticConfig),
     /// A video file decoded and re-encoded with keyframes exactly on the chunk boundaries.
     TranscodeFile(PathBuf, TranscodeConfig),
+    /// A live RTSP camera decoded and re-encoded with keyframes exactly on the chunk
+    /// boundaries (any codec FFmpeg decodes, MJPEG included).
+    TranscodeRtsp(RtspConfig, TranscodeConfig),
 }
 
 impl SourceSpec {
@@ -23,7 +26,7 @@ impl SourceSpec {
     pub fn display(&self) -> String {
         match self {
             SourceSpec::File(p) => p.display().to_string(),
-            SourceSpec::Rtsp(c) => c.display_url(),
+            SourceSpec::Rtsp(c) | SourceSpec::TranscodeRtsp(c, _) => c.display_url(),
             SourceSpec::Synthetic(c) => format!("lavfi:{}", c.graph),
             SourceSpec::TranscodeFile(p, _) => p.display().to_string(),
         }
@@ -31,7 +34,10 @@ impl SourceSpec {
 
     /// True for sources that run until shutdown.
     pub fn is_live(&self) -> bool {
-        matches!(self, SourceSpec::Rtsp(_) | SourceSpec::Synthetic(_))
+        matches!(
+            self,
+            SourceSpec::Rtsp(_) | SourceSpec::TranscodeRtsp(..) | SourceSpec::Synthetic(_)
+        )
     }
 }
 

@@ -9,7 +9,9 @@ use crispy_core::{
     ResolutionProbe, SourceId, StreamInfo,
 };
 use crispy_probe::SpsProbe;
-use crispy_source::{RtspConfig, RtspSource, SourceError};
+use crispy_source::{
+    CameraSource, LiveTranscoder, RtspConfig, RtspSource, SourceError, TranscodeConfig,
+};
 use tokio::sync::mpsc;
 
 use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
@@ -214,17 +216,30 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     }
 }
 
+/// A live camera to run.
+pub(crate) struct LiveCamera {
+    pub(crate) source_id: SourceId,
+    pub(crate) config: RtspConfig,
+    /// Transcoder settings; `None` for stream copy.
+    pub(crate) transcode: Option<TranscodeConfig>,
+    pub(crate) chunk: ChunkDuration,
+}
+
 /// Runs a live camera until shutdown: connect, read, and on end of stream, error or stall,
 /// send the partial chunk and reconnect with backoff.
 pub(crate) fn read_live<S: ChunkSink>(
-    source_id: SourceId,
-    config: RtspConfig,
-    chunk: ChunkDuration,
+    camera: LiveCamera,
     out: Outbox<S>,
     observer: &dyn Observer,
     shutdown: &Shutdown,
     options: &PipelineOptions,
 ) {
+    let LiveCamera {
+        source_id,
+        config,
+        transcode,
+        chunk,
+    } = camera;
     let url = config.display_url();
     let mut backoff = Backoff::new(options.reconnect_min, options.reconnect_max);
     let mut next_sequence = 0u64;
@@ -233,7 +248,12 @@ pub(crate) fn read_live<S: ChunkSink>(
     let mut failures = 0u64;
     while !shutdown.is_triggered() {
         let connect_started = std::time::Instant::now();
-        let source = match RtspSource::open(&config, shutdown.flag()) {
+        let opened = RtspSource::open(&config, shutdown.flag()).map(|camera| match &transcode {
+            None => Ok(Connection::Copy(Box::new(camera))),
+            Some(tc) => LiveTranscoder::new(camera, tc.clone(), options.align_wall)
+                .map(|t| Connection::Transcode(Box::new(t))),
+        });
+        let source = match opened.and_then(|r| r) {
             Ok(s) => s,
             Err(SourceError::Shutdown) => break,
             Err(e) => {
@@ -260,8 +280,13 @@ pub(crate) fn read_live<S: ChunkSink>(
             out: &out,
             observer,
             align_wall: options.align_wall,
+            transcoded: transcode.is_some(),
         };
-        match session.run(source, next_sequence, last_end, connect_started) {
+        let outcome = match source {
+            Connection::Copy(s) => session.run(*s, next_sequence, last_end, connect_started),
+            Connection::Transcode(s) => session.run(*s, next_sequence, last_end, connect_started),
+        };
+        match outcome {
             Ok((next, end, delivered)) => {
                 next_sequence = next;
                 last_end = end.or(last_end);
@@ -289,6 +314,12 @@ pub(crate) fn read_live<S: ChunkSink>(
     tracing::info!(source = %source_id, "camera stopped");
 }
 
+/// One connection, as stream copy or through the transcoder.
+enum Connection {
+    Copy(Box<RtspSource>),
+    Transcode(Box<LiveTranscoder>),
+}
+
 enum SessionEnd {
     UploadStageGone,
     /// The chunker failed; the sequence number and end time reached so far are kept so the
@@ -303,14 +334,16 @@ struct Session<'a, S> {
     out: &'a Outbox<S>,
     observer: &'a dyn Observer,
     align_wall: bool,
+    /// Keyframes come from our encoder, exactly on the boundaries.
+    transcoded: bool,
 }
 
 impl<S: ChunkSink> Session<'_, S> {
     /// Reads until the connection ends. Returns the next sequence number, the end time of the
     /// last chunk sent and whether any chunk was delivered.
-    fn run(
+    fn run<L: CameraSource>(
         &self,
-        mut source: RtspSource,
+        mut source: L,
         first_sequence: u64,
         previous_end: Option<DateTime<Utc>>,
         connect_started: std::time::Instant,
@@ -332,7 +365,7 @@ impl<S: ChunkSink> Session<'_, S> {
             connect_ms = connect_started.elapsed().as_millis() as u64,
             "camera connected"
         );
-        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence)
+        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence, self.transcoded)
             .map_err(|e| SessionEnd::Chunker(e, first_sequence, previous_end))?;
         let mut timeline: Option<Timeline> = None;
         // Receive time and PTS of this connection's first packet.
@@ -405,15 +438,16 @@ impl<S: ChunkSink> Session<'_, S> {
                             .finish()
                             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
                         if let Some(c) = finished {
-                            let tl =
-                                timeline.get_or_insert_with(|| clock_for(&source, first_packet));
+                            let tl = timeline.get_or_insert_with(|| {
+                                clock_for(&source, first_packet, self.align_wall)
+                            });
                             if !send(c, tl, &mut pending_gap) {
                                 return Err(SessionEnd::UploadStageGone);
                             }
                         }
                         let next = chunker.next_sequence().max(next);
                         info = new_info;
-                        chunker = new_chunker(id, &info, self.chunk, next)
+                        chunker = new_chunker(id, &info, self.chunk, next, self.transcoded)
                             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
                         if self.align_wall {
                             if let Some((received, first_pts)) = first_packet {
@@ -431,7 +465,8 @@ impl<S: ChunkSink> Session<'_, S> {
                 .push(packet)
                 .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
             if let Some(c) = pushed {
-                let tl = timeline.get_or_insert_with(|| clock_for(&source, first_packet));
+                let tl = timeline
+                    .get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
                 if !send(c, tl, &mut pending_gap) {
                     return Err(SessionEnd::UploadStageGone);
                 }
@@ -443,7 +478,8 @@ impl<S: ChunkSink> Session<'_, S> {
             .finish()
             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
         if let Some(c) = finished {
-            let tl = timeline.get_or_insert_with(|| clock_for(&source, first_packet));
+            let tl =
+                timeline.get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
             if !send(c, tl, &mut pending_gap) {
                 return Err(SessionEnd::UploadStageGone);
             }
@@ -472,11 +508,21 @@ pub(crate) fn grid_offset_ms(wall: DateTime<Utc>, chunk: ChunkDuration) -> u64 {
 
 /// The clock of a connection, chosen when its first chunk is sent: RTCP when FFmpeg has a
 /// sender report by then (its time maps PTS 0), else the receive time of the first packet.
-fn clock_for(source: &RtspSource, first_packet: Option<(DateTime<Utc>, i64)>) -> Timeline {
-    match source
-        .rtcp_start_time_us()
-        .and_then(DateTime::from_timestamp_micros)
-    {
+///
+/// With wall-clock alignment it is always the receive clock: the grid was placed on it when
+/// the first packet arrived (before any sender report), and timestamps from another clock
+/// would put chunk starts off the grid by the difference between the two.
+fn clock_for(
+    source: &impl CameraSource,
+    first_packet: Option<(DateTime<Utc>, i64)>,
+    align_wall: bool,
+) -> Timeline {
+    let rtcp = if align_wall {
+        None
+    } else {
+        source.rtcp_start_time_us()
+    };
+    match rtcp.and_then(DateTime::from_timestamp_micros) {
         Some(t) => Timeline::anchored(t, 0, ClockSource::Rtcp),
         None => {
             let (received, pts) = first_packet.unwrap_or_else(|| (Utc::now(), 0));
@@ -490,9 +536,12 @@ fn new_chunker(
     info: &StreamInfo,
     chunk: ChunkDuration,
     first_sequence: u64,
+    transcoded: bool,
 ) -> Result<CopyChunker, ChunkerError> {
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
     config.first_sequence = first_sequence;
+    // The transcoder puts keyframes exactly on the boundaries.
+    config.cut_at_every_keyframe = transcoded;
     CopyChunker::new(info, config)
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, grid_offset_ms, read_live, read_to_end,
+    LiveCamera, Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, grid_offset_ms, read_live,
+    read_to_end,
 };
 use crate::{
     ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
@@ -162,18 +163,27 @@ where
                 threads.push(spawn_to_end(&name, parts, out, observer, shutdown, true)?);
             }
             SourceSpec::Rtsp(config) => {
+                let camera = LiveCamera {
+                    source_id: job.source_id,
+                    config,
+                    transcode: None,
+                    chunk: job.chunk,
+                };
                 let options = options.clone();
-                let (id, chunk) = (job.source_id, job.chunk);
                 threads.push(spawn(Box::new(move || {
-                    read_live(
-                        id,
-                        config,
-                        chunk,
-                        out,
-                        observer.as_ref(),
-                        &shutdown,
-                        &options,
-                    );
+                    read_live(camera, out, observer.as_ref(), &shutdown, &options)
+                }))?);
+            }
+            SourceSpec::TranscodeRtsp(config, transcode) => {
+                let camera = LiveCamera {
+                    source_id: job.source_id,
+                    config,
+                    transcode: Some(transcode),
+                    chunk: job.chunk,
+                };
+                let options = options.clone();
+                threads.push(spawn(Box::new(move || {
+                    read_live(camera, out, observer.as_ref(), &shutdown, &options)
                 }))?);
             }
         }

@@ -131,6 +131,26 @@ impl Demuxer {
         })
     }
 
+    /// Codec parameters, time base and frame rate of the selected stream, for a decoder.
+    pub(crate) fn decoder_setup(
+        &self,
+    ) -> (
+        ffmpeg::codec::Parameters,
+        Rational,
+        Option<ffmpeg::Rational>,
+    ) {
+        let rate = self
+            .info
+            .frame_rate
+            .map(|r| ffmpeg::Rational::new(r.num, r.den));
+        let params = self
+            .input
+            .stream(self.stream_index)
+            .map(|s| s.parameters())
+            .unwrap_or_default();
+        (params, self.info.time_base, rate)
+    }
+
     /// The next video packet, `None` at the end.
     ///
     /// Live demuxers start without full timing: the first packet (often the keyframe) has no

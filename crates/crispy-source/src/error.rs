@@ -122,11 +122,11 @@ pub enum SourceError {
 
 impl SourceError {
     /// True for failures a camera will not heal by itself soon (wrong credentials, wrong
-    /// path): reconnects then use the slower schedule.
+    /// path, a stream that cannot be used): reconnects then use the slower schedule.
     pub fn is_configuration_problem(&self) -> bool {
         matches!(
             self,
-            Self::Unauthorized { .. } | Self::RemoteNotFound { .. }
+            Self::Unauthorized { .. } | Self::RemoteNotFound { .. } | Self::BadStream { .. }
         )
     }
 

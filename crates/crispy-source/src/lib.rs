@@ -27,6 +27,7 @@ mod error;
 mod ffi;
 mod file;
 mod interrupt;
+mod reencode;
 mod rtsp;
 mod synthetic;
 mod transcode;
@@ -35,7 +36,21 @@ pub use error::SourceError;
 pub use file::FileSource;
 pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
 pub use synthetic::{SyntheticConfig, SyntheticSource};
-pub use transcode::{TranscodeConfig, TranscodeSource};
+pub use transcode::{LiveTranscoder, TranscodeConfig, TranscodeSource, X264_PRESETS};
+
+/// A live camera connection as the pipeline drives it: packets plus what it needs to put
+/// them on the wall clock and to report on the camera.
+pub trait CameraSource: crispy_core::PacketSource<Error = SourceError> {
+    /// The camera URL as it may be shown (no credentials).
+    fn display_url(&self) -> &str;
+    /// Wall-clock time (µs since the Unix epoch) of timestamp zero, from RTCP sender
+    /// reports, once one has arrived.
+    fn rtcp_start_time_us(&self) -> Option<i64>;
+    /// When the first packet delivered by this connection was received.
+    fn first_packet_received(&self) -> Option<std::time::SystemTime>;
+    /// Packets read from the camera so far.
+    fn packets_read(&self) -> u64;
+}
 
 /// Initialises FFmpeg once per process and routes its log lines into `tracing` (target `ffmpeg`).
 ///

@@ -277,6 +277,35 @@ impl RtspSource {
     pub fn packets_read(&self) -> u64 {
         self.demuxer.packets
     }
+
+    /// What a decoder of this stream needs: codec parameters, time base and frame rate.
+    pub(crate) fn decoder_setup(
+        &self,
+    ) -> (
+        ffmpeg::codec::Parameters,
+        crispy_core::Rational,
+        Option<ffmpeg::Rational>,
+    ) {
+        self.demuxer.decoder_setup()
+    }
+}
+
+impl crate::CameraSource for RtspSource {
+    fn display_url(&self) -> &str {
+        &self.display
+    }
+
+    fn rtcp_start_time_us(&self) -> Option<i64> {
+        RtspSource::rtcp_start_time_us(self)
+    }
+
+    fn first_packet_received(&self) -> Option<std::time::SystemTime> {
+        RtspSource::first_packet_received(self)
+    }
+
+    fn packets_read(&self) -> u64 {
+        RtspSource::packets_read(self)
+    }
 }
 
 fn open_error(
@@ -330,11 +359,8 @@ impl PacketSource for RtspSource {
         }
         match read {
             Ok(p) => Ok(p),
-            Err(ReadError::Ffmpeg(ffmpeg::Error::Exit))
-                if self.interrupt.reason() == Reason::Shutdown =>
-            {
-                Err(SourceError::Shutdown)
-            }
+            // Whatever an interrupted read reports (EXIT, or EIO from some depacketizers).
+            Err(_) if self.interrupt.reason() == Reason::Shutdown => Err(SourceError::Shutdown),
             Err(ReadError::Ffmpeg(ffmpeg::Error::Exit)) => Err(SourceError::Stalled {
                 url: self.display.clone(),
                 timeout_ms: self.stall_timeout.as_millis() as u64,

@@ -2,17 +2,28 @@
 //! H.264 with libx264 with an IDR frame forced exactly on every chunk boundary, so chunks
 //! have exactly the requested length (to the frame) and decode on their own.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crispy_core::{Codec, EncodedPacket, PacketSource, Rational, StreamInfo};
 use ffmpeg_next as ffmpeg;
-use ffmpeg_next::format::Pixel;
 
-use crate::{SourceError, ffi};
+use crate::reencode::{OUT_TB, ReencodeError, Reencoder, Timing, rescale};
+use crate::{CameraSource, RtspSource, SourceError};
 
-/// Time base of transcoded timestamps: 90 kHz, exact for 24, 25, 30, 50 and 60 fps.
-const OUT_TB: Rational = Rational::new(1, 90_000);
+/// libx264's presets, fastest first.
+pub const X264_PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
 
 /// Encoder and picture settings of transcode mode.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +62,44 @@ impl TranscodeConfig {
         }
     }
 
+    /// Checks the settings libx264 would otherwise reject only when a stream opens.
+    pub fn validate(&self) -> Result<(), String> {
+        if !X264_PRESETS.contains(&self.preset.as_str()) {
+            return Err(format!(
+                "unknown preset {:?}; one of {}",
+                self.preset,
+                X264_PRESETS.join(", ")
+            ));
+        }
+        if self.crf > 51 {
+            return Err(format!("crf {} is out of range 0..=51", self.crf));
+        }
+        if self.bitrate_kbps == Some(0) {
+            return Err("bitrate must be above 0 kbit/s".to_owned());
+        }
+        if self.fps.is_some_and(|f| !f.is_positive()) {
+            return Err("fps must be above 0".to_owned());
+        }
+        if self.chunk_ms == 0 {
+            return Err("chunk length must be above 0".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Parses an output size like `1280x720` (16 to 16384 pixels each way).
+    pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+        let bad = || format!("expected WIDTHxHEIGHT like 1280x720, got {s:?}");
+        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+        let (w, h): (u32, u32) = (
+            w.trim().parse().map_err(|_| bad())?,
+            h.trim().parse().map_err(|_| bad())?,
+        );
+        if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
+            return Err(format!("{s}: width and height must be 16 to 16384"));
+        }
+        Ok((w, h))
+    }
+
     /// The output size for a `w`x`h` input (even numbers, as 4:2:0 needs).
     pub fn output_size(&self, w: u32, h: u32) -> (u32, u32) {
         let even = |v: u32| (v.max(2) / 2) * 2;
@@ -70,22 +119,11 @@ pub struct TranscodeSource {
     path: PathBuf,
     input: ffmpeg::format::context::Input,
     stream_index: usize,
-    in_tb: Rational,
-    decoder: ffmpeg::decoder::Video,
-    scaler: Option<ffi::Scaler>,
-    encoder: ffmpeg::encoder::Video,
+    stage: Reencoder,
     info: StreamInfo,
-    config: TranscodeConfig,
-    /// Output frame interval in OUT_TB ticks when decimating.
-    out_step: Option<i64>,
-    first_pts: Option<i64>,
-    last_slot: Option<i64>,
-    next_boundary: i64,
-    queue: VecDeque<EncodedPacket>,
     input_done: bool,
     flushed: bool,
     frames_in: u64,
-    frames_out: u64,
 }
 
 impl std::fmt::Debug for TranscodeSource {
@@ -93,13 +131,28 @@ impl std::fmt::Debug for TranscodeSource {
         f.debug_struct("TranscodeSource")
             .field("path", &self.path)
             .field("info", &self.info)
-            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
+/// Placeholder until the first frame fixes the output stream.
+fn unknown_output() -> StreamInfo {
+    StreamInfo {
+        codec: Codec::H264,
+        profile: None,
+        width: 0,
+        height: 0,
+        time_base: OUT_TB,
+        frame_rate: None,
+        extradata: bytes::Bytes::new(),
+        duration: None,
+        frame_count: None,
+    }
+}
+
 impl TranscodeSource {
-    /// Opens `path`, its decoder and the libx264 encoder.
+    /// Opens `path`, its decoder and the libx264 encoder (reading until the first frame is
+    /// decoded, which fixes the output size).
     pub fn open(path: impl AsRef<Path>, config: TranscodeConfig) -> Result<Self, SourceError> {
         // The same checks and errors as stream copy for missing, empty and non-video files.
         let probe = crate::FileSource::open(path.as_ref())?;
@@ -122,104 +175,33 @@ impl TranscodeSource {
         let in_tb = Rational::new(tb.numerator(), tb.denominator());
         let rate = [stream.avg_frame_rate(), stream.rate()]
             .into_iter()
-            .find(|r| r.numerator() > 0 && r.denominator() > 0)
-            .unwrap_or(ffmpeg::Rational::new(25, 1));
-        let mut ctx = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
-            .map_err(|e| bad(format!("decoder parameters: {e}")))?;
-        // Decode on every core.
-        ctx.set_threading(ffmpeg::codec::threading::Config {
-            kind: ffmpeg::codec::threading::Type::Frame,
-            count: 0,
-            ..Default::default()
-        });
-        let decoder = ctx
-            .decoder()
-            .video()
-            .map_err(|e| bad(format!("no decoder for this codec: {e}")))?;
-        let (in_w, in_h, in_fmt) = (decoder.width(), decoder.height(), decoder.format());
-        let (out_w, out_h) = config.output_size(in_w, in_h);
-        let scaler = if (out_w, out_h, in_fmt) != (in_w, in_h, Pixel::YUV420P) {
-            Some(ffi::Scaler(
-                ffmpeg::software::scaling::Context::get(
-                    in_fmt,
-                    in_w,
-                    in_h,
-                    Pixel::YUV420P,
-                    out_w,
-                    out_h,
-                    ffmpeg::software::scaling::Flags::BICUBIC,
-                )
-                .map_err(|e| bad(format!("scaler {in_w}x{in_h} -> {out_w}x{out_h}: {e}")))?,
-            ))
-        } else {
-            None
-        };
-        let out_rate = config
-            .fps
-            .map_or(rate, |f| ffmpeg::Rational::new(f.num, f.den));
-        let out_step = config
-            .fps
-            .filter(|f| f.is_positive())
-            .map(|f| i64::from(OUT_TB.den) * i64::from(f.den) / i64::from(f.num));
-
-        let codec = ffmpeg::encoder::find_by_name("libx264")
-            .ok_or_else(|| bad("FFmpeg was built without libx264".to_owned()))?;
-        let mut enc = ffmpeg::codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(|e| bad(format!("encoder: {e}")))?;
-        enc.set_width(out_w);
-        enc.set_height(out_h);
-        enc.set_format(Pixel::YUV420P);
-        enc.set_time_base(ffmpeg::Rational::new(OUT_TB.num, OUT_TB.den));
-        enc.set_frame_rate(Some(out_rate));
-        enc.set_max_b_frames(0);
-        enc.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
-        let mut opts = ffmpeg::Dictionary::new();
-        opts.set("preset", &config.preset);
-        // Keyframes only where we force them (IDR, so every chunk decodes on its own).
-        opts.set("forced-idr", "1");
-        opts.set("x264-params", "keyint=infinite:scenecut=0");
-        match config.bitrate_kbps {
-            Some(kbps) => enc.set_bit_rate(usize::try_from(kbps * 1000).unwrap_or(usize::MAX)),
-            None => opts.set("crf", &config.crf.to_string()),
-        }
-        let encoder = enc
-            .open_as_with(codec, opts)
-            .map_err(|e| bad(format!("opening libx264 (preset {}): {e}", config.preset)))?;
-        let fps = Rational::new(out_rate.numerator(), out_rate.denominator());
-        let info = StreamInfo {
-            codec: Codec::H264,
-            profile: None,
-            width: out_w,
-            height: out_h,
-            time_base: OUT_TB,
-            frame_rate: Some(fps),
-            extradata: ffi::encoder_extradata(&encoder),
-            duration: None,
-            frame_count: None,
-        };
-        let grid_offset = config.grid_offset_ms as i64;
-        Ok(Self {
+            .find(|r| r.numerator() > 0 && r.denominator() > 0);
+        let stage = Reencoder::new(
+            stream.parameters(),
+            in_tb,
+            rate,
+            config,
+            Timing::FromFirstFrame,
+        )
+        .map_err(|e| bad(e.0))?;
+        let mut source = Self {
             path,
             input,
             stream_index,
-            in_tb,
-            decoder,
-            scaler,
-            encoder,
-            info,
-            config,
-            out_step,
-            first_pts: None,
-            last_slot: None,
-            next_boundary: grid_offset,
-            queue: VecDeque::new(),
+            stage,
+            info: unknown_output(),
             input_done: false,
             flushed: false,
             frames_in: 0,
-            frames_out: 0,
-        })
+        };
+        while source.stage.info().is_none() && !source.flushed {
+            source.step()?;
+        }
+        match source.stage.info() {
+            Some(info) => source.info = info.clone(),
+            None => return Err(source.fail("no frame could be decoded")),
+        }
+        Ok(source)
     }
 
     fn fail(&self, reason: impl Into<String>) -> SourceError {
@@ -230,72 +212,26 @@ impl TranscodeSource {
         }
     }
 
-    /// Encodes one decoded frame (or drops it when decimating). Without scaling the decoded
-    /// frame itself goes to the encoder: no pixel copy.
-    fn encode(&mut self, frame: &mut ffmpeg::frame::Video) -> Result<(), SourceError> {
-        let Some(pts_in) = frame.timestamp().or(frame.pts()) else {
-            return Ok(());
-        };
-        let first = *self.first_pts.get_or_insert(pts_in);
-        let ticks = rescale(pts_in - first, self.in_tb, OUT_TB);
-        if ticks < 0 {
+    /// Reads one packet into the stage (or flushes it at the end).
+    fn step(&mut self) -> Result<(), SourceError> {
+        if self.input_done {
+            self.stage.finish().map_err(|e| self.fail(e.0))?;
+            self.flushed = true;
             return Ok(());
         }
-        let pts = match self.out_step {
-            Some(step) => {
-                // Keep the first frame of every output slot; place it on the slot.
-                let slot = ticks / step;
-                if self.last_slot.is_some_and(|last| slot <= last) {
-                    return Ok(());
+        let mut packet = ffmpeg::Packet::empty();
+        match packet.read(&mut self.input) {
+            Ok(()) if packet.stream() == self.stream_index => {
+                self.frames_in += 1;
+                let skipped = self.stage.packets_skipped;
+                self.stage.push(&packet).map_err(|e| self.fail(e.0))?;
+                if self.stage.packets_skipped > skipped {
+                    tracing::warn!(path = %self.path.display(), packet = self.frames_in, "undecodable packet skipped");
                 }
-                self.last_slot = Some(slot);
-                slot * step
             }
-            None => ticks,
-        };
-        let mut scaled;
-        let out = match &mut self.scaler {
-            Some(scaler) => {
-                scaled = ffmpeg::frame::Video::empty();
-                scaler
-                    .0
-                    .run(frame, &mut scaled)
-                    .map_err(|e| SourceError::BadStream {
-                        path: self.path.clone(),
-                        reason: format!("scaling: {e}"),
-                    })?;
-                &mut scaled
-            }
-            None => frame,
-        };
-        out.set_pts(Some(pts));
-        let boundary_ticks = |ms: i64| ms * i64::from(OUT_TB.den) / 1000;
-        let first_frame = self.frames_out == 0;
-        self.frames_out += 1;
-        if first_frame || pts >= boundary_ticks(self.next_boundary) {
-            out.set_kind(ffmpeg::picture::Type::I);
-            let step = self.config.chunk_ms.max(1) as i64;
-            while pts >= boundary_ticks(self.next_boundary) {
-                self.next_boundary += step;
-            }
-        } else {
-            out.set_kind(ffmpeg::picture::Type::None);
-        }
-        self.encoder
-            .send_frame(out)
-            .map_err(|e| self.fail(format!("encoding: {e}")))?;
-        self.drain_encoder();
-        Ok(())
-    }
-
-    fn drain_encoder(&mut self) {
-        ffi::drain_encoder(&mut self.encoder, 0, &mut self.queue);
-    }
-
-    fn drain_decoder(&mut self) -> Result<(), SourceError> {
-        let mut frame = ffmpeg::frame::Video::empty();
-        while self.decoder.receive_frame(&mut frame).is_ok() {
-            self.encode(&mut frame)?;
+            Ok(()) => {}
+            Err(ffmpeg::Error::Eof) => self.input_done = true,
+            Err(e) => return Err(self.fail(e.to_string())),
         }
         Ok(())
     }
@@ -310,46 +246,181 @@ impl PacketSource for TranscodeSource {
 
     fn next_packet(&mut self) -> Result<Option<EncodedPacket>, SourceError> {
         loop {
-            if let Some(p) = self.queue.pop_front() {
+            if let Some(p) = self.stage.pop() {
                 return Ok(Some(p));
             }
             if self.flushed {
                 return Ok(None);
             }
-            if self.input_done {
-                let _ = self.decoder.send_eof();
-                self.drain_decoder()?;
-                let _ = self.encoder.send_eof();
-                self.drain_encoder();
-                self.flushed = true;
-                continue;
+            self.step()?;
+        }
+    }
+}
+
+/// A live camera decoded and re-encoded into exactly-cut H.264 (`--mode transcode` with an
+/// RTSP URL): any codec FFmpeg decodes, MJPEG cameras included.
+///
+/// Output timestamps are the camera's, rescaled to 90 kHz, so the RTCP mapping of the
+/// camera's clock still holds. When the connection ends (error, stall, shutdown), the frames
+/// still inside decoder and encoder are delivered before the error.
+pub struct LiveTranscoder {
+    camera: RtspSource,
+    stage: Reencoder,
+    info: StreamInfo,
+    align_wall: bool,
+    /// Receive time and PTS of the camera's first packet.
+    first_in: Option<(SystemTime, i64)>,
+    first_out_pts: Option<i64>,
+    pending_error: Option<SourceError>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for LiveTranscoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTranscoder")
+            .field("camera", &self.camera)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveTranscoder {
+    /// Wraps a connected camera; reads until the first frame is decoded (which fixes the
+    /// output size). With `align_wall`, keyframes fall on the UTC grid of the receive clock.
+    pub fn new(
+        camera: RtspSource,
+        config: TranscodeConfig,
+        align_wall: bool,
+    ) -> Result<Self, SourceError> {
+        let (params, in_tb, rate) = camera.decoder_setup();
+        let display = camera.display_url().to_owned();
+        let bad = |reason: String| SourceError::BadStream {
+            path: display.clone().into(),
+            reason: format!("cannot transcode this stream: {reason}"),
+        };
+        let stage =
+            Reencoder::new(params, in_tb, rate, config, Timing::Absolute).map_err(|e| bad(e.0))?;
+        let mut live = Self {
+            camera,
+            stage,
+            info: unknown_output(),
+            align_wall,
+            first_in: None,
+            first_out_pts: None,
+            pending_error: None,
+            ended: false,
+        };
+        while live.stage.info().is_none() {
+            if let Some(e) = live.pending_error.take() {
+                return Err(e);
             }
-            let mut packet = ffmpeg::Packet::empty();
-            match packet.read(&mut self.input) {
-                Ok(()) if packet.stream() == self.stream_index => {
-                    self.frames_in += 1;
-                    if self.decoder.send_packet(&packet).is_err() {
-                        tracing::warn!(path = %self.path.display(), packet = self.frames_in, "undecodable packet skipped");
+            if live.ended {
+                return Err(bad("the stream ended before a frame was decoded".to_owned()));
+            }
+            live.step().map_err(|e| bad(e.0))?;
+        }
+        if let Some(info) = live.stage.info() {
+            live.info = info.clone();
+        }
+        Ok(live)
+    }
+
+    /// Feeds one camera packet to the stage; at the end of the connection, flushes it.
+    fn step(&mut self) -> Result<(), ReencodeError> {
+        match self.camera.next_packet() {
+            Ok(Some(p)) => {
+                if self.first_in.is_none() {
+                    let received = self
+                        .camera
+                        .first_packet_received()
+                        .unwrap_or_else(SystemTime::now);
+                    self.first_in = Some((received, p.pts));
+                    if self.align_wall {
+                        let unix_ms = received
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        self.stage.set_wall_anchor(unix_ms, p.pts);
                     }
-                    self.drain_decoder()?;
                 }
-                Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => self.input_done = true,
-                Err(e) => return Err(self.fail(e.to_string())),
+                let mut packet = ffmpeg::Packet::copy(&p.data);
+                packet.set_pts(Some(p.pts));
+                packet.set_dts(Some(p.dts));
+                if p.keyframe {
+                    packet.set_flags(ffmpeg::packet::Flags::KEY);
+                }
+                self.stage.push(&packet)
+            }
+            Ok(None) => {
+                self.ended = true;
+                self.stage.finish()
+            }
+            Err(e) => {
+                self.ended = true;
+                self.pending_error = Some(e);
+                self.stage.finish()
             }
         }
     }
 }
 
-fn rescale(v: i64, from: Rational, to: Rational) -> i64 {
-    let num = i128::from(v) * i128::from(from.num) * i128::from(to.den);
-    let den = i128::from(from.den) * i128::from(to.num);
-    if den == 0 {
-        return 0;
+impl PacketSource for LiveTranscoder {
+    type Error = SourceError;
+
+    fn stream_info(&self) -> &StreamInfo {
+        &self.info
     }
-    // Round to nearest.
-    let q = (num.abs() + den / 2) / den;
-    (if num < 0 { -q } else { q }) as i64
+
+    fn next_packet(&mut self) -> Result<Option<EncodedPacket>, SourceError> {
+        loop {
+            if let Some(p) = self.stage.pop() {
+                self.first_out_pts.get_or_insert(p.pts);
+                return Ok(Some(p));
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            if let Err(e) = self.step() {
+                self.ended = true;
+                return Err(SourceError::Disconnected {
+                    url: self.camera.display_url().to_owned(),
+                    packets: self.camera.packets_read(),
+                    reason: e.0,
+                });
+            }
+        }
+    }
+}
+
+impl CameraSource for LiveTranscoder {
+    fn display_url(&self) -> &str {
+        self.camera.display_url()
+    }
+
+    fn rtcp_start_time_us(&self) -> Option<i64> {
+        self.camera.rtcp_start_time_us()
+    }
+
+    /// The receive time of the camera's first packet, moved to the first output frame.
+    fn first_packet_received(&self) -> Option<SystemTime> {
+        let (received, in_pts) = self.first_in?;
+        let Some(out_pts) = self.first_out_pts else {
+            return Some(received);
+        };
+        let in_ticks = rescale(in_pts, self.camera.stream_info().time_base, OUT_TB);
+        let ms = OUT_TB.ticks_to_millis(out_pts - in_ticks);
+        Some(if ms >= 0 {
+            received + std::time::Duration::from_millis(ms as u64)
+        } else {
+            received - std::time::Duration::from_millis(ms.unsigned_abs())
+        })
+    }
+
+    fn packets_read(&self) -> u64 {
+        self.camera.packets_read()
+    }
 }
 
 #[cfg(test)]
@@ -368,12 +439,5 @@ mod tests {
         assert_eq!(c.output_size(320, 240), (240, 180));
         c.scale = Some((641, 359));
         assert_eq!(c.output_size(1920, 1080), (640, 358));
-    }
-
-    #[test]
-    fn rescales_to_the_nearest_tick() {
-        assert_eq!(rescale(512, Rational::new(1, 15360), OUT_TB), 3000);
-        assert_eq!(rescale(1, Rational::new(1, 25), OUT_TB), 3600);
-        assert_eq!(rescale(-512, Rational::new(1, 15360), OUT_TB), -3000);
     }
 }

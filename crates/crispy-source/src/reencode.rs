@@ -1,0 +1,381 @@
+//! The decode → scale → libx264 stage shared by every transcoding source (files and live
+//! cameras): IDR frames forced exactly on the chunk grid, frames dropped to reach `--fps`.
+
+use std::collections::VecDeque;
+
+use crispy_core::{Codec, EncodedPacket, Rational, StreamInfo};
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::format::Pixel;
+
+use crate::ffi;
+use crate::transcode::TranscodeConfig;
+
+/// Time base of transcoded timestamps: 90 kHz, exact for 24, 25, 30, 50 and 60 fps.
+pub(crate) const OUT_TB: Rational = Rational::new(1, 90_000);
+
+/// Backward timestamp steps up to this size (ms) drop the frame; larger ones are an error.
+const MAX_BACKWARD_MS: i64 = 1000;
+
+/// How input timestamps map onto output timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// Output time zero is the first decoded frame (files).
+    FromFirstFrame,
+    /// Output timestamps are the input's, rescaled (live: keeps the RTCP mapping of PTS 0).
+    Absolute,
+}
+
+/// What went wrong inside the stage.
+#[derive(Debug)]
+pub(crate) struct ReencodeError(pub(crate) String);
+
+/// Decoder, optional scaler and libx264 encoder of one stream.
+///
+/// The encoder is opened on the first decoded frame, when the picture's real size and pixel
+/// format are known (an MJPEG camera's stream description often has neither).
+pub(crate) struct Reencoder {
+    decoder: ffmpeg::decoder::Video,
+    in_tb: Rational,
+    in_rate: Option<ffmpeg::Rational>,
+    timing: Timing,
+    config: TranscodeConfig,
+    /// Output frame interval in OUT_TB ticks when decimating.
+    out_step: Option<i64>,
+    /// The scaler and the input (size, format) it was built for; `None` inside when the
+    /// decoded frames go to the encoder as they are.
+    scaler: Option<((u32, u32, Pixel), Option<ffi::Scaler>)>,
+    encoder: Option<ffmpeg::encoder::Video>,
+    info: Option<StreamInfo>,
+    /// Wall-clock alignment: Unix ms of the input PTS given with it.
+    wall_anchor: Option<(u64, i64)>,
+    first_in_pts: Option<i64>,
+    last_pts: Option<i64>,
+    last_slot: Option<i64>,
+    /// Output ticks of the next forced keyframe.
+    next_boundary: Option<i64>,
+    queue: VecDeque<EncodedPacket>,
+    pub(crate) frames_out: u64,
+    /// Frames dropped because their timestamp did not advance.
+    pub(crate) frames_dropped: u64,
+    /// Packets the decoder refused.
+    pub(crate) packets_skipped: u64,
+}
+
+impl Reencoder {
+    /// A stage decoding the stream described by `params` (time base `in_tb`).
+    pub(crate) fn new(
+        params: ffmpeg::codec::Parameters,
+        in_tb: Rational,
+        in_rate: Option<ffmpeg::Rational>,
+        config: TranscodeConfig,
+        timing: Timing,
+    ) -> Result<Self, ReencodeError> {
+        let mut ctx = ffmpeg::codec::context::Context::from_parameters(params)
+            .map_err(|e| ReencodeError(format!("decoder parameters: {e}")))?;
+        // Decode on every core.
+        ctx.set_threading(ffmpeg::codec::threading::Config {
+            kind: ffmpeg::codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|e| ReencodeError(format!("no decoder for this codec: {e}")))?;
+        let out_step = config
+            .fps
+            .filter(|f| f.is_positive())
+            .map(|f| i64::from(OUT_TB.den) * i64::from(f.den) / i64::from(f.num));
+        Ok(Self {
+            decoder,
+            in_tb,
+            in_rate: in_rate.filter(|r| r.numerator() > 0 && r.denominator() > 0),
+            timing,
+            config,
+            out_step,
+            scaler: None,
+            encoder: None,
+            info: None,
+            wall_anchor: None,
+            first_in_pts: None,
+            last_pts: None,
+            last_slot: None,
+            next_boundary: None,
+            queue: VecDeque::new(),
+            frames_out: 0,
+            frames_dropped: 0,
+            packets_skipped: 0,
+        })
+    }
+
+    /// Puts boundaries on the UTC grid: input PTS `pts` was at `unix_ms`. Call before the
+    /// first frame is decoded.
+    pub(crate) fn set_wall_anchor(&mut self, unix_ms: u64, pts: i64) {
+        self.wall_anchor = Some((unix_ms, pts));
+    }
+
+    /// The output stream, once the first frame has been decoded.
+    pub(crate) fn info(&self) -> Option<&StreamInfo> {
+        self.info.as_ref()
+    }
+
+    /// The next encoded packet, if one is ready.
+    pub(crate) fn pop(&mut self) -> Option<EncodedPacket> {
+        self.queue.pop_front()
+    }
+
+    /// Decodes `packet` and encodes the frames it completes. A packet the decoder refuses is
+    /// skipped (counted): one damaged frame must not end a stream.
+    pub(crate) fn push(&mut self, packet: &ffmpeg::Packet) -> Result<(), ReencodeError> {
+        if let Err(e) = self.decoder.send_packet(packet) {
+            self.packets_skipped += 1;
+            tracing::debug!("decoder skipped a packet: {e}");
+        }
+        self.drain_decoder()
+    }
+
+    /// Flushes decoder and encoder: every frame still inside comes out.
+    pub(crate) fn finish(&mut self) -> Result<(), ReencodeError> {
+        let _ = self.decoder.send_eof();
+        self.drain_decoder()?;
+        if let Some(encoder) = self.encoder.as_mut() {
+            let _ = encoder.send_eof();
+            ffi::drain_encoder(encoder, 0, &mut self.queue);
+        }
+        Ok(())
+    }
+
+    fn drain_decoder(&mut self) -> Result<(), ReencodeError> {
+        let mut frame = ffmpeg::frame::Video::empty();
+        while self.decoder.receive_frame(&mut frame).is_ok() {
+            self.encode(&mut frame)?;
+        }
+        Ok(())
+    }
+
+    /// Opens libx264 for frames of `in_w`x`in_h`.
+    fn open_encoder(&mut self, in_w: u32, in_h: u32) -> Result<(), ReencodeError> {
+        let (out_w, out_h) = self.config.output_size(in_w, in_h);
+        let rate = self
+            .config
+            .fps
+            .filter(|f| f.is_positive())
+            .map(|f| ffmpeg::Rational::new(f.num, f.den))
+            .or(self.in_rate)
+            .unwrap_or(ffmpeg::Rational::new(25, 1));
+        let codec = ffmpeg::encoder::find_by_name("libx264")
+            .ok_or_else(|| ReencodeError("FFmpeg was built without libx264".to_owned()))?;
+        let mut enc = ffmpeg::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(|e| ReencodeError(format!("encoder: {e}")))?;
+        enc.set_width(out_w);
+        enc.set_height(out_h);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(ffmpeg::Rational::new(OUT_TB.num, OUT_TB.den));
+        enc.set_frame_rate(Some(rate));
+        enc.set_max_b_frames(0);
+        enc.set_flags(ffmpeg::codec::Flags::GLOBAL_HEADER);
+        let mut opts = ffmpeg::Dictionary::new();
+        opts.set("preset", &self.config.preset);
+        // Keyframes only where we force them (IDR, so every chunk decodes on its own).
+        opts.set("forced-idr", "1");
+        opts.set("x264-params", "keyint=infinite:scenecut=0");
+        match self.config.bitrate_kbps {
+            Some(kbps) => enc.set_bit_rate(usize::try_from(kbps * 1000).unwrap_or(usize::MAX)),
+            None => opts.set("crf", &self.config.crf.to_string()),
+        }
+        let encoder = enc.open_as_with(codec, opts).map_err(|e| {
+            ReencodeError(format!(
+                "opening libx264 (preset {}): {e}",
+                self.config.preset
+            ))
+        })?;
+        self.info = Some(StreamInfo {
+            codec: Codec::H264,
+            profile: None,
+            width: out_w,
+            height: out_h,
+            time_base: OUT_TB,
+            frame_rate: Some(Rational::new(rate.numerator(), rate.denominator())),
+            extradata: ffi::encoder_extradata(&encoder),
+            duration: None,
+            frame_count: None,
+        });
+        self.encoder = Some(encoder);
+        Ok(())
+    }
+
+    /// Makes sure the scaler fits `frame` (rebuilt when the input's size or format changes
+    /// mid-stream: the output size stays what it was).
+    fn fit_scaler(&mut self, frame: &ffmpeg::frame::Video) -> Result<(), ReencodeError> {
+        let input = (frame.width(), frame.height(), frame.format());
+        if self
+            .scaler
+            .as_ref()
+            .is_some_and(|(built, _)| *built == input)
+        {
+            return Ok(());
+        }
+        let Some(info) = self.info.as_ref() else {
+            return Err(ReencodeError("encoder not open".to_owned()));
+        };
+        let (out_w, out_h) = (info.width, info.height);
+        if let Some(((w, h, _), _)) = &self.scaler {
+            tracing::warn!(
+                from = %format_args!("{w}x{h}"),
+                to = %format_args!("{}x{}", input.0, input.1),
+                output = %format_args!("{out_w}x{out_h}"),
+                "input picture size changed; scaling to the same output size"
+            );
+        }
+        let scaler = if (input.0, input.1, input.2) == (out_w, out_h, Pixel::YUV420P) {
+            None
+        } else {
+            Some(ffi::Scaler(
+                ffmpeg::software::scaling::Context::get(
+                    input.2,
+                    input.0,
+                    input.1,
+                    Pixel::YUV420P,
+                    out_w,
+                    out_h,
+                    ffmpeg::software::scaling::Flags::BICUBIC,
+                )
+                .map_err(|e| {
+                    ReencodeError(format!(
+                        "scaler {}x{} -> {out_w}x{out_h}: {e}",
+                        input.0, input.1
+                    ))
+                })?,
+            ))
+        };
+        self.scaler = Some((input, scaler));
+        Ok(())
+    }
+
+    /// Encodes one decoded frame (or drops it when decimating). Without scaling the decoded
+    /// frame itself goes to the encoder: no pixel copy.
+    fn encode(&mut self, frame: &mut ffmpeg::frame::Video) -> Result<(), ReencodeError> {
+        let Some(pts_in) = frame.timestamp().or(frame.pts()) else {
+            self.frames_dropped += 1;
+            return Ok(());
+        };
+        let first_in = *self.first_in_pts.get_or_insert(pts_in);
+        let ticks = match self.timing {
+            Timing::FromFirstFrame => rescale(pts_in - first_in, self.in_tb, OUT_TB),
+            Timing::Absolute => rescale(pts_in, self.in_tb, OUT_TB),
+        };
+        let pts = match self.out_step {
+            Some(step) => {
+                // Keep the first frame of every output slot; place it on the slot.
+                let slot = ticks.div_euclid(step);
+                if self.last_slot.is_some_and(|last| slot <= last) {
+                    if self.last_slot.is_some_and(|last| slot < last) {
+                        self.check_backward(ticks)?;
+                    }
+                    return Ok(());
+                }
+                self.last_slot = Some(slot);
+                slot * step
+            }
+            None => ticks,
+        };
+        if self.last_pts.is_some_and(|last| pts <= last) {
+            return self.check_backward(pts);
+        }
+        if self.encoder.is_none() {
+            self.open_encoder(frame.width(), frame.height())?;
+        }
+        self.fit_scaler(frame)?;
+        let boundary = match self.next_boundary {
+            Some(b) => b,
+            None => {
+                let offset_ms = match self.wall_anchor {
+                    Some((unix_ms, anchor_pts)) => {
+                        let since = self.in_tb.ticks_to_millis(pts_in - anchor_pts);
+                        let wall = (unix_ms as i64 + since).max(0) as u64;
+                        let period = self.config.chunk_ms.max(1);
+                        (period - wall % period) % period
+                    }
+                    None => self.config.grid_offset_ms,
+                };
+                pts + offset_ms as i64 * i64::from(OUT_TB.den) / 1000
+            }
+        };
+        let first_frame = self.frames_out == 0;
+        let kind = if first_frame || pts >= boundary {
+            let step = self.config.chunk_ms.max(1) as i64 * i64::from(OUT_TB.den) / 1000;
+            let mut next = boundary;
+            while pts >= next {
+                next += step;
+            }
+            self.next_boundary = Some(next);
+            ffmpeg::picture::Type::I
+        } else {
+            self.next_boundary = Some(boundary);
+            ffmpeg::picture::Type::None
+        };
+        self.last_pts = Some(pts);
+        self.frames_out += 1;
+        let mut scaled;
+        let out = match self.scaler.as_mut().and_then(|(_, s)| s.as_mut()) {
+            Some(scaler) => {
+                scaled = ffmpeg::frame::Video::empty();
+                scaler
+                    .0
+                    .run(frame, &mut scaled)
+                    .map_err(|e| ReencodeError(format!("scaling: {e}")))?;
+                &mut scaled
+            }
+            None => frame,
+        };
+        out.set_pts(Some(pts));
+        out.set_kind(kind);
+        let Some(encoder) = self.encoder.as_mut() else {
+            return Err(ReencodeError("encoder not open".to_owned()));
+        };
+        encoder
+            .send_frame(out)
+            .map_err(|e| ReencodeError(format!("encoding: {e}")))?;
+        ffi::drain_encoder(encoder, 0, &mut self.queue);
+        Ok(())
+    }
+
+    /// A frame whose timestamp does not advance: dropped when the step back is small, an
+    /// error when the input's clock was reset.
+    fn check_backward(&mut self, pts: i64) -> Result<(), ReencodeError> {
+        self.frames_dropped += 1;
+        let last = self.last_pts.unwrap_or(pts);
+        let back_ms = OUT_TB.ticks_to_millis(last - pts);
+        if back_ms > MAX_BACKWARD_MS {
+            return Err(ReencodeError(format!(
+                "timestamps went back by {back_ms} ms"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `v` in `from` units as the nearest tick of `to`.
+pub(crate) fn rescale(v: i64, from: Rational, to: Rational) -> i64 {
+    let num = i128::from(v) * i128::from(from.num) * i128::from(to.den);
+    let den = i128::from(from.den) * i128::from(to.num);
+    if den == 0 {
+        return 0;
+    }
+    let q = (num.abs() + den / 2) / den;
+    (if num < 0 { -q } else { q }) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescales_to_the_nearest_tick() {
+        assert_eq!(rescale(512, Rational::new(1, 15360), OUT_TB), 3000);
+        assert_eq!(rescale(1, Rational::new(1, 25), OUT_TB), 3600);
+        assert_eq!(rescale(-512, Rational::new(1, 15360), OUT_TB), -3000);
+    }
+}
