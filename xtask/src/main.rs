@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "gstreamer1.0-plugins-ugly",
     "gstreamer1.0-libav",
     "gstreamer1.0-tools",
+    // Key interoperability test (keys made by `openssl genpkey` load).
+    "openssl",
 ];
 
 fn main() -> ExitCode {

@@ -245,6 +245,8 @@ impl CopyChunker {
             gap_ms: None,
             bytes: payload.len() as u64,
             sha256: String::new(),
+            prev_sha256: None,
+            signature: None,
         };
         Ok(Chunk { payload, metadata })
     }

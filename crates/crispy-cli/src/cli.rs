@@ -14,10 +14,11 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid config \
-file, 10 source not found, \
+file, 4 unusable key file or secret, 10 source not found, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
-damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed, 23 uploads unfinished at the drain timeout. \
+damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed, 23 uploads unfinished at the drain timeout, \
+24 sink not readable (verify), 30 verification found problems. \
 See docs/cli.md.";
 
 /// Options for every subcommand.
@@ -54,6 +55,50 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print a video file's codec, resolution, fps, duration, frame count and GOP.
     Probe(ProbeArgs),
+    /// Check a sink: chunk hashes, manifest signatures, hash chains, gaps and timing.
+    Verify(VerifyArgs),
+    /// Create an Ed25519 signing key (PATH, mode 0600) and its public key (PATH.pub).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The sink to check, as given to `crispy run --sink`.
+    pub sink: String,
+    /// Only this source.
+    #[arg(long)]
+    pub source_id: Option<SourceId>,
+    /// Only chunks starting at or after this time (RFC 3339, e.g. 2026-11-24T10:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only chunks starting before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// A trusted Ed25519 public key (PEM); repeat for keys of a rotation.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Vec<PathBuf>,
+    /// Name of an environment variable holding a trusted HMAC secret.
+    #[arg(long, value_name = "VAR")]
+    pub hmac_key_env: Vec<String>,
+    /// Accept manifests without a signature (still checks hashes, chain and timing).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("expected an RFC 3339 time like 2026-11-24T10:00:00Z: {e}"))
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key; the public key goes to PATH.pub.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +175,18 @@ pub struct RunArgs {
     /// Transcode: target bitrate in kbit/s instead of a CRF.
     #[arg(long, value_name = "KBPS")]
     pub bitrate: Option<u64>,
+    /// Sign every manifest with this Ed25519 private key (PEM, from `crispy keygen` or
+    /// `openssl genpkey -algorithm ed25519`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CRISPY_SIGNING_KEY",
+        conflicts_with = "hmac_key_env"
+    )]
+    pub signing_key: Option<PathBuf>,
+    /// Sign every manifest with HMAC-SHA256, the secret read from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub hmac_key_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ use crispy_source::SourceError;
 pub const INTERNAL: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const CONFIG_INVALID: u8 = 3;
+pub const KEY_INVALID: u8 = 4;
 pub const SOURCE_NOT_FOUND: u8 = 10;
 pub const SOURCE_NOT_A_FILE: u8 = 11;
 pub const SOURCE_EMPTY: u8 = 12;
@@ -20,6 +21,8 @@ pub const SINK_INVALID: u8 = 20;
 pub const SINK_UNWRITABLE: u8 = 21;
 pub const UPLOAD_FAILED: u8 = 22;
 pub const DRAIN_TIMEOUT: u8 = 23;
+pub const SINK_UNREADABLE: u8 = 24;
+pub const VERIFY_FAILED: u8 = 30;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
 pub fn describe(err: &anyhow::Error) -> String {
@@ -41,6 +44,11 @@ pub fn describe(err: &anyhow::Error) -> String {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// `crispy verify` found problems (exit code 30); they were printed already.
+#[derive(Debug, thiserror::Error)]
+#[error("verification failed: {0} problem(s)")]
+pub struct VerifyFailed(pub usize);
+
 /// The exit code for an error anywhere in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -55,6 +63,12 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<ConfigError>().is_some() {
             return CONFIG_INVALID;
+        }
+        if cause.downcast_ref::<crispy_signer::KeyError>().is_some() {
+            return KEY_INVALID;
+        }
+        if cause.downcast_ref::<VerifyFailed>().is_some() {
+            return VERIFY_FAILED;
         }
         if let Some(e) = cause.downcast_ref::<ChunkerError>() {
             return chunker_code(e);
@@ -91,6 +105,7 @@ fn sink_code(e: &SinkError) -> u8 {
     match e {
         SinkError::InvalidUrl { .. } => SINK_INVALID,
         SinkError::Unwritable { .. } => SINK_UNWRITABLE,
+        SinkError::Read { .. } => SINK_UNREADABLE,
         _ => UPLOAD_FAILED,
     }
 }

@@ -7,6 +7,7 @@ mod exit;
 mod logging;
 mod probe;
 mod run;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(*args, progress),
         cli::Command::Probe(args) => probe::probe(args),
+        cli::Command::Verify(args) => verify::verify(args),
+        cli::Command::Keygen(args) => keygen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,4 +35,15 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `crispy keygen --out PATH`.
+fn keygen(args: &cli::KeygenArgs) -> anyhow::Result<()> {
+    let key_id = crispy_signer::generate_keypair(&args.out)?;
+    println!(
+        "wrote {} (private, mode 0600) and {} (public); key id {key_id}",
+        args.out.display(),
+        crispy_signer::public_key_path(&args.out).display()
+    );
+    Ok(())
 }

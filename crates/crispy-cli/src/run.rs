@@ -20,7 +20,8 @@ use crate::logging::style_bar;
 const DEFAULT_SINK: &str = "file://./crispy-out";
 
 pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
-    let (jobs, options, config_sink) = plan(&args)?;
+    let (jobs, mut options, config_sink) = plan(&args)?;
+    options.signing_key = signing_key(&args)?.map(Arc::new);
     let sink_url = args
         .sink
         .clone()
@@ -58,6 +59,23 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The key that signs manifests: `--signing-key FILE` (or `CRISPY_SIGNING_KEY`), or
+/// `--hmac-key-env VAR`.
+fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
+    if let Some(path) = &args.signing_key {
+        return Ok(Some(crispy_signer::SigningKey::from_pem_file(path)?));
+    }
+    if let Some(var) = &args.hmac_key_env {
+        let secret = std::env::var(var).map_err(|_| {
+            UsageError(format!(
+                "--hmac-key-env: environment variable {var} is not set"
+            ))
+        })?;
+        return Ok(Some(crispy_signer::SigningKey::hmac(secret.as_bytes())?));
+    }
+    Ok(None)
 }
 
 /// The sources and settings of this run, from the config file or the command line.

@@ -81,6 +81,24 @@ pub struct ChunkMetadata {
     pub bytes: u64,
     /// SHA-256 of the chunk object, lowercase hex.
     pub sha256: String,
+    /// SHA-256 (lowercase hex) of the canonical form of the previous manifest of this source;
+    /// `null` where a chain starts (the first chunk of a source in a sink, or of a file run).
+    #[serde(default)]
+    pub prev_sha256: Option<String>,
+    /// Signature over the canonical form; `null` when no signing key was configured.
+    #[serde(default)]
+    pub signature: Option<ManifestSignature>,
+}
+
+/// A manifest's signature (see `docs/manifest.md` for the canonical form it covers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSignature {
+    /// `ed25519` or `hmac-sha256`.
+    pub alg: String,
+    /// Which key signed: derived from the public key (Ed25519) or the secret (HMAC).
+    pub key_id: String,
+    /// The signature (64 bytes) or MAC (32 bytes), lowercase hex.
+    pub value: String,
 }
 
 impl ChunkMetadata {
@@ -148,6 +166,12 @@ mod tests {
             gap_ms: None,
             bytes: 10,
             sha256: "00".into(),
+            prev_sha256: None,
+            signature: Some(ManifestSignature {
+                alg: "ed25519".into(),
+                key_id: "ed25519-0011".into(),
+                value: "ab".into(),
+            }),
         };
         let json = String::from_utf8(m.to_json()).expect("utf8");
         assert!(

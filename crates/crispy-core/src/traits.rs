@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Chunk, ChunkMetadata, EncodedPacket, StreamInfo};
+use crate::{Chunk, ChunkMetadata, EncodedPacket, SourceId, StreamInfo};
 
 /// A source of encoded video packets in decode order (a file, a camera).
 ///
@@ -71,6 +71,18 @@ pub trait ChunkSink: Send + Sync {
     /// the sink. By default the prefix goes in front of the sink's path.
     fn object_path_in(&self, prefix: &str, metadata: &ChunkMetadata) -> String {
         format!("{prefix}/{}", self.object_path(metadata))
+    }
+
+    /// The newest manifest stored for `source_id` (under the source's own `prefix`, if
+    /// any): where a restarted live source continues its sequence and hash chain. Sinks
+    /// that cannot be read back return `None`.
+    async fn last_manifest(
+        &self,
+        prefix: Option<&str>,
+        source_id: &SourceId,
+    ) -> Result<Option<ChunkMetadata>, Self::Error> {
+        let _ = (prefix, source_id);
+        Ok(None)
     }
 
     /// Stores the chunk payload at `chunk.metadata.object` and `manifest` beside it.

@@ -70,6 +70,8 @@ pub struct PipelineOptions {
     /// epoch): exact in transcode mode and for synthetic sources, at the first keyframe after
     /// each grid line in copy mode.
     pub align_wall: bool,
+    /// Signs every manifest; `None` leaves them hashed and chained but unsigned.
+    pub signing_key: Option<std::sync::Arc<crispy_signer::SigningKey>>,
 }
 
 impl Default for PipelineOptions {
@@ -80,6 +82,7 @@ impl Default for PipelineOptions {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             align_wall: false,
+            signing_key: None,
         }
     }
 }

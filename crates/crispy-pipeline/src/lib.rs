@@ -30,6 +30,7 @@ mod observer;
 mod reader;
 mod run;
 mod shutdown;
+pub mod verify;
 
 pub use backoff::Backoff;
 pub use error::PipelineError;

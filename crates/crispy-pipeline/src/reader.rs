@@ -5,10 +5,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use crispy_chunker::{ChunkerError, CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, Chunker, ClockSource, Codec, PacketSource,
-    ResolutionProbe, SourceId, StreamInfo,
+    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, Chunker, ClockSource, Codec, MetadataSigner,
+    PacketSource, ResolutionProbe, SourceId, StreamInfo,
 };
 use crispy_probe::SpsProbe;
+use crispy_signer::Sealer;
 use crispy_source::{
     CameraSource, LiveTranscoder, RtspConfig, RtspSource, SourceError, TranscodeConfig,
 };
@@ -21,8 +22,14 @@ const PROGRESS_EVERY: u64 = 64;
 
 /// What a source thread sends to the upload stage.
 pub(crate) enum ReaderMsg {
-    Chunk(Box<Chunk>),
+    Chunk(Box<SealedChunk>),
     Failed(ReaderFailure),
+}
+
+/// A chunk with its final metadata and the manifest bytes to store beside it.
+pub(crate) struct SealedChunk {
+    pub(crate) chunk: Chunk,
+    pub(crate) manifest: bytes::Bytes,
 }
 
 /// A source that ended with an error (files only: live sources retry).
@@ -32,6 +39,7 @@ pub(crate) enum ReaderFailure {
         discarded_frames: u64,
     },
     Chunker(ChunkerError),
+    Signer(crispy_signer::SignerError),
 }
 
 /// Maps media time to wall-clock time for one connection of a source.
@@ -87,12 +95,17 @@ impl Timeline {
     }
 }
 
-/// The sending side of one source: completes metadata and sends.
+/// The sending side of one source: completes metadata, seals (hash, chain, signature) in
+/// order, and sends.
 pub(crate) struct Outbox<S> {
     pub(crate) tx: mpsc::Sender<ReaderMsg>,
     pub(crate) sink: Arc<S>,
     /// The source's own prefix inside the sink.
     pub(crate) prefix: Option<String>,
+    pub(crate) sealer: std::cell::RefCell<Sealer>,
+    /// A restarted source: the end time of its last stored chunk. The first chunk sent is
+    /// flagged as a discontinuity with the gap since then.
+    pub(crate) restarted_after: std::cell::Cell<Option<DateTime<Utc>>>,
 }
 
 impl<S: ChunkSink> Outbox<S> {
@@ -112,13 +125,25 @@ impl<S: ChunkSink> Outbox<S> {
     ) -> Option<DateTime<Utc>> {
         timeline.stamp(&mut chunk.metadata);
         adjust(&mut chunk.metadata);
+        if let Some(prev_end) = self.restarted_after.take() {
+            let m = &mut chunk.metadata;
+            m.discontinuity = true;
+            m.gap_ms = Some((m.start_time - prev_end).num_milliseconds().max(0) as u64);
+        }
         chunk.metadata.object = match &self.prefix {
             Some(prefix) => self.sink.object_path_in(prefix, &chunk.metadata),
             None => self.sink.object_path(&chunk.metadata),
         };
         let end = chunk.metadata.end_time;
+        let manifest = match self.sealer.borrow_mut().seal(&mut chunk) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(ReaderFailure::Signer(e));
+                return None;
+            }
+        };
         self.tx
-            .blocking_send(ReaderMsg::Chunk(Box::new(chunk)))
+            .blocking_send(ReaderMsg::Chunk(Box::new(SealedChunk { chunk, manifest })))
             .is_ok()
             .then_some(end)
     }
@@ -223,6 +248,8 @@ pub(crate) struct LiveCamera {
     /// Transcoder settings; `None` for stream copy.
     pub(crate) transcode: Option<TranscodeConfig>,
     pub(crate) chunk: ChunkDuration,
+    /// Sequence number of the first chunk (continuing a restarted source).
+    pub(crate) first_sequence: u64,
 }
 
 /// Runs a live camera until shutdown: connect, read, and on end of stream, error or stall,
@@ -239,10 +266,11 @@ pub(crate) fn read_live<S: ChunkSink>(
         config,
         transcode,
         chunk,
+        first_sequence,
     } = camera;
     let url = config.display_url();
     let mut backoff = Backoff::new(options.reconnect_min, options.reconnect_max);
-    let mut next_sequence = 0u64;
+    let mut next_sequence = first_sequence;
     // End of the last chunk sent, to measure the gap after a reconnect.
     let mut last_end: Option<DateTime<Utc>> = None;
     let mut failures = 0u64;

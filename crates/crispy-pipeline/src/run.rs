@@ -6,10 +6,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkSink, ClockSource, MetadataSigner, PacketSource, PutOutcome,
-    SourceId,
+    Chunk, ChunkDuration, ChunkSink, ClockSource, PacketSource, PutOutcome, SourceId,
 };
-use crispy_signer::Sha256Sealer;
+use crispy_signer::Sealer;
 use crispy_source::{
     FileSource, SourceError, SyntheticConfig, SyntheticSource, TranscodeConfig, TranscodeSource,
 };
@@ -17,8 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    LiveCamera, Outbox, ReaderFailure, ReaderMsg, Timeline, apply_probe, grid_offset_ms, read_live,
-    read_to_end,
+    LiveCamera, Outbox, ReaderFailure, ReaderMsg, SealedChunk, Timeline, apply_probe,
+    grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
     ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
@@ -102,6 +101,10 @@ where
     S: ChunkSink + 'static,
 {
     let started = Instant::now();
+    match &options.signing_key {
+        Some(key) => tracing::info!(key_id = key.key_id(), "manifests are signed"),
+        None => tracing::info!("manifests are hashed and chained but not signed (no signing key)"),
+    }
     let (tx, mut rx) = mpsc::channel(jobs.len().max(2));
     let mut summaries: HashMap<SourceId, RunSummary> = HashMap::new();
     let mut threads = Vec::with_capacity(jobs.len());
@@ -112,10 +115,40 @@ where
             job.source_id.clone(),
             RunSummary::empty(job.source_id.clone()),
         );
+        // A live source continues the sequence and hash chain of its last stored chunk;
+        // a file run starts its own chain.
+        let resume = if job.spec.is_live() {
+            sink.last_manifest(job.prefix.as_deref(), &job.source_id)
+                .await
+                .map_err(|e| PipelineError::Sink {
+                    error: Box::new(e),
+                    chunks_stored: 0,
+                })?
+        } else {
+            None
+        };
+        let (first_sequence, prev_link, restarted_after) = match &resume {
+            Some(m) => {
+                tracing::info!(
+                    source = %job.source_id,
+                    last_sequence = m.sequence,
+                    last_object = %m.object,
+                    "continuing the sequence and hash chain of the last stored chunk"
+                );
+                (
+                    m.sequence + 1,
+                    Some(crispy_signer::manifest_sha256(m)),
+                    Some(m.end_time),
+                )
+            }
+            None => (0, None, None),
+        };
         let out = Outbox {
             tx: tx.clone(),
             sink: Arc::clone(&sink),
             prefix: job.prefix.clone(),
+            sealer: std::cell::RefCell::new(Sealer::new(options.signing_key.clone(), prev_link)),
+            restarted_after: std::cell::Cell::new(restarted_after),
         };
         let observer = Arc::clone(&observer);
         let shutdown = shutdown.clone();
@@ -155,6 +188,7 @@ where
                     &job.source_id,
                     config,
                     job.chunk,
+                    first_sequence,
                     options.align_wall,
                     &shutdown,
                     observer.as_ref(),
@@ -168,6 +202,7 @@ where
                     config,
                     transcode: None,
                     chunk: job.chunk,
+                    first_sequence,
                 };
                 let options = options.clone();
                 threads.push(spawn(Box::new(move || {
@@ -180,6 +215,7 @@ where
                     config,
                     transcode: Some(transcode),
                     chunk: job.chunk,
+                    first_sequence,
                 };
                 let options = options.clone();
                 threads.push(spawn(Box::new(move || {
@@ -211,7 +247,8 @@ where
                 let observer = Arc::clone(&observer);
                 uploads.spawn(async move {
                     let _permit = permit;
-                    store_chunk(*chunk, sink.as_ref(), observer.as_ref()).await
+                    let SealedChunk { chunk, manifest } = *chunk;
+                    store_chunk(chunk, manifest, sink.as_ref(), observer.as_ref()).await
                 });
             }
             ReaderMsg::Failed(f) => {
@@ -225,6 +262,7 @@ where
                         discarded_frames,
                     },
                     ReaderFailure::Chunker(e) => e.into(),
+                    ReaderFailure::Signer(e) => e.into(),
                 });
             }
         }
@@ -425,6 +463,7 @@ async fn open_synthetic(
     id: &SourceId,
     mut config: SyntheticConfig,
     chunk: ChunkDuration,
+    first_sequence: u64,
     align_wall: bool,
     shutdown: &Shutdown,
     observer: &dyn Observer,
@@ -450,6 +489,7 @@ async fn open_synthetic(
         "synthetic source started"
     );
     let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
+    chunker_config.first_sequence = first_sequence;
     if align_wall {
         // Keyframes sit exactly on the grid lines: cut at each.
         chunker_config.cut_at_every_keyframe = true;
@@ -465,11 +505,11 @@ async fn open_synthetic(
 }
 
 async fn store_chunk<S: ChunkSink>(
-    mut chunk: Chunk,
+    chunk: Chunk,
+    manifest: bytes::Bytes,
     sink: &S,
     observer: &dyn Observer,
 ) -> Result<ChunkReport, PipelineError> {
-    let manifest = Sha256Sealer.seal(&mut chunk)?;
     let t0 = Instant::now();
     let outcome = sink
         .put(&chunk, manifest)

@@ -28,6 +28,16 @@ pub enum SinkError {
         /// The store's error.
         source: object_store::Error,
     },
+    /// Listing or reading the store failed.
+    #[error("reading {path} from {sink} failed: {source}")]
+    Read {
+        /// Sink URL.
+        sink: String,
+        /// Object path or prefix.
+        path: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
     /// An object with different content already exists at the path; it was not overwritten.
     #[error(
         "object {path} in {sink} already exists with different content \

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome};
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome, SourceId};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -46,6 +46,16 @@ impl ObjectStoreSink {
     /// Opens a sink from a URL: `file:///abs/dir`, `file://./relative/dir`, a plain directory
     /// path, or `memory://[name/]prefix`. Local directories are created if missing.
     pub fn from_url(url: &str) -> Result<Self, SinkError> {
+        Self::open_url(url, true)
+    }
+
+    /// Like [`Self::from_url`] for reading back (`crispy verify`): a local directory must
+    /// already exist.
+    pub fn from_url_existing(url: &str) -> Result<Self, SinkError> {
+        Self::open_url(url, false)
+    }
+
+    fn open_url(url: &str, create: bool) -> Result<Self, SinkError> {
         let invalid = |reason: &str| SinkError::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -70,6 +80,12 @@ impl ObjectStoreSink {
         } else {
             PathBuf::from(url)
         };
+        if !create && !dir.is_dir() {
+            return Err(SinkError::InvalidUrl {
+                url: url.to_owned(),
+                reason: format!("{} is not a directory", dir.display()),
+            });
+        }
         Self::local(&dir, url)
     }
 
@@ -120,6 +136,77 @@ impl ObjectStoreSink {
         self.local_dir.as_deref()
     }
 
+    fn read_err(&self, path: &str, source: object_store::Error) -> SinkError {
+        SinkError::Read {
+            sink: self.display.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The sink's own prefix joined with `sub` (either may be empty).
+    fn under(&self, sub: &str) -> String {
+        match (self.prefix.as_str(), sub.trim_matches('/')) {
+            ("", s) => s.to_owned(),
+            (p, "") => p.to_owned(),
+            (p, s) => format!("{p}/{s}"),
+        }
+    }
+
+    /// Every object under `sub` (relative to the sink's prefix), sorted by path: full object
+    /// paths (as in manifests' `object`) and sizes.
+    pub async fn list(&self, sub: &str) -> Result<Vec<(String, u64)>, SinkError> {
+        use futures::TryStreamExt;
+        let base = self.under(sub);
+        let prefix = (!base.is_empty()).then(|| Path::from(base.as_str()));
+        let mut all: Vec<(String, u64)> = self
+            .store
+            .list(prefix.as_ref())
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| self.read_err(&base, e))?;
+        all.sort();
+        Ok(all)
+    }
+
+    /// The object at `path` (a full object path), `None` when there is none.
+    pub async fn get(&self, path: &str) -> Result<Option<Bytes>, SinkError> {
+        let location = Path::parse(path).map_err(|e| self.read_err(path, e.into()))?;
+        match self.store.get(&location).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| self.read_err(path, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.read_err(path, e)),
+        }
+    }
+
+    /// Names directly under `dir` (sub-directories, then objects), each sorted descending.
+    async fn children_desc(&self, dir: &str) -> Result<(Vec<String>, Vec<String>), SinkError> {
+        let prefix = (!dir.is_empty()).then(|| Path::from(dir));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| self.read_err(dir, e))?;
+        let mut dirs: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let mut objects: Vec<String> = listing
+            .objects
+            .iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        dirs.sort_by(|a, b| b.cmp(a));
+        objects.sort_by(|a, b| b.cmp(a));
+        Ok((dirs, objects))
+    }
+
     fn put_err(&self, path: &str, source: object_store::Error) -> SinkError {
         SinkError::Put {
             sink: self.display.clone(),
@@ -152,6 +239,26 @@ impl ObjectStoreSink {
             .await
         {
             Ok(_) => Ok(PutOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) if path.ends_with(".json") => {
+                // A manifest: the same chunk (its `sha256`) means the same upload, even when
+                // the manifest was re-signed since.
+                let existing = self
+                    .get(path)
+                    .await?
+                    .and_then(|b| serde_json::from_slice::<ChunkMetadata>(&b).ok());
+                let ours = serde_json::from_slice::<ChunkMetadata>(&payload).ok();
+                match (existing, ours) {
+                    (Some(e), Some(o)) if e.sha256 == o.sha256 && e.object == o.object => {
+                        Ok(PutOutcome::AlreadyPresent)
+                    }
+                    (e, _) => Err(SinkError::Conflict {
+                        sink: self.display.clone(),
+                        path: path.to_owned(),
+                        existing: e.map_or_else(|| "unreadable".to_owned(), |e| e.sha256),
+                        ours: crispy_signer::sha256_hex(&payload),
+                    }),
+                }
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let existing = self
                     .store
@@ -203,6 +310,9 @@ pub fn clean_prefix(prefix: &str, display: &str) -> Result<String, SinkError> {
     Ok(trimmed.to_owned())
 }
 
+/// Object metadata attributes (`x-goog-meta-*` on GCS, `x-amz-meta-*` on S3): the core
+/// fields, the chain link and the signature, so a reader can check an object without its
+/// manifest.
 fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes {
     let mut a = Attributes::new();
     a.insert(Attribute::ContentType, content_type.into());
@@ -222,6 +332,26 @@ fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes
     ];
     for (k, v) in meta {
         a.insert(Attribute::Metadata(k.into()), v.into());
+    }
+    let optional = [
+        ("crispy-prev-sha256", m.prev_sha256.clone()),
+        (
+            "crispy-sig-alg",
+            m.signature.as_ref().map(|s| s.alg.clone()),
+        ),
+        (
+            "crispy-key-id",
+            m.signature.as_ref().map(|s| s.key_id.clone()),
+        ),
+        (
+            "crispy-signature",
+            m.signature.as_ref().map(|s| s.value.clone()),
+        ),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            a.insert(Attribute::Metadata(k.into()), v.into());
+        }
     }
     a
 }
@@ -251,6 +381,42 @@ impl ChunkSink for ObjectStoreSink {
             metadata.start_time,
             metadata.sequence,
         )
+    }
+
+    async fn last_manifest(
+        &self,
+        prefix: Option<&str>,
+        source_id: &SourceId,
+    ) -> Result<Option<ChunkMetadata>, SinkError> {
+        // Object names are `<id>/yyyy/mm/dd/<stamp>-<seq>.json`: descend year, month and day,
+        // newest first, instead of listing the source's whole history.
+        let base = self.under(&match prefix {
+            Some(p) => format!("{p}/{source_id}"),
+            None => source_id.to_string(),
+        });
+        let (years, _) = self.children_desc(&base).await?;
+        for year in years {
+            let (months, _) = self.children_desc(&year).await?;
+            for month in months {
+                let (days, _) = self.children_desc(&month).await?;
+                for day in days {
+                    let (_, objects) = self.children_desc(&day).await?;
+                    for name in objects.iter().filter(|o| o.ends_with(".json")) {
+                        let Some(bytes) = self.get(name).await? else {
+                            continue;
+                        };
+                        match serde_json::from_slice::<ChunkMetadata>(&bytes) {
+                            Ok(m) if m.source_id == *source_id => return Ok(Some(m)),
+                            _ => tracing::warn!(
+                                object = %name,
+                                "not a manifest of this source; looking further back"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, SinkError> {

@@ -1,0 +1,92 @@
+//! `crispy verify`.
+
+use anyhow::{Context, Result};
+use crispy_pipeline::verify::{VerifyOptions, VerifyReport, verify as check};
+use crispy_signer::VerifyingKeys;
+use crispy_sink::ObjectStoreSink;
+
+use crate::cli::VerifyArgs;
+use crate::exit::{UsageError, VerifyFailed};
+
+pub fn verify(args: VerifyArgs) -> Result<()> {
+    let mut keys = VerifyingKeys::new();
+    for path in &args.public_key {
+        keys.add_public_pem_file(path)?;
+    }
+    for var in &args.hmac_key_env {
+        let secret = std::env::var(var).map_err(|_| {
+            UsageError(format!(
+                "--hmac-key-env: environment variable {var} is not set"
+            ))
+        })?;
+        keys.add_hmac(secret.as_bytes())?;
+    }
+    let options = VerifyOptions {
+        source_id: args.source_id.clone(),
+        from: args.from,
+        to: args.to,
+        keys,
+        allow_unsigned: args.allow_unsigned,
+    };
+    let sink = ObjectStoreSink::from_url_existing(&args.sink)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(check(&sink, &options))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(VerifyFailed(report.problems.len()).into())
+    }
+}
+
+fn print_report(report: &VerifyReport) {
+    for p in &report.problems {
+        let source = p.source_id.as_deref().unwrap_or("-");
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!("PROBLEM {kind} [{source}] {}: {}", p.object, p.detail);
+    }
+    for s in &report.sources {
+        let signed = if s.key_ids.is_empty() {
+            "unsigned".to_owned()
+        } else {
+            format!("signed by {}", s.key_ids.join(", "))
+        };
+        println!(
+            "{}: {} chunks, sequence {}..{}, {} .. {}, {signed}{}, {} discontinuities, {} problems",
+            s.source_id,
+            s.chunks,
+            s.sequences.0,
+            s.sequences.1,
+            s.start_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            s.end_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            if s.unsigned > 0 && !s.key_ids.is_empty() {
+                format!(" ({} unsigned)", s.unsigned)
+            } else {
+                String::new()
+            },
+            s.discontinuities,
+            s.problems
+        );
+    }
+    if report.ok {
+        println!("OK: {} verified", report.sink);
+    } else {
+        println!(
+            "FAILED: {} problem(s) in {}",
+            report.problems.len(),
+            report.sink
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Signed manifests and `crispy verify` end to end: real runs of the `crispy` binary, then
+//! tampering with what they stored.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use crispy_testkit::{ffmpeg, files_with_ext, signal};
+use serde_json::Value;
+
+fn crispy() -> Command {
+    let mut cmd = Command::cargo_bin("crispy").expect("binary built");
+    cmd.env_remove("RUST_LOG")
+        .env_remove("CRISPY_LOG_FORMAT")
+        .env_remove("CRISPY_SIGNING_KEY");
+    cmd
+}
+
+/// An 8 s 320x240 25 fps H.264 file with a keyframe every second: eight 1 s chunks.
+fn input(dir: &Path) -> PathBuf {
+    let path = dir.join("clip.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        path.to_str().expect("utf8 path"),
+    ])
+    .expect("ffmpeg");
+    path
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(name);
+    let out = crispy()
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    let public = dir.join(format!("{name}.pub"));
+    (key, public)
+}
+
+fn sink_url(sink: &Path) -> String {
+    format!("file://{}", sink.display())
+}
+
+/// Runs a file into `sink` with `extra` options; asserts success.
+fn run_file(source: &Path, sink: &Path, extra: &[&str], env: &[(&str, &str)]) {
+    let mut cmd = crispy();
+    cmd.args(["run", "--chunk", "1s", "--source"])
+        .arg(source)
+        .args(["--sink", &sink_url(sink)])
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn verify(sink: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value) {
+    let mut cmd = crispy();
+    cmd.args(["verify", &sink_url(sink), "--json"]).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("verify");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json output ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn chunks(sink: &Path) -> Vec<PathBuf> {
+    let mut all = files_with_ext(sink, "mp4").expect("list");
+    all.sort();
+    all
+}
+
+fn with_ext(p: &Path, ext: &str) -> PathBuf {
+    p.with_extension(ext)
+}
+
+/// A signed run of the 8 s clip; returns (tempdir, sink, public key path).
+fn signed_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let (key, public) = keygen(dir.path(), "signing.key");
+    let sink = dir.path().join("sink");
+    run_file(
+        &source,
+        &sink,
+        &["--signing-key", key.to_str().expect("utf8")],
+        &[],
+    );
+    (dir, sink, public)
+}
+
+#[test]
+fn a_signed_run_verifies_and_every_tampering_is_reported() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["ok"], true);
+    let source = &report["sources"][0];
+    assert_eq!(source["chunks"], 8, "{report}");
+    assert_eq!(source["key_ids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(source["chain_starts"], 1);
+
+    let files = chunks(&sink);
+    assert_eq!(files.len(), 8);
+
+    // One byte of a chunk.
+    let original = std::fs::read(&files[2]).expect("read");
+    let mut bytes = original.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&files[2], &bytes).expect("write");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30));
+    assert_eq!(kinds(&report), ["tampered-chunk"], "{report}");
+    std::fs::write(&files[2], &original).expect("restore");
+
+    // A manifest field.
+    let manifest = with_ext(&files[3], "json");
+    let original = std::fs::read_to_string(&manifest).expect("read");
+    let edited = original.replacen("\"frame_count\": 25", "\"frame_count\": 24", 1);
+    assert_ne!(edited, original, "the field is there to edit");
+    std::fs::write(&manifest, &edited).expect("write");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30));
+    // The edited manifest fails its signature, and the next one's link no longer matches.
+    assert_eq!(
+        kinds(&report),
+        ["tampered-manifest", "broken-chain"],
+        "{report}"
+    );
+    std::fs::write(&manifest, &original).expect("restore");
+
+    // Two chunks' names swapped.
+    let (a, b) = (&files[4], &files[5]);
+    let tmp = with_ext(a, "swap");
+    std::fs::rename(a, &tmp).expect("mv");
+    std::fs::rename(b, a).expect("mv");
+    std::fs::rename(&tmp, b).expect("mv");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30));
+    assert_eq!(
+        kinds(&report),
+        ["tampered-chunk", "tampered-chunk"],
+        "{report}"
+    );
+    std::fs::rename(a, &tmp).expect("mv");
+    std::fs::rename(b, a).expect("mv");
+    std::fs::rename(&tmp, b).expect("mv");
+    assert_eq!(verify(&sink, &["--public-key", pk], &[]).0, Some(0));
+
+    // A middle chunk deleted with its manifest: a gap, and the next link points nowhere.
+    std::fs::remove_file(&files[6]).expect("rm");
+    std::fs::remove_file(with_ext(&files[6], "json")).expect("rm");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30));
+    let k = kinds(&report);
+    assert!(k.contains(&"gap".to_owned()), "{report}");
+    assert!(k.contains(&"broken-chain".to_owned()), "{report}");
+    assert!(k.contains(&"time-gap".to_owned()), "{report}");
+
+    // A chunk without its manifest, and a manifest without its chunk.
+    std::fs::remove_file(with_ext(&files[1], "json")).expect("rm");
+    std::fs::remove_file(&files[0]).expect("rm");
+    let (_, report) = verify(&sink, &["--public-key", pk], &[]);
+    let k = kinds(&report);
+    assert!(k.contains(&"orphan-chunk".to_owned()), "{report}");
+    assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
+}
+
+#[test]
+fn a_wrong_public_key_is_rejected() {
+    let (dir, sink, _public) = signed_run();
+    let (_, other) = keygen(dir.path(), "other.key");
+    let (code, report) = verify(&sink, &["--public-key", other.to_str().expect("utf8")], &[]);
+    assert_eq!(code, Some(30));
+    assert!(
+        kinds(&report).iter().all(|k| k == "unknown-key"),
+        "{report}"
+    );
+    assert_eq!(kinds(&report).len(), 8);
+    // Without any key, signed manifests cannot be trusted either.
+    let (code, _) = verify(&sink, &[], &[]);
+    assert_eq!(code, Some(30));
+}
+
+#[test]
+fn unsigned_runs_verify_only_with_allow_unsigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let sink = dir.path().join("sink");
+    run_file(&source, &sink, &[], &[]);
+    let (code, report) = verify(&sink, &[], &[]);
+    assert_eq!(code, Some(30));
+    assert!(kinds(&report).iter().all(|k| k == "unsigned"), "{report}");
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["unsigned"], 8);
+}
+
+#[test]
+fn hmac_signed_runs_verify_with_the_same_secret_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let sink = dir.path().join("sink");
+    let secret = [("CRISPY_TEST_HMAC", "a-shared-secret-of-enough-length")];
+    run_file(
+        &source,
+        &sink,
+        &["--hmac-key-env", "CRISPY_TEST_HMAC"],
+        &secret,
+    );
+    let (code, report) = verify(&sink, &["--hmac-key-env", "CRISPY_TEST_HMAC"], &secret);
+    assert_eq!(code, Some(0), "{report}");
+    let wrong = [("CRISPY_TEST_HMAC", "another-secret-of-enough-length!")];
+    let (code, _) = verify(&sink, &["--hmac-key-env", "CRISPY_TEST_HMAC"], &wrong);
+    assert_eq!(code, Some(30));
+    // Secrets never reach the manifests.
+    for m in files_with_ext(&sink, "json").expect("list") {
+        let text = std::fs::read_to_string(m).expect("read");
+        assert!(!text.contains("a-shared-secret"), "{text}");
+    }
+}
+
+#[test]
+fn an_unusable_key_is_a_clear_error_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_key = dir.path().join("notakey.pem");
+    std::fs::write(&not_a_key, "hello").expect("write");
+    let out = crispy()
+        .args([
+            "run",
+            "--source",
+            "testsrc",
+            "--sink",
+            "memory://",
+            "--signing-key",
+        ])
+        .arg(&not_a_key)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("notakey.pem") && err.contains("Ed25519"),
+        "{err}"
+    );
+    // keygen never overwrites.
+    let (key, _) = keygen(dir.path(), "k");
+    let out = crispy()
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("keygen");
+    assert_eq!(out.status.code(), Some(4));
+}
+
+/// Runs a paced synthetic live source for `secs`, then SIGTERM.
+fn live_run(sink: &Path, key: &Path, secs: u64) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args([
+            "-q",
+            "run",
+            "--source",
+            "lavfi:testsrc2=size=160x120:rate=10",
+            "--source-id",
+            "cam",
+            "--chunk",
+            "1s",
+            "--sink",
+            &sink_url(sink),
+            "--signing-key",
+        ])
+        .arg(key)
+        .env_remove("CRISPY_SIGNING_KEY")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("crispy starts");
+    std::thread::sleep(Duration::from_secs(secs));
+    signal(child.id(), "TERM").expect("kill -TERM");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_restarted_live_source_continues_its_chain_across_a_key_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (k1, p1) = keygen(dir.path(), "k1");
+    let (k2, p2) = keygen(dir.path(), "k2");
+    let sink = dir.path().join("sink");
+    live_run(&sink, &k1, 3);
+    let first = chunks(&sink).len();
+    assert!(first >= 2, "{first} chunks");
+    live_run(&sink, &k2, 3);
+    let (p1, p2) = (p1.to_str().expect("utf8"), p2.to_str().expect("utf8"));
+    let (code, report) = verify(&sink, &["--public-key", p1, "--public-key", p2], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let s = &report["sources"][0];
+    assert_eq!(s["key_ids"].as_array().map(Vec::len), Some(2), "{report}");
+    assert_eq!(
+        s["chain_starts"], 1,
+        "one chain across the restart: {report}"
+    );
+    assert_eq!(s["discontinuities"], 1, "the restart is recorded: {report}");
+    assert_eq!(s["sequences"][0], 0);
+    assert_eq!(
+        s["sequences"][1].as_u64(),
+        Some(s["chunks"].as_u64().expect("n") - 1),
+        "sequence continues: {report}"
+    );
+    // Only one key trusted: the other run's manifests are reported.
+    let (code, _) = verify(&sink, &["--public-key", p1], &[]);
+    assert_eq!(code, Some(30));
+}

@@ -1,0 +1,344 @@
+//! `crispy verify`: checks what a sink holds: every chunk's SHA-256, every manifest's
+//! signature, the per-source hash chain, sequence gaps and time continuity.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use crispy_core::{ChunkMetadata, SourceId};
+use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, manifest_sha256, sha256_hex};
+use crispy_sink::{ObjectStoreSink, SinkError};
+use serde::Serialize;
+
+/// What to check.
+#[derive(Debug, Default)]
+pub struct VerifyOptions {
+    /// Only this source (its chunks are under `<prefix>/<id>/`; without `prefix`, the
+    /// whole sink is listed and filtered).
+    pub source_id: Option<SourceId>,
+    /// Only chunks starting at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Only chunks starting before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Trusted keys; manifests signed by others are reported.
+    pub keys: VerifyingKeys,
+    /// Accept manifests without a signature.
+    pub allow_unsigned: bool,
+}
+
+/// Kinds of problems, stable names for `--json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// The chunk's bytes do not match the manifest's `sha256` or `bytes`.
+    TamperedChunk,
+    /// The manifest's signature does not match its content.
+    TamperedManifest,
+    /// Signed with a key that was not given.
+    UnknownKey,
+    /// No signature (and `--allow-unsigned` not given).
+    Unsigned,
+    /// `prev_sha256` does not match the previous manifest.
+    BrokenChain,
+    /// Sequence numbers skip: chunks are missing.
+    Gap,
+    /// Sequence numbers go back or repeat: chunks are reordered or duplicated.
+    Reordered,
+    /// A chunk does not start where the previous one ended, without a recorded discontinuity.
+    TimeGap,
+    /// A manifest whose chunk is missing.
+    OrphanManifest,
+    /// A chunk without a manifest.
+    OrphanChunk,
+    /// A manifest stored under another name than its `object` says.
+    Misplaced,
+    /// A manifest that cannot be parsed.
+    Unreadable,
+    /// Nothing to verify was found.
+    Empty,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// What kind.
+    pub kind: ProblemKind,
+    /// The source, when known.
+    pub source_id: Option<String>,
+    /// The object concerned.
+    pub object: String,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// Per-source summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSummary {
+    /// The source.
+    pub source_id: String,
+    /// Manifests checked.
+    pub chunks: u64,
+    /// Lowest and highest sequence numbers seen.
+    pub sequences: (u64, u64),
+    /// Start of the first chunk and end of the last.
+    pub start_time: DateTime<Utc>,
+    /// End of the last chunk.
+    pub end_time: DateTime<Utc>,
+    /// Key ids named by its manifests' signatures (verified or not: see the problems).
+    pub key_ids: Vec<String>,
+    /// Unsigned manifests.
+    pub unsigned: u64,
+    /// Chains that start in the range (a new run of a file source, or the first chunk ever).
+    pub chain_starts: u64,
+    /// Recorded discontinuities (reconnects, restarts).
+    pub discontinuities: u64,
+    /// Problems found for this source.
+    pub problems: u64,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The sink checked.
+    pub sink: String,
+    /// One summary per source, by id.
+    pub sources: Vec<SourceSummary>,
+    /// Every problem, in object order.
+    pub problems: Vec<Problem>,
+    /// True when there is no problem.
+    pub ok: bool,
+}
+
+struct Entry {
+    manifest_path: String,
+    metadata: ChunkMetadata,
+}
+
+/// Lists and checks everything in `sink` that `options` selects.
+pub async fn verify(
+    sink: &ObjectStoreSink,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, SinkError> {
+    let listing = sink.list("").await?;
+    let names: BTreeSet<&str> = listing.iter().map(|(p, _)| p.as_str()).collect();
+    let mut problems = Vec::new();
+    let problem = |kind, source: Option<&SourceId>, object: &str, detail: String| Problem {
+        kind,
+        source_id: source.map(ToString::to_string),
+        object: object.to_owned(),
+        detail,
+    };
+    let in_scope_path = |path: &str| match &options.source_id {
+        Some(id) => path.split('/').any(|seg| seg == id.as_str()),
+        None => true,
+    };
+
+    let mut by_source: BTreeMap<SourceId, Vec<Entry>> = BTreeMap::new();
+    for (path, _) in &listing {
+        let path = path.as_str();
+        if !path.ends_with(".json") || !in_scope_path(path) {
+            continue;
+        }
+        let Some(bytes) = sink.get(path).await? else {
+            continue;
+        };
+        let metadata: ChunkMetadata = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(problem(
+                    ProblemKind::Unreadable,
+                    None,
+                    path,
+                    format!("not a manifest: {e}"),
+                ));
+                continue;
+            }
+        };
+        if options
+            .source_id
+            .as_ref()
+            .is_some_and(|id| *id != metadata.source_id)
+            || options.from.is_some_and(|t| metadata.start_time < t)
+            || options.to.is_some_and(|t| metadata.start_time >= t)
+        {
+            continue;
+        }
+        by_source
+            .entry(metadata.source_id.clone())
+            .or_default()
+            .push(Entry {
+                manifest_path: path.to_owned(),
+                metadata,
+            });
+    }
+
+    // Chunks without manifests (filtered by source only: without a manifest, a chunk's
+    // time is known from its name alone).
+    for (path, _) in &listing {
+        let path = path.as_str();
+        if !path.ends_with(".mp4") || !in_scope_path(path) {
+            continue;
+        }
+        if !names.contains(crispy_sink::manifest_path_for(path).as_str()) {
+            problems.push(problem(
+                ProblemKind::OrphanChunk,
+                None,
+                path,
+                "chunk without a manifest".to_owned(),
+            ));
+        }
+    }
+
+    let mut sources = Vec::new();
+    for (id, mut entries) in by_source {
+        entries.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));
+        let before = problems.len();
+        let mut key_ids = BTreeSet::new();
+        let (mut unsigned, mut chain_starts, mut discontinuities) = (0, 0, 0);
+        let mut prev: Option<&ChunkMetadata> = None;
+        for e in &entries {
+            let m = &e.metadata;
+            let object = m.object.as_str();
+            let push = |problems: &mut Vec<Problem>, kind, detail: String| {
+                problems.push(problem(kind, Some(&id), object, detail));
+            };
+            if crispy_sink::manifest_path_for(object) != e.manifest_path {
+                push(
+                    &mut problems,
+                    ProblemKind::Misplaced,
+                    format!(
+                        "manifest stored as {} but describes {object}",
+                        e.manifest_path
+                    ),
+                );
+            }
+            match sink.get(object).await? {
+                None => push(
+                    &mut problems,
+                    ProblemKind::OrphanManifest,
+                    "the chunk is missing".to_owned(),
+                ),
+                Some(bytes) => {
+                    let actual = sha256_hex(&bytes);
+                    if actual != m.sha256 || bytes.len() as u64 != m.bytes {
+                        push(
+                            &mut problems,
+                            ProblemKind::TamperedChunk,
+                            format!(
+                                "content sha256 {actual} ({} bytes), manifest says {} ({} bytes)",
+                                bytes.len(),
+                                m.sha256,
+                                m.bytes
+                            ),
+                        );
+                    }
+                }
+            }
+            if let Some(s) = &m.signature {
+                key_ids.insert(s.key_id.clone());
+            }
+            match options
+                .keys
+                .verify(&canonical_bytes(m), m.signature.as_ref())
+            {
+                Ok(()) => {}
+                Err(VerifyError::Unsigned) => {
+                    unsigned += 1;
+                    if !options.allow_unsigned {
+                        push(
+                            &mut problems,
+                            ProblemKind::Unsigned,
+                            "the manifest is not signed (--allow-unsigned accepts this)".to_owned(),
+                        );
+                    }
+                }
+                Err(e @ VerifyError::UnknownKey { .. }) => {
+                    push(&mut problems, ProblemKind::UnknownKey, e.to_string())
+                }
+                Err(e) => push(&mut problems, ProblemKind::TamperedManifest, e.to_string()),
+            }
+            if m.discontinuity {
+                discontinuities += 1;
+            }
+            let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
+            if starts_chain {
+                chain_starts += 1;
+            }
+            if let Some(p) = prev {
+                if !starts_chain {
+                    if m.sequence > p.sequence + 1 {
+                        push(
+                            &mut problems,
+                            ProblemKind::Gap,
+                            format!(
+                                "{} chunk(s) missing: sequence {} follows {}",
+                                m.sequence - p.sequence - 1,
+                                m.sequence,
+                                p.sequence
+                            ),
+                        );
+                    } else if m.sequence <= p.sequence {
+                        push(
+                            &mut problems,
+                            ProblemKind::Reordered,
+                            format!("sequence {} follows {}", m.sequence, p.sequence),
+                        );
+                    }
+                    let expected = manifest_sha256(p);
+                    if m.prev_sha256.as_deref() != Some(expected.as_str()) {
+                        push(
+                            &mut problems,
+                            ProblemKind::BrokenChain,
+                            format!(
+                                "prev_sha256 {} does not match the previous manifest ({}, {expected})",
+                                m.prev_sha256.as_deref().unwrap_or("null"),
+                                p.object
+                            ),
+                        );
+                    }
+                    if !m.discontinuity && m.start_time != p.end_time {
+                        push(
+                            &mut problems,
+                            ProblemKind::TimeGap,
+                            format!(
+                                "starts at {} but the previous chunk ended at {}",
+                                m.start_time.to_rfc3339(),
+                                p.end_time.to_rfc3339()
+                            ),
+                        );
+                    }
+                }
+            }
+            prev = Some(m);
+        }
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            continue;
+        };
+        let seqs = entries.iter().map(|e| e.metadata.sequence);
+        sources.push(SourceSummary {
+            source_id: id.to_string(),
+            chunks: entries.len() as u64,
+            sequences: (seqs.clone().min().unwrap_or(0), seqs.max().unwrap_or(0)),
+            start_time: first.metadata.start_time,
+            end_time: last.metadata.end_time,
+            key_ids: key_ids.into_iter().collect(),
+            unsigned,
+            chain_starts,
+            discontinuities,
+            problems: (problems.len() - before) as u64,
+        });
+    }
+    if sources.is_empty() && problems.is_empty() {
+        problems.push(problem(
+            ProblemKind::Empty,
+            options.source_id.as_ref(),
+            sink.display_url(),
+            "no manifests found".to_owned(),
+        ));
+    }
+    Ok(VerifyReport {
+        sink: sink.display_url().to_owned(),
+        ok: problems.is_empty(),
+        sources,
+        problems,
+    })
+}
