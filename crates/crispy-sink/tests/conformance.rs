@@ -8,6 +8,15 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 fn chunk(sink: &ObjectStoreSink, payload: &'static [u8]) -> Chunk {
+    chunk_at(sink, payload, (2026, 1, 1), 3)
+}
+
+fn chunk_at(
+    sink: &ObjectStoreSink,
+    payload: &'static [u8],
+    (y, mo, d): (i32, u32, u32),
+    sequence: u64,
+) -> Chunk {
     let mut metadata: ChunkMetadata = serde_json::from_str(
         r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":3,"object":"",
         "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
@@ -18,9 +27,12 @@ fn chunk(sink: &ObjectStoreSink, payload: &'static [u8]) -> Chunk {
     )
     .expect("valid manifest");
     metadata.start_time = chrono::Utc
-        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .with_ymd_and_hms(y, mo, d, 0, 0, 0)
         .single()
         .expect("t");
+    metadata.end_time = metadata.start_time + chrono::Duration::seconds(3);
+    metadata.sequence = sequence;
+    metadata.sha256 = crispy_signer::sha256_hex(payload);
     metadata.object = sink.object_path(&metadata);
     Chunk {
         payload: Bytes::from_static(payload),
@@ -78,6 +90,52 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
         .await
         .expect("bytes");
     assert_eq!(&still[..], b"chunk-bytes");
+
+    // A re-signed manifest of the same chunk is the same upload.
+    let mut resigned = c.metadata.clone();
+    resigned.prev_sha256 = Some("ab".repeat(32));
+    assert_eq!(
+        sink.put(&c, Bytes::from(resigned.to_json()))
+            .await
+            .expect("re-signed"),
+        PutOutcome::AlreadyPresent
+    );
+
+    // The newest manifest of a source, across days, months and years.
+    let id = c.metadata.source_id.clone();
+    assert_eq!(
+        sink.last_manifest(None, &id)
+            .await
+            .expect("last")
+            .map(|m| m.sequence),
+        Some(3)
+    );
+    for (day, seq) in [((2025, 12, 31), 2), ((2026, 2, 3), 4)] {
+        let c = chunk_at(&sink, b"more", day, seq);
+        let m = Bytes::from(c.metadata.to_json());
+        sink.put(&c, m).await.expect("put");
+    }
+    let last = sink.last_manifest(None, &id).await.expect("last");
+    assert_eq!(last.map(|m| m.sequence), Some(4));
+    let other = crispy_core::SourceId::new("nobody").expect("id");
+    assert_eq!(sink.last_manifest(None, &other).await.expect("none"), None);
+
+    // Listing is sorted and complete; reading a missing object is `None`.
+    let listed: Vec<String> = sink
+        .list("")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "{listed:?}");
+    assert_eq!(
+        sink.get(&format!("{expect_prefix}cam/none.mp4"))
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 #[test]
