@@ -56,9 +56,8 @@ impl SpsProbe {
         };
         // scuffle-h265 0.2 panics on some malformed scaling lists (an unchecked subtraction,
         // found by the garbage test below): contain it, a hostile camera must not end a run.
-        let parsed = std::panic::catch_unwind(|| {
-            scuffle_h265::SpsNALUnit::parse(std::io::Cursor::new(sps))
-        });
+        let parsed =
+            std::panic::catch_unwind(|| scuffle_h265::SpsNALUnit::parse(std::io::Cursor::new(sps)));
         let unit = match parsed {
             Ok(Ok(unit)) => unit,
             Ok(Err(e)) => return Err(bad(e.to_string())),
