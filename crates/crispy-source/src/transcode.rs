@@ -342,6 +342,9 @@ impl LiveTranscoder {
                         self.stage.set_wall_anchor(unix_ms, p.pts);
                     }
                 }
+                // One copy of the compressed payload per packet (kilobytes, next to a decode
+                // of the whole picture): the demuxer hands out `Bytes`, the decoder wants an
+                // AVPacket.
                 let mut packet = ffmpeg::Packet::copy(&p.data);
                 packet.set_pts(Some(p.pts));
                 packet.set_dts(Some(p.dts));
