@@ -5,6 +5,8 @@
 //! - `test`     deps + fixtures + the whole test suite (nextest and doc tests)
 //! - `demo`     deps + build + run the main job on a generated sample into ./crispy-out
 //! - `bench`    deps + benchmark inputs + criterion benchmarks
+//! - `fuzz`     seed corpora from real encoders, then `cargo +nightly fuzz run` each target
+//!   (`cargo xtask fuzz [SECONDS per target, default 60] [TARGET...]`)
 //! - `ci`       fmt --check, clippy -D warnings, cargo deny, then `test`
 
 use std::path::{Path, PathBuf};
@@ -47,10 +49,12 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("ci") => ci(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|ci>"
+                "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|\
+                 fuzz [SECONDS] [TARGET...]|ci>"
             );
             return ExitCode::from(2);
         }
@@ -234,4 +238,105 @@ fn ci() -> Result<()> {
     }
     status(cargo().args(["deny", "check", "bans", "licenses", "sources"]))?;
     test(&[])
+}
+
+/// The fuzz targets under `fuzz/` (see `fuzz/Cargo.toml`).
+const FUZZ_TARGETS: &[&str] = &["sps_h264", "sps_h265", "mp4_probe"];
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let secs: u64 = match args.first() {
+        Some(a) if a.chars().all(|c| c.is_ascii_digit()) => a.parse()?,
+        _ => 60,
+    };
+    let named: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    for t in &named {
+        if !FUZZ_TARGETS.contains(t) {
+            bail!("no fuzz target {t}; targets: {}", FUZZ_TARGETS.join(", "));
+        }
+    }
+    let targets = if named.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        named
+    };
+    deps()?;
+    if !Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        status(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    fuzz_seeds()?;
+    for target in targets {
+        // cargo-fuzz needs a nightly toolchain (sanitizers); rustup picks it with `+nightly`.
+        status(
+            Command::new("cargo")
+                .current_dir(root())
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={secs}"))
+                .arg("-max_len=65536")
+                // A probe that takes seconds on a few kilobytes is a hang: report it.
+                .arg("-timeout=5")
+                .arg("-rss_limit_mb=2048"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Seed corpora made by the real encoders: parameter sets alone (Annex B) at several sizes,
+/// profiles and bit depths, and small MP4 files (`avc1`, `hev1`, `hvc1`).
+fn fuzz_seeds() -> Result<()> {
+    let corpus = root().join("fuzz/corpus");
+    let variants: &[(&str, &str, &str)] = &[
+        ("1920x1080", "yuv420p", "25"),
+        ("642x362", "yuv420p10le", "30000/1001"),
+        ("360x640", "yuv422p", "15"),
+    ];
+    for (i, (size, pix_fmt, rate)) in variants.iter().enumerate() {
+        let source = format!("testsrc2=size={size}:rate={rate}");
+        for (target, codec, format, units) in [
+            ("sps_h264", "libx264", "h264", "7-8"),
+            ("sps_h265", "libx265", "hevc", "32-34"),
+        ] {
+            let dir = corpus.join(target);
+            std::fs::create_dir_all(&dir)?;
+            let out = dir.join(format!("seed-{i}"));
+            status(
+                Command::new("ffmpeg")
+                    .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+                    .args(["-f", "lavfi", "-i", &source, "-frames:v", "1"])
+                    .args(["-pix_fmt", pix_fmt, "-c:v", codec])
+                    .args(["-x265-params", "log-level=error"])
+                    .args(["-bsf:v", &format!("filter_units=pass_types={units}")])
+                    .args(["-f", format])
+                    .arg(&out),
+            )?;
+        }
+        let dir = corpus.join("mp4_probe");
+        std::fs::create_dir_all(&dir)?;
+        for (codec, tag) in [
+            ("libx264", "avc1"),
+            ("libx265", "hev1"),
+            ("libx265", "hvc1"),
+        ] {
+            let out = dir.join(format!("seed-{i}-{tag}.mp4"));
+            status(
+                Command::new("ffmpeg")
+                    .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+                    .args(["-f", "lavfi", "-i"])
+                    .arg(format!("testsrc2=size=64x48:rate={rate}"))
+                    .args(["-frames:v", "5", "-g", "2", "-pix_fmt", pix_fmt])
+                    .args(["-c:v", codec, "-tag:v", tag])
+                    .args(["-x265-params", "log-level=error"])
+                    .args(["-movflags", "+faststart"])
+                    .arg(&out),
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use crispy_core::{PacketSource, ResolutionProbe};
-use crispy_probe::{SpsProbe, StreamStats};
+use crispy_probe::{Mp4Probe, SpsProbe, StreamStats};
 use crispy_source::FileSource;
 
 use crate::cli::ProbeArgs;
@@ -19,9 +19,21 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         .unwrap_or((info.width, info.height));
     let fps = info.frame_rate.map(|r| r.as_f64());
     let report = stats.report(info.codec.name(), info.profile.as_deref(), size, fps);
+    let sps = match SpsProbe::report(info.codec, &info.extradata) {
+        Some(Ok(sps)) => Some(sps),
+        Some(Err(e)) => {
+            tracing::warn!("parameter sets: {e}");
+            None
+        }
+        None => None,
+    };
+    // MP4 input (a chunk, or any .mp4): what its boxes say, read by a second parser.
+    let mp4 = Mp4Probe::probe_file(&args.file).ok();
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["file"] = args.file.display().to_string().into();
+        value["sps"] = serde_json::to_value(&sps)?;
+        value["mp4"] = serde_json::to_value(&mp4)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -32,6 +44,29 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         None => println!("codec       {}", report.codec),
     }
     println!("resolution  {}x{}", report.width, report.height);
+    if let Some(sps) = &sps {
+        let tier = sps
+            .tier
+            .as_deref()
+            .map(|t| format!(", {t} tier"))
+            .unwrap_or_default();
+        println!("level       {}{tier}", sps.level);
+        println!(
+            "pixels      {}, {}-bit{}",
+            sps.chroma_format,
+            sps.bit_depth_luma,
+            if sps.interlaced { ", interlaced" } else { "" }
+        );
+        if (sps.coded_width, sps.coded_height) != (sps.width, sps.height) {
+            println!(
+                "coded       {}x{} (cropped)",
+                sps.coded_width, sps.coded_height
+            );
+        }
+        if let Some(f) = sps.frame_rate {
+            println!("sps fps     {}", (f * 1000.0).round() / 1000.0);
+        }
+    }
     println!(
         "fps         {}",
         report.fps.map_or_else(dash, |f| format!("{f}"))
@@ -46,6 +81,21 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         _ => "single keyframe".to_owned(),
     };
     println!("gop         {gop}");
+    if let Some(mp4) = &mp4 {
+        println!(
+            "mp4         {} samples, {} keyframes, {} ms ({} ticks at 1/{}){}",
+            mp4.samples,
+            mp4.keyframes,
+            mp4.duration_ms,
+            mp4.duration_ts,
+            mp4.timescale,
+            if mp4.starts_with_keyframe {
+                ""
+            } else {
+                ", does not start on a keyframe"
+            }
+        );
+    }
     println!(
         "bitrate     {}",
         report

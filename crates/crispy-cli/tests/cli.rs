@@ -239,6 +239,15 @@ fn probe_reports_stream_facts() {
     assert_eq!(v["duration_ms"], 24_000);
     assert_eq!(v["frames"], 600);
     assert_eq!(v["gop_max_frames"], 250);
+    // The parameter sets, and the MP4's own boxes, agree with the packet statistics.
+    assert_eq!(v["sps"]["width"], 640);
+    assert_eq!(v["sps"]["chroma_format"], "4:2:0");
+    assert_eq!(v["sps"]["bit_depth_luma"], 8);
+    assert_eq!(v["sps"]["frame_rate"].as_f64(), Some(25.0));
+    assert_eq!(v["sps"]["profile"], v["profile"]);
+    assert_eq!(v["mp4"]["samples"], 600);
+    assert_eq!(v["mp4"]["keyframes"], 3);
+    assert_eq!(v["mp4"]["duration_ms"], 24_000);
 
     let text = crispy()
         .arg("probe")
@@ -247,7 +256,11 @@ fn probe_reports_stream_facts() {
         .expect("runs");
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(
-        text.contains("hevc (Main)") && text.contains("1280x720") && text.contains("150"),
+        text.contains("hevc (Main)")
+            && text.contains("1280x720")
+            && text.contains("150")
+            && text.contains("Main tier")
+            && text.contains("4:2:0, 8-bit"),
         "{text}"
     );
 }

@@ -158,10 +158,11 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     std::fs::write(&manifest, &edited).expect("write");
     let (code, report) = verify(&sink, &["--public-key", pk], &[]);
     assert_eq!(code, Some(30));
-    // The edited manifest fails its signature, and the next one's link no longer matches.
+    // The edited manifest contradicts its chunk and fails its signature, and the next one's
+    // link no longer matches.
     assert_eq!(
         kinds(&report),
-        ["tampered-manifest", "broken-chain"],
+        ["content-mismatch", "tampered-manifest", "broken-chain"],
         "{report}"
     );
     std::fs::write(&manifest, &original).expect("restore");
@@ -231,6 +232,36 @@ fn unsigned_runs_verify_only_with_allow_unsigned() {
     let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["sources"][0]["unsigned"], 8);
+
+    // Without a signature only the chunk itself can contradict an edited manifest: the last
+    // one (no later link) claims another frame count and size than its MP4 holds.
+    let last = with_ext(chunks(&sink).last().expect("chunks"), "json");
+    let original = std::fs::read_to_string(&last).expect("read");
+    let edited = original
+        .replacen("\"frame_count\": 25", "\"frame_count\": 26", 1)
+        .replacen("\"width\": 320", "\"width\": 640", 1);
+    assert_ne!(edited, original, "the fields are there to edit");
+    std::fs::write(&last, &edited).expect("write");
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(30));
+    assert_eq!(kinds(&report), ["content-mismatch"], "{report}");
+    let detail = report["problems"][0]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("25 frames (manifest 26)") && detail.contains("manifest 640x"),
+        "{detail}"
+    );
+
+    // A chunk that is not an MP4 at all, with a manifest that matches its bytes.
+    let garbage = b"not an mp4";
+    let chunk = chunks(&sink).last().expect("chunks").clone();
+    std::fs::write(&chunk, garbage).expect("write");
+    let value: Value = serde_json::from_str(&original).expect("json");
+    let mut value = value;
+    value["sha256"] = crispy_signer::sha256_hex(garbage).into();
+    value["bytes"] = garbage.len().into();
+    std::fs::write(&last, serde_json::to_vec(&value).expect("json")).expect("write");
+    let (_, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(kinds(&report), ["content-mismatch"], "{report}");
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use crispy_core::{ChunkMetadata, SourceId};
+use crispy_probe::Mp4Probe;
 use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, manifest_sha256, sha256_hex};
+
 use crispy_sink::{ObjectStoreSink, SinkError};
 use serde::Serialize;
 
@@ -45,6 +47,9 @@ pub enum ProblemKind {
     Reordered,
     /// A chunk does not start where the previous one ended, without a recorded discontinuity.
     TimeGap,
+    /// The chunk's MP4 boxes disagree with its manifest (frames, duration, size, codec), or
+    /// the chunk is not a readable MP4.
+    ContentMismatch,
     /// A manifest whose chunk is missing.
     OrphanManifest,
     /// A chunk without a manifest.
@@ -230,6 +235,8 @@ pub async fn verify(
                                 m.bytes
                             ),
                         );
+                    } else if let Some(detail) = content_mismatch(m, &bytes) {
+                        push(&mut problems, ProblemKind::ContentMismatch, detail);
                     }
                 }
             }
@@ -341,4 +348,49 @@ pub async fn verify(
         sources,
         problems,
     })
+}
+
+/// What a chunk's own MP4 boxes say against its manifest (read by a second, independent
+/// parser, the `mp4` crate); `None` when they agree.
+fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
+    let mp4 = match Mp4Probe::probe(bytes) {
+        Ok(r) => r,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut diffs = Vec::new();
+    if mp4.samples != m.frame_count {
+        diffs.push(format!(
+            "{} frames (manifest {})",
+            mp4.samples, m.frame_count
+        ));
+    }
+    if (mp4.width, mp4.height) != (m.width, m.height) {
+        diffs.push(format!(
+            "{}x{} (manifest {}x{})",
+            mp4.width, mp4.height, m.width, m.height
+        ));
+    }
+    if mp4.codec.as_ref().is_some_and(|c| *c != m.codec) {
+        diffs.push(format!(
+            "codec {} (manifest {})",
+            mp4.codec.as_deref().unwrap_or_default(),
+            m.codec
+        ));
+    }
+    let same_clock = m.time_base.num == 1 && i64::from(mp4.timescale) == i64::from(m.time_base.den);
+    if same_clock && i64::try_from(mp4.duration_ts).ok() != Some(m.duration_ts) {
+        diffs.push(format!(
+            "{} ticks long (manifest {})",
+            mp4.duration_ts, m.duration_ts
+        ));
+    } else if !same_clock && mp4.duration_ms.abs_diff(m.duration_ms) > 1 {
+        diffs.push(format!(
+            "{} ms long (manifest {})",
+            mp4.duration_ms, m.duration_ms
+        ));
+    }
+    if m.keyframe_aligned && !mp4.starts_with_keyframe {
+        diffs.push("does not start on a keyframe (manifest says it does)".to_owned());
+    }
+    (!diffs.is_empty()).then(|| format!("the chunk's MP4 says {}", diffs.join(", ")))
 }

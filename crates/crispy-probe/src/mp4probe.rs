@@ -1,0 +1,260 @@
+//! Facts about a finished MP4 chunk, read with the `mp4` crate's box parser.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::panic::AssertUnwindSafe;
+
+use serde::Serialize;
+
+use crate::{ProbeError, SpsProbe, SpsReport};
+
+/// What an MP4 file's first video track says about itself: what `crispy verify` compares with
+/// the manifest, and what `crispy probe` shows for MP4 input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mp4Report {
+    /// `h264` (`avc1`) or `hevc` (`hev1`); `null` for sample entries the `mp4` crate does not
+    /// know (it does not read `hvc1`).
+    pub codec: Option<String>,
+    /// Sample entry width (`avc1`/`hev1`), else the track header's.
+    pub width: u32,
+    /// Sample entry height, else the track header's.
+    pub height: u32,
+    /// Media timescale (ticks per second) of the track.
+    pub timescale: u32,
+    /// Track duration in `timescale` ticks (the media header's).
+    pub duration_ts: u64,
+    /// `duration_ts` in milliseconds, rounded to nearest.
+    pub duration_ms: u64,
+    /// Number of samples (frames).
+    pub samples: u64,
+    /// Number of sync samples; every sample when the file has no sync-sample table.
+    pub keyframes: u64,
+    /// True when the first sample is a sync sample (the chunk can be decoded on its own).
+    pub starts_with_keyframe: bool,
+    /// The H.264 SPS of the `avcC` record, read by [`SpsProbe`].
+    pub sps: Option<SpsReport>,
+}
+
+/// Reads [`Mp4Report`]s from complete MP4 files held in memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mp4Probe;
+
+impl Mp4Probe {
+    /// Parses `data` as an MP4 file and reports its first video track.
+    ///
+    /// Never panics: the `mp4` crate's own panics on hostile input (it has some) are
+    /// contained and reported as [`ProbeError::BadMp4`].
+    pub fn probe(data: &[u8]) -> Result<Mp4Report, ProbeError> {
+        let bad = |reason: String| ProbeError::BadMp4 { reason };
+        check_box_tree(data, 0).map_err(bad)?;
+        Self::read(std::io::Cursor::new(data), data.len() as u64)
+    }
+
+    /// Like [`Mp4Probe::probe`] for a file on disk: reads the box headers and the `moov` box,
+    /// not the media data.
+    pub fn probe_file(path: &std::path::Path) -> Result<Mp4Report, ProbeError> {
+        let bad = |reason: String| ProbeError::BadMp4 { reason };
+        let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let size = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        // The box tree check needs the header boxes in memory: everything but `mdat`.
+        let mut headers = Vec::new();
+        let mut at = 0u64;
+        while at < size {
+            let mut head = [0u8; 16];
+            file.seek(SeekFrom::Start(at))
+                .map_err(|e| bad(e.to_string()))?;
+            let n = file.read(&mut head).map_err(|e| bad(e.to_string()))?;
+            let (len, _) = box_size(&head[..n], size - at).map_err(bad)?;
+            if &head[4..8] == b"mdat" {
+                // Keep its header, with a size that still fits what follows.
+                let mut fake = head[..8].to_vec();
+                fake[..4].copy_from_slice(&8u32.to_be_bytes());
+                headers.extend_from_slice(&fake);
+            } else if len > 64 << 20 {
+                return Err(bad(format!(
+                    "a {len}-byte {} box: too large for a header box",
+                    String::from_utf8_lossy(&head[4..8])
+                )));
+            } else {
+                let mut boxed = vec![0u8; usize::try_from(len).map_err(|e| bad(e.to_string()))?];
+                file.seek(SeekFrom::Start(at))
+                    .map_err(|e| bad(e.to_string()))?;
+                file.read_exact(&mut boxed)
+                    .map_err(|e| bad(e.to_string()))?;
+                headers.extend_from_slice(&boxed);
+            }
+            at += len;
+        }
+        Self::probe(&headers)
+    }
+
+    fn read<R: Read + Seek>(reader: R, size: u64) -> Result<Mp4Report, ProbeError> {
+        let bad = |reason: String| ProbeError::BadMp4 { reason };
+        // The `mp4` crate loops forever on boxes whose size is 0 or below their header (it
+        // seeks back to the same header; found by `cargo xtask fuzz`). Every such loop does
+        // I/O, so a budget of reads and seeks bounds it: a real file needs a few per box.
+        let reader = Budgeted {
+            inner: reader,
+            ops_left: 4096 + size.min(1 << 24),
+        };
+        let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            mp4::Mp4Reader::read_header(reader, size)
+        }));
+        let reader = match parsed {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(e)) => return Err(bad(e.to_string())),
+            Err(_) => return Err(bad("the MP4 parser failed on it".to_owned())),
+        };
+        let mut tracks: Vec<_> = reader.tracks().values().collect();
+        tracks.sort_by_key(|t| t.trak.tkhd.track_id);
+        let track = tracks
+            .into_iter()
+            .find(|t| t.trak.mdia.hdlr.handler_type.value == *b"vide")
+            .ok_or_else(|| bad("no video track".to_owned()))?;
+        if !track.trafs.is_empty() {
+            return Err(bad("fragmented MP4 is not a chunk".to_owned()));
+        }
+        let stbl = &track.trak.mdia.minf.stbl;
+        let mdhd = &track.trak.mdia.mdhd;
+        if mdhd.timescale == 0 {
+            return Err(bad("the media timescale is 0".to_owned()));
+        }
+        let (codec, width, height) = if let Some(avc1) = &stbl.stsd.avc1 {
+            (Some("h264"), avc1.width, avc1.height)
+        } else if let Some(hev1) = &stbl.stsd.hev1 {
+            (Some("hevc"), hev1.width, hev1.height)
+        } else {
+            let tkhd = &track.trak.tkhd;
+            (None, tkhd.width.value(), tkhd.height.value())
+        };
+        let samples = u64::from(stbl.stsz.sample_count);
+        let (keyframes, starts_with_keyframe) = match &stbl.stss {
+            Some(stss) => (stss.entries.len() as u64, stss.entries.first() == Some(&1)),
+            None => (samples, samples > 0),
+        };
+        let sps = stbl.stsd.avc1.as_ref().and_then(|avc1| {
+            let sps = avc1.avcc.sequence_parameter_sets.first()?;
+            SpsProbe::h264_report(&annexb(&sps.bytes)).ok()
+        });
+        let ts = u128::from(mdhd.timescale);
+        let duration_ms = (u128::from(mdhd.duration) * 1000 + ts / 2) / ts;
+        Ok(Mp4Report {
+            codec: codec.map(str::to_owned),
+            width: u32::from(width),
+            height: u32::from(height),
+            timescale: mdhd.timescale,
+            duration_ts: mdhd.duration,
+            duration_ms: u64::try_from(duration_ms).unwrap_or(u64::MAX),
+            samples,
+            keyframes,
+            starts_with_keyframe,
+            sps,
+        })
+    }
+}
+
+/// One NAL unit as an Annex B stream (what [`SpsProbe`] reads besides `avcC`).
+fn annexb(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len() + 4);
+    out.extend_from_slice(&[0, 0, 0, 1]);
+    out.extend_from_slice(nal);
+    out
+}
+
+/// Checks that every box the `mp4` crate will descend into lies inside its parent and is at
+/// least a header long. The crate trusts box sizes: a size below 8 underflows into a huge
+/// allocation, one past the end of the file allocates what the file does not have (both
+/// found by `cargo xtask fuzz`). Its tables check their counts against their box's size, so
+/// with sizes sane, what it allocates is bounded by the input.
+fn check_box_tree(data: &[u8], depth: u32) -> Result<(), String> {
+    if depth > 16 {
+        return Err("boxes nested too deep".to_owned());
+    }
+    let mut at = 0usize;
+    while at < data.len() {
+        let rest = &data[at..];
+        let (len, header) = box_size(rest, rest.len() as u64)?;
+        // `len` fits in `rest` (checked by `box_size`).
+        let len = len as usize;
+        let name = &rest[4..8];
+        let body = &rest[header..len];
+        // Where children start inside the body, for boxes whose children the crate reads.
+        let children = match name {
+            b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" | b"dinf" | b"edts" | b"mvex"
+            | b"moof" | b"traf" | b"udta" | b"ilst" => Some(0),
+            // ISO `meta` is a full box (4 bytes of version and flags); QuickTime's is not.
+            b"meta" => Some(if body.get(..4) == Some(&[0, 0, 0, 0]) {
+                4
+            } else {
+                0
+            }),
+            b"stsd" | b"dref" => Some(8),
+            b"avc1" | b"avc3" | b"hev1" | b"hvc1" | b"vp09" | b"encv" => Some(78),
+            b"mp4a" | b"enca" => Some(28),
+            // iTunes-style metadata items hold `data` boxes.
+            _ if depth > 0 && name[0] == 0xa9 => Some(0),
+            _ => None,
+        };
+        if let Some(skip) = children {
+            let inner = body
+                .get(skip..)
+                .ok_or_else(|| format!("box {} is too short", String::from_utf8_lossy(name)))?;
+            check_box_tree(inner, depth + 1)?;
+        }
+        at += len;
+    }
+    Ok(())
+}
+
+/// The size of the box at the start of `data` and its header length, checked: at least a
+/// header long, no longer than `room` (what is left of the parent or the file).
+fn box_size(data: &[u8], room: u64) -> Result<(u64, usize), String> {
+    let word = |r: std::ops::Range<usize>| data.get(r).ok_or("a box header is cut short");
+    let size32 = u32::from_be_bytes(word(0..4)?.try_into().map_err(|_| "header")?);
+    let _name = word(4..8)?;
+    let (len, header) = match size32 {
+        0 => return Err("a box of size 0 (to the end of the file) is not a chunk".to_owned()),
+        1 => (
+            u64::from_be_bytes(word(8..16)?.try_into().map_err(|_| "header")?),
+            16,
+        ),
+        n => (u64::from(n), 8),
+    };
+    if len < header as u64 {
+        return Err(format!("a box claims {len} bytes, less than its header"));
+    }
+    if len > room {
+        return Err(format!(
+            "a box claims {len} bytes where only {room} are left"
+        ));
+    }
+    Ok((len, header))
+}
+
+/// A reader that fails once it has done `ops_left` reads and seeks.
+struct Budgeted<R> {
+    inner: R,
+    ops_left: u64,
+}
+
+impl<R> Budgeted<R> {
+    fn spend(&mut self) -> std::io::Result<()> {
+        self.ops_left = self.ops_left.checked_sub(1).ok_or_else(|| {
+            std::io::Error::other("the box structure loops (too many reads for the file size)")
+        })?;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.spend()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Budgeted<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.spend()?;
+        self.inner.seek(pos)
+    }
+}
