@@ -29,6 +29,8 @@ pub(crate) struct H265Sps {
     pub bit_depth_chroma: u8,
     /// (num_units_in_tick, time_scale) from the VUI.
     pub timing: Option<(u32, u32)>,
+    /// The short-term reference picture sets' delta POCs (S0, S1), as derived.
+    pub ref_pic_sets: Vec<(Vec<i32>, Vec<i32>)>,
 }
 
 impl H265Sps {
@@ -153,6 +155,40 @@ fn parse<R: BitRead>(r: &mut R) -> Result<H265Sps, Error> {
     let bit_depth_luma = 8 + ue_max(r, "bit_depth_luma_minus8", 8)? as u8;
     let bit_depth_chroma = 8 + ue_max(r, "bit_depth_chroma_minus8", 8)? as u8;
     let log2_max_poc_lsb = 4 + ue_max(r, "log2_max_pic_order_cnt_lsb_minus4", 12)?;
+    // Everything the resolution needs is read. The rest (reference picture sets, VUI) only
+    // gives the frame rate: a tail we cannot read costs the frame rate, not the picture size.
+    let mut ref_pic_sets = Vec::new();
+    let timing = read_tail(
+        r,
+        max_sub_layers_minus1,
+        log2_max_poc_lsb,
+        &mut ref_pic_sets,
+    )
+    .unwrap_or(None);
+    Ok(H265Sps {
+        profile_idc,
+        tier_flag,
+        level_idc,
+        interlaced_source,
+        chroma_format_idc,
+        separate_colour_plane,
+        pic_width,
+        pic_height,
+        conf_win,
+        bit_depth_luma,
+        bit_depth_chroma,
+        timing,
+        ref_pic_sets,
+    })
+}
+
+/// The SPS after `log2_max_pic_order_cnt_lsb_minus4`, up to the VUI timing information.
+fn read_tail<R: BitRead>(
+    r: &mut R,
+    max_sub_layers_minus1: u8,
+    log2_max_poc_lsb: u32,
+    ref_pic_sets: &mut Vec<(Vec<i32>, Vec<i32>)>,
+) -> Result<Option<(u32, u32)>, Error> {
     let all_sub_layers = r.read_bool("sps_sub_layer_ordering_info_present_flag")?;
     let first = if all_sub_layers {
         0
@@ -187,6 +223,7 @@ fn parse<R: BitRead>(r: &mut R) -> Result<H265Sps, Error> {
     let mut sets: Vec<RefPicSet> = Vec::with_capacity(num_sets);
     for idx in 0..num_sets {
         let set = read_st_ref_pic_set(r, &sets, idx)?;
+        ref_pic_sets.push((set.s0.clone(), set.s1.clone()));
         sets.push(set);
     }
     if r.read_bool("long_term_ref_pics_present_flag")? {
@@ -200,25 +237,11 @@ fn parse<R: BitRead>(r: &mut R) -> Result<H265Sps, Error> {
         2,
         "sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag",
     )?;
-    let timing = if r.read_bool("vui_parameters_present_flag")? {
-        read_vui_timing(r)?
+    if r.read_bool("vui_parameters_present_flag")? {
+        read_vui_timing(r)
     } else {
-        None
-    };
-    Ok(H265Sps {
-        profile_idc,
-        tier_flag,
-        level_idc,
-        interlaced_source,
-        chroma_format_idc,
-        separate_colour_plane,
-        pic_width,
-        pic_height,
-        conf_win,
-        bit_depth_luma,
-        bit_depth_chroma,
-        timing,
-    })
+        Ok(None)
+    }
 }
 
 /// scaling_list_data(), §7.3.4: read past it.
@@ -373,4 +396,158 @@ fn read_vui_timing<R: BitRead>(r: &mut R) -> Result<Option<(u32, u32)>, Error> {
     let num_units_in_tick: u32 = r.read(32, "vui_num_units_in_tick")?;
     let time_scale: u32 = r.read(32, "vui_time_scale")?;
     Ok((num_units_in_tick > 0 && time_scale > 0).then_some((num_units_in_tick, time_scale)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes bits MSB first, with Exp-Golomb codes and emulation prevention.
+    #[derive(Default)]
+    struct Bits {
+        bits: Vec<bool>,
+    }
+
+    impl Bits {
+        fn u(&mut self, n: u32, v: u64) -> &mut Self {
+            for i in (0..n).rev() {
+                self.bits.push((v >> i) & 1 == 1);
+            }
+            self
+        }
+        fn ue(&mut self, v: u64) -> &mut Self {
+            let code = v + 1;
+            let len = 64 - code.leading_zeros();
+            self.u(len - 1, 0).u(len, code)
+        }
+        fn se(&mut self, v: i64) -> &mut Self {
+            let mapped = if v > 0 { 2 * v - 1 } else { -2 * v };
+            self.ue(mapped as u64)
+        }
+        /// The NAL unit: header 0x42 0x01, RBSP with stop bit, emulation prevention.
+        fn nal(&mut self) -> Vec<u8> {
+            self.bits.push(true);
+            while self.bits.len() % 8 != 0 {
+                self.bits.push(false);
+            }
+            let rbsp: Vec<u8> = self
+                .bits
+                .chunks(8)
+                .map(|c| c.iter().fold(0u8, |a, &b| a << 1 | u8::from(b)))
+                .collect();
+            let mut out = vec![0x42, 0x01];
+            let mut zeros = 0;
+            for b in rbsp {
+                if zeros >= 2 && b <= 3 {
+                    out.push(3);
+                    zeros = 0;
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                out.push(b);
+            }
+            out
+        }
+    }
+
+    /// A 1080p Main SPS as hardware encoders write them: two sub-layers, a scaling list,
+    /// PCM, reference picture sets in the SPS (one explicit, two predicted), long-term
+    /// pictures, and VUI with every optional part before the 30000/1001 timing.
+    fn camera_sps(timing: bool) -> Vec<u8> {
+        let mut b = Bits::default();
+        b.u(4, 0).u(3, 1).u(1, 1); // vps id, max_sub_layers_minus1 = 1, nesting
+        // profile_tier_level: Main, Main tier, level 4.1 (123)
+        b.u(2, 0).u(1, 0).u(5, 1).u(32, 0x6000_0000);
+        b.u(1, 1).u(1, 0).u(1, 0).u(1, 1).u(43, 0).u(1, 0).u(8, 123);
+        b.u(1, 1).u(1, 1); // sub-layer 0: profile and level present
+        b.u(2 * 7, 0); // reserved_zero_2bits for i = 1..8
+        b.u(56, 0).u(32, 0x1234).u(8, 120); // sub-layer profile (88 bits), level
+        b.ue(0).ue(1); // sps id, 4:2:0
+        b.ue(1920).ue(1088).u(1, 1).ue(0).ue(0).ue(0).ue(4); // crop 8 lines
+        b.ue(0).ue(0).ue(4); // 8-bit, log2_max_poc_lsb = 8
+        b.u(1, 1).ue(3).ue(1).ue(0).ue(4).ue(2).ue(0); // both sub-layers
+        b.ue(0).ue(3).ue(0).ue(3).ue(1).ue(1); // CTB 64, TB 4..32
+        b.u(1, 1).u(1, 1); // scaling lists, coded in the SPS
+        for size_id in 0..4u32 {
+            let step = if size_id == 3 { 3 } else { 1 };
+            for matrix_id in (0..6).step_by(step) {
+                if matrix_id % 2 == 0 {
+                    b.u(1, 1);
+                    if size_id > 1 {
+                        b.se(8);
+                    }
+                    for i in 0..64.min(1 << (4 + (size_id << 1))) {
+                        b.se(if i % 3 == 0 { 1 } else { -1 });
+                    }
+                } else {
+                    b.u(1, 0).ue(1);
+                }
+            }
+        }
+        b.u(1, 1).u(1, 1); // amp, sao
+        b.u(1, 1).u(4, 7).u(4, 7).ue(0).ue(1).u(1, 0); // pcm
+        b.ue(3);
+        // set 0, explicit: S0 = [-1, -3], S1 = [+2]
+        b.ue(2).ue(1).ue(0).u(1, 1).ue(1).u(1, 0).ue(1).u(1, 1);
+        // set 1, predicted from set 0 with deltaRps -1: four flags (three pictures and
+        // deltaRps itself), the second one unused, the fourth used only as a reference:
+        // S0 = [-1, -2], S1 = [+1]
+        b.u(1, 1).u(1, 1).ue(0);
+        b.u(1, 1).u(1, 0).u(1, 0).u(1, 1).u(1, 0).u(1, 1);
+        // set 2, predicted from set 1 (three pictures: four flags) with deltaRps +2, the
+        // first and last unused; -2 + 2 = 0 drops out (7-62): S0 = [], S1 = [+3]
+        b.u(1, 1).u(1, 0).ue(1);
+        b.u(1, 0).u(1, 0).u(1, 1).u(1, 1).u(1, 0).u(1, 0);
+        b.u(1, 1).ue(2).u(8, 5).u(1, 1).u(8, 9).u(1, 0); // long-term pictures
+        b.u(1, 1).u(1, 1); // tmvp, strong intra smoothing
+        b.u(1, 1); // vui
+        b.u(1, 1).u(8, 255).u(16, 4).u(16, 3); // aspect ratio, extended SAR
+        b.u(1, 1).u(1, 0); // overscan
+        b.u(1, 1).u(3, 5).u(1, 0).u(1, 1).u(24, 0x010101); // video signal, colour
+        b.u(1, 1).ue(0).ue(0); // chroma loc
+        b.u(3, 0);
+        b.u(1, 1).ue(0).ue(0).ue(0).ue(0); // default display window
+        if timing {
+            b.u(1, 1).u(32, 1001).u(32, 30000).u(1, 0);
+        } else {
+            b.u(1, 0);
+        }
+        b.u(1, 0); // bitstream restriction
+        b.u(1, 0); // no extensions
+        b.nal()
+    }
+
+    #[test]
+    fn reads_through_ref_pic_sets_scaling_lists_and_vui_to_the_timing() {
+        let sps = parse_sps(&camera_sps(true)).expect("parses");
+        assert_eq!((sps.pic_width, sps.pic_height), (1920, 1088));
+        assert_eq!(sps.cropped(), Some((1920, 1080)));
+        assert_eq!(
+            (sps.profile_idc, sps.level_idc, sps.tier_flag),
+            (1, 123, false)
+        );
+        assert_eq!((sps.bit_depth_luma, sps.bit_depth_chroma), (8, 8));
+        assert_eq!(
+            sps.ref_pic_sets,
+            [
+                (vec![-1, -3], vec![2]),
+                (vec![-1, -2], vec![1]),
+                (vec![], vec![3]),
+            ]
+        );
+        // Any bit miscounted before it would make this garbage.
+        assert_eq!(sps.timing, Some((1001, 30000)));
+        assert_eq!(parse_sps(&camera_sps(false)).expect("parses").timing, None);
+    }
+
+    #[test]
+    fn a_tail_it_cannot_read_costs_the_frame_rate_not_the_size() {
+        let full = camera_sps(true);
+        // Cut in the middle of the reference picture sets.
+        let cut = &full[..full.len() * 2 / 3];
+        let sps = parse_sps(cut).expect("the size is still read");
+        assert_eq!(sps.cropped(), Some((1920, 1080)));
+        assert_eq!(sps.timing, None);
+        // Cut before the size: an error.
+        assert!(parse_sps(&full[..12]).is_err());
+    }
 }
