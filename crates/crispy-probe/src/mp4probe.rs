@@ -34,7 +34,7 @@ pub struct Mp4Report {
     pub sps: Option<SpsReport>,
 }
 
-/// Reads [`Mp4Report`]s from complete MP4 files held in memory.
+/// Reads [`Mp4Report`]s from complete MP4 files, in memory or on disk.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mp4Probe;
 

@@ -17,7 +17,19 @@ struct Encode<'a> {
     extra: &'a [&'a str],
 }
 
-impl Encode<'_> {
+impl<'a> Encode<'a> {
+    /// One 4:2:0 frame at 25 fps, no extra options.
+    fn new(codec: &'a str, size: (u32, u32)) -> Self {
+        Encode {
+            codec,
+            size,
+            pix_fmt: "yuv420p",
+            rate: "25",
+            frames: 1,
+            extra: &[],
+        }
+    }
+
     fn run(&self, dir: &Path, name: &str, format: &str) -> std::path::PathBuf {
         let out = dir.join(name);
         let (w, h) = self.size;
@@ -112,17 +124,7 @@ const SIZES: [(u32, u32); 5] = [
 ];
 
 fn cases(codec: &'static str) -> Vec<Encode<'static>> {
-    let mut cases: Vec<_> = SIZES
-        .iter()
-        .map(|&size| Encode {
-            codec,
-            size,
-            pix_fmt: "yuv420p",
-            rate: "25",
-            frames: 1,
-            extra: &[],
-        })
-        .collect();
+    let mut cases: Vec<_> = SIZES.iter().map(|&size| Encode::new(codec, size)).collect();
     let formats: &[(&str, &str)] = if codec == "libx264" {
         &[
             ("yuv420p", "30000/1001"),
@@ -140,27 +142,20 @@ fn cases(codec: &'static str) -> Vec<Encode<'static>> {
     };
     for &(pix_fmt, rate) in formats {
         cases.push(Encode {
-            codec,
-            size: (320, 240),
             pix_fmt,
             rate,
-            frames: 1,
-            extra: &[],
+            ..Encode::new(codec, (320, 240))
         });
     }
     if codec == "libx264" {
         for profile in ["baseline", "main"] {
             cases.push(Encode {
-                codec,
-                size: (640, 480),
-                pix_fmt: "yuv420p",
-                rate: "25",
-                frames: 1,
                 extra: if profile == "main" {
                     &["-profile:v", "main", "-level", "3.1"]
                 } else {
                     &["-profile:v", "baseline", "-level", "1b"]
                 },
+                ..Encode::new(codec, (640, 480))
             });
         }
     }
@@ -219,23 +214,18 @@ fn mp4_report_equals_ffprobe() {
     let mut cases = vec![
         (
             Encode {
-                codec: "libx264",
-                size: (642, 362),
-                pix_fmt: "yuv420p",
                 rate: "30000/1001",
                 frames: 47,
                 extra: &["-bf", "2"],
+                ..Encode::new("libx264", (642, 362))
             },
             Some("h264"),
         ),
         (
             Encode {
-                codec: "libx265",
-                size: (360, 640),
-                pix_fmt: "yuv420p",
-                rate: "25",
                 frames: 30,
                 extra: &["-tag:v", "hev1"],
+                ..Encode::new("libx265", (360, 640))
             },
             Some("hevc"),
         ),
@@ -243,12 +233,9 @@ fn mp4_report_equals_ffprobe() {
     // `hvc1` sample entries are not known to the `mp4` crate: codec unknown, facts still read.
     cases.push((
         Encode {
-            codec: "libx265",
-            size: (320, 240),
-            pix_fmt: "yuv420p",
-            rate: "25",
             frames: 12,
             extra: &["-tag:v", "hvc1"],
+            ..Encode::new("libx265", (320, 240))
         },
         None,
     ));
