@@ -186,7 +186,11 @@ fn demo() -> Result<()> {
     status(cargo().args(["build", "--release", "--package", "crispy-cli"]))?;
     let sample = Fixture::H264_1080p30Gop30.path()?;
     let out = root().join("crispy-out");
-    let bin = root().join("target/release/crispy");
+    // Where cargo put it: CARGO_TARGET_DIR when set, else ./target.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let bin = root().join(target).join("release/crispy");
     status(
         Command::new(&bin)
             .current_dir(root())
