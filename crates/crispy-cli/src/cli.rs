@@ -18,7 +18,9 @@ file, 4 unusable key file or secret, 10 source not found, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
 damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload failed, 23 uploads unfinished at the drain timeout, \
-24 sink not readable (verify), 30 verification found problems. \
+24 sink not readable (verify), 25 sink refused the credentials, 26 bucket or container \
+missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \
+30 verification found problems. \
 See docs/cli.md.";
 
 /// Options for every subcommand.
@@ -65,6 +67,9 @@ pub enum Command {
 pub struct VerifyArgs {
     /// The sink to check, as given to `crispy run --sink`.
     pub sink: String,
+    /// An extra store option, KEY=VALUE (as for `crispy run`); repeatable.
+    #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
+    pub sink_opts: Vec<String>,
     /// Only this source.
     #[arg(long)]
     pub source_id: Option<SourceId>,
@@ -86,6 +91,16 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("expected a size like 10GiB or 500MB: {e}"))?;
+    if size.as_u64() < 1 << 20 {
+        return Err("the spool needs at least 1MiB".to_owned());
+    }
+    Ok(size.as_u64())
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -117,10 +132,26 @@ pub struct RunArgs {
     /// A TOML file listing cameras and settings (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where to store chunks: file:///dir, file://./dir, a directory path, or memory://
-    /// [default: the config file's `sink`, else file://./crispy-out].
+    /// Where to store chunks: gs://bucket/prefix, s3://bucket/prefix, az://container/prefix,
+    /// file:///dir, file://./dir, a directory path, or memory:// [default: the config
+    /// file's `sink`, else file://./crispy-out]. Cloud credentials come from the
+    /// environment (GOOGLE_APPLICATION_CREDENTIALS, AWS_*, AZURE_*) or --sink-opt.
     #[arg(long, value_name = "URL")]
     pub sink: Option<String>,
+    /// An extra store option, KEY=VALUE, as object_store names them (aws_endpoint,
+    /// aws_allow_http, google_service_account, azure_storage_account_name, …); repeatable.
+    #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
+    pub sink_opts: Vec<String>,
+    /// The durable spool: every chunk is on disk here before it counts as accepted, until
+    /// the sink confirms it; pending chunks are uploaded first on the next start [default:
+    /// $XDG_STATE_HOME/crispy/spool or ~/.local/state/crispy/spool; memory:// sinks use a
+    /// temporary one].
+    #[arg(long, value_name = "DIR", env = "CRISPY_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Most the spool holds (10GiB, 500MB, …). When full, live cameras drop their oldest
+    /// spooled chunks (logged, recorded in the next manifest); files wait.
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    pub spool_max: u64,
     /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
     /// at or after it.
     #[arg(long, short = 'c', value_name = "DURATION", default_value = "3s")]

@@ -22,6 +22,10 @@ pub const SINK_UNWRITABLE: u8 = 21;
 pub const UPLOAD_FAILED: u8 = 22;
 pub const DRAIN_TIMEOUT: u8 = 23;
 pub const SINK_UNREADABLE: u8 = 24;
+pub const SINK_CREDENTIALS: u8 = 25;
+pub const SINK_NO_BUCKET: u8 = 26;
+pub const SINK_UNREACHABLE: u8 = 27;
+pub const SPOOL_UNUSABLE: u8 = 28;
 pub const VERIFY_FAILED: u8 = 30;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
@@ -58,6 +62,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<SinkError>() {
             return sink_code(e);
         }
+        if cause.downcast_ref::<crispy_sink::SpoolError>().is_some() {
+            return SPOOL_UNUSABLE;
+        }
         if cause.downcast_ref::<UsageError>().is_some() {
             return USAGE;
         }
@@ -79,6 +86,7 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 PipelineError::Chunker(c) => chunker_code(c),
                 PipelineError::Config(_) => CONFIG_INVALID,
                 PipelineError::DrainTimeout { .. } => DRAIN_TIMEOUT,
+                PipelineError::Spool(_) => SPOOL_UNUSABLE,
                 PipelineError::Sink { error, .. } => error
                     .downcast_ref::<SinkError>()
                     .map_or(UPLOAD_FAILED, sink_code),
@@ -103,7 +111,12 @@ fn source_code(e: &SourceError) -> u8 {
 
 fn sink_code(e: &SinkError) -> u8 {
     match e {
-        SinkError::InvalidUrl { .. } => SINK_INVALID,
+        SinkError::InvalidUrl { .. }
+        | SinkError::InvalidOption { .. }
+        | SinkError::Configuration { .. } => SINK_INVALID,
+        SinkError::Credentials { .. } => SINK_CREDENTIALS,
+        SinkError::NoBucket { .. } => SINK_NO_BUCKET,
+        SinkError::Unreachable { .. } => SINK_UNREACHABLE,
         SinkError::Unwritable { .. } => SINK_UNWRITABLE,
         SinkError::Read { .. } => SINK_UNREADABLE,
         _ => UPLOAD_FAILED,

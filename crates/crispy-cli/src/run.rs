@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use crispy_core::{Rational, Secret, SourceId};
+use crispy_pipeline::SpoolOptions;
 use crispy_pipeline::config::Config;
 use crispy_pipeline::{
     ChunkReport, Observer, PipelineOptions, Shutdown, SourceJob, SourceSpec, SourceStarted,
     run_sources,
 };
-use crispy_sink::ObjectStoreSink;
+use crispy_sink::{ObjectStoreSink, SinkError, SinkOptions};
 use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig, TranscodeConfig};
 use indicatif::ProgressBar;
 
@@ -35,9 +36,26 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let sink_options = SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
+    let sink = ObjectStoreSink::from_url_opts(&sink_url, &sink_options)?;
+    options.spool = SpoolOptions {
+        dir: if sink.backend().is_durable() {
+            Some(spool_root(args.spool_dir.as_deref())?)
+        } else {
+            None
+        },
+        sink_key: sink.display_url().to_owned(),
+        max_bytes: args.spool_max,
+    };
     runtime.block_on(async move {
-        let sink = ObjectStoreSink::from_url(&sink_url)?;
-        sink.preflight().await?;
+        match sink.preflight().await {
+            Ok(()) => {}
+            // The spool holds the chunks until the store answers.
+            Err(e @ SinkError::Unreachable { .. }) => {
+                tracing::warn!("{e}; starting anyway: chunks wait in the spool until it answers")
+            }
+            Err(e) => return Err(e.into()),
+        }
         let shutdown = Shutdown::new();
         tokio::spawn(watch_signals(shutdown.clone(), options.drain_timeout));
         let observer = Arc::new(BarObserver(bar.clone()));
@@ -59,6 +77,28 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The spool root: `--spool-dir` (or `CRISPY_SPOOL_DIR`), else the user's state directory.
+fn spool_root(given: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .ok_or_else(|| {
+            UsageError(
+                "no spool directory: set --spool-dir (neither XDG_STATE_HOME nor HOME is set)"
+                    .to_owned(),
+            )
+        })?;
+    Ok(state.join("crispy/spool"))
 }
 
 /// The key that signs manifests: `--signing-key FILE` (or `CRISPY_SIGNING_KEY`), or

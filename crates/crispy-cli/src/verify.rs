@@ -28,7 +28,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         keys,
         allow_unsigned: args.allow_unsigned,
     };
-    let sink = ObjectStoreSink::from_url_existing(&args.sink)?;
+    let sink_options =
+        crispy_sink::SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
+    let sink = ObjectStoreSink::from_url_existing(&args.sink, &sink_options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

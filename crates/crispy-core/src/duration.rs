@@ -75,7 +75,7 @@ impl FromStr for ChunkDuration {
             }
         }
         let frac_ms_x1e6 = micro_units * scale_ms;
-        if frac_ms_x1e6 % 1_000_000 != 0 {
+        if !frac_ms_x1e6.is_multiple_of(1_000_000) {
             return Err(err("finer than one millisecond"));
         }
         let ms = whole
@@ -101,7 +101,7 @@ impl<'de> serde::Deserialize<'de> for ChunkDuration {
 
 impl fmt::Display for ChunkDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}s", self.0 / 1000)
         } else {
             write!(f, "{}ms", self.0)

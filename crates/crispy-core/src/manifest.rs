@@ -77,6 +77,11 @@ pub struct ChunkMetadata {
     /// With `discontinuity`: wall-clock milliseconds between the previous chunk's end and
     /// this chunk's start. `null` otherwise.
     pub gap_ms: Option<u64>,
+    /// Sequence numbers of earlier chunks of this source that were accepted and then
+    /// dropped from a full spool before they could be uploaded: a recorded, signed gap.
+    /// Absent (empty) almost always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_sequences: Vec<u64>,
     /// Size of the chunk object in bytes.
     pub bytes: u64,
     /// SHA-256 of the chunk object, lowercase hex.
@@ -164,6 +169,7 @@ mod tests {
             aligned: false,
             discontinuity: false,
             gap_ms: None,
+            dropped_sequences: Vec::new(),
             bytes: 10,
             sha256: "00".into(),
             prev_sha256: None,

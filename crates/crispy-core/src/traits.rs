@@ -87,4 +87,12 @@ pub trait ChunkSink: Send + Sync {
 
     /// Stores the chunk payload at `chunk.metadata.object` and `manifest` beside it.
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, Self::Error>;
+
+    /// True when trying `error`'s put again cannot succeed (a conflicting object, a damaged
+    /// upload, a malformed name): the pipeline stops retrying it. By default every error is
+    /// worth another try.
+    fn is_permanent(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }

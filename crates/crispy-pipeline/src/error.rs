@@ -33,12 +33,20 @@ pub enum PipelineError {
     },
     /// After shutdown, uploads did not finish within the drain timeout.
     #[error(
-        "uploads did not finish within the drain timeout ({timeout:?}); chunks in flight were not stored"
+        "uploads did not finish within the drain timeout ({timeout:?}); {pending} chunk(s) stay \
+         in the spool {spool} and are uploaded on the next start"
     )]
     DrainTimeout {
         /// The timeout.
         timeout: std::time::Duration,
+        /// Chunks left in the spool.
+        pending: usize,
+        /// The spool directory.
+        spool: String,
     },
+    /// The spool cannot be used (in use by another process, not writable, full disk).
+    #[error(transparent)]
+    Spool(#[from] crispy_sink::SpoolError),
     /// The configuration file is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

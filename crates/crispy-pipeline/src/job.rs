@@ -72,6 +72,34 @@ pub struct PipelineOptions {
     pub align_wall: bool,
     /// Signs every manifest; `None` leaves them hashed and chained but unsigned.
     pub signing_key: Option<std::sync::Arc<crispy_signer::SigningKey>>,
+    /// Where accepted chunks wait for their upload.
+    pub spool: SpoolOptions,
+    /// First delay of the upload retry loop.
+    pub retry_min: Duration,
+    /// Longest delay of the upload retry loop (it retries for as long as it takes).
+    pub retry_max: Duration,
+}
+
+/// The durable spool of a run.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// The spool root (the sink gets its own directory inside); `None` for a private
+    /// temporary spool (sinks that do not outlive the process, tests).
+    pub dir: Option<PathBuf>,
+    /// Names the sink's directory inside the root: the sink URL as given.
+    pub sink_key: String,
+    /// Most bytes the spool holds; then live sources drop their oldest chunks and files wait.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            sink_key: String::new(),
+            max_bytes: 10 << 30,
+        }
+    }
 }
 
 impl Default for PipelineOptions {
@@ -83,6 +111,9 @@ impl Default for PipelineOptions {
             reconnect_max: Duration::from_secs(30),
             align_wall: false,
             signing_key: None,
+            spool: SpoolOptions::default(),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
         }
     }
 }

@@ -34,7 +34,7 @@ pub mod verify;
 
 pub use backoff::Backoff;
 pub use error::PipelineError;
-pub use job::{PipelineOptions, SourceJob, SourceSpec};
+pub use job::{PipelineOptions, SourceJob, SourceSpec, SpoolOptions};
 pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted};
 pub use run::{FileRun, run_file, run_sources};
 pub use shutdown::Shutdown;

@@ -35,6 +35,8 @@ pub struct RunSummary {
     pub chunks: u64,
     /// Chunks that were already present (an earlier, interrupted run stored them).
     pub already_present: u64,
+    /// Chunks dropped from a full spool (live sources) or not accepted (full disk).
+    pub dropped: u64,
     /// Frames in the stored chunks.
     pub frames: u64,
     /// Bytes in the stored chunks.
@@ -52,6 +54,7 @@ impl RunSummary {
             source_id,
             chunks: 0,
             already_present: 0,
+            dropped: 0,
             frames: 0,
             bytes: 0,
             media_ms: 0,

@@ -10,6 +10,7 @@ use crispy_core::{
 };
 use crispy_probe::SpsProbe;
 use crispy_signer::Sealer;
+use crispy_sink::{Accepted, Spool, SpoolEntry, SpoolError};
 use crispy_source::{
     CameraSource, LiveTranscoder, RtspConfig, RtspSource, SourceError, TranscodeConfig,
 };
@@ -22,14 +23,39 @@ const PROGRESS_EVERY: u64 = 64;
 
 /// What a source thread sends to the upload stage.
 pub(crate) enum ReaderMsg {
-    Chunk(Box<SealedChunk>),
+    /// A chunk accepted into the spool.
+    Accepted(Box<Upload>),
+    /// Chunks dropped from a full spool (or not accepted: a full disk), per source.
+    Dropped(Vec<(SourceId, u64)>),
     Failed(ReaderFailure),
 }
 
-/// A chunk with its final metadata and the manifest bytes to store beside it.
-pub(crate) struct SealedChunk {
-    pub(crate) chunk: Chunk,
-    pub(crate) manifest: bytes::Bytes,
+/// A spooled chunk to upload; its bytes ride along when the reader still has them, else
+/// they are read back from the spool.
+pub(crate) struct Upload {
+    pub(crate) entry: SpoolEntry,
+    pub(crate) data: Option<(Chunk, bytes::Bytes)>,
+}
+
+/// Chunks dropped from the spool, waiting to be recorded in their source's next manifest.
+#[derive(Debug, Default)]
+pub(crate) struct DropLedger(std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>);
+
+impl DropLedger {
+    fn record(&self, dropped: &[(SourceId, u64)]) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, seq) in dropped {
+            map.entry(id.clone()).or_default().push(*seq);
+        }
+    }
+
+    fn take(&self, id: &SourceId) -> Vec<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = map.remove(id).unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 /// A source that ended with an error (files only: live sources retry).
@@ -40,6 +66,7 @@ pub(crate) enum ReaderFailure {
     },
     Chunker(ChunkerError),
     Signer(crispy_signer::SignerError),
+    Spool(SpoolError),
 }
 
 /// Maps media time to wall-clock time for one connection of a source.
@@ -106,6 +133,12 @@ pub(crate) struct Outbox<S> {
     /// A restarted source: the end time of its last stored chunk. The first chunk sent is
     /// flagged as a discontinuity with the gap since then.
     pub(crate) restarted_after: std::cell::Cell<Option<DateTime<Utc>>>,
+    /// Where chunks are accepted.
+    pub(crate) spool: Arc<Spool>,
+    /// Live sources drop the oldest spooled chunks when the spool is full; files wait.
+    pub(crate) live: bool,
+    pub(crate) drops: Arc<DropLedger>,
+    pub(crate) shutdown: Shutdown,
 }
 
 impl<S: ChunkSink> Outbox<S> {
@@ -134,6 +167,7 @@ impl<S: ChunkSink> Outbox<S> {
             Some(prefix) => self.sink.object_path_in(prefix, &chunk.metadata),
             None => self.sink.object_path(&chunk.metadata),
         };
+        chunk.metadata.dropped_sequences = self.drops.take(&chunk.metadata.source_id);
         let end = chunk.metadata.end_time;
         let manifest = match self.sealer.borrow_mut().seal(&mut chunk) {
             Ok(m) => m,
@@ -142,10 +176,85 @@ impl<S: ChunkSink> Outbox<S> {
                 return None;
             }
         };
-        self.tx
-            .blocking_send(ReaderMsg::Chunk(Box::new(SealedChunk { chunk, manifest })))
-            .is_ok()
-            .then_some(end)
+        let accepted = self.accept(&chunk, &manifest)?;
+        if !accepted.dropped.is_empty() {
+            tracing::error!(
+                dropped = accepted.dropped.len(),
+                chunks = %accepted.dropped.iter().map(|(id, seq)| format!("{id}#{seq}"))
+                    .collect::<Vec<_>>().join(","),
+                spool = %self.spool.dir().display(),
+                "SPOOL FULL: dropped the oldest chunks not yet uploaded; the gap is recorded in \
+                 the next manifest of each source (raise --spool-max or fix the sink)"
+            );
+            self.drops.record(&accepted.dropped);
+            if self
+                .tx
+                .blocking_send(ReaderMsg::Dropped(accepted.dropped))
+                .is_err()
+            {
+                return None;
+            }
+        }
+        match accepted.entry {
+            Some(entry) => self
+                .tx
+                .blocking_send(ReaderMsg::Accepted(Box::new(Upload {
+                    entry,
+                    data: Some((chunk, manifest)),
+                })))
+                .is_ok()
+                .then_some(end),
+            None => Some(end),
+        }
+    }
+
+    /// Puts a sealed chunk into the spool. A file source waits out a full disk; a live
+    /// source drops the chunk (recorded in its next manifest) and goes on reading.
+    fn accept(&self, chunk: &Chunk, manifest: &[u8]) -> Option<Accepted> {
+        let m = &chunk.metadata;
+        let cancelled = || self.shutdown.is_triggered();
+        let mut waiting_logged = false;
+        loop {
+            match self
+                .spool
+                .accept(m, &chunk.payload, manifest, self.live, &cancelled)
+            {
+                Ok(a) => {
+                    if waiting_logged {
+                        tracing::info!(source = %m.source_id, "spool has room again; ingest resumes");
+                    }
+                    return Some(a);
+                }
+                Err(SpoolError::Closed { .. }) => return None,
+                Err(e @ SpoolError::DiskFull { .. }) if !self.live => {
+                    if !waiting_logged {
+                        tracing::error!(source = %m.source_id, "{e}; waiting for free space");
+                        waiting_logged = true;
+                    }
+                    if !self.shutdown.sleep(std::time::Duration::from_secs(1)) {
+                        self.fail(ReaderFailure::Spool(e));
+                        return None;
+                    }
+                }
+                Err(e) if self.live => {
+                    tracing::error!(
+                        source = %m.source_id,
+                        sequence = m.sequence,
+                        "{e}; chunk dropped, the gap is recorded in the next manifest"
+                    );
+                    let own = vec![(m.source_id.clone(), m.sequence)];
+                    self.drops.record(&own);
+                    if self.tx.blocking_send(ReaderMsg::Dropped(own)).is_err() {
+                        return None;
+                    }
+                    return Some(Accepted::default());
+                }
+                Err(e) => {
+                    self.fail(ReaderFailure::Spool(e));
+                    return None;
+                }
+            }
+        }
     }
 
     fn fail(&self, failure: ReaderFailure) {
@@ -210,7 +319,7 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
         };
         let first = *first_dts.get_or_insert(packet.dts);
         packets += 1;
-        if packets % PROGRESS_EVERY == 0 {
+        if packets.is_multiple_of(PROGRESS_EVERY) {
             observer.progress(tb.ticks_to_millis(packet.dts - first).max(0) as u64);
         }
         match chunker.push(packet) {
@@ -447,46 +556,46 @@ impl<S: ChunkSink> Session<'_, S> {
                     "first keyframe"
                 );
             }
-            if packet.keyframe {
-                if let Some(sps) = parameter_set(&info.codec, &packet.data) {
-                    if current_sps.as_deref().is_some_and(|cur| cur != sps) {
-                        // New SPS mid-stream (resolution or profile change): close the chunk
-                        // and continue with the new stream description.
-                        let mut new_info = info.clone();
-                        new_info.extradata = packet.data.clone();
-                        apply_probe(id, &mut new_info);
-                        tracing::warn!(
-                            source = %id,
-                            from = %format_args!("{}x{}", info.width, info.height),
-                            to = %format_args!("{}x{}", new_info.width, new_info.height),
-                            "stream parameters changed: starting a new chunk"
-                        );
-                        let next = chunker.next_sequence();
-                        let finished = chunker
-                            .finish()
-                            .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
-                        if let Some(c) = finished {
-                            let tl = timeline.get_or_insert_with(|| {
-                                clock_for(&source, first_packet, self.align_wall)
-                            });
-                            if !send(c, tl, &mut pending_gap) {
-                                return Err(SessionEnd::UploadStageGone);
-                            }
-                        }
-                        let next = chunker.next_sequence().max(next);
-                        info = new_info;
-                        chunker = new_chunker(id, &info, self.chunk, next, self.transcoded)
-                            .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
-                        if self.align_wall {
-                            if let Some((received, first_pts)) = first_packet {
-                                let ms = info.time_base.ticks_to_millis(packet.pts - first_pts);
-                                let wall = received + chrono::Duration::milliseconds(ms);
-                                chunker.set_align_offset_ms(Some(grid_offset_ms(wall, self.chunk)));
-                            }
+            if packet.keyframe
+                && let Some(sps) = parameter_set(&info.codec, &packet.data)
+            {
+                if current_sps.as_deref().is_some_and(|cur| cur != sps) {
+                    // New SPS mid-stream (resolution or profile change): close the chunk
+                    // and continue with the new stream description.
+                    let mut new_info = info.clone();
+                    new_info.extradata = packet.data.clone();
+                    apply_probe(id, &mut new_info);
+                    tracing::warn!(
+                        source = %id,
+                        from = %format_args!("{}x{}", info.width, info.height),
+                        to = %format_args!("{}x{}", new_info.width, new_info.height),
+                        "stream parameters changed: starting a new chunk"
+                    );
+                    let next = chunker.next_sequence();
+                    let finished = chunker
+                        .finish()
+                        .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                    if let Some(c) = finished {
+                        let tl = timeline.get_or_insert_with(|| {
+                            clock_for(&source, first_packet, self.align_wall)
+                        });
+                        if !send(c, tl, &mut pending_gap) {
+                            return Err(SessionEnd::UploadStageGone);
                         }
                     }
-                    current_sps = Some(sps.to_vec());
+                    let next = chunker.next_sequence().max(next);
+                    info = new_info;
+                    chunker = new_chunker(id, &info, self.chunk, next, self.transcoded)
+                        .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                    if self.align_wall
+                        && let Some((received, first_pts)) = first_packet
+                    {
+                        let ms = info.time_base.ticks_to_millis(packet.pts - first_pts);
+                        let wall = received + chrono::Duration::milliseconds(ms);
+                        chunker.set_align_offset_ms(Some(grid_offset_ms(wall, self.chunk)));
+                    }
                 }
+                current_sps = Some(sps.to_vec());
             }
             let next = chunker.next_sequence();
             let pushed = chunker

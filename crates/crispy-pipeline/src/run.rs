@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -6,22 +6,23 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkSink, ClockSource, PacketSource, PutOutcome, SourceId,
+    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, ClockSource, PacketSource, PutOutcome, SourceId,
 };
 use crispy_signer::Sealer;
+use crispy_sink::{Spool, SpoolEntry};
 use crispy_source::{
     FileSource, SourceError, SyntheticConfig, SyntheticSource, TranscodeConfig, TranscodeSource,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    LiveCamera, Outbox, ReaderFailure, ReaderMsg, SealedChunk, Timeline, apply_probe,
+    DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Timeline, Upload, apply_probe,
     grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
-    ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown, SourceJob,
-    SourceSpec, SourceStarted,
+    Backoff, ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown,
+    SourceJob, SourceSpec, SourceStarted, SpoolOptions,
 };
 
 /// What to run: one video file, stream-copied into chunks.
@@ -105,6 +106,17 @@ where
         Some(key) => tracing::info!(key_id = key.key_id(), "manifests are signed"),
         None => tracing::info!("manifests are hashed and chained but not signed (no signing key)"),
     }
+    let (spool, recovered) = open_spool(&options.spool)?;
+    let spool = Arc::new(spool);
+    if !recovered.is_empty() {
+        tracing::warn!(
+            chunks = recovered.len(),
+            bytes = spool.used_bytes(),
+            spool = %spool.dir().display(),
+            "uploading the chunks an earlier run left in the spool first"
+        );
+    }
+    let drops = Arc::new(DropLedger::default());
     let (tx, mut rx) = mpsc::channel(jobs.len().max(2));
     let mut summaries: HashMap<SourceId, RunSummary> = HashMap::new();
     let mut threads = Vec::with_capacity(jobs.len());
@@ -118,12 +130,25 @@ where
         // A live source continues the sequence and hash chain of its last stored chunk;
         // a file run starts its own chain.
         let resume = if job.spec.is_live() {
-            sink.last_manifest(job.prefix.as_deref(), &job.source_id)
+            let stored = match sink
+                .last_manifest(job.prefix.as_deref(), &job.source_id)
                 .await
-                .map_err(|e| PipelineError::Sink {
-                    error: Box::new(e),
-                    chunks_stored: 0,
-                })?
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(
+                        source = %job.source_id,
+                        "cannot read the sink's last manifest ({e}); continuing from the \
+                         spool's, if any"
+                    );
+                    None
+                }
+            };
+            // The spool may hold newer chunks than the sink (an outage before a restart).
+            match (stored, spool.last_manifest(&job.source_id)) {
+                (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+                (a, b) => a.or(b),
+            }
         } else {
             None
         };
@@ -149,6 +174,10 @@ where
             prefix: job.prefix.clone(),
             sealer: std::cell::RefCell::new(Sealer::new(options.signing_key.clone(), prev_link)),
             restarted_after: std::cell::Cell::new(restarted_after),
+            spool: Arc::clone(&spool),
+            live: job.spec.is_live(),
+            drops: Arc::clone(&drops),
+            shutdown: shutdown.clone(),
         };
         let observer = Arc::clone(&observer);
         let shutdown = shutdown.clone();
@@ -226,80 +255,102 @@ where
     }
     drop(tx);
 
-    let permits = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
+    let max_in_flight = options.max_in_flight.max(1);
+    let mut backlog: VecDeque<Upload> = recovered
+        .into_iter()
+        .map(|entry| Upload { entry, data: None })
+        .collect();
     let mut uploads: JoinSet<Result<ChunkReport, PipelineError>> = JoinSet::new();
     let mut failure: Option<PipelineError> = None;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            ReaderMsg::Chunk(chunk) => {
-                if failure
-                    .as_ref()
-                    .is_some_and(|f| matches!(f, PipelineError::Sink { .. }))
-                {
-                    // The sink is failing: the run is stopping, nothing more is attempted.
-                    continue;
-                }
-                let permit = Arc::clone(&permits)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| PipelineError::Internal(e.to_string()))?;
-                let sink = Arc::clone(&sink);
-                let observer = Arc::clone(&observer);
-                uploads.spawn(async move {
-                    let _permit = permit;
-                    let SealedChunk { chunk, manifest } = *chunk;
-                    store_chunk(chunk, manifest, sink.as_ref(), observer.as_ref()).await
-                });
+    let mut readers_done = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let sink_failed = matches!(failure, Some(PipelineError::Sink { .. }));
+        while uploads.len() < max_in_flight && !sink_failed {
+            let Some(item) = backlog.pop_front() else {
+                break;
+            };
+            if !spool.begin_upload(&item.entry) {
+                continue; // dropped from the full spool before its turn
             }
-            ReaderMsg::Failed(f) => {
-                failure.get_or_insert(match f {
-                    ReaderFailure::Source {
-                        error,
-                        discarded_frames,
-                    } => PipelineError::Source {
-                        error,
-                        chunks_stored: 0,
-                        discarded_frames,
-                    },
-                    ReaderFailure::Chunker(e) => e.into(),
-                    ReaderFailure::Signer(e) => e.into(),
-                });
-            }
+            uploads.spawn(upload(
+                item,
+                Arc::clone(&sink),
+                Arc::clone(&spool),
+                (options.retry_min, options.retry_max),
+                Arc::clone(&observer),
+            ));
         }
-        while let Some(done) = uploads.try_join_next() {
-            if let Err(e) = account(done, &mut summaries) {
-                if matches!(e, PipelineError::Sink { .. }) {
-                    tracing::error!("{e}; stopping every source");
-                    shutdown.trigger();
+        if readers_done && uploads.is_empty() && (backlog.is_empty() || sink_failed) {
+            break;
+        }
+        if readers_done && shutdown.is_triggered() && drain_deadline.is_none() {
+            drain_deadline = Some(tokio::time::Instant::now() + options.drain_timeout);
+        }
+        let deadline = drain_deadline;
+        tokio::select! {
+            msg = rx.recv(), if !readers_done => match msg {
+                Some(ReaderMsg::Accepted(item)) => {
+                    let mut item = *item;
+                    if backlog.len() >= max_in_flight {
+                        // Waiting its turn: the bytes are in the spool, not held in memory.
+                        item.data = None;
+                    }
+                    backlog.push_back(item);
                 }
-                failure.get_or_insert(e);
+                Some(ReaderMsg::Dropped(list)) => {
+                    for (id, _) in list {
+                        summaries
+                            .entry(id.clone())
+                            .or_insert_with(|| RunSummary::empty(id))
+                            .dropped += 1;
+                    }
+                }
+                Some(ReaderMsg::Failed(f)) => {
+                    failure.get_or_insert(match f {
+                        ReaderFailure::Source {
+                            error,
+                            discarded_frames,
+                        } => PipelineError::Source {
+                            error,
+                            chunks_stored: 0,
+                            discarded_frames,
+                        },
+                        ReaderFailure::Chunker(e) => e.into(),
+                        ReaderFailure::Signer(e) => e.into(),
+                        ReaderFailure::Spool(e) => e.into(),
+                    });
+                }
+                None => readers_done = true,
+            },
+            Some(done) = uploads.join_next(), if !uploads.is_empty() => {
+                if let Err(e) = account(done, &mut summaries) {
+                    if matches!(e, PipelineError::Sink { .. }) {
+                        tracing::error!("{e}; stopping every source");
+                        shutdown.trigger();
+                    }
+                    failure.get_or_insert(e);
+                }
+            }
+            () = sleep_until_some(deadline) => {
+                uploads.abort_all();
+                while uploads.join_next().await.is_some() {}
+                let pending = spool.len();
+                tracing::error!(
+                    pending,
+                    spool = %spool.dir().display(),
+                    "drain timeout: chunks not yet uploaded stay in the spool for the next start"
+                );
+                failure.get_or_insert(PipelineError::DrainTimeout {
+                    timeout: options.drain_timeout,
+                    pending,
+                    spool: spool.dir().display().to_string(),
+                });
+                break;
             }
         }
     }
-
-    // Every reader has ended (channel closed): wait for the uploads still in flight.
-    let drain = async {
-        let mut first_error = None;
-        while let Some(done) = uploads.join_next().await {
-            if let Err(e) = account(done, &mut summaries) {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error
-    };
-    let drained = if shutdown.is_triggered() {
-        match tokio::time::timeout(options.drain_timeout, drain).await {
-            Ok(err) => err,
-            Err(_) => Some(PipelineError::DrainTimeout {
-                timeout: options.drain_timeout,
-            }),
-        }
-    } else {
-        drain.await
-    };
-    if let Some(e) = drained {
-        failure.get_or_insert(e);
-    }
+    spool.close();
     for t in threads {
         t.join()
             .map_err(|_| PipelineError::Internal("a reader thread panicked".to_owned()))?;
@@ -504,21 +555,92 @@ async fn open_synthetic(
     ))
 }
 
-async fn store_chunk<S: ChunkSink>(
-    chunk: Chunk,
-    manifest: bytes::Bytes,
-    sink: &S,
-    observer: &dyn Observer,
+/// Opens the spool: the sink's own directory under `dir`, or a private temporary one.
+fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineError> {
+    Ok(match &o.dir {
+        Some(dir) => Spool::open(dir, &o.sink_key, o.max_bytes)?,
+        None => (Spool::temporary(o.max_bytes)?, Vec::new()),
+    })
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Uploads one spooled chunk, retrying with capped exponential backoff and jitter for as
+/// long as it takes (the chunk is safe in the spool meanwhile); removes it from the spool
+/// once the sink confirmed it. A permanent error (a conflicting object) sets the entry
+/// aside and ends the run.
+async fn upload<S: ChunkSink + 'static>(
+    item: Upload,
+    sink: Arc<S>,
+    spool: Arc<Spool>,
+    (retry_min, retry_max): (std::time::Duration, std::time::Duration),
+    observer: Arc<dyn Observer>,
 ) -> Result<ChunkReport, PipelineError> {
+    let Upload { entry, data } = item;
+    let (chunk, manifest) = match data {
+        Some(d) => d,
+        None => {
+            let spool2 = Arc::clone(&spool);
+            let entry2 = entry.clone();
+            let read = tokio::task::spawn_blocking(move || spool2.read(&entry2))
+                .await
+                .map_err(|e| PipelineError::Internal(format!("spool read task: {e}")))?;
+            let (payload, manifest) = match read {
+                Ok(d) => d,
+                Err(e) => {
+                    spool.end_upload(&entry);
+                    return Err(e.into());
+                }
+            };
+            let metadata: ChunkMetadata = serde_json::from_slice(&manifest).map_err(|e| {
+                PipelineError::Internal(format!(
+                    "spooled manifest {} is unreadable: {e}",
+                    entry.manifest_path.display()
+                ))
+            })?;
+            (Chunk { payload, metadata }, manifest)
+        }
+    };
     let t0 = Instant::now();
-    let outcome = sink
-        .put(&chunk, manifest)
-        .await
-        .map_err(|e| PipelineError::Sink {
-            error: Box::new(e),
-            chunks_stored: 0,
-        })?;
+    let mut backoff = Backoff::new(retry_min, retry_max);
+    let mut attempt = 0u32;
+    let outcome = loop {
+        attempt += 1;
+        match sink.put(&chunk, manifest.clone()).await {
+            Ok(outcome) => break outcome,
+            Err(e) if sink.is_permanent(&e) => {
+                let aside = spool.set_aside(&entry);
+                tracing::error!(
+                    object = %chunk.metadata.object,
+                    kept_in = %aside.display(),
+                    "{e}"
+                );
+                return Err(PipelineError::Sink {
+                    error: Box::new(e),
+                    chunks_stored: 0,
+                });
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    source = %chunk.metadata.source_id,
+                    sequence = chunk.metadata.sequence,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "upload failed, will retry (the chunk is safe in the spool): {e}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
     let upload = t0.elapsed();
+    spool.remove(&entry);
     let m = &chunk.metadata;
     tracing::info!(
         source = %m.source_id,
@@ -529,6 +651,7 @@ async fn store_chunk<S: ChunkSink>(
         frames = m.frame_count,
         bytes = m.bytes,
         upload_ms = format_args!("{:.1}", upload.as_secs_f64() * 1000.0),
+        attempts = attempt,
         discontinuity = m.discontinuity,
         already_present = outcome == PutOutcome::AlreadyPresent,
         "chunk stored"
@@ -587,7 +710,14 @@ mod tests {
     fn drain_timeout_is_reported() {
         let e = PipelineError::DrainTimeout {
             timeout: Duration::from_secs(3),
+            pending: 2,
+            spool: "/var/spool/x".into(),
         };
         assert!(e.to_string().contains("3s"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("2 chunk(s) stay in the spool /var/spool/x"),
+            "{e}"
+        );
     }
 }

@@ -43,6 +43,8 @@ pub enum ProblemKind {
     BrokenChain,
     /// Sequence numbers skip: chunks are missing.
     Gap,
+    /// Chunks missing because a full spool dropped them; a later manifest records it.
+    Dropped,
     /// Sequence numbers go back or repeat: chunks are reordered or duplicated.
     Reordered,
     /// A chunk does not start where the previous one ended, without a recorded discontinuity.
@@ -200,6 +202,10 @@ pub async fn verify(
         let mut key_ids = BTreeSet::new();
         let (mut unsigned, mut chain_starts, mut discontinuities) = (0, 0, 0);
         let mut prev: Option<&ChunkMetadata> = None;
+        let dropped: BTreeSet<u64> = entries
+            .iter()
+            .flat_map(|e| e.metadata.dropped_sequences.iter().copied())
+            .collect();
         for e in &entries {
             let m = &e.metadata;
             let object = m.object.as_str();
@@ -271,7 +277,23 @@ pub async fn verify(
                 chain_starts += 1;
             }
             if let Some(p) = prev {
-                if !starts_chain {
+                let missing = p.sequence + 1..m.sequence;
+                let recorded_drop =
+                    !missing.is_empty() && missing.clone().all(|s| dropped.contains(&s));
+                if !starts_chain && recorded_drop {
+                    // A recorded loss: the links to the dropped chunks cannot be checked.
+                    push(
+                        &mut problems,
+                        ProblemKind::Dropped,
+                        format!(
+                            "{} chunk(s) dropped from a full spool before upload (sequences \
+                             {}..={}), as a later manifest records",
+                            m.sequence - p.sequence - 1,
+                            p.sequence + 1,
+                            m.sequence - 1
+                        ),
+                    );
+                } else if !starts_chain {
                     if m.sequence > p.sequence + 1 {
                         push(
                             &mut problems,

@@ -427,7 +427,7 @@ mod tests {
         /// The NAL unit: header 0x42 0x01, RBSP with stop bit, emulation prevention.
         fn nal(&mut self) -> Vec<u8> {
             self.bits.push(true);
-            while self.bits.len() % 8 != 0 {
+            while !self.bits.len().is_multiple_of(8) {
                 self.bits.push(false);
             }
             let rbsp: Vec<u8> = self

@@ -10,6 +10,74 @@ pub enum SinkError {
         /// What is wrong.
         reason: String,
     },
+    /// A `--sink-opt` is malformed or unknown to the store.
+    #[error("sink option {key:?}: {reason}")]
+    InvalidOption {
+        /// The option's key (never its value: values may be secrets).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store cannot be configured from the URL, options and environment (e.g. a
+    /// malformed credentials file).
+    #[error("cannot configure the {backend} sink {url}: {reason}")]
+    Configuration {
+        /// The URL as given.
+        url: String,
+        /// Which store.
+        backend: crate::Backend,
+        /// object_store's explanation.
+        reason: String,
+    },
+    /// The store refused our credentials, or they are missing.
+    #[error(
+        "the {backend} sink {url} refused the credentials: {source} \
+         (check the environment variables or --sink-opt keys for this store)"
+    )]
+    Credentials {
+        /// The URL as given.
+        url: String,
+        /// Which store.
+        backend: crate::Backend,
+        /// The store's answer.
+        source: object_store::Error,
+    },
+    /// The bucket or container does not exist.
+    #[error("the {backend} bucket or container of {url} does not exist: {source}")]
+    NoBucket {
+        /// The URL as given.
+        url: String,
+        /// Which store.
+        backend: crate::Backend,
+        /// The store's answer.
+        source: object_store::Error,
+    },
+    /// The store did not answer (network, DNS, endpoint down).
+    #[error("the {backend} sink {url} cannot be reached: {source}")]
+    Unreachable {
+        /// The URL as given.
+        url: String,
+        /// Which store.
+        backend: crate::Backend,
+        /// The store's answer.
+        source: object_store::Error,
+    },
+    /// The store says it holds an object whose content differs from what we sent (its MD5
+    /// ETag does not match ours): the upload was damaged on the way.
+    #[error(
+        "object {path} in {sink} does not match what was sent (ETag {etag}, our MD5 {ours}); \
+         it was left in place and the chunk stays in the spool"
+    )]
+    Damaged {
+        /// Sink URL.
+        sink: String,
+        /// Object path.
+        path: String,
+        /// The ETag the store returned.
+        etag: String,
+        /// MD5 of what we sent.
+        ours: String,
+    },
     /// The sink location cannot be written.
     #[error("sink {location} is not writable: {source}")]
     Unwritable {
@@ -58,15 +126,31 @@ pub enum SinkError {
 impl SinkError {
     /// True when trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
+        !self.is_permanent()
+    }
+
+    /// True when retrying cannot help: a conflicting or damaged object, a malformed name or
+    /// sink. Network failures, outages and refused credentials (which may be renewed) are
+    /// not permanent.
+    pub fn is_permanent(&self) -> bool {
         match self {
-            SinkError::Put { source, .. } => !matches!(
+            SinkError::Put { source, .. } => matches!(
                 source,
                 object_store::Error::NotImplemented { .. }
-                    | object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
                     | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
             ),
-            _ => false,
+            SinkError::Conflict { .. }
+            | SinkError::Damaged { .. }
+            | SinkError::InvalidUrl { .. }
+            | SinkError::InvalidOption { .. }
+            | SinkError::Configuration { .. } => true,
+            SinkError::Unwritable { .. }
+            | SinkError::Read { .. }
+            | SinkError::Credentials { .. }
+            | SinkError::NoBucket { .. }
+            | SinkError::Unreachable { .. } => false,
         }
     }
 }

@@ -22,8 +22,12 @@
 
 mod error;
 mod naming;
+mod open;
 mod sink;
+mod spool;
 
 pub use error::SinkError;
 pub use naming::{chunk_object_path, manifest_path_for};
+pub use open::{Backend, SinkOptions};
 pub use sink::{ObjectStoreSink, clean_prefix};
+pub use spool::{Accepted, Spool, SpoolEntry, SpoolError};

@@ -8,62 +8,95 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
-use crate::{SinkError, chunk_object_path, manifest_path_for};
+use crate::{Backend, SinkError, SinkOptions, chunk_object_path, manifest_path_for};
 
 /// A sink writing chunks and manifests to any `object_store` backend.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the URL as given and the backend, never the store's configuration (which
+/// holds credentials).
+#[derive(Clone)]
 pub struct ObjectStoreSink {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     display: String,
     local_dir: Option<PathBuf>,
-    attributes: bool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for ObjectStoreSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreSink")
+            .field("url", &self.display)
+            .field("backend", &self.backend)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ObjectStoreSink {
-    /// A sink over `store`, writing under `prefix`. `display` names it in logs and errors.
-    /// `attributes` says whether the store accepts object metadata attributes.
+    /// A sink over `store` (a `backend` store), writing under `prefix`. `display` names it
+    /// in logs and errors.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
         display: impl Into<String>,
-        attributes: bool,
+        backend: Backend,
     ) -> Result<Self, SinkError> {
-        let display = display.into();
+        let display = crispy_core::redact::redact_urls(&display.into()).into_owned();
         let prefix = clean_prefix(prefix, &display)?;
         Ok(Self {
             store,
             prefix,
             display,
             local_dir: None,
-            attributes,
+            backend,
         })
     }
 
-    /// Opens a sink from a URL: `file:///abs/dir`, `file://./relative/dir`, a plain directory
-    /// path, or `memory://[name/]prefix`. Local directories are created if missing.
+    /// Opens a sink from a URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix`, `file:///abs/dir`, `file://./relative/dir`, a plain directory
+    /// path, or `memory://[name/]prefix`. Local directories are created if missing; cloud
+    /// credentials come from the environment.
     pub fn from_url(url: &str) -> Result<Self, SinkError> {
-        Self::open_url(url, true)
+        Self::open_url(url, &SinkOptions::default(), true)
     }
 
-    /// Like [`Self::from_url`] for reading back (`crispy verify`): a local directory must
-    /// already exist.
-    pub fn from_url_existing(url: &str) -> Result<Self, SinkError> {
-        Self::open_url(url, false)
+    /// Like [`Self::from_url`], with extra store options (`--sink-opt`).
+    pub fn from_url_opts(url: &str, options: &SinkOptions) -> Result<Self, SinkError> {
+        Self::open_url(url, options, true)
     }
 
-    fn open_url(url: &str, create: bool) -> Result<Self, SinkError> {
+    /// Like [`Self::from_url_opts`] for reading back (`crispy verify`): a local directory
+    /// must already exist.
+    pub fn from_url_existing(url: &str, options: &SinkOptions) -> Result<Self, SinkError> {
+        Self::open_url(url, options, false)
+    }
+
+    fn open_url(url: &str, options: &SinkOptions, create: bool) -> Result<Self, SinkError> {
         let invalid = |reason: &str| SinkError::InvalidUrl {
-            url: url.to_owned(),
+            url: crispy_core::redact::redact_urls(url).into_owned(),
             reason: reason.to_owned(),
         };
+        if let Some(opened) = crate::open::open_cloud(url, options)? {
+            return Self::new(opened.store, &opened.prefix, url, opened.backend);
+        }
+        let local_only = || {
+            if options.options.is_empty() {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "--sink-opt applies to s3://, gs:// and az:// sinks only",
+                ))
+            }
+        };
         if let Some(rest) = url.strip_prefix("memory://") {
+            local_only()?;
             // The first segment names the in-memory "bucket"; the rest is the prefix.
             let prefix = rest.split_once('/').map_or("", |(_, p)| p);
-            return Self::new(Arc::new(InMemory::new()), prefix, url, true);
+            return Self::new(Arc::new(InMemory::new()), prefix, url, Backend::Memory);
         }
         let dir = if let Some(rest) = url.strip_prefix("file://") {
             if rest.is_empty() {
@@ -73,13 +106,15 @@ impl ObjectStoreSink {
         } else if url.contains("://") {
             let scheme = url.split("://").next().unwrap_or_default();
             return Err(invalid(&format!(
-                "scheme {scheme}:// is not supported by this build (supported: file://, memory://)"
+                "scheme {scheme}:// is not supported (supported: s3://, gs://, az://, \
+                 file://, memory://, or a directory path)"
             )));
         } else if url.is_empty() {
             return Err(invalid("empty"));
         } else {
             PathBuf::from(url)
         };
+        local_only()?;
         if !create && !dir.is_dir() {
             return Err(SinkError::InvalidUrl {
                 url: url.to_owned(),
@@ -101,14 +136,17 @@ impl ObjectStoreSink {
             url: display.to_owned(),
             reason: e.to_string(),
         })?;
-        let mut sink = Self::new(Arc::new(store), "", display, false)?;
+        let mut sink = Self::new(Arc::new(store), "", display, Backend::Local)?;
         sink.local_dir = Some(dir);
         Ok(sink)
     }
 
-    /// Checks, before any reading starts, that the sink can be written.
+    /// Checks, before any reading starts, that the sink can be used.
     ///
-    /// Local directories get a real test write; other stores are checked by their first put.
+    /// Local directories get a real test write. Cloud stores get one listing request under
+    /// the prefix: wrong credentials ([`SinkError::Credentials`]) and a missing bucket
+    /// ([`SinkError::NoBucket`]) fail here; a store that does not answer is
+    /// [`SinkError::Unreachable`], which callers with a spool may treat as a warning.
     pub async fn preflight(&self) -> Result<(), SinkError> {
         if let Some(dir) = &self.local_dir {
             let probe = dir.join(format!(".crispy-write-test-{}", std::process::id()));
@@ -117,8 +155,60 @@ impl ObjectStoreSink {
                 location: dir.display().to_string(),
                 source,
             })?;
+            return Ok(());
         }
-        Ok(())
+        if self.backend == Backend::Memory {
+            return Ok(());
+        }
+        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        match self.store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(self.classify(source)),
+        }
+    }
+
+    /// Sorts a store error into what the user must fix.
+    fn classify(&self, source: object_store::Error) -> SinkError {
+        let (url, backend) = (self.display.clone(), self.backend);
+        match &source {
+            object_store::Error::Unauthenticated { .. }
+            | object_store::Error::PermissionDenied { .. } => SinkError::Credentials {
+                url,
+                backend,
+                source,
+            },
+            object_store::Error::NotFound { .. } => SinkError::NoBucket {
+                url,
+                backend,
+                source,
+            },
+            _ if chain_mentions(
+                &source,
+                &["nosuchbucket", "no bucket named", "containernotfound"],
+            ) =>
+            {
+                SinkError::NoBucket {
+                    url,
+                    backend,
+                    source,
+                }
+            }
+            _ if is_credential_failure(&source) => SinkError::Credentials {
+                url,
+                backend,
+                source,
+            },
+            _ => SinkError::Unreachable {
+                url,
+                backend,
+                source,
+            },
+        }
+    }
+
+    /// Which store this sink writes to.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The underlying store (for listing and reading back).
@@ -215,77 +305,222 @@ impl ObjectStoreSink {
         }
     }
 
-    /// Puts `payload` at `path` only if nothing is there; an identical object already there
-    /// is success, a different one a [`SinkError::Conflict`].
+    /// Puts `payload` at `path` only if nothing is there (`PutMode::Create`).
+    ///
+    /// An identical object already there is success, a different one a
+    /// [`SinkError::Conflict`]. After an error that leaves open whether the put landed (a
+    /// timeout, a reset connection, a 5xx after object_store's own retries), the object is
+    /// looked up: ours means success, absent means the error is returned for a retry.
     async fn put_once(
         &self,
         path: &str,
         payload: Bytes,
-        attributes: Attributes,
+        metadata: &ChunkMetadata,
+        content_type: &'static str,
     ) -> Result<PutOutcome, SinkError> {
         let location = Path::parse(path).map_err(|e| self.put_err(path, e.into()))?;
         let opts = PutOptions {
             mode: PutMode::Create,
-            attributes: if self.attributes {
-                attributes
+            attributes: if self.backend.has_attributes() {
+                chunk_attributes(metadata, content_type, self.backend)
             } else {
                 Attributes::new()
             },
             ..PutOptions::default()
         };
-        match self
+        let result = self
             .store
             .put_opts(&location, PutPayload::from_bytes(payload.clone()), opts)
-            .await
-        {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(object_store::Error::AlreadyExists { .. }) if path.ends_with(".json") => {
-                // A manifest: the same chunk (its `sha256`) means the same upload, even when
-                // the manifest was re-signed since.
-                let existing = self
-                    .get(path)
-                    .await?
-                    .and_then(|b| serde_json::from_slice::<ChunkMetadata>(&b).ok());
-                let ours = serde_json::from_slice::<ChunkMetadata>(&payload).ok();
-                match (existing, ours) {
-                    (Some(e), Some(o)) if e.sha256 == o.sha256 && e.object == o.object => {
-                        Ok(PutOutcome::AlreadyPresent)
-                    }
-                    (e, _) => Err(SinkError::Conflict {
-                        sink: self.display.clone(),
-                        path: path.to_owned(),
-                        existing: e.map_or_else(|| "unreadable".to_owned(), |e| e.sha256),
-                        ours: crispy_signer::sha256_hex(&payload),
-                    }),
-                }
+            .await;
+        let error = match result {
+            Ok(done) => {
+                self.check_etag(path, &payload, done.e_tag.as_deref())?;
+                return Ok(PutOutcome::Created);
             }
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let existing = self
-                    .store
-                    .get(&location)
-                    .await
-                    .map_err(|e| self.put_err(path, e))?
-                    .bytes()
-                    .await
-                    .map_err(|e| self.put_err(path, e))?;
-                let (theirs, ours) = (
-                    crispy_signer::sha256_hex(&existing),
-                    crispy_signer::sha256_hex(&payload),
+            Err(e) => e,
+        };
+        let already = matches!(error, object_store::Error::AlreadyExists { .. });
+        if !already && !is_ambiguous(&error) {
+            return Err(self.put_err(path, error));
+        }
+        let found = match self.find(path, &location, &payload, metadata).await {
+            Ok(found) => found,
+            // The store still does not answer: keep the first error for the retry.
+            Err(_) if !already => return Err(self.put_err(path, error)),
+            Err(e) => return Err(e),
+        };
+        match found {
+            Found::Same if already => Ok(PutOutcome::AlreadyPresent),
+            Found::Same => {
+                tracing::info!(
+                    object = %path,
+                    error = %error,
+                    "the upload failed ambiguously but the object is there with our content"
                 );
-                if theirs == ours {
-                    Ok(PutOutcome::AlreadyPresent)
-                } else {
-                    Err(SinkError::Conflict {
-                        sink: self.display.clone(),
-                        path: path.to_owned(),
-                        existing: theirs,
-                        ours,
-                    })
-                }
+                Ok(PutOutcome::Created)
             }
-            Err(e) => Err(self.put_err(path, e)),
+            Found::Different(existing) => Err(SinkError::Conflict {
+                sink: self.display.clone(),
+                path: path.to_owned(),
+                existing,
+                ours: crispy_signer::sha256_hex(&payload),
+            }),
+            // Deleted since it was reported (or never there): the retry will create it.
+            Found::Absent => Err(self.put_err(path, error)),
         }
     }
+
+    /// Is the object at `path` the one we are putting? Compares the SHA-256 recorded in its
+    /// metadata (one HEAD request) where the store keeps metadata, else its content. For
+    /// manifests, the same chunk (`sha256`, `object`) means the same upload, even when the
+    /// manifest was re-signed since.
+    async fn find(
+        &self,
+        path: &str,
+        location: &Path,
+        payload: &Bytes,
+        metadata: &ChunkMetadata,
+    ) -> Result<Found, SinkError> {
+        let is_manifest = path.ends_with(".json");
+        if self.backend.has_attributes() {
+            let head = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            match self.store.get_opts(location, head).await {
+                Err(object_store::Error::NotFound { .. }) => return Ok(Found::Absent),
+                Err(e) => return Err(self.read_err(path, e)),
+                Ok(r) => {
+                    let key = Attribute::Metadata(meta_key(SHA256_ATTRIBUTE, self.backend).into());
+                    if let Some(theirs) = r.attributes.get(&key) {
+                        let size_ok = is_manifest || r.meta.size == payload.len() as u64;
+                        return Ok(if theirs.as_ref() == metadata.sha256 && size_ok {
+                            Found::Same
+                        } else {
+                            Found::Different(theirs.to_string())
+                        });
+                    }
+                    // Written by something else: compare the content.
+                }
+            }
+        }
+        let Some(existing) = self.get(path).await? else {
+            return Ok(Found::Absent);
+        };
+        if is_manifest {
+            return Ok(
+                match serde_json::from_slice::<ChunkMetadata>(&existing).ok() {
+                    Some(e) if e.sha256 == metadata.sha256 && e.object == metadata.object => {
+                        Found::Same
+                    }
+                    Some(e) => Found::Different(e.sha256),
+                    None => Found::Different(crispy_signer::sha256_hex(&existing)),
+                },
+            );
+        }
+        let theirs = crispy_signer::sha256_hex(&existing);
+        Ok(if theirs == crispy_signer::sha256_hex(payload) {
+            Found::Same
+        } else {
+            Found::Different(theirs)
+        })
+    }
+
+    /// Where the store hands back the MD5 of what it received (the ETag of a single-request
+    /// upload on S3 and GCS), compares it with ours.
+    fn check_etag(&self, path: &str, payload: &[u8], etag: Option<&str>) -> Result<(), SinkError> {
+        if !self.backend.etag_is_md5() {
+            return Ok(());
+        }
+        let Some(etag) = etag.map(|e| e.trim_matches('"')) else {
+            return Ok(());
+        };
+        if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(()); // a multipart or otherwise opaque ETag
+        }
+        use md5::Digest;
+        let ours = hex::encode(md5::Md5::digest(payload));
+        if etag.eq_ignore_ascii_case(&ours) {
+            Ok(())
+        } else {
+            Err(SinkError::Damaged {
+                sink: self.display.clone(),
+                path: path.to_owned(),
+                etag: etag.to_owned(),
+                ours,
+            })
+        }
+    }
+}
+
+/// A metadata key as `backend` accepts it: Azure wants C# identifiers (`crispy_sha256`),
+/// the others keep the HTTP-header style (`crispy-sha256`).
+pub(crate) fn meta_key(name: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Azure => name.replace('-', "_"),
+        _ => name.to_owned(),
+    }
+}
+
+/// What [`ObjectStoreSink::find`] found at a path.
+enum Found {
+    /// Nothing.
+    Absent,
+    /// Our object.
+    Same,
+    /// Another object; its SHA-256.
+    Different(String),
+}
+
+/// The metadata attribute holding the chunk's SHA-256.
+const SHA256_ATTRIBUTE: &str = "crispy-sha256";
+
+/// Errors after which a put may or may not have landed.
+fn is_ambiguous(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::AlreadyExists { .. }
+            | object_store::Error::NotFound { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
+
+/// Whether an error's chain says the credentials could not be found or used (object_store
+/// reports a failed metadata-server or token lookup as a generic error).
+fn is_credential_failure(e: &object_store::Error) -> bool {
+    chain_mentions(
+        e,
+        &[
+            "credential",
+            "token",
+            "401 unauthorized",
+            "403 forbidden",
+            "accessdenied",
+            "authorizationfailure",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+        ],
+    )
+}
+
+/// Whether any error in `e`'s chain mentions one of `words` (lower case).
+fn chain_mentions(e: &object_store::Error, words: &[&str]) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string().to_ascii_lowercase();
+        if words.iter().any(|w| text.contains(w)) {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// Validates an object-name prefix: relative, `/`-separated, no empty, `.`, `..` or
@@ -313,11 +548,12 @@ pub fn clean_prefix(prefix: &str, display: &str) -> Result<String, SinkError> {
 /// Object metadata attributes (`x-goog-meta-*` on GCS, `x-amz-meta-*` on S3): the core
 /// fields, the chain link and the signature, so a reader can check an object without its
 /// manifest.
-fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes {
+fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str, backend: Backend) -> Attributes {
     let mut a = Attributes::new();
     a.insert(Attribute::ContentType, content_type.into());
     let meta = [
         ("crispy-schema", m.schema.clone()),
+        (SHA256_ATTRIBUTE, m.sha256.clone()),
         ("crispy-source-id", m.source_id.to_string()),
         ("crispy-sequence", m.sequence.to_string()),
         (
@@ -328,10 +564,9 @@ fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes
         ("crispy-duration-ms", m.duration_ms.to_string()),
         ("crispy-frames", m.frame_count.to_string()),
         ("crispy-resolution", format!("{}x{}", m.width, m.height)),
-        ("crispy-sha256", m.sha256.clone()),
     ];
     for (k, v) in meta {
-        a.insert(Attribute::Metadata(k.into()), v.into());
+        a.insert(Attribute::Metadata(meta_key(k, backend).into()), v.into());
     }
     let optional = [
         ("crispy-prev-sha256", m.prev_sha256.clone()),
@@ -350,7 +585,7 @@ fn chunk_attributes(m: &ChunkMetadata, content_type: &'static str) -> Attributes
     ];
     for (k, v) in optional {
         if let Some(v) = v {
-            a.insert(Attribute::Metadata(k.into()), v.into());
+            a.insert(Attribute::Metadata(meta_key(k, backend).into()), v.into());
         }
     }
     a
@@ -419,21 +654,22 @@ impl ChunkSink for ObjectStoreSink {
         Ok(None)
     }
 
+    fn is_permanent(&self, error: &SinkError) -> bool {
+        error.is_permanent()
+    }
+
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, SinkError> {
         let m = &chunk.metadata;
         let chunk_outcome = self
-            .put_once(
-                &m.object,
-                chunk.payload.clone(),
-                chunk_attributes(m, "video/mp4"),
-            )
+            .put_once(&m.object, chunk.payload.clone(), m, "video/mp4")
             .await?;
         // The manifest goes last: its presence means the chunk is complete.
         let manifest_outcome = self
             .put_once(
                 &manifest_path_for(&m.object),
                 manifest,
-                chunk_attributes(m, "application/json"),
+                m,
+                "application/json",
             )
             .await?;
         Ok(match (chunk_outcome, manifest_outcome) {

@@ -11,6 +11,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+pub mod emulators;
 mod rtsp;
 
 pub use rtsp::{RTSP_PASSWORD, RTSP_USER, RtspServer, free_port, signal};

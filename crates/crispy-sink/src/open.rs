@@ -1,0 +1,271 @@
+//! Opening a store from a sink URL: the backend, its builder (credentials from the
+//! environment), extra `--sink-opt` options, and our client settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::client::HttpConnector;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+
+use crate::SinkError;
+
+/// Which storage service a sink writes to; decides what the sink can check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A local directory (`file://` or a plain path).
+    Local,
+    /// In-process memory (`memory://`), gone when the process ends.
+    Memory,
+    /// Amazon S3 or an S3-compatible store (`s3://`).
+    S3,
+    /// Google Cloud Storage (`gs://`).
+    Gcs,
+    /// Azure Blob Storage (`az://`, `azure://`).
+    Azure,
+}
+
+impl Backend {
+    /// Whether objects carry metadata attributes (`x-amz-meta-*`, `x-goog-meta-*`,
+    /// `x-ms-meta-*`).
+    pub fn has_attributes(self) -> bool {
+        !matches!(self, Backend::Local)
+    }
+
+    /// Whether the ETag of a single-request upload is the MD5 of the content.
+    pub fn etag_is_md5(self) -> bool {
+        matches!(self, Backend::S3 | Backend::Gcs)
+    }
+
+    /// Whether the store survives this process.
+    pub fn is_durable(self) -> bool {
+        !matches!(self, Backend::Memory)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Local => "local directory",
+            Backend::Memory => "memory",
+            Backend::S3 => "S3",
+            Backend::Gcs => "GCS",
+            Backend::Azure => "Azure Blob",
+        })
+    }
+}
+
+/// How to open a cloud sink: extra store options and client settings.
+///
+/// Option values may be secrets (keys, tokens, SAS): `Debug` shows only the keys.
+#[derive(Clone, Default)]
+pub struct SinkOptions {
+    /// `key=value` options as object_store's builders name them (`aws_endpoint`,
+    /// `allow_http`, `google_service_account`, `azure_storage_account_name`, ...). Unknown
+    /// keys are an error.
+    pub options: Vec<(String, String)>,
+    /// Replaces the HTTP client (tests inject faults with it).
+    pub http_connector: Option<Arc<dyn HttpConnector>>,
+    /// object_store's own retries of one request; ours run above them. `None` keeps ours
+    /// (a few quick retries, 15 s in all).
+    pub retry: Option<RetryConfig>,
+}
+
+impl fmt::Debug for SinkOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("SinkOptions")
+            .field("option_keys", &keys)
+            .field("http_connector", &self.http_connector.is_some())
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl SinkOptions {
+    /// Parses `key=value` strings (`--sink-opt`).
+    pub fn parse_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, SinkError> {
+        let mut options = Vec::new();
+        for pair in pairs {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| SinkError::InvalidOption {
+                    key: pair
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(64)
+                        .collect(),
+                    reason: "expected key=value".to_owned(),
+                })?;
+            options.push((k.trim().to_owned(), v.to_owned()));
+        }
+        Ok(Self {
+            options,
+            ..Self::default()
+        })
+    }
+}
+
+/// object_store's per-request retries: short, because a failed put comes back to our own
+/// retry loop (which HEADs the object before trying again).
+fn default_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(15),
+    }
+}
+
+/// A store opened from a cloud URL, with the prefix taken from the URL's path.
+pub(crate) struct Opened {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+    pub backend: Backend,
+}
+
+/// Opens `s3://`, `gs://`, `az://` / `azure://` URLs. Credentials come from the environment
+/// (and, for GCS, application default credentials), then from `opts`.
+pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>, SinkError> {
+    let invalid = |reason: String| SinkError::InvalidUrl {
+        url: crispy_core::redact::redact_urls(url).into_owned(),
+        reason,
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(None);
+    };
+    let backend = match scheme {
+        "s3" | "s3a" => Backend::S3,
+        "gs" => Backend::Gcs,
+        "az" | "azure" => Backend::Azure,
+        _ => return Ok(None),
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(invalid(format!("no bucket or container after {scheme}://")));
+    }
+    if bucket.contains(['@', ':', '?', '#']) {
+        return Err(invalid(
+            "the part after the scheme is not a bucket or container name (put credentials \
+             in the environment or --sink-opt, never in the URL)"
+                .to_owned(),
+        ));
+    }
+    let retry = opts.retry.clone().unwrap_or_else(default_retry);
+    let built = match backend {
+        Backend::S3 => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                // S3 validates a SHA-256 of every upload it receives.
+                .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+                .with_retry(retry);
+            for (k, v) in &opts.options {
+                let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown_key(k, "S3"))?;
+                b = b.with_config(key, v);
+            }
+            if let Some(c) = &opts.http_connector {
+                b = b.with_http_connector(SharedConnector(Arc::clone(c)));
+            }
+            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+        Backend::Gcs => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry);
+            for (k, v) in &opts.options {
+                let key: GoogleConfigKey = k.parse().map_err(|_| unknown_key(k, "GCS"))?;
+                b = b.with_config(key, v);
+            }
+            if let Some(c) = &opts.http_connector {
+                b = b.with_http_connector(SharedConnector(Arc::clone(c)));
+            }
+            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+        _ => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry);
+            for (k, v) in &opts.options {
+                let key: AzureConfigKey = k.parse().map_err(|_| unknown_key(k, "Azure"))?;
+                b = b.with_config(key, v);
+            }
+            if let Some(c) = &opts.http_connector {
+                b = b.with_http_connector(SharedConnector(Arc::clone(c)));
+            }
+            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        }
+    };
+    let store = built.map_err(|e| SinkError::Configuration {
+        url: crispy_core::redact::redact_urls(url).into_owned(),
+        backend,
+        reason: crispy_core::redact::redact_urls(&e.to_string()).into_owned(),
+    })?;
+    Ok(Some(Opened {
+        store,
+        prefix: prefix.to_owned(),
+        backend,
+    }))
+}
+
+fn unknown_key(key: &str, backend: &str) -> SinkError {
+    SinkError::InvalidOption {
+        key: key.chars().take(64).collect(),
+        reason: format!("not an option of the {backend} store (see object_store's config keys)"),
+    }
+}
+
+/// Lets one connector (an `Arc`) be handed to a builder that takes it by value.
+#[derive(Debug)]
+struct SharedConnector(Arc<dyn HttpConnector>);
+
+impl HttpConnector for SharedConnector {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        self.0.connect(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_option_keys_only() {
+        let opts = SinkOptions::parse_pairs(["aws_secret_access_key=hunter2-very-secret"])
+            .expect("parses");
+        let shown = format!("{opts:?}");
+        assert!(shown.contains("aws_secret_access_key"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(SinkOptions::parse_pairs(["no-equals-sign"]).is_err());
+    }
+
+    #[test]
+    fn unknown_options_and_credentials_in_urls_are_rejected() {
+        let opts = SinkOptions::parse_pairs(["aws_endpoitn=http://x"]).expect("parses");
+        let e = open_cloud("s3://bucket/p", &opts)
+            .err()
+            .expect("typo rejected");
+        assert!(e.to_string().contains("aws_endpoitn"), "{e}");
+        let e = open_cloud("s3://key:secret@bucket/p", &SinkOptions::default())
+            .err()
+            .expect("credentials in URL rejected");
+        assert!(!e.to_string().contains("secret@"), "{e}");
+        assert!(open_cloud("gs:///p", &SinkOptions::default()).is_err());
+        assert!(
+            open_cloud("file:///tmp", &SinkOptions::default())
+                .expect("not cloud")
+                .is_none()
+        );
+    }
+}

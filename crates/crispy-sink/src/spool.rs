@@ -1,0 +1,667 @@
+//! The durable local spool: every chunk and its manifest are on disk (written to a temporary
+//! file, fsynced, renamed, the directory fsynced) before they count as accepted, and stay
+//! there until the store confirms the upload.
+//!
+//! Layout under the spool root, one directory per sink (named after its URL) so several
+//! sinks can share a root:
+//!
+//! ```text
+//! <root>/<sink-key>/lock                      held (flock) by the process using it
+//! <root>/<sink-key>/tmp/                      files being written
+//! <root>/<sink-key>/sources/<source>/<seq:020>-<sha256[..16]>.mp4   chunk
+//! <root>/<sink-key>/sources/<source>/<seq:020>-<sha256[..16]>.json  manifest (the commit)
+//! <root>/<sink-key>/conflicts/                entries the store refused as conflicting
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crispy_core::{ChunkMetadata, SourceId};
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// The spool directory cannot be created, locked or written.
+    #[error("spool {dir}: {what}: {source}")]
+    Io {
+        /// The spool directory.
+        dir: String,
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another process holds the spool.
+    #[error(
+        "spool {dir} is in use by another crispy process{holder} (one process per sink and \
+         spool; give this one its own --spool-dir)"
+    )]
+    InUse {
+        /// The spool directory.
+        dir: String,
+        /// ` (pid N)` when known.
+        holder: String,
+    },
+    /// The disk holding the spool is full: the chunk was not accepted.
+    #[error(
+        "spool {dir}: the disk is full; the chunk was not accepted (nothing truncated is kept)"
+    )]
+    DiskFull {
+        /// The spool directory.
+        dir: String,
+    },
+    /// The chunk is larger than the whole spool may hold.
+    #[error("spool {dir}: a chunk of {bytes} bytes does not fit in --spool-max {max} bytes")]
+    TooLarge {
+        /// The spool directory.
+        dir: String,
+        /// The chunk and manifest size.
+        bytes: u64,
+        /// The spool's limit.
+        max: u64,
+    },
+    /// The spool is shutting down.
+    #[error("spool {dir} is closing")]
+    Closed {
+        /// The spool directory.
+        dir: String,
+    },
+}
+
+/// One accepted chunk waiting in the spool.
+#[derive(Debug, Clone)]
+pub struct SpoolEntry {
+    /// Its source.
+    pub source_id: SourceId,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// The chunk file.
+    pub chunk_path: PathBuf,
+    /// The manifest file.
+    pub manifest_path: PathBuf,
+    /// Chunk plus manifest bytes.
+    pub bytes: u64,
+    /// Acceptance order (recovered entries first, in source and sequence order).
+    pub order: u64,
+}
+
+/// What an accept did.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    /// The chunk's entry; `None` when a live source's chunk was dropped itself (the spool
+    /// is full of chunks being uploaded).
+    pub entry: Option<SpoolEntry>,
+    /// Chunks dropped (oldest first) to make room, this one included when `entry` is
+    /// `None`: source and sequence.
+    pub dropped: Vec<(SourceId, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<u64, SpoolEntry>,
+    in_flight: HashSet<u64>,
+    used: u64,
+    next_order: u64,
+    closed: bool,
+}
+
+/// The spool of one sink. Shared by the readers (which accept chunks into it) and the
+/// uploader (which removes them once stored).
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    state: Mutex<State>,
+    freed: Condvar,
+    _lock: File,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Spool {
+    /// Opens (creating) the spool of the sink `sink_url` under `root`, locks it, removes
+    /// half-written files and returns the entries still pending, in source and sequence
+    /// order.
+    pub fn open(
+        root: &Path,
+        sink_url: &str,
+        max_bytes: u64,
+    ) -> Result<(Self, Vec<SpoolEntry>), SpoolError> {
+        let dir = root.join(sink_key(sink_url));
+        Self::open_dir(dir, max_bytes, None)
+    }
+
+    /// A spool in a fresh temporary directory, removed when dropped: for sinks that do not
+    /// outlive the process (`memory://`).
+    pub fn temporary(max_bytes: u64) -> Result<Self, SpoolError> {
+        let temp = tempfile::Builder::new()
+            .prefix("crispy-spool-")
+            .tempdir()
+            .map_err(|source| SpoolError::Io {
+                dir: std::env::temp_dir().display().to_string(),
+                what: "creating a temporary spool".to_owned(),
+                source,
+            })?;
+        let dir = temp.path().to_path_buf();
+        Ok(Self::open_dir(dir, max_bytes, Some(temp))?.0)
+    }
+
+    fn open_dir(
+        dir: PathBuf,
+        max_bytes: u64,
+        temp: Option<tempfile::TempDir>,
+    ) -> Result<(Self, Vec<SpoolEntry>), SpoolError> {
+        let shown = dir.display().to_string();
+        let io = |what: &str| {
+            let shown = shown.clone();
+            let what = what.to_owned();
+            move |source| SpoolError::Io {
+                dir: shown,
+                what,
+                source,
+            }
+        };
+        std::fs::create_dir_all(dir.join("tmp")).map_err(io("creating the directory"))?;
+        std::fs::create_dir_all(dir.join("sources")).map_err(io("creating the directory"))?;
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(io("opening the lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(dir.join("lock")).unwrap_or_default();
+                let pid = pid.trim();
+                return Err(SpoolError::InUse {
+                    dir: shown,
+                    holder: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking")(e)),
+        }
+        lock.set_len(0).map_err(io("writing the lock file"))?;
+        write!(lock, "{}", std::process::id()).map_err(io("writing the lock file"))?;
+
+        // Half-written files from a crash.
+        for e in std::fs::read_dir(dir.join("tmp"))
+            .map_err(io("reading tmp"))?
+            .flatten()
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let mut found: Vec<SpoolEntry> = Vec::new();
+        for source_dir in std::fs::read_dir(dir.join("sources"))
+            .map_err(io("listing"))?
+            .flatten()
+        {
+            let name = source_dir.file_name().to_string_lossy().into_owned();
+            let Ok(source_id) = name.parse::<SourceId>() else {
+                continue;
+            };
+            if !source_dir.path().is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(source_dir.path())
+                .map_err(io("listing"))?
+                .flatten()
+            {
+                let path = file.path();
+                if path.extension().is_some_and(|e| e == "mp4") {
+                    let manifest_path = path.with_extension("json");
+                    if !manifest_path.exists() {
+                        // Accept was cut off before its commit: the chunk was never accepted.
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    let Some(sequence) = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| s.split('-').next())
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    let bytes = file_len(&path) + file_len(&manifest_path);
+                    found.push(SpoolEntry {
+                        source_id: source_id.clone(),
+                        sequence,
+                        chunk_path: path,
+                        manifest_path,
+                        bytes,
+                        order: 0,
+                    });
+                } else if path.extension().is_some_and(|e| e == "json")
+                    && !path.with_extension("mp4").exists()
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (a.source_id.as_str(), a.sequence).cmp(&(b.source_id.as_str(), b.sequence))
+        });
+        let mut state = State::default();
+        for (i, e) in found.iter_mut().enumerate() {
+            e.order = i as u64;
+            state.used += e.bytes;
+            state.entries.insert(e.order, e.clone());
+        }
+        state.next_order = found.len() as u64;
+        Ok((
+            Self {
+                dir,
+                max_bytes,
+                state: Mutex::new(state),
+                freed: Condvar::new(),
+                _lock: lock,
+                _temp: temp,
+            },
+            found,
+        ))
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes held (chunks plus manifests).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shown(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// Accepts a chunk: on disk and durable when this returns.
+    ///
+    /// When the spool is full, a `live` source drops the oldest entries not being uploaded
+    /// (returned, so the caller can record the gap); a file source waits until uploads free
+    /// room or `cancelled` says to stop ([`SpoolError::Closed`]). A full disk is
+    /// [`SpoolError::DiskFull`] with nothing left behind.
+    pub fn accept(
+        &self,
+        metadata: &ChunkMetadata,
+        payload: &[u8],
+        manifest: &[u8],
+        live: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Accepted, SpoolError> {
+        let bytes = (payload.len() + manifest.len()) as u64;
+        if bytes > self.max_bytes {
+            return Err(SpoolError::TooLarge {
+                dir: self.shown(),
+                bytes,
+                max: self.max_bytes,
+            });
+        }
+        let mut accepted = Accepted::default();
+        {
+            let mut state = self.lock();
+            loop {
+                if state.closed || (!live && cancelled()) {
+                    return Err(SpoolError::Closed { dir: self.shown() });
+                }
+                if state.used + bytes <= self.max_bytes {
+                    break;
+                }
+                if live {
+                    let victim = state
+                        .entries
+                        .values()
+                        .filter(|e| !state.in_flight.contains(&e.order))
+                        .min_by_key(|e| e.order)
+                        .map(|e| e.order);
+                    let Some(order) = victim else {
+                        // Everything held is being uploaded: this chunk is the one dropped.
+                        accepted
+                            .dropped
+                            .push((metadata.source_id.clone(), metadata.sequence));
+                        return Ok(accepted);
+                    };
+                    if let Some(e) = state.entries.remove(&order) {
+                        state.used -= e.bytes;
+                        let _ = std::fs::remove_file(&e.manifest_path);
+                        let _ = std::fs::remove_file(&e.chunk_path);
+                        accepted.dropped.push((e.source_id, e.sequence));
+                    }
+                } else {
+                    state = self
+                        .freed
+                        .wait_timeout(state, Duration::from_millis(500))
+                        .map(|(s, _)| s)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
+            // Reserve the room before writing, so concurrent readers do not overfill.
+            state.used += bytes;
+        }
+        match self.write_entry(metadata, payload, manifest) {
+            Ok((chunk_path, manifest_path)) => {
+                let mut state = self.lock();
+                let order = state.next_order;
+                state.next_order += 1;
+                let entry = SpoolEntry {
+                    source_id: metadata.source_id.clone(),
+                    sequence: metadata.sequence,
+                    chunk_path,
+                    manifest_path,
+                    bytes,
+                    order,
+                };
+                state.entries.insert(order, entry.clone());
+                accepted.entry = Some(entry);
+                Ok(accepted)
+            }
+            Err(e) => {
+                self.lock().used -= bytes;
+                Err(e)
+            }
+        }
+    }
+
+    fn write_entry(
+        &self,
+        metadata: &ChunkMetadata,
+        payload: &[u8],
+        manifest: &[u8],
+    ) -> Result<(PathBuf, PathBuf), SpoolError> {
+        let source_dir = self.dir.join("sources").join(metadata.source_id.as_str());
+        let io = |what: &str| {
+            let dir = self.shown();
+            let what = what.to_owned();
+            move |source: std::io::Error| {
+                if source.kind() == ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+                    SpoolError::DiskFull { dir }
+                } else {
+                    SpoolError::Io { dir, what, source }
+                }
+            }
+        };
+        if !source_dir.is_dir() {
+            std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
+            sync_dir(&self.dir).map_err(io("syncing the directory"))?;
+        }
+        let hash: String = metadata.sha256.chars().take(16).collect();
+        let stem = format!("{:020}-{hash}", metadata.sequence);
+        let chunk_path = source_dir.join(format!("{stem}.mp4"));
+        let manifest_path = source_dir.join(format!("{stem}.json"));
+        // Temporary names unique to this source (sources may carry identical chunks).
+        let tmp_stem = format!("{}-{stem}", metadata.source_id);
+        let (tmp_chunk, tmp_manifest) = (
+            self.dir.join("tmp").join(format!("{tmp_stem}.mp4")),
+            self.dir.join("tmp").join(format!("{tmp_stem}.json")),
+        );
+        let result = (|| {
+            write_durable(&tmp_chunk, &chunk_path, payload).map_err(io("writing a chunk"))?;
+            write_durable(&tmp_manifest, &manifest_path, manifest)
+                .map_err(io("writing a manifest"))?;
+            sync_dir(&source_dir).map_err(io("syncing the directory"))
+        })();
+        if let Err(e) = result {
+            for p in [tmp_chunk, tmp_manifest, manifest_path, chunk_path] {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok((chunk_path, manifest_path))
+    }
+
+    /// Reads an entry back: chunk payload and manifest bytes.
+    pub fn read(&self, entry: &SpoolEntry) -> Result<(Bytes, Bytes), SpoolError> {
+        let io = |source| SpoolError::Io {
+            dir: self.shown(),
+            what: format!("reading {}", entry.chunk_path.display()),
+            source,
+        };
+        let payload = std::fs::read(&entry.chunk_path).map_err(io)?;
+        let manifest = std::fs::read(&entry.manifest_path).map_err(io)?;
+        Ok((Bytes::from(payload), Bytes::from(manifest)))
+    }
+
+    /// Marks an entry as being uploaded (it is never dropped to make room meanwhile).
+    /// False when it is gone (dropped to make room before its upload began).
+    pub fn begin_upload(&self, entry: &SpoolEntry) -> bool {
+        let mut state = self.lock();
+        if state.entries.contains_key(&entry.order) {
+            state.in_flight.insert(entry.order);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The upload did not finish; the entry stays.
+    pub fn end_upload(&self, entry: &SpoolEntry) {
+        self.lock().in_flight.remove(&entry.order);
+    }
+
+    /// The store confirmed the upload: the entry is removed.
+    pub fn remove(&self, entry: &SpoolEntry) {
+        let mut state = self.lock();
+        state.in_flight.remove(&entry.order);
+        if let Some(e) = state.entries.remove(&entry.order) {
+            state.used -= e.bytes;
+            let _ = std::fs::remove_file(&e.manifest_path);
+            let _ = std::fs::remove_file(&e.chunk_path);
+        }
+        drop(state);
+        self.freed.notify_all();
+    }
+
+    /// The store refused the entry as conflicting: it moves to `conflicts/` (kept for a
+    /// human, out of the way of the next start). Returns where it went.
+    pub fn set_aside(&self, entry: &SpoolEntry) -> PathBuf {
+        let target = self.dir.join("conflicts").join(entry.source_id.as_str());
+        let _ = std::fs::create_dir_all(&target);
+        for p in [&entry.chunk_path, &entry.manifest_path] {
+            if let Some(name) = p.file_name() {
+                let _ = std::fs::rename(p, target.join(name));
+            }
+        }
+        let mut state = self.lock();
+        state.in_flight.remove(&entry.order);
+        if let Some(e) = state.entries.remove(&entry.order) {
+            state.used -= e.bytes;
+        }
+        drop(state);
+        self.freed.notify_all();
+        target
+    }
+
+    /// The newest manifest pending for `source_id`, if any.
+    pub fn last_manifest(&self, source_id: &SourceId) -> Option<ChunkMetadata> {
+        let newest = {
+            let state = self.lock();
+            state
+                .entries
+                .values()
+                .filter(|e| e.source_id == *source_id)
+                .max_by_key(|e| e.sequence)
+                .map(|e| e.manifest_path.clone())
+        }?;
+        let bytes = std::fs::read(newest).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Wakes readers waiting for room and makes further accepts fail.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.freed.notify_all();
+    }
+}
+
+/// The directory name of a sink's spool: a readable part of the URL and a hash of all of it.
+fn sink_key(url: &str) -> String {
+    let readable: String = url
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    let hash = crispy_signer::sha256_hex(url.as_bytes());
+    format!("{readable}-{}", &hash[..16])
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// temp file → write → fsync → rename into place.
+fn write_durable(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(tmp, target)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(seq: u64) -> ChunkMetadata {
+        let mut m: ChunkMetadata = serde_json::from_str(
+            r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":0,"object":"x.mp4",
+            "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
+            "clock":"run-start","start_pts":0,"time_base":"1/90000","duration_ts":270000,
+            "duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,"width":640,
+            "height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
+            "discontinuity":false,"bytes":0,"sha256":"00112233445566778899"}"#,
+        )
+        .expect("manifest");
+        m.sequence = seq;
+        m
+    }
+
+    #[test]
+    fn entries_survive_a_restart_in_order_and_half_writes_are_removed() {
+        let root = tempfile::tempdir().expect("tmp");
+        {
+            let (spool, pending) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
+            assert!(pending.is_empty());
+            for seq in [2, 0, 1] {
+                spool
+                    .accept(&meta(seq), b"chunk", b"{}", false, &|| false)
+                    .expect("accept");
+            }
+            assert_eq!(spool.len(), 3);
+            assert_eq!(spool.used_bytes(), 3 * 7);
+            // A second process on the same spool is refused.
+            let err = Spool::open(root.path(), "s3://b/p", 1 << 20).expect_err("locked");
+            assert!(matches!(err, SpoolError::InUse { .. }), "{err}");
+            // A crash mid-accept leaves a chunk without manifest and a temp file.
+            std::fs::write(
+                spool.dir().join("sources/cam/00000000000000000009-aa.mp4"),
+                b"half",
+            )
+            .expect("write");
+            std::fs::write(spool.dir().join("tmp/x.mp4"), b"half").expect("write");
+        }
+        let (spool, pending) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("reopen");
+        let seqs: Vec<u64> = pending.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, [0, 1, 2]);
+        assert!(
+            !spool
+                .dir()
+                .join("sources/cam/00000000000000000009-aa.mp4")
+                .exists()
+        );
+        assert!(!spool.dir().join("tmp/x.mp4").exists());
+        let (payload, manifest) = spool.read(&pending[0]).expect("read");
+        assert_eq!((&payload[..], &manifest[..]), (&b"chunk"[..], &b"{}"[..]));
+        spool.remove(&pending[0]);
+        assert_eq!(spool.len(), 2);
+        assert!(!pending[0].chunk_path.exists());
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_for_live_sources_but_never_one_in_flight() {
+        let spool = Spool::temporary(3 * 7).expect("spool");
+        let mut entries = Vec::new();
+        for seq in 0..3 {
+            let accepted = spool
+                .accept(&meta(seq), b"chunk", b"{}", true, &|| false)
+                .expect("a");
+            entries.push(accepted.entry.expect("spooled"));
+        }
+        assert!(spool.begin_upload(&entries[0]));
+        let accepted = spool
+            .accept(&meta(3), b"chunk", b"{}", true, &|| false)
+            .expect("a");
+        assert!(accepted.entry.is_some());
+        let cam: SourceId = "cam".parse().expect("id");
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 1)]);
+        assert_eq!(spool.len(), 3);
+        assert!(!entries[1].chunk_path.exists());
+        // The dropped entry cannot start an upload any more.
+        assert!(!spool.begin_upload(&entries[1]));
+        assert_eq!(
+            spool.last_manifest(&cam),
+            None,
+            "manifests here are not JSON"
+        );
+        let err = spool
+            .accept(&meta(9), &[0u8; 64], b"{}", true, &|| false)
+            .expect_err("too large");
+        assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_source_waits_for_room() {
+        let spool = std::sync::Arc::new(Spool::temporary(2 * 7).expect("spool"));
+        let first = spool
+            .accept(&meta(0), b"chunk", b"{}", false, &|| false)
+            .expect("a")
+            .entry
+            .expect("spooled");
+        spool
+            .accept(&meta(1), b"chunk", b"{}", false, &|| false)
+            .expect("a");
+        let s2 = std::sync::Arc::clone(&spool);
+        let waiter =
+            std::thread::spawn(move || s2.accept(&meta(2), b"chunk", b"{}", false, &|| false));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "must wait while the spool is full");
+        spool.remove(&first);
+        let accepted = waiter.join().expect("join").expect("accepted");
+        assert_eq!(accepted.entry.map(|e| e.sequence), Some(2));
+        assert!(accepted.dropped.is_empty());
+    }
+}
