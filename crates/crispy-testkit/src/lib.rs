@@ -440,3 +440,100 @@ pub fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// A child process logging JSON lines to a file (e.g. `crispy --log-format json run`), killed
+/// by PID when dropped.
+pub struct LoggedChild {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl LoggedChild {
+    /// Spawns `cmd` with stderr going to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Result<Self> {
+        let file = std::fs::File::create(log)?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        Ok(Self {
+            child: cmd.spawn().context("spawning the child")?,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log lines that are JSON.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `pred` holds on the log lines; panics with the logs after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&[serde_json::Value]) -> bool,
+    ) {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < timeout {
+            if pred(&self.lines()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; logs:\n{}", self.logs());
+    }
+
+    /// SIGTERM, then the exit code and logs (panics if it does not exit within 60 s).
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let _ = signal(self.child.id(), "TERM");
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.logs());
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!(
+                    "the child did not exit after SIGTERM; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.logs()
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Count of `chunk stored` log lines.
+pub fn stored_count(lines: &[serde_json::Value]) -> usize {
+    lines
+        .iter()
+        .filter(|l| l["message"] == "chunk stored")
+        .count()
+}

@@ -1,0 +1,270 @@
+//! `crispy run` against a real S3 emulator (moto) behind a TCP proxy: killed with SIGKILL
+//! during an outage and restarted, a spool on a tiny tmpfs that fills, bad sinks at start.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crispy_testkit::LoggedChild;
+use crispy_testkit::emulators::{Emulator, Kind, TcpProxy};
+use crispy_testkit::stored_count;
+use serde_json::Value;
+
+fn crispy() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("crispy"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+fn sink_opts(pairs: &[(String, String)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| ["--sink-opt".to_owned(), format!("{k}={v}")])
+        .collect()
+}
+
+/// `crispy --log-format json run --source testsrc …` into `url` through `endpoint`.
+fn start_run(
+    dir: &Path,
+    log: &str,
+    url: &str,
+    opts: &[(String, String)],
+    spool: &Path,
+    source: &str,
+) -> LoggedChild {
+    let mut cmd = crispy();
+    cmd.args(["--log-format", "json", "run", "--source", source])
+        .args(["--source-id", "yard", "--chunk", "1s", "--sink", url])
+        .args(sink_opts(opts))
+        .arg("--spool-dir")
+        .arg(spool);
+    LoggedChild::spawn(cmd, &dir.join(log)).expect("crispy starts")
+}
+
+fn spooled(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(spooled(&p));
+            } else if p.extension().is_some_and(|e| e == "json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn verify_json(url: &str, opts: &[(String, String)]) -> (Option<i32>, Value) {
+    let out = crispy()
+        .args(["verify", url, "--allow-unsigned", "--json"])
+        .args(sink_opts(opts))
+        .output()
+        .expect("verify runs");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+#[test]
+fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let url = "s3://footage/kill";
+
+    let first = start_run(dir.path(), "a.log", url, &via_proxy, &spool, "testsrc");
+    first.wait_for("3 chunks stored", Duration::from_secs(30), |l| {
+        stored_count(l) >= 3
+    });
+    proxy.cut();
+    first.wait_for("failing uploads", Duration::from_secs(30), |l| {
+        l.iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("upload failed, will retry"))
+            })
+            .count()
+            >= 3
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let logs = first.kill();
+    let pending = spooled(&spool).len();
+    assert!(
+        pending >= 3,
+        "{pending} chunks spooled at the kill; logs:\n{logs}"
+    );
+
+    proxy.restore();
+    let second = start_run(dir.path(), "b.log", url, &via_proxy, &spool, "testsrc");
+    second.wait_for("recovery and 3 new chunks", Duration::from_secs(60), |l| {
+        l.iter()
+            .any(|l| l["message"] == "uploading the chunks an earlier run left in the spool first")
+            && stored_count(l) >= pending + 3
+    });
+    let (code, logs) = second.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(spooled(&spool).is_empty(), "the spool drained");
+
+    // Read back straight from the emulator: every chunk once, the chain unbroken across
+    // the kill (the restart continues the spool's sequence and chain, flagged as a
+    // discontinuity), every hash matching.
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(0), "{report:#}");
+    let source = &report["sources"][0];
+    assert_eq!(source["source_id"], "yard");
+    let chunks = source["chunks"].as_u64().expect("chunks");
+    assert_eq!(
+        source["sequences"],
+        serde_json::json!([0, chunks - 1]),
+        "{report:#}"
+    );
+}
+
+/// Mounts a tmpfs of `size` at a fresh directory (this test needs root, as CI has); unmounts
+/// when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed: this test needs root (CI runs as root)"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    proxy.cut();
+    let tmpfs = Tmpfs::mount("1m");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "s3://footage/full";
+    let run = start_run(
+        dir.path(),
+        "run.log",
+        url,
+        &moto.sink_options_via(&proxy.endpoint()),
+        tmpfs.0.path(),
+        "lavfi:testsrc2=size=640x360:rate=25",
+    );
+    let full = |l: &Value| {
+        l["level"] == "ERROR"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the disk is full"))
+    };
+    run.wait_for("the full-disk error", Duration::from_secs(60), |l| {
+        l.iter().any(full)
+    });
+    let first_dropped = run
+        .lines()
+        .iter()
+        .find(|l| full(l))
+        .and_then(|l| l["sequence"].as_u64())
+        .expect("dropped sequence logged");
+    proxy.restore();
+    // Uploads empty the spool; new chunks are accepted and stored again.
+    run.wait_for(
+        "chunks after the full disk stored",
+        Duration::from_secs(60),
+        |l| {
+            l.iter().any(|l| {
+                l["message"] == "chunk stored"
+                    && l["sequence"]
+                        .as_u64()
+                        .is_some_and(|s| s > first_dropped + 1)
+            })
+        },
+    );
+    let (code, logs) = run.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    // What reached the bucket is whole; the loss is recorded, not silent.
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(30), "the dropped chunks are a reported problem");
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"dropped"), "{report:#}");
+    assert!(
+        kinds.iter().all(|k| *k == "dropped"),
+        "only recorded drops: {report:#}"
+    );
+}
+
+#[test]
+fn bad_sinks_fail_before_reading_with_distinct_exit_codes() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = crispy_testkit::Fixture::H264_1080p30Gop30
+        .path()
+        .expect("fixture");
+    let run = |url: &str, opts: &[(String, String)]| {
+        let out = crispy()
+            .args(["run", "--source"])
+            .arg(&input)
+            .args(["--sink", url])
+            .args(sink_opts(opts))
+            .arg("--spool-dir")
+            .arg(dir.path())
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No such bucket.
+    let (code, err) = run("s3://never-made/x", &moto.sink_options());
+    assert_eq!(code, Some(26), "{err}");
+    assert!(err.contains("s3://never-made/x"), "{err}");
+    // A typo in an option.
+    let (code, err) = run(
+        "s3://b/x",
+        &[("aws_endpiont".to_owned(), "http://x".to_owned())],
+    );
+    assert_eq!(code, Some(20), "{err}");
+    assert!(err.contains("aws_endpiont"), "{err}");
+    // Credentials in the URL are refused and never echoed.
+    let (code, err) = run("s3://AKIA:hunter2@bucket/x", &[]);
+    assert_eq!(code, Some(20), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    // A secret option value never appears in errors.
+    let mut opts = moto.sink_options();
+    opts.push(("aws_session_token".to_owned(), "tok-very-secret".to_owned()));
+    let (code, err) = run("s3://never-made/x", &opts);
+    assert_eq!(code, Some(26), "{err}");
+    assert!(!err.contains("tok-very-secret"), "{err}");
+    // Nothing was written anywhere.
+    assert!(spooled(dir.path()).is_empty());
+}
