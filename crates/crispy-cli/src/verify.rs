@@ -35,6 +35,8 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Names a missing bucket, refused credentials or a dead endpoint before listing.
+    runtime.block_on(sink.preflight())?;
     let report = runtime.block_on(check(&sink, &options))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

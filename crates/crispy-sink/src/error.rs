@@ -31,7 +31,7 @@ pub enum SinkError {
     },
     /// The store refused our credentials, or they are missing.
     #[error(
-        "the {backend} sink {url} refused the credentials: {source} \
+        "the {backend} sink {url} has no usable credentials or refused them: {source} \
          (check the environment variables or --sink-opt keys for this store)"
     )]
     Credentials {
