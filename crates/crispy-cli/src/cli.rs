@@ -148,10 +148,11 @@ pub struct RunArgs {
     /// temporary one].
     #[arg(long, value_name = "DIR", env = "CRISPY_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
-    /// Most the spool holds (10GiB, 500MB, …). When full, live cameras drop their oldest
-    /// spooled chunks (logged, recorded in the next manifest); files wait.
-    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
-    pub spool_max: u64,
+    /// Most the spool holds (10GiB, 500MB, …) [default: the config file's `spool_max`, else
+    /// 10GiB]. When full, live cameras drop their oldest spooled chunks (logged, recorded in
+    /// the next manifest); files wait.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub spool_max: Option<u64>,
     /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
     /// at or after it.
     #[arg(long, short = 'c', value_name = "DURATION", default_value = "3s")]

@@ -21,7 +21,7 @@ use crate::logging::style_bar;
 const DEFAULT_SINK: &str = "file://./crispy-out";
 
 pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
-    let (jobs, mut options, config_sink) = plan(&args)?;
+    let (jobs, mut options, config_sink, config_sink_opts) = plan(&args)?;
     options.signing_key = signing_key(&args)?.map(Arc::new);
     let sink_url = args
         .sink
@@ -36,16 +36,19 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let sink_options = SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
+    // The command line's options come after the file's: a repeated key takes the last value.
+    let mut sink_options = SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
+    sink_options.options.splice(0..0, config_sink_opts);
     let sink = ObjectStoreSink::from_url_opts(&sink_url, &sink_options)?;
+    let spool_dir = args.spool_dir.clone().or(options.spool.dir.take());
     options.spool = SpoolOptions {
         dir: if sink.backend().is_durable() {
-            Some(spool_root(args.spool_dir.as_deref())?)
+            Some(spool_root(spool_dir.as_deref())?)
         } else {
             None
         },
         sink_key: sink.display_url().to_owned(),
-        max_bytes: args.spool_max,
+        max_bytes: args.spool_max.unwrap_or(options.spool.max_bytes),
     };
     runtime.block_on(async move {
         match sink.preflight().await {
@@ -119,11 +122,23 @@ fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
 }
 
 /// The sources and settings of this run, from the config file or the command line.
-fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<String>)> {
+type Plan = (
+    Vec<SourceJob>,
+    PipelineOptions,
+    Option<String>,
+    Vec<(String, String)>,
+);
+
+fn plan(args: &RunArgs) -> Result<Plan> {
     if let Some(path) = &args.config {
         let mut config = Config::load(path)?;
         config.options.align_wall |= args.align == Align::Wall;
-        return Ok((config.jobs, config.options, config.sink));
+        return Ok((
+            config.jobs,
+            config.options,
+            config.sink,
+            config.sink_options,
+        ));
     }
     let source = args
         .source
@@ -217,7 +232,7 @@ fn plan(args: &RunArgs) -> Result<(Vec<SourceJob>, PipelineOptions, Option<Strin
             prefix: None,
         }
     };
-    Ok((vec![job], options, None))
+    Ok((vec![job], options, None, Vec::new()))
 }
 
 /// First SIGINT/SIGTERM: stop reading, send partial chunks, drain uploads. Second: exit now.

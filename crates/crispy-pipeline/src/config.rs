@@ -158,6 +158,10 @@ enum AlignName {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     sink: Option<String>,
+    #[serde(default)]
+    sink_options: std::collections::BTreeMap<String, String>,
+    spool_dir: Option<std::path::PathBuf>,
+    spool_max: Option<Spanned<String>>,
     chunk: Option<ChunkDuration>,
     max_in_flight: Option<u16>,
     drain_timeout: Option<ChunkDuration>,
@@ -190,6 +194,8 @@ struct CameraConfig {
 pub struct Config {
     /// The sink URL, when the file sets one.
     pub sink: Option<String>,
+    /// `[sink_options]`: store options (as `--sink-opt`), in key order.
+    pub sink_options: Vec<(String, String)>,
     /// Run-wide settings.
     pub options: PipelineOptions,
     /// One job per camera, in file order.
@@ -329,8 +335,20 @@ impl Config {
             options.drain_timeout = d.as_duration();
         }
         options.align_wall = file.align == Some(AlignName::Wall);
+        options.spool.dir = file.spool_dir;
+        if let Some(max) = &file.spool_max {
+            let size: bytesize::ByteSize = max.get_ref().parse().map_err(|e| {
+                invalid(
+                    max.span().start,
+                    "spool_max",
+                    format!("expected a size like 10GiB or 500MB: {e}"),
+                )
+            })?;
+            options.spool.max_bytes = size.as_u64();
+        }
         Ok(Self {
             sink: file.sink,
+            sink_options: file.sink_options.into_iter().collect(),
             options,
             jobs,
         })
@@ -376,6 +394,12 @@ chunk = "2s"
 max_in_flight = 3
 stall_timeout = "4s"
 rtsp_transport = "udp"
+spool_dir = "/var/spool/crispy"
+spool_max = "2GiB"
+
+[sink_options]
+aws_region = "eu-west-1"
+aws_allow_http = "true"
 
 [[camera]]
 id = "a"
@@ -394,6 +418,18 @@ prefix = "site-a/door"
         .expect("valid");
         assert_eq!(c.sink.as_deref(), Some("memory://x"));
         assert_eq!(c.options.max_in_flight, 3);
+        assert_eq!(c.options.spool.max_bytes, 2 << 30);
+        assert_eq!(
+            c.options.spool.dir.as_deref(),
+            Some(std::path::Path::new("/var/spool/crispy"))
+        );
+        assert_eq!(
+            c.sink_options,
+            [
+                ("aws_allow_http".to_owned(), "true".to_owned()),
+                ("aws_region".to_owned(), "eu-west-1".to_owned())
+            ]
+        );
         assert_eq!(c.jobs.len(), 2);
         assert_eq!(c.jobs[0].chunk.as_millis(), 2000);
         assert_eq!(c.jobs[1].chunk.as_millis(), 1500);

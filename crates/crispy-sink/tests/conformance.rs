@@ -425,7 +425,10 @@ async fn hostile_ids_and_prefixes_never_write_outside_the_sink_root() {
             }
         }
     }
-    assert!(outside.is_empty(), "written outside the sink root: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "written outside the sink root: {outside:?}"
+    );
     assert!(
         !sink.list("").await.expect("list").is_empty(),
         "the accepted prefixes did store their chunks inside the root"
