@@ -248,6 +248,7 @@ impl CopyChunker {
             sha256: String::new(),
             prev_sha256: None,
             signature: None,
+            signed_url: None,
         };
         Ok(Chunk { payload, metadata })
     }

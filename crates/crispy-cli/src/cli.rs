@@ -216,6 +216,11 @@ pub struct RunArgs {
         conflicts_with = "hmac_key_env"
     )]
     pub signing_key: Option<PathBuf>,
+    /// Put a time-limited signed GET URL (GCS V4, S3 SigV4, Azure SAS) of each chunk into its
+    /// manifest and log line, valid this long from the upload (e.g. 15m, 3600s; at most 7
+    /// days). Anyone holding the URL can read the chunk until then. Cloud sinks only.
+    #[arg(long, value_name = "TTL")]
+    pub signed_urls: Option<ChunkDuration>,
     /// Sign every manifest with HMAC-SHA256, the secret read from this environment variable.
     #[arg(long, value_name = "VAR")]
     pub hmac_key_env: Option<String>,

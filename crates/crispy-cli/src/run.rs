@@ -40,6 +40,22 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
     let mut sink_options = SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
     sink_options.options.splice(0..0, config_sink_opts);
     let sink = ObjectStoreSink::from_url_opts(&sink_url, &sink_options)?;
+    if let Some(ttl) = args.signed_urls {
+        if !sink.can_sign_urls() {
+            return Err(UsageError(format!(
+                "--signed-urls needs a gs://, s3:// or az:// sink, not {}",
+                sink.display_url()
+            ))
+            .into());
+        }
+        if ttl.as_millis() > 7 * 24 * 3600 * 1000 || ttl.as_millis() < 1000 {
+            return Err(UsageError(
+                "--signed-urls: the URLs' lifetime must be between 1s and 7 days".to_owned(),
+            )
+            .into());
+        }
+        options.signed_url_ttl = Some(ttl.as_duration());
+    }
     let spool_dir = args.spool_dir.clone().or(options.spool.dir.take());
     options.spool = SpoolOptions {
         dir: if sink.backend().is_durable() {

@@ -347,3 +347,80 @@ fn run_and_verify_on_azure_and_verify_on_gcs() {
         "{report:#}"
     );
 }
+
+#[test]
+fn signed_urls_in_log_lines_and_manifests_fetch_the_chunk() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let input = crispy_testkit::Fixture::H264_1080p30Gop30
+        .path()
+        .expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = moto.sink_options();
+    let out = crispy()
+        .args(["--log-format", "json", "run", "--source"])
+        .arg(&input)
+        .args(["--sink", "s3://footage/signed", "--signed-urls", "15m"])
+        .args(sink_opts(&opts))
+        .arg("--spool-dir")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    let stored: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "chunk stored")
+        .collect();
+    assert_eq!(stored.len(), 4, "{logs}");
+    for line in &stored {
+        let url = line["signed_url"]
+            .as_str()
+            .expect("signed_url in the log line");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        assert!(url.contains("X-Amz-Expires=900"), "{url}");
+        // The URL alone fetches the chunk.
+        let parsed = url::Url::parse(url).expect("url");
+        let path = format!("{}?{}", parsed.path(), parsed.query().unwrap_or_default());
+        let port = parsed.port().expect("port");
+        let (status, _body) = crispy_testkit::emulators::http(port, "GET", &path, &[], b"")
+            .expect("GET the signed URL");
+        assert_eq!(status, 200, "{url}: {_body}");
+    }
+    // The manifest in the bucket carries the URL and its expiry; verify still passes (the URL
+    // is outside the signed canonical form).
+    let (code, report) = verify_json("s3://footage/signed", &opts);
+    assert_eq!(code, Some(0), "{report:#}");
+    let object = stored[0]["object"].as_str().expect("object");
+    let manifest_path = object.replace(".mp4", ".json");
+    let reader = crispy_sink::ObjectStoreSink::from_url_opts(
+        "s3://footage/signed",
+        &crispy_sink::SinkOptions {
+            options: opts.clone(),
+            ..crispy_sink::SinkOptions::default()
+        },
+    )
+    .expect("reader");
+    let body = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(reader.get(&manifest_path))
+        .expect("get")
+        .expect("manifest stored");
+    let manifest: Value = serde_json::from_slice(&body).expect("manifest json");
+    assert_eq!(manifest["signed_url"]["url"], stored[0]["signed_url"]);
+    assert!(manifest["signed_url"]["expires_at"].is_string());
+
+    // Local sinks cannot sign: a usage error, before anything runs.
+    let out = crispy()
+        .args(["run", "--source"])
+        .arg(&input)
+        .args(["--signed-urls", "15m", "--sink"])
+        .arg(dir.path().join("local"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--signed-urls needs"));
+}

@@ -30,7 +30,7 @@ mod traits;
 
 pub use duration::ChunkDuration;
 pub use error::Error;
-pub use manifest::{ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature};
+pub use manifest::{ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, SignedUrl};
 pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo};
 pub use secret::Secret;
 pub use source_id::SourceId;

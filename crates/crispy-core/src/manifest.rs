@@ -93,6 +93,20 @@ pub struct ChunkMetadata {
     /// Signature over the canonical form; `null` when no signing key was configured.
     #[serde(default)]
     pub signature: Option<ManifestSignature>,
+    /// A time-limited signed GET URL of the chunk (`crispy run --signed-urls`), added at
+    /// upload time. Like `signature`, not part of the canonical form. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_url: Option<SignedUrl>,
+}
+
+/// A pre-signed URL that lets anyone holding it GET the chunk until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedUrl {
+    /// The URL (GCS V4, S3 SigV4 or Azure SAS).
+    pub url: String,
+    /// When it stops working.
+    #[serde(with = "rfc3339_millis")]
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A manifest's signature (see `docs/manifest.md` for the canonical form it covers).
@@ -178,6 +192,7 @@ mod tests {
                 key_id: "ed25519-0011".into(),
                 value: "ab".into(),
             }),
+            signed_url: None,
         };
         let json = String::from_utf8(m.to_json()).expect("utf8");
         assert!(

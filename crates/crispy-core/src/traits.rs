@@ -88,6 +88,17 @@ pub trait ChunkSink: Send + Sync {
     /// Stores the chunk payload at `chunk.metadata.object` and `manifest` beside it.
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, Self::Error>;
 
+    /// A time-limited signed GET URL for `object`, valid for `ttl`; `None` where the sink
+    /// cannot sign (local directories, memory).
+    async fn signed_url(
+        &self,
+        object: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, Self::Error> {
+        let _ = (object, ttl);
+        Ok(None)
+    }
+
     /// True when trying `error`'s put again cannot succeed (a conflicting object, a damaged
     /// upload, a malformed name): the pipeline stops retrying it. By default every error is
     /// worth another try.

@@ -78,6 +78,8 @@ pub struct PipelineOptions {
     pub retry_min: Duration,
     /// Longest delay of the upload retry loop (it retries for as long as it takes).
     pub retry_max: Duration,
+    /// Put a signed GET URL valid this long into each manifest and log line.
+    pub signed_url_ttl: Option<Duration>,
 }
 
 /// The durable spool of a run.
@@ -114,6 +116,7 @@ impl Default for PipelineOptions {
             spool: SpoolOptions::default(),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
+            signed_url_ttl: None,
         }
     }
 }

@@ -277,7 +277,11 @@ where
                 item,
                 Arc::clone(&sink),
                 Arc::clone(&spool),
-                (options.retry_min, options.retry_max),
+                UploadSettings {
+                    retry_min: options.retry_min,
+                    retry_max: options.retry_max,
+                    signed_url_ttl: options.signed_url_ttl,
+                },
                 Arc::clone(&observer),
             ));
         }
@@ -555,6 +559,31 @@ async fn open_synthetic(
     ))
 }
 
+/// Adds a signed GET URL valid for `ttl` to the chunk's manifest (outside its canonical
+/// form, so the signature and chain are unchanged). A sink that cannot sign leaves it out,
+/// with a warning.
+async fn with_signed_url<S: ChunkSink>(
+    sink: &S,
+    mut chunk: Chunk,
+    manifest: bytes::Bytes,
+    ttl: std::time::Duration,
+) -> (Chunk, bytes::Bytes) {
+    match sink.signed_url(&chunk.metadata.object, ttl).await {
+        Ok(Some(url)) => {
+            let expires_at = Utc::now()
+                + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(7));
+            chunk.metadata.signed_url = Some(crispy_core::SignedUrl { url, expires_at });
+            let manifest = bytes::Bytes::from(chunk.metadata.to_json());
+            (chunk, manifest)
+        }
+        Ok(None) => (chunk, manifest),
+        Err(e) => {
+            tracing::warn!(object = %chunk.metadata.object, "no signed URL: {e}");
+            (chunk, manifest)
+        }
+    }
+}
+
 /// Opens the spool: the sink's own directory under `dir`, or a private temporary one.
 fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineError> {
     Ok(match &o.dir {
@@ -575,11 +604,18 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 /// long as it takes (the chunk is safe in the spool meanwhile); removes it from the spool
 /// once the sink confirmed it. A permanent error (a conflicting object) sets the entry
 /// aside and ends the run.
+#[derive(Debug, Clone, Copy)]
+struct UploadSettings {
+    retry_min: std::time::Duration,
+    retry_max: std::time::Duration,
+    signed_url_ttl: Option<std::time::Duration>,
+}
+
 async fn upload<S: ChunkSink + 'static>(
     item: Upload,
     sink: Arc<S>,
     spool: Arc<Spool>,
-    (retry_min, retry_max): (std::time::Duration, std::time::Duration),
+    settings: UploadSettings,
     observer: Arc<dyn Observer>,
 ) -> Result<ChunkReport, PipelineError> {
     let Upload { entry, data } = item;
@@ -607,8 +643,12 @@ async fn upload<S: ChunkSink + 'static>(
             (Chunk { payload, metadata }, manifest)
         }
     };
+    let (chunk, manifest) = match settings.signed_url_ttl {
+        Some(ttl) => with_signed_url(sink.as_ref(), chunk, manifest, ttl).await,
+        None => (chunk, manifest),
+    };
     let t0 = Instant::now();
-    let mut backoff = Backoff::new(retry_min, retry_max);
+    let mut backoff = Backoff::new(settings.retry_min, settings.retry_max);
     let mut attempt = 0u32;
     let outcome = loop {
         attempt += 1;
@@ -654,6 +694,7 @@ async fn upload<S: ChunkSink + 'static>(
         attempts = attempt,
         discontinuity = m.discontinuity,
         already_present = outcome == PutOutcome::AlreadyPresent,
+        signed_url = m.signed_url.as_ref().map(|u| u.url.as_str()),
         "chunk stored"
     );
     let report = ChunkReport {

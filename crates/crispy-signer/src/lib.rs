@@ -69,13 +69,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// The canonical byte form of a manifest, the bytes that are hashed for the chain and
 /// signed: RFC 8785 (JSON Canonicalization Scheme) serialization of the manifest object
-/// without its `signature` member. Any language with a JCS library can rebuild it from the
-/// stored JSON.
+/// without its `signature` and `signed_url` members (the URL is added at upload time). Any
+/// language with a JCS library can rebuild it from the stored JSON.
 pub fn canonical_bytes(m: &ChunkMetadata) -> Vec<u8> {
     // Plain data with string keys: serializing to a value and to JCS cannot fail.
     let mut value = serde_json::to_value(m).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
         object.remove("signature");
+        object.remove("signed_url");
     }
     serde_jcs::to_vec(&value).unwrap_or_default()
 }

@@ -9,6 +9,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::client::HttpConnector;
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::signer::Signer;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use crate::SinkError;
@@ -129,6 +130,7 @@ fn default_retry() -> RetryConfig {
 /// A store opened from a cloud URL, with the prefix taken from the URL's path.
 pub(crate) struct Opened {
     pub store: Arc<dyn ObjectStore>,
+    pub signer: Arc<dyn Signer>,
     pub prefix: String,
     pub backend: Backend,
 }
@@ -175,7 +177,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            b.build().map(both)
         }
         Backend::Gcs => {
             let mut b = GoogleCloudStorageBuilder::from_env()
@@ -188,7 +190,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            b.build().map(both)
         }
         _ => {
             let mut b = MicrosoftAzureBuilder::from_env()
@@ -201,19 +203,26 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
-            b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            b.build().map(both)
         }
     };
-    let store = built.map_err(|e| SinkError::Configuration {
+    let (store, signer) = built.map_err(|e| SinkError::Configuration {
         url: crispy_core::redact::redact_urls(url).into_owned(),
         backend,
         reason: crispy_core::redact::redact_urls(&e.to_string()).into_owned(),
     })?;
     Ok(Some(Opened {
         store,
+        signer,
         prefix: prefix.to_owned(),
         backend,
     }))
+}
+
+/// One store, seen both as a store and as a URL signer.
+fn both<S: ObjectStore + Signer>(store: S) -> (Arc<dyn ObjectStore>, Arc<dyn Signer>) {
+    let store = Arc::new(store);
+    (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
 }
 
 fn unknown_key(key: &str, backend: &str) -> SinkError {

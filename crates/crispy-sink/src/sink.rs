@@ -7,6 +7,7 @@ use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome, SourceId};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
@@ -24,6 +25,7 @@ pub struct ObjectStoreSink {
     display: String,
     local_dir: Option<PathBuf>,
     backend: Backend,
+    signer: Option<Arc<dyn Signer>>,
 }
 
 impl std::fmt::Debug for ObjectStoreSink {
@@ -53,6 +55,7 @@ impl ObjectStoreSink {
             display,
             local_dir: None,
             backend,
+            signer: None,
         })
     }
 
@@ -81,7 +84,9 @@ impl ObjectStoreSink {
             reason: reason.to_owned(),
         };
         if let Some(opened) = crate::open::open_cloud(url, options)? {
-            return Self::new(opened.store, &opened.prefix, url, opened.backend);
+            let mut sink = Self::new(opened.store, &opened.prefix, url, opened.backend)?;
+            sink.signer = Some(opened.signer);
+            return Ok(sink);
         }
         let local_only = || {
             if options.options.is_empty() {
@@ -209,6 +214,11 @@ impl ObjectStoreSink {
     /// Which store this sink writes to.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether the sink can make signed URLs (`gs://`, `s3://`, `az://`).
+    pub fn can_sign_urls(&self) -> bool {
+        self.signer.is_some()
     }
 
     /// The underlying store (for listing and reading back).
@@ -656,6 +666,22 @@ impl ChunkSink for ObjectStoreSink {
 
     fn is_permanent(&self, error: &SinkError) -> bool {
         error.is_permanent()
+    }
+
+    async fn signed_url(
+        &self,
+        object: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, SinkError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let location = Path::parse(object).map_err(|e| self.read_err(object, e.into()))?;
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &location, ttl)
+            .await
+            .map_err(|e| self.read_err(object, e))?;
+        Ok(Some(url.to_string()))
     }
 
     async fn put(&self, chunk: &Chunk, manifest: Bytes) -> Result<PutOutcome, SinkError> {
