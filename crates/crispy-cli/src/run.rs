@@ -63,7 +63,7 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         } else {
             None
         },
-        sink_key: sink.display_url().to_owned(),
+        sink_key: sink.spool_key(),
         max_bytes: args.spool_max.unwrap_or(options.spool.max_bytes),
     };
     runtime.block_on(async move {

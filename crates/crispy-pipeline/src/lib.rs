@@ -35,6 +35,6 @@ pub mod verify;
 pub use backoff::Backoff;
 pub use error::PipelineError;
 pub use job::{PipelineOptions, SourceJob, SourceSpec, SpoolOptions};
-pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted};
+pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted, UploadStage};
 pub use run::{FileRun, run_file, run_sources};
 pub use shutdown::Shutdown;

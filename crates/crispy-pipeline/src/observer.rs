@@ -69,8 +69,21 @@ impl RunSummary {
     }
 }
 
+/// The upload stage's load, reported whenever it may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadStage {
+    /// Chunks accepted into the spool, waiting for an upload slot.
+    pub queued: usize,
+    /// Uploads in progress (at most `max_in_flight`).
+    pub in_flight: usize,
+    /// Chunk and manifest bytes this stage holds in memory (the rest waits on disk).
+    pub bytes_in_memory: u64,
+}
+
 /// Receives pipeline events, e.g. to draw a progress bar. All methods default to nothing.
 pub trait Observer: Send + Sync {
+    /// The upload stage's load (called often: keep it cheap).
+    fn upload_stage(&self, _stage: &UploadStage) {}
     /// A source opened.
     fn started(&self, _event: &SourceStarted) {}
     /// The reader reached `media_ms` into the source.

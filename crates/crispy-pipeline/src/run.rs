@@ -22,7 +22,7 @@ use crate::reader::{
 };
 use crate::{
     Backoff, ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown,
-    SourceJob, SourceSpec, SourceStarted, SpoolOptions,
+    SourceJob, SourceSpec, SourceStarted, SpoolOptions, UploadStage,
 };
 
 /// What to run: one video file, stream-copied into chunks.
@@ -260,20 +260,29 @@ where
         .into_iter()
         .map(|entry| Upload { entry, data: None })
         .collect();
-    let mut uploads: JoinSet<Result<ChunkReport, PipelineError>> = JoinSet::new();
+    // Each task gives back the bytes it held, for the memory account.
+    let mut uploads: JoinSet<(u64, Result<ChunkReport, PipelineError>)> = JoinSet::new();
     let mut failure: Option<PipelineError> = None;
     let mut readers_done = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Chunk bytes held in memory by this stage: backlog items that kept their payload, and
+    // every upload in flight.
+    let (mut queued_bytes, mut in_flight_bytes) = (0u64, 0u64);
     loop {
         let sink_failed = matches!(failure, Some(PipelineError::Sink { .. }));
         while uploads.len() < max_in_flight && !sink_failed {
             let Some(item) = backlog.pop_front() else {
                 break;
             };
+            let bytes = item.entry.bytes;
+            if item.data.is_some() {
+                queued_bytes -= bytes;
+            }
             if !spool.begin_upload(&item.entry) {
                 continue; // dropped from the full spool before its turn
             }
-            uploads.spawn(upload(
+            in_flight_bytes += bytes;
+            let task = upload(
                 item,
                 Arc::clone(&sink),
                 Arc::clone(&spool),
@@ -283,8 +292,14 @@ where
                     signed_url_ttl: options.signed_url_ttl,
                 },
                 Arc::clone(&observer),
-            ));
+            );
+            uploads.spawn(async move { (bytes, task.await) });
         }
+        observer.upload_stage(&UploadStage {
+            queued: backlog.len(),
+            in_flight: uploads.len(),
+            bytes_in_memory: queued_bytes + in_flight_bytes,
+        });
         if readers_done && uploads.is_empty() && (backlog.is_empty() || sink_failed) {
             break;
         }
@@ -299,6 +314,8 @@ where
                     if backlog.len() >= max_in_flight {
                         // Waiting its turn: the bytes are in the spool, not held in memory.
                         item.data = None;
+                    } else {
+                        queued_bytes += item.entry.bytes;
                     }
                     backlog.push_back(item);
                 }
@@ -328,6 +345,10 @@ where
                 None => readers_done = true,
             },
             Some(done) = uploads.join_next(), if !uploads.is_empty() => {
+                let done = done.map(|(bytes, result)| {
+                    in_flight_bytes -= bytes;
+                    result
+                });
                 if let Err(e) = account(done, &mut summaries) {
                     if matches!(e, PipelineError::Sink { .. }) {
                         tracing::error!("{e}; stopping every source");

@@ -8,23 +8,26 @@ use crispy_core::ChunkMetadata;
 use crispy_pipeline::verify::{VerifyOptions, verify};
 use crispy_pipeline::{
     ChunkReport, Observer, PipelineOptions, Shutdown, SourceJob, SourceSpec, SpoolOptions,
-    run_sources,
+    UploadStage, run_sources,
 };
 use crispy_sink::{Backend, ObjectStoreSink, SinkOptions, manifest_path_for};
 use crispy_source::SyntheticConfig;
 use crispy_testkit::emulators::{Emulator, Kind, TcpProxy};
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<ChunkReport>>);
+struct Recorder(Mutex<Vec<ChunkReport>>, Mutex<Vec<UploadStage>>);
 
 impl Observer for Recorder {
     fn chunk_stored(&self, r: &ChunkReport) {
         self.0.lock().expect("lock").push(r.clone());
     }
+    fn upload_stage(&self, s: &UploadStage) {
+        self.1.lock().expect("lock").push(*s);
+    }
 }
 
 fn live_job(id: &str) -> SourceJob {
-    let mut synthetic = SyntheticConfig::graph("testsrc2=size=320x240:rate=25");
+    let mut synthetic = SyntheticConfig::graph("testsrc2=size=640x360:rate=25");
     synthetic.realtime = true;
     SourceJob {
         source_id: id.parse().expect("id"),
@@ -216,6 +219,31 @@ async fn a_throttled_sink_never_stalls_the_camera() {
     assert!(
         stored + waiting >= 9,
         "the camera stalled: {stored} stored + {waiting} spooled after 12 s"
+    );
+    // Memory stays flat: while the queue grew, the stage held the payloads of the upload in
+    // flight and the one next in line, never the queue's.
+    let stages = recorder.1.lock().expect("lock").clone();
+    let longest = stages.iter().map(|s| s.queued).max().unwrap_or(0);
+    assert!(longest >= 4, "the queue never grew: {longest}");
+    let largest_chunk = walk(spool.path())
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.len()))
+        .max()
+        .unwrap_or(0)
+        .max(
+            recorder
+                .0
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|r| r.metadata.bytes)
+                .max()
+                .unwrap_or(0),
+        );
+    let held = stages.iter().map(|s| s.bytes_in_memory).max().unwrap_or(0);
+    assert!(
+        held <= 2 * (largest_chunk + 4096),
+        "held {held} bytes in memory with chunks of at most {largest_chunk} bytes"
     );
     // The drain timeout leaves the rest in the spool for the next start, and says so.
     let err = result.expect_err("drain timeout");

@@ -216,6 +216,15 @@ impl ObjectStoreSink {
         self.backend
     }
 
+    /// What names this sink's spool directory: the URL, with a local directory made
+    /// absolute (so `file://./out` from two working directories are two spools).
+    pub fn spool_key(&self) -> String {
+        match &self.local_dir {
+            Some(dir) => format!("file://{}", dir.display()),
+            None => self.display.clone(),
+        }
+    }
+
     /// Whether the sink can make signed URLs (`gs://`, `s3://`, `az://`).
     pub fn can_sign_urls(&self) -> bool {
         self.signer.is_some()
