@@ -31,6 +31,8 @@ enum Fault {
 struct Plan {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     puts: Arc<Mutex<u32>>,
+    /// `x-amz-checksum-sha256` of every PUT, by path.
+    checksums: Arc<Mutex<Vec<(String, Option<String>)>>>,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,13 @@ impl HttpService for FaultyService {
             return self.inner.execute(req).await;
         }
         *self.plan.puts.lock().expect("lock") += 1;
+        self.plan.checksums.lock().expect("lock").push((
+            req.uri().path().to_owned(),
+            req.headers()
+                .get("x-amz-checksum-sha256")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ));
         let fault = self.plan.faults.lock().expect("lock").pop_front();
         match fault {
             None => self.inner.execute(req).await,
@@ -197,4 +206,18 @@ async fn ambiguous_put_failures_are_resolved_by_looking_the_object_up() {
     // Every object exactly once.
     let listed = sink.list("").await.expect("list");
     assert_eq!(listed.len(), 8, "{listed:?}");
+
+    // Every upload carried the SHA-256 that S3 checks the body against.
+    use base64::Engine;
+    let (c, _) = chunk(&sink, b"chunk-zero", 0);
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(b"chunk-zero"));
+    let sent = plan.checksums.lock().expect("lock").clone();
+    assert!(sent.iter().all(|(_, sum)| sum.is_some()), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|(path, sum)| path.ends_with(&c.metadata.object)
+                && sum.as_deref() == Some(expected.as_str())),
+        "{sent:?}"
+    );
 }
