@@ -32,8 +32,11 @@ struct Plan {
     faults: Arc<Mutex<VecDeque<Fault>>>,
     puts: Arc<Mutex<u32>>,
     /// `x-amz-checksum-sha256` of every PUT, by path.
-    checksums: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    checksums: Arc<Mutex<Vec<SentChecksum>>>,
 }
+
+/// A PUT's path and the checksum header it carried.
+type SentChecksum = (String, Option<String>);
 
 #[derive(Debug)]
 struct FaultyConnector(Plan);
