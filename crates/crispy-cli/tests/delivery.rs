@@ -48,7 +48,10 @@ fn spooled(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 out.extend(spooled(&p));
-            } else if p.extension().is_some_and(|e| e == "json") {
+            } else if p.extension().is_some_and(|e| e == "json")
+                && p.file_name().is_some_and(|n| n != "last.json")
+            {
+                // Pending entries (`last.json` only remembers the newest manifest).
                 out.push(p);
             }
         }

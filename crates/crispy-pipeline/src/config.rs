@@ -189,8 +189,8 @@ struct CameraConfig {
     transcode: Option<Spanned<TranscodeSettings>>,
 }
 
-/// A loaded, validated configuration.
-#[derive(Debug, Clone)]
+/// A loaded, validated configuration. `Debug` shows sink option keys, never their values.
+#[derive(Clone)]
 pub struct Config {
     /// The sink URL, when the file sets one.
     pub sink: Option<String>,
@@ -200,6 +200,18 @@ pub struct Config {
     pub options: PipelineOptions,
     /// One job per camera, in file order.
     pub jobs: Vec<SourceJob>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.sink_options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Config")
+            .field("sink", &self.sink)
+            .field("sink_option_keys", &keys)
+            .field("options", &self.options)
+            .field("jobs", &self.jobs)
+            .finish()
+    }
 }
 
 impl Config {
@@ -429,6 +441,11 @@ prefix = "site-a/door"
                 ("aws_allow_http".to_owned(), "true".to_owned()),
                 ("aws_region".to_owned(), "eu-west-1".to_owned())
             ]
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("aws_region") && !shown.contains("eu-west-1"),
+            "{shown}"
         );
         assert_eq!(c.jobs.len(), 2);
         assert_eq!(c.jobs[0].chunk.as_millis(), 2000);

@@ -242,7 +242,11 @@ impl<S: ChunkSink> Outbox<S> {
                         sequence = m.sequence,
                         "{e}; chunk dropped, the gap is recorded in the next manifest"
                     );
-                    let own = vec![(m.source_id.clone(), m.sequence)];
+                    // This chunk, and the earlier drops its manifest was to record.
+                    let own: Vec<(SourceId, u64)> = std::iter::once(m.sequence)
+                        .chain(m.dropped_sequences.iter().copied())
+                        .map(|s| (m.source_id.clone(), s))
+                        .collect();
                     self.drops.record(&own);
                     if self.tx.blocking_send(ReaderMsg::Dropped(own)).is_err() {
                         return None;

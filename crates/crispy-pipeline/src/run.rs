@@ -268,8 +268,9 @@ where
     // Chunk bytes held in memory by this stage: backlog items that kept their payload, and
     // every upload in flight.
     let (mut queued_bytes, mut in_flight_bytes) = (0u64, 0u64);
+    // A sink failure (a conflict) stops new uploads even when another error came first.
+    let mut sink_failed = false;
     loop {
-        let sink_failed = matches!(failure, Some(PipelineError::Sink { .. }));
         while uploads.len() < max_in_flight && !sink_failed {
             let Some(item) = backlog.pop_front() else {
                 break;
@@ -352,6 +353,7 @@ where
                 if let Err(e) = account(done, &mut summaries) {
                     if matches!(e, PipelineError::Sink { .. }) {
                         tracing::error!("{e}; stopping every source");
+                        sink_failed = true;
                         shutdown.trigger();
                     }
                     failure.get_or_insert(e);
@@ -648,19 +650,26 @@ async fn upload<S: ChunkSink + 'static>(
             let read = tokio::task::spawn_blocking(move || spool2.read(&entry2))
                 .await
                 .map_err(|e| PipelineError::Internal(format!("spool read task: {e}")))?;
+            // An entry that cannot be read back is set aside (never retried forever, never
+            // silently deleted) and the run reports it.
+            let unreadable = |what: String| {
+                let aside = spool.set_aside(&entry);
+                tracing::error!(kept_in = %aside.display(), "{what}");
+                PipelineError::Internal(format!("{what} (set aside in {})", aside.display()))
+            };
             let (payload, manifest) = match read {
                 Ok(d) => d,
+                Err(e) => return Err(unreadable(e.to_string())),
+            };
+            let metadata: ChunkMetadata = match serde_json::from_slice(&manifest) {
+                Ok(m) => m,
                 Err(e) => {
-                    spool.end_upload(&entry);
-                    return Err(e.into());
+                    return Err(unreadable(format!(
+                        "spooled manifest {} is unreadable: {e}",
+                        entry.manifest_path.display()
+                    )));
                 }
             };
-            let metadata: ChunkMetadata = serde_json::from_slice(&manifest).map_err(|e| {
-                PipelineError::Internal(format!(
-                    "spooled manifest {} is unreadable: {e}",
-                    entry.manifest_path.display()
-                ))
-            })?;
             (Chunk { payload, metadata }, manifest)
         }
     };

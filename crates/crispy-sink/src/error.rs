@@ -62,11 +62,12 @@ pub enum SinkError {
         /// The store's answer.
         source: object_store::Error,
     },
-    /// The store says it holds an object whose content differs from what we sent (its MD5
-    /// ETag does not match ours): the upload was damaged on the way.
+    /// The store holds an object whose content differs from what we sent (its MD5 ETag
+    /// does not match ours, nor does its content read back): the upload was damaged on the
+    /// way.
     #[error(
-        "object {path} in {sink} does not match what was sent (ETag {etag}, our MD5 {ours}); \
-         it was left in place and the chunk stays in the spool"
+        "object {path} in {sink} does not match what was sent (ETag {etag}, our SHA-256 \
+         {ours}); it was left in place and the chunk set aside in the spool's conflicts/"
     )]
     Damaged {
         /// Sink URL.
@@ -75,7 +76,7 @@ pub enum SinkError {
         path: String,
         /// The ETag the store returned.
         etag: String,
-        /// MD5 of what we sent.
+        /// SHA-256 of what we sent.
         ours: String,
     },
     /// The sink location cannot be written.

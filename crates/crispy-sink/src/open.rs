@@ -37,9 +37,11 @@ impl Backend {
         !matches!(self, Backend::Local)
     }
 
-    /// Whether the ETag of a single-request upload is the MD5 of the content.
+    /// Whether the ETag of a single-request upload is worth comparing with the content's
+    /// MD5: GCS (which gets no checksum from object_store). Not S3: there the body's SHA-256
+    /// is sent and checked by the store, and ETags of SSE-KMS/SSE-C objects are not MD5s.
     pub fn etag_is_md5(self) -> bool {
-        matches!(self, Backend::S3 | Backend::Gcs)
+        matches!(self, Backend::Gcs)
     }
 
     /// Whether the store survives this process.
@@ -92,17 +94,12 @@ impl SinkOptions {
     pub fn parse_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, SinkError> {
         let mut options = Vec::new();
         for pair in pairs {
+            // The text is not echoed: without `=` it may be a value, i.e. a secret.
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| SinkError::InvalidOption {
-                    key: pair
-                        .split(':')
-                        .next()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(64)
-                        .collect(),
-                    reason: "expected key=value".to_owned(),
+                    key: String::new(),
+                    reason: "an option without '=' (expected KEY=VALUE)".to_owned(),
                 })?;
             options.push((k.trim().to_owned(), v.to_owned()));
         }

@@ -26,6 +26,9 @@ pub struct ObjectStoreSink {
     local_dir: Option<PathBuf>,
     backend: Backend,
     signer: Option<Arc<dyn Signer>>,
+    /// A custom endpoint from the options (an S3-compatible store, an emulator): part of
+    /// the spool key, so two stores under one URL never share pending chunks.
+    endpoint: Option<String>,
 }
 
 impl std::fmt::Debug for ObjectStoreSink {
@@ -56,6 +59,7 @@ impl ObjectStoreSink {
             local_dir: None,
             backend,
             signer: None,
+            endpoint: None,
         })
     }
 
@@ -86,6 +90,12 @@ impl ObjectStoreSink {
         if let Some(opened) = crate::open::open_cloud(url, options)? {
             let mut sink = Self::new(opened.store, &opened.prefix, url, opened.backend)?;
             sink.signer = Some(opened.signer);
+            sink.endpoint = options
+                .options
+                .iter()
+                .filter(|(k, _)| k.contains("endpoint") || k.contains("base_url"))
+                .map(|(_, v)| v.trim_end_matches('/').to_owned())
+                .next_back();
             return Ok(sink);
         }
         let local_only = || {
@@ -221,7 +231,13 @@ impl ObjectStoreSink {
     pub fn spool_key(&self) -> String {
         match &self.local_dir {
             Some(dir) => format!("file://{}", dir.display()),
-            None => self.display.clone(),
+            None => {
+                let url = self.display.trim_end_matches('/');
+                match &self.endpoint {
+                    Some(endpoint) => format!("{url} at {endpoint}"),
+                    None => url.to_owned(),
+                }
+            }
         }
     }
 
@@ -353,7 +369,20 @@ impl ObjectStoreSink {
             .await;
         let error = match result {
             Ok(done) => {
-                self.check_etag(path, &payload, done.e_tag.as_deref())?;
+                if !self.etag_matches(&payload, done.e_tag.as_deref()) {
+                    // Not necessarily damage (a composite or encrypted object's ETag is no
+                    // MD5): read it back before saying so.
+                    let stored = self.get(path).await?;
+                    let ours = crispy_signer::sha256_hex(&payload);
+                    if stored.as_deref().map(crispy_signer::sha256_hex) != Some(ours.clone()) {
+                        return Err(SinkError::Damaged {
+                            sink: self.display.clone(),
+                            path: path.to_owned(),
+                            etag: done.e_tag.unwrap_or_default(),
+                            ours,
+                        });
+                    }
+                }
                 return Ok(PutOutcome::Created);
             }
             Err(e) => e,
@@ -412,7 +441,10 @@ impl ObjectStoreSink {
                 Ok(r) => {
                     let key = Attribute::Metadata(meta_key(SHA256_ATTRIBUTE, self.backend).into());
                     if let Some(theirs) = r.attributes.get(&key) {
-                        let size_ok = is_manifest || r.meta.size == payload.len() as u64;
+                        // Our metadata, and (where the ETag is an MD5) the content it names.
+                        let size_ok = is_manifest
+                            || (r.meta.size == payload.len() as u64
+                                && self.etag_matches(payload, r.meta.e_tag.as_deref()));
                         return Ok(if theirs.as_ref() == metadata.sha256 && size_ok {
                             Found::Same
                         } else {
@@ -445,30 +477,20 @@ impl ObjectStoreSink {
         })
     }
 
-    /// Where the store hands back the MD5 of what it received (the ETag of a single-request
-    /// upload on S3 and GCS), compares it with ours.
-    fn check_etag(&self, path: &str, payload: &[u8], etag: Option<&str>) -> Result<(), SinkError> {
+    /// Where the store hands back the MD5 of what it received (the ETag of a
+    /// single-request upload on GCS), whether it is ours. Opaque ETags match.
+    fn etag_matches(&self, payload: &[u8], etag: Option<&str>) -> bool {
         if !self.backend.etag_is_md5() {
-            return Ok(());
+            return true;
         }
         let Some(etag) = etag.map(|e| e.trim_matches('"')) else {
-            return Ok(());
+            return true;
         };
         if etag.len() != 32 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(()); // a multipart or otherwise opaque ETag
+            return true; // a multipart or otherwise opaque ETag
         }
         use md5::Digest;
-        let ours = hex::encode(md5::Md5::digest(payload));
-        if etag.eq_ignore_ascii_case(&ours) {
-            Ok(())
-        } else {
-            Err(SinkError::Damaged {
-                sink: self.display.clone(),
-                path: path.to_owned(),
-                etag: etag.to_owned(),
-                ours,
-            })
-        }
+        etag.eq_ignore_ascii_case(&hex::encode(md5::Md5::digest(payload)))
     }
 }
 

@@ -89,6 +89,9 @@ pub struct SpoolEntry {
     pub bytes: u64,
     /// Acceptance order (recovered entries first, in source and sequence order).
     pub order: u64,
+    /// The earlier drops this chunk's manifest records (`dropped_sequences`): if this entry
+    /// is dropped in turn, the record moves on to the next manifest instead of vanishing.
+    pub carried_drops: Vec<u64>,
 }
 
 /// What an accept did.
@@ -97,8 +100,9 @@ pub struct Accepted {
     /// The chunk's entry; `None` when a live source's chunk was dropped itself (the spool
     /// is full of chunks being uploaded).
     pub entry: Option<SpoolEntry>,
-    /// Chunks dropped (oldest first) to make room, this one included when `entry` is
-    /// `None`: source and sequence.
+    /// Chunks of this source dropped (oldest first) to make room, this one included when
+    /// `entry` is `None`, with the drops their manifests recorded: source and sequence.
+    /// The source's next manifest must record them all.
     pub dropped: Vec<(SourceId, u64)>,
 }
 
@@ -234,6 +238,11 @@ impl Spool {
                         continue;
                     };
                     let bytes = file_len(&path) + file_len(&manifest_path);
+                    let carried_drops = std::fs::read(&manifest_path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<ChunkMetadata>(&b).ok())
+                        .map(|m| m.dropped_sequences)
+                        .unwrap_or_default();
                     found.push(SpoolEntry {
                         source_id: source_id.clone(),
                         sequence,
@@ -241,6 +250,7 @@ impl Spool {
                         manifest_path,
                         bytes,
                         order: 0,
+                        carried_drops,
                     });
                 } else if path.extension().is_some_and(|e| e == "json")
                     && !path.with_extension("mp4").exists()
@@ -302,10 +312,12 @@ impl Spool {
 
     /// Accepts a chunk: on disk and durable when this returns.
     ///
-    /// When the spool is full, a `live` source drops the oldest entries not being uploaded
-    /// (returned, so the caller can record the gap); a file source waits until uploads free
-    /// room or `cancelled` says to stop ([`SpoolError::Closed`]). A full disk is
-    /// [`SpoolError::DiskFull`] with nothing left behind.
+    /// When the spool is full, a `live` source drops its own oldest entries that are not
+    /// being uploaded (returned, so the caller can record the gap; other sources' chunks are
+    /// never touched); a file source waits until uploads free room or `cancelled` says to
+    /// stop ([`SpoolError::Closed`]). A full disk is [`SpoolError::DiskFull`] with nothing
+    /// left behind. A chunk already pending under the same name (a file run again after an
+    /// interruption) is not written twice: `entry` is `None` and the pending one goes out.
     pub fn accept(
         &self,
         metadata: &ChunkMetadata,
@@ -323,8 +335,12 @@ impl Spool {
             });
         }
         let mut accepted = Accepted::default();
+        let (chunk_path, manifest_path) = self.entry_paths(metadata);
         {
             let mut state = self.lock();
+            if state.entries.values().any(|e| e.chunk_path == chunk_path) {
+                return Ok(accepted);
+            }
             loop {
                 if state.closed || (!live && cancelled()) {
                     return Err(SpoolError::Closed { dir: self.shown() });
@@ -336,20 +352,28 @@ impl Spool {
                     let victim = state
                         .entries
                         .values()
-                        .filter(|e| !state.in_flight.contains(&e.order))
+                        .filter(|e| {
+                            e.source_id == metadata.source_id && !state.in_flight.contains(&e.order)
+                        })
                         .min_by_key(|e| e.order)
                         .map(|e| e.order);
                     let Some(order) = victim else {
-                        // Everything held is being uploaded: this chunk is the one dropped.
+                        // Everything of this source is being uploaded: this chunk is the one
+                        // dropped (with the drops its manifest records).
+                        let id = &metadata.source_id;
+                        accepted.dropped.push((id.clone(), metadata.sequence));
                         accepted
                             .dropped
-                            .push((metadata.source_id.clone(), metadata.sequence));
+                            .extend(metadata.dropped_sequences.iter().map(|s| (id.clone(), *s)));
                         return Ok(accepted);
                     };
                     if let Some(e) = state.entries.remove(&order) {
                         state.used -= e.bytes;
                         let _ = std::fs::remove_file(&e.manifest_path);
                         let _ = std::fs::remove_file(&e.chunk_path);
+                        accepted
+                            .dropped
+                            .extend(e.carried_drops.iter().map(|s| (e.source_id.clone(), *s)));
                         accepted.dropped.push((e.source_id, e.sequence));
                     }
                 } else {
@@ -363,8 +387,8 @@ impl Spool {
             // Reserve the room before writing, so concurrent readers do not overfill.
             state.used += bytes;
         }
-        match self.write_entry(metadata, payload, manifest) {
-            Ok((chunk_path, manifest_path)) => {
+        match self.write_entry(metadata, payload, manifest, &chunk_path, &manifest_path) {
+            Ok(()) => {
                 let mut state = self.lock();
                 let order = state.next_order;
                 state.next_order += 1;
@@ -375,6 +399,7 @@ impl Spool {
                     manifest_path,
                     bytes,
                     order,
+                    carried_drops: metadata.dropped_sequences.clone(),
                 };
                 state.entries.insert(order, entry.clone());
                 accepted.entry = Some(entry);
@@ -387,12 +412,25 @@ impl Spool {
         }
     }
 
+    /// Where an entry's chunk and manifest go.
+    fn entry_paths(&self, metadata: &ChunkMetadata) -> (PathBuf, PathBuf) {
+        let source_dir = self.dir.join("sources").join(metadata.source_id.as_str());
+        let hash: String = metadata.sha256.chars().take(16).collect();
+        let stem = format!("{:020}-{hash}", metadata.sequence);
+        (
+            source_dir.join(format!("{stem}.mp4")),
+            source_dir.join(format!("{stem}.json")),
+        )
+    }
+
     fn write_entry(
         &self,
         metadata: &ChunkMetadata,
         payload: &[u8],
         manifest: &[u8],
-    ) -> Result<(PathBuf, PathBuf), SpoolError> {
+        chunk_path: &Path,
+        manifest_path: &Path,
+    ) -> Result<(), SpoolError> {
         let source_dir = self.dir.join("sources").join(metadata.source_id.as_str());
         let io = |what: &str| {
             let dir = self.shown();
@@ -407,12 +445,12 @@ impl Spool {
         };
         if !source_dir.is_dir() {
             std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
-            sync_dir(&self.dir).map_err(io("syncing the directory"))?;
+            sync_dir(&self.dir.join("sources")).map_err(io("syncing the directory"))?;
         }
-        let hash: String = metadata.sha256.chars().take(16).collect();
-        let stem = format!("{:020}-{hash}", metadata.sequence);
-        let chunk_path = source_dir.join(format!("{stem}.mp4"));
-        let manifest_path = source_dir.join(format!("{stem}.json"));
+        let stem = chunk_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // Temporary names unique to this source (sources may carry identical chunks).
         let tmp_stem = format!("{}-{stem}", metadata.source_id);
         let (tmp_chunk, tmp_manifest) = (
@@ -420,18 +458,30 @@ impl Spool {
             self.dir.join("tmp").join(format!("{tmp_stem}.json")),
         );
         let result = (|| {
-            write_durable(&tmp_chunk, &chunk_path, payload).map_err(io("writing a chunk"))?;
-            write_durable(&tmp_manifest, &manifest_path, manifest)
+            write_durable(&tmp_chunk, chunk_path, payload).map_err(io("writing a chunk"))?;
+            write_durable(&tmp_manifest, manifest_path, manifest)
                 .map_err(io("writing a manifest"))?;
             sync_dir(&source_dir).map_err(io("syncing the directory"))
         })();
         if let Err(e) = result {
-            for p in [tmp_chunk, tmp_manifest, manifest_path, chunk_path] {
+            for p in [&tmp_chunk, &tmp_manifest, manifest_path, chunk_path] {
                 let _ = std::fs::remove_file(p);
             }
             return Err(e);
         }
-        Ok((chunk_path, manifest_path))
+        // The source's last accepted manifest, kept after its entry is gone: a restart
+        // during an outage continues the sequence and chain from it.
+        let last = source_dir.join("last.json");
+        let tmp_last = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-last.json", metadata.source_id));
+        if let Err(e) =
+            std::fs::write(&tmp_last, manifest).and_then(|()| std::fs::rename(&tmp_last, &last))
+        {
+            tracing::warn!(source = %metadata.source_id, "spool: cannot record the last manifest: {e}");
+        }
+        Ok(())
     }
 
     /// Reads an entry back: chunk payload and manifest bytes.
@@ -480,10 +530,16 @@ impl Spool {
     /// human, out of the way of the next start). Returns where it went.
     pub fn set_aside(&self, entry: &SpoolEntry) -> PathBuf {
         let target = self.dir.join("conflicts").join(entry.source_id.as_str());
-        let _ = std::fs::create_dir_all(&target);
-        for p in [&entry.chunk_path, &entry.manifest_path] {
-            if let Some(name) = p.file_name() {
-                let _ = std::fs::rename(p, target.join(name));
+        if let Err(e) = std::fs::create_dir_all(&target) {
+            tracing::error!(dir = %target.display(), "spool: cannot create: {e}");
+        }
+        // The manifest first: a crash between the two leaves a chunk without manifest, which
+        // the next start removes from the pending set (and the chunk is in conflicts/).
+        for p in [&entry.manifest_path, &entry.chunk_path] {
+            if let Some(name) = p.file_name()
+                && let Err(e) = std::fs::rename(p, target.join(name))
+            {
+                tracing::error!(file = %p.display(), "spool: cannot set aside: {e}");
             }
         }
         let mut state = self.lock();
@@ -496,9 +552,10 @@ impl Spool {
         target
     }
 
-    /// The newest manifest pending for `source_id`, if any.
+    /// The newest manifest this spool accepted for `source_id` (pending or already
+    /// uploaded), if any.
     pub fn last_manifest(&self, source_id: &SourceId) -> Option<ChunkMetadata> {
-        let newest = {
+        let pending = {
             let state = self.lock();
             state
                 .entries
@@ -506,9 +563,20 @@ impl Spool {
                 .filter(|e| e.source_id == *source_id)
                 .max_by_key(|e| e.sequence)
                 .map(|e| e.manifest_path.clone())
-        }?;
-        let bytes = std::fs::read(newest).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        };
+        let read = |p: PathBuf| -> Option<ChunkMetadata> {
+            serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+        };
+        let last = read(
+            self.dir
+                .join("sources")
+                .join(source_id.as_str())
+                .join("last.json"),
+        );
+        match (pending.and_then(read), last) {
+            (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Wakes readers waiting for room and makes further accepts fail.
@@ -641,6 +709,62 @@ mod tests {
             .accept(&meta(9), &[0u8; 64], b"{}", true, &|| false)
             .expect_err("too large");
         assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
+    }
+
+    fn meta_of(id: &str, seq: u64, json_sha: &str) -> ChunkMetadata {
+        let mut m = meta(seq);
+        m.source_id = id.parse().expect("id");
+        m.sha256 = json_sha.to_owned();
+        m
+    }
+
+    #[test]
+    fn live_drops_touch_only_the_own_source_and_carry_earlier_records() {
+        let spool = Spool::temporary(4 * 7).expect("spool");
+        let file = spool
+            .accept(&meta_of("file", 0, "aa"), b"chunk", b"{}", false, &|| false)
+            .expect("a");
+        assert!(file.entry.is_some());
+        let mut first = meta_of("cam", 0, "bb");
+        first.dropped_sequences = vec![7]; // an earlier drop this manifest records
+        spool
+            .accept(&first, b"chunk", b"{}", true, &|| false)
+            .expect("a");
+        for seq in 1..3 {
+            spool
+                .accept(&meta_of("cam", seq, "cc"), b"chunk", b"{}", true, &|| false)
+                .expect("a");
+        }
+        // Full: the camera drops its own oldest (0, with the record of 7), never the file's.
+        let accepted = spool
+            .accept(&meta_of("cam", 3, "dd"), b"chunk", b"{}", true, &|| false)
+            .expect("a");
+        let cam: SourceId = "cam".parse().expect("id");
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 7), (cam.clone(), 0)]);
+        assert!(file.entry.expect("file entry").chunk_path.exists());
+        // The newest accepted manifest of a source outlives its entry.
+        std::fs::write(
+            spool.dir().join("sources/cam/last.json"),
+            serde_json::to_vec(&meta_of("cam", 3, "dd")).expect("json"),
+        )
+        .expect("write");
+        assert_eq!(spool.last_manifest(&cam).map(|m| m.sequence), Some(3));
+    }
+
+    #[test]
+    fn the_same_chunk_again_is_not_spooled_twice() {
+        let spool = Spool::temporary(1 << 20).expect("spool");
+        let m = meta(4);
+        let first = spool
+            .accept(&m, b"chunk", b"{}", false, &|| false)
+            .expect("a");
+        let again = spool
+            .accept(&m, b"chunk", b"{}", false, &|| false)
+            .expect("a");
+        assert!(first.entry.is_some());
+        assert!(again.entry.is_none(), "pending already: goes out once");
+        assert_eq!(spool.len(), 1);
+        assert_eq!(spool.used_bytes(), 7);
     }
 
     #[test]
