@@ -6,6 +6,8 @@
 //! - `test`     deps + fixtures + the whole test suite (nextest and doc tests)
 //! - `demo`     deps + build + run the main job on a generated sample into ./crispy-out
 //! - `bench`    deps + benchmark inputs + criterion benchmarks
+//! - `compare`  crispy vs the ffmpeg CLI on the same input, alternating, medians and ratios
+//!   (`cargo xtask compare [--pairs N] [--check] [copy|transcode|read]`)
 //! - `fuzz`     seed corpora from real encoders, then `cargo +nightly fuzz run` each target
 //!   (`cargo xtask fuzz [SECONDS per target, default 60] [TARGET...]`)
 //! - `ci`       fmt --check, clippy -D warnings, cargo deny, then `test`
@@ -15,6 +17,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use crispy_testkit::Fixture;
+
+mod compare;
 
 /// Debian packages needed to build against FFmpeg and to run the tests.
 const APT_PACKAGES: &[&str] = &[
@@ -54,11 +58,12 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("compare") => compare(&args[1..]),
         Some("ci") => ci(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|\
-                 fuzz [SECONDS] [TARGET...]|ci>"
+                 compare [--pairs N] [--check] [copy|transcode|read]|fuzz [SECONDS] [TARGET...]|ci>"
             );
             return ExitCode::from(2);
         }
@@ -237,16 +242,33 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Where cargo puts its output: CARGO_TARGET_DIR when set, else ./target.
+fn target_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    root().join(target)
+}
+
+/// `cargo xtask compare`: release build, inputs, then the side-by-side runs.
+fn compare(args: &[String]) -> Result<()> {
+    deps()?;
+    fixtures(&["--bench".to_owned()])?;
+    status(cargo().args(["build", "--release", "--package", "crispy-cli"]))?;
+    compare::compare(
+        &root(),
+        &target_dir(),
+        target_dir().join("release/crispy"),
+        args,
+    )
+}
+
 fn demo() -> Result<()> {
     deps()?;
     status(cargo().args(["build", "--release", "--package", "crispy-cli"]))?;
     let sample = Fixture::H264_1080p30Gop30.path()?;
     let out = root().join("crispy-out");
-    // Where cargo put it: CARGO_TARGET_DIR when set, else ./target.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let bin = root().join(target).join("release/crispy");
+    let bin = target_dir().join("release/crispy");
     status(
         Command::new(&bin)
             .current_dir(root())

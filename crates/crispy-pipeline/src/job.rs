@@ -85,8 +85,9 @@ pub struct PipelineOptions {
 /// The durable spool of a run.
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
-    /// The spool root (the sink gets its own directory inside); `None` for a private
-    /// temporary spool (sinks that do not outlive the process, tests).
+    /// The spool root (the sink gets its own directory inside); `None` keeps accepted
+    /// chunks in memory (at most 512 MiB): for sinks on local disk or in memory, where a
+    /// disk spool adds nothing.
     pub dir: Option<PathBuf>,
     /// Names the sink's directory inside the root: the sink URL as given.
     pub sink_key: String,

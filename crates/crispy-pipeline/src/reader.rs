@@ -210,7 +210,7 @@ impl<S: ChunkSink> Outbox<S> {
 
     /// Puts a sealed chunk into the spool. A file source waits out a full disk; a live
     /// source drops the chunk (recorded in its next manifest) and goes on reading.
-    fn accept(&self, chunk: &Chunk, manifest: &[u8]) -> Option<Accepted> {
+    fn accept(&self, chunk: &Chunk, manifest: &bytes::Bytes) -> Option<Accepted> {
         let m = &chunk.metadata;
         let cancelled = || self.shutdown.is_triggered();
         let mut waiting_logged = false;

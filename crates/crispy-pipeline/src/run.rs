@@ -607,13 +607,19 @@ async fn with_signed_url<S: ChunkSink>(
     }
 }
 
-/// Opens the spool: the sink's own directory under `dir`, or a private temporary one.
+/// Opens the spool: the sink's own directory under `dir`, or one in memory.
 fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineError> {
     Ok(match &o.dir {
         Some(dir) => Spool::open(dir, &o.sink_key, o.max_bytes)?,
-        None => (Spool::temporary(o.max_bytes)?, Vec::new()),
+        None => (
+            Spool::in_memory(o.max_bytes.min(MEMORY_SPOOL_MAX)),
+            Vec::new(),
+        ),
     })
 }
+
+/// The most an in-memory spool holds, whatever `--spool-max` says.
+const MEMORY_SPOOL_MAX: u64 = 512 << 20;
 
 /// Sleeps until `deadline`; forever without one.
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {

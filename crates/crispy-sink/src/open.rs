@@ -48,6 +48,11 @@ impl Backend {
     pub fn is_durable(self) -> bool {
         !matches!(self, Backend::Memory)
     }
+
+    /// Whether the store is reached over the network (and so may be unreachable).
+    pub fn is_remote(self) -> bool {
+        matches!(self, Backend::S3 | Backend::Gcs | Backend::Azure)
+    }
 }
 
 impl fmt::Display for Backend {

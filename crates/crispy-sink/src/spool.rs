@@ -109,6 +109,9 @@ pub struct Accepted {
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<u64, SpoolEntry>,
+    /// In-memory mode: each entry's chunk and manifest, and each source's newest manifest.
+    held: HashMap<u64, (Bytes, Bytes)>,
+    last: HashMap<SourceId, Bytes>,
     in_flight: HashSet<u64>,
     used: u64,
     next_order: u64,
@@ -123,7 +126,9 @@ pub struct Spool {
     max_bytes: u64,
     state: Mutex<State>,
     freed: Condvar,
-    _lock: File,
+    /// Entries live in memory, not on disk (sinks on local disk or in memory).
+    memory: bool,
+    _lock: Option<File>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -153,6 +158,22 @@ impl Spool {
             })?;
         let dir = temp.path().to_path_buf();
         Ok(Self::open_dir(dir, max_bytes, Some(temp))?.0)
+    }
+
+    /// A spool that holds accepted chunks in memory, for sinks where a disk spool adds
+    /// nothing: a local directory (as durable as a spool on the same disk) and `memory://`.
+    /// `max_bytes` bounds the memory held; file sources wait, live sources drop their
+    /// oldest, exactly as on disk.
+    pub fn in_memory(max_bytes: u64) -> Self {
+        Self {
+            dir: PathBuf::from("(memory)"),
+            max_bytes,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+            memory: true,
+            _lock: None,
+            _temp: None,
+        }
     }
 
     fn open_dir(
@@ -275,7 +296,8 @@ impl Spool {
                 max_bytes,
                 state: Mutex::new(state),
                 freed: Condvar::new(),
-                _lock: lock,
+                memory: false,
+                _lock: Some(lock),
                 _temp: temp,
             },
             found,
@@ -321,8 +343,8 @@ impl Spool {
     pub fn accept(
         &self,
         metadata: &ChunkMetadata,
-        payload: &[u8],
-        manifest: &[u8],
+        payload: &Bytes,
+        manifest: &Bytes,
         live: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Accepted, SpoolError> {
@@ -369,8 +391,11 @@ impl Spool {
                     };
                     if let Some(e) = state.entries.remove(&order) {
                         state.used -= e.bytes;
-                        let _ = std::fs::remove_file(&e.manifest_path);
-                        let _ = std::fs::remove_file(&e.chunk_path);
+                        state.held.remove(&order);
+                        if !self.memory {
+                            let _ = std::fs::remove_file(&e.manifest_path);
+                            let _ = std::fs::remove_file(&e.chunk_path);
+                        }
                         accepted
                             .dropped
                             .extend(e.carried_drops.iter().map(|s| (e.source_id.clone(), *s)));
@@ -387,7 +412,12 @@ impl Spool {
             // Reserve the room before writing, so concurrent readers do not overfill.
             state.used += bytes;
         }
-        match self.write_entry(metadata, payload, manifest, &chunk_path, &manifest_path) {
+        let written = if self.memory {
+            Ok(())
+        } else {
+            self.write_entry(metadata, payload, manifest, &chunk_path, &manifest_path)
+        };
+        match written {
             Ok(()) => {
                 let mut state = self.lock();
                 let order = state.next_order;
@@ -402,6 +432,14 @@ impl Spool {
                     carried_drops: metadata.dropped_sequences.clone(),
                 };
                 state.entries.insert(order, entry.clone());
+                if self.memory {
+                    state
+                        .held
+                        .insert(order, (payload.clone(), manifest.clone()));
+                    state
+                        .last
+                        .insert(metadata.source_id.clone(), manifest.clone());
+                }
                 accepted.entry = Some(entry);
                 Ok(accepted)
             }
@@ -486,6 +524,18 @@ impl Spool {
 
     /// Reads an entry back: chunk payload and manifest bytes.
     pub fn read(&self, entry: &SpoolEntry) -> Result<(Bytes, Bytes), SpoolError> {
+        if self.memory {
+            return self
+                .lock()
+                .held
+                .get(&entry.order)
+                .cloned()
+                .ok_or_else(|| SpoolError::Io {
+                    dir: self.shown(),
+                    what: format!("reading {}#{}", entry.source_id, entry.sequence),
+                    source: std::io::Error::from(ErrorKind::NotFound),
+                });
+        }
         let io = |source| SpoolError::Io {
             dir: self.shown(),
             what: format!("reading {}", entry.chunk_path.display()),
@@ -519,8 +569,11 @@ impl Spool {
         state.in_flight.remove(&entry.order);
         if let Some(e) = state.entries.remove(&entry.order) {
             state.used -= e.bytes;
-            let _ = std::fs::remove_file(&e.manifest_path);
-            let _ = std::fs::remove_file(&e.chunk_path);
+            state.held.remove(&entry.order);
+            if !self.memory {
+                let _ = std::fs::remove_file(&e.manifest_path);
+                let _ = std::fs::remove_file(&e.chunk_path);
+            }
         }
         drop(state);
         self.freed.notify_all();
@@ -529,6 +582,12 @@ impl Spool {
     /// The store refused the entry as conflicting: it moves to `conflicts/` (kept for a
     /// human, out of the way of the next start). Returns where it went.
     pub fn set_aside(&self, entry: &SpoolEntry) -> PathBuf {
+        if self.memory {
+            // Nowhere to keep it: the run reports the conflict and the object in the store
+            // stays untouched.
+            self.remove(entry);
+            return self.dir.clone();
+        }
         let target = self.dir.join("conflicts").join(entry.source_id.as_str());
         if let Err(e) = std::fs::create_dir_all(&target) {
             tracing::error!(dir = %target.display(), "spool: cannot create: {e}");
@@ -564,6 +623,13 @@ impl Spool {
                 .max_by_key(|e| e.sequence)
                 .map(|e| e.manifest_path.clone())
         };
+        if self.memory {
+            let state = self.lock();
+            return state
+                .last
+                .get(source_id)
+                .and_then(|b| serde_json::from_slice(b).ok());
+        }
         let read = |p: PathBuf| -> Option<ChunkMetadata> {
             serde_json::from_slice(&std::fs::read(p).ok()?).ok()
         };
@@ -646,7 +712,13 @@ mod tests {
             assert!(pending.is_empty());
             for seq in [2, 0, 1] {
                 spool
-                    .accept(&meta(seq), b"chunk", b"{}", false, &|| false)
+                    .accept(
+                        &meta(seq),
+                        &Bytes::from_static(b"chunk"),
+                        &Bytes::from_static(b"{}"),
+                        false,
+                        &|| false,
+                    )
                     .expect("accept");
             }
             assert_eq!(spool.len(), 3);
@@ -685,13 +757,25 @@ mod tests {
         let mut entries = Vec::new();
         for seq in 0..3 {
             let accepted = spool
-                .accept(&meta(seq), b"chunk", b"{}", true, &|| false)
+                .accept(
+                    &meta(seq),
+                    &Bytes::from_static(b"chunk"),
+                    &Bytes::from_static(b"{}"),
+                    true,
+                    &|| false,
+                )
                 .expect("a");
             entries.push(accepted.entry.expect("spooled"));
         }
         assert!(spool.begin_upload(&entries[0]));
         let accepted = spool
-            .accept(&meta(3), b"chunk", b"{}", true, &|| false)
+            .accept(
+                &meta(3),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                true,
+                &|| false,
+            )
             .expect("a");
         assert!(accepted.entry.is_some());
         let cam: SourceId = "cam".parse().expect("id");
@@ -706,7 +790,13 @@ mod tests {
             "manifests here are not JSON"
         );
         let err = spool
-            .accept(&meta(9), &[0u8; 64], b"{}", true, &|| false)
+            .accept(
+                &meta(9),
+                &Bytes::from_static(&[0u8; 64]),
+                &Bytes::from_static(b"{}"),
+                true,
+                &|| false,
+            )
             .expect_err("too large");
         assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
     }
@@ -722,22 +812,46 @@ mod tests {
     fn live_drops_touch_only_the_own_source_and_carry_earlier_records() {
         let spool = Spool::temporary(4 * 7).expect("spool");
         let file = spool
-            .accept(&meta_of("file", 0, "aa"), b"chunk", b"{}", false, &|| false)
+            .accept(
+                &meta_of("file", 0, "aa"),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
             .expect("a");
         assert!(file.entry.is_some());
         let mut first = meta_of("cam", 0, "bb");
         first.dropped_sequences = vec![7]; // an earlier drop this manifest records
         spool
-            .accept(&first, b"chunk", b"{}", true, &|| false)
+            .accept(
+                &first,
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                true,
+                &|| false,
+            )
             .expect("a");
         for seq in 1..3 {
             spool
-                .accept(&meta_of("cam", seq, "cc"), b"chunk", b"{}", true, &|| false)
+                .accept(
+                    &meta_of("cam", seq, "cc"),
+                    &Bytes::from_static(b"chunk"),
+                    &Bytes::from_static(b"{}"),
+                    true,
+                    &|| false,
+                )
                 .expect("a");
         }
         // Full: the camera drops its own oldest (0, with the record of 7), never the file's.
         let accepted = spool
-            .accept(&meta_of("cam", 3, "dd"), b"chunk", b"{}", true, &|| false)
+            .accept(
+                &meta_of("cam", 3, "dd"),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                true,
+                &|| false,
+            )
             .expect("a");
         let cam: SourceId = "cam".parse().expect("id");
         assert_eq!(accepted.dropped, vec![(cam.clone(), 7), (cam.clone(), 0)]);
@@ -756,10 +870,22 @@ mod tests {
         let spool = Spool::temporary(1 << 20).expect("spool");
         let m = meta(4);
         let first = spool
-            .accept(&m, b"chunk", b"{}", false, &|| false)
+            .accept(
+                &m,
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
             .expect("a");
         let again = spool
-            .accept(&m, b"chunk", b"{}", false, &|| false)
+            .accept(
+                &m,
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
             .expect("a");
         assert!(first.entry.is_some());
         assert!(again.entry.is_none(), "pending already: goes out once");
@@ -768,19 +894,72 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_spool_holds_bytes_bounded_and_never_touches_disk() {
+        let spool = Spool::in_memory(2 * 7);
+        let chunk = Bytes::from_static(b"chunk");
+        let manifest = Bytes::from(serde_json::to_vec(&meta(0)).expect("json"));
+        let small = Bytes::from_static(b"{}");
+        let a = spool
+            .accept(&meta(0), &chunk, &small, true, &|| false)
+            .expect("a")
+            .entry
+            .expect("held");
+        assert_eq!(
+            spool.read(&a).expect("read"),
+            (chunk.clone(), small.clone())
+        );
+        spool
+            .accept(&meta(1), &chunk, &small, true, &|| false)
+            .expect("a");
+        // Full: the live source drops its oldest, in memory too.
+        let c = spool
+            .accept(&meta(2), &chunk, &small, true, &|| false)
+            .expect("a");
+        assert_eq!(c.dropped.len(), 1);
+        assert!(spool.read(&a).is_err(), "dropped");
+        assert_eq!(spool.used_bytes(), 14);
+        assert!(!a.chunk_path.exists());
+        // The newest manifest of a source.
+        let big = Spool::in_memory(1 << 20);
+        big.accept(&meta(0), &chunk, &manifest, false, &|| false)
+            .expect("a");
+        let cam: SourceId = "cam".parse().expect("id");
+        assert_eq!(big.last_manifest(&cam).map(|m| m.sequence), Some(0));
+    }
+
+    #[test]
     fn a_file_source_waits_for_room() {
         let spool = std::sync::Arc::new(Spool::temporary(2 * 7).expect("spool"));
         let first = spool
-            .accept(&meta(0), b"chunk", b"{}", false, &|| false)
+            .accept(
+                &meta(0),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
             .expect("a")
             .entry
             .expect("spooled");
         spool
-            .accept(&meta(1), b"chunk", b"{}", false, &|| false)
+            .accept(
+                &meta(1),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
             .expect("a");
         let s2 = std::sync::Arc::clone(&spool);
-        let waiter =
-            std::thread::spawn(move || s2.accept(&meta(2), b"chunk", b"{}", false, &|| false));
+        let waiter = std::thread::spawn(move || {
+            s2.accept(
+                &meta(2),
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                false,
+                &|| false,
+            )
+        });
         std::thread::sleep(Duration::from_millis(200));
         assert!(!waiter.is_finished(), "must wait while the spool is full");
         spool.remove(&first);
