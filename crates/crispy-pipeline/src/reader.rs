@@ -129,19 +129,52 @@ pub(crate) struct Outbox<S> {
     pub(crate) sink: Arc<S>,
     /// The source's own prefix inside the sink.
     pub(crate) prefix: Option<String>,
-    pub(crate) sealer: std::cell::RefCell<Sealer>,
     /// A restarted source: the end time of its last stored chunk. The first chunk sent is
     /// flagged as a discontinuity with the gap since then.
     pub(crate) restarted_after: std::cell::Cell<Option<DateTime<Utc>>>,
+    /// The source's sealing thread: hashing, signing and spooling happen there, in order,
+    /// while this thread reads on.
+    seal_tx: Option<std::sync::mpsc::SyncSender<Chunk>>,
+    sealing: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the sealing thread of a source owns.
+pub(crate) struct Sealing {
+    pub(crate) tx: mpsc::Sender<ReaderMsg>,
+    pub(crate) sealer: Sealer,
     /// Where chunks are accepted.
     pub(crate) spool: Arc<Spool>,
-    /// Live sources drop the oldest spooled chunks when the spool is full; files wait.
+    /// Live sources drop their oldest spooled chunks when the spool is full; files wait.
     pub(crate) live: bool,
     pub(crate) drops: Arc<DropLedger>,
     pub(crate) shutdown: Shutdown,
 }
 
 impl<S: ChunkSink> Outbox<S> {
+    /// An outbox whose chunks `sealing` seals on its own thread, named after `name`.
+    pub(crate) fn new(
+        sink: Arc<S>,
+        prefix: Option<String>,
+        restarted_after: Option<DateTime<Utc>>,
+        sealing: Sealing,
+        name: &str,
+    ) -> Result<Self, std::io::Error> {
+        let tx = sealing.tx.clone();
+        // Two chunks in hand-over: the reader runs at most two chunks ahead of hashing.
+        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let handle = std::thread::Builder::new()
+            .name(format!("seal-{name}"))
+            .spawn(move || sealing.run(seal_rx))?;
+        Ok(Self {
+            tx,
+            sink,
+            prefix,
+            restarted_after: std::cell::Cell::new(restarted_after),
+            seal_tx: Some(seal_tx),
+            sealing: Some(handle),
+        })
+    }
+
     /// Completes `chunk`'s times and object path and sends it; false when the upload stage
     /// is gone.
     fn send(&self, chunk: Chunk, timeline: &mut Timeline) -> bool {
@@ -167,16 +200,48 @@ impl<S: ChunkSink> Outbox<S> {
             Some(prefix) => self.sink.object_path_in(prefix, &chunk.metadata),
             None => self.sink.object_path(&chunk.metadata),
         };
-        chunk.metadata.dropped_sequences = self.drops.take(&chunk.metadata.source_id);
         let end = chunk.metadata.end_time;
-        let manifest = match self.sealer.borrow_mut().seal(&mut chunk) {
+        self.seal_tx.as_ref()?.send(chunk).ok().map(|()| end)
+    }
+
+    fn fail(&self, failure: ReaderFailure) {
+        let _ = self.tx.blocking_send(ReaderMsg::Failed(failure));
+    }
+}
+
+impl<S> Drop for Outbox<S> {
+    fn drop(&mut self) {
+        // Closing the hand-over lets the sealing thread finish what it holds, then end.
+        self.seal_tx.take();
+        if let Some(h) = self.sealing.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Sealing {
+    /// Seals (content hash, chain link, signature) and spools each chunk, in order, until
+    /// the reader closes the hand-over or the upload stage is gone.
+    fn run(mut self, chunks: std::sync::mpsc::Receiver<Chunk>) {
+        while let Ok(chunk) = chunks.recv() {
+            if !self.seal_one(chunk) {
+                return;
+            }
+        }
+    }
+
+    fn seal_one(&mut self, mut chunk: Chunk) -> bool {
+        chunk.metadata.dropped_sequences = self.drops.take(&chunk.metadata.source_id);
+        let manifest = match self.sealer.seal(&mut chunk) {
             Ok(m) => m,
             Err(e) => {
                 self.fail(ReaderFailure::Signer(e));
-                return None;
+                return false;
             }
         };
-        let accepted = self.accept(&chunk, &manifest)?;
+        let Some(accepted) = self.accept(&chunk, &manifest) else {
+            return false;
+        };
         if !accepted.dropped.is_empty() {
             tracing::error!(
                 dropped = accepted.dropped.len(),
@@ -192,7 +257,7 @@ impl<S: ChunkSink> Outbox<S> {
                 .blocking_send(ReaderMsg::Dropped(accepted.dropped))
                 .is_err()
             {
-                return None;
+                return false;
             }
         }
         match accepted.entry {
@@ -202,10 +267,13 @@ impl<S: ChunkSink> Outbox<S> {
                     entry,
                     data: Some((chunk, manifest)),
                 })))
-                .is_ok()
-                .then_some(end),
-            None => Some(end),
+                .is_ok(),
+            None => true,
         }
+    }
+
+    fn fail(&self, failure: ReaderFailure) {
+        let _ = self.tx.blocking_send(ReaderMsg::Failed(failure));
     }
 
     /// Puts a sealed chunk into the spool. A file source waits out a full disk; a live
@@ -259,10 +327,6 @@ impl<S: ChunkSink> Outbox<S> {
                 }
             }
         }
-    }
-
-    fn fail(&self, failure: ReaderFailure) {
-        let _ = self.tx.blocking_send(ReaderMsg::Failed(failure));
     }
 }
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Timeline, Upload, apply_probe,
-    grid_offset_ms, read_live, read_to_end,
+    DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline, Upload,
+    apply_probe, grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
     Backoff, ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown,
@@ -168,17 +168,21 @@ where
             }
             None => (0, None, None),
         };
-        let out = Outbox {
-            tx: tx.clone(),
-            sink: Arc::clone(&sink),
-            prefix: job.prefix.clone(),
-            sealer: std::cell::RefCell::new(Sealer::new(options.signing_key.clone(), prev_link)),
-            restarted_after: std::cell::Cell::new(restarted_after),
-            spool: Arc::clone(&spool),
-            live: job.spec.is_live(),
-            drops: Arc::clone(&drops),
-            shutdown: shutdown.clone(),
-        };
+        let out = Outbox::new(
+            Arc::clone(&sink),
+            job.prefix.clone(),
+            restarted_after,
+            Sealing {
+                tx: tx.clone(),
+                sealer: Sealer::new(options.signing_key.clone(), prev_link),
+                spool: Arc::clone(&spool),
+                live: job.spec.is_live(),
+                drops: Arc::clone(&drops),
+                shutdown: shutdown.clone(),
+            },
+            job.source_id.as_str(),
+        )
+        .map_err(|e| PipelineError::Internal(format!("spawning the sealing thread: {e}")))?;
         let observer = Arc::clone(&observer);
         let shutdown = shutdown.clone();
         let name = format!("read-{}", job.source_id);
