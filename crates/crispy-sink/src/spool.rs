@@ -691,15 +691,10 @@ mod tests {
     use super::*;
 
     fn meta(seq: u64) -> ChunkMetadata {
-        let mut m: ChunkMetadata = serde_json::from_str(
-            r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":0,"object":"x.mp4",
-            "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
-            "clock":"run-start","start_pts":0,"time_base":"1/90000","duration_ts":270000,
-            "duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,"width":640,
-            "height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
-            "discontinuity":false,"bytes":0,"sha256":"00112233445566778899"}"#,
-        )
-        .expect("manifest");
+        let mut m: ChunkMetadata =
+            serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+        m.object = "x.mp4".to_owned();
+        m.sha256 = "00112233445566778899".to_owned();
         m.sequence = seq;
         m
     }

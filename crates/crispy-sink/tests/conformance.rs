@@ -21,15 +21,8 @@ fn chunk_at(
     (y, mo, d): (i32, u32, u32),
     sequence: u64,
 ) -> Chunk {
-    let mut metadata: ChunkMetadata = serde_json::from_str(
-        r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":3,"object":"",
-        "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
-        "clock":"run-start","start_pts":0,"time_base":"1/90000","duration_ts":270000,
-        "duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,"width":640,
-        "height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
-        "discontinuity":false,"bytes":0,"sha256":""}"#,
-    )
-    .expect("valid manifest");
+    let mut metadata: ChunkMetadata =
+        serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("valid manifest");
     metadata.start_time = chrono::Utc
         .with_ymd_and_hms(y, mo, d, 0, 0, 0)
         .single()

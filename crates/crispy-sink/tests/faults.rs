@@ -97,15 +97,8 @@ impl HttpService for FaultyService {
 }
 
 fn chunk(sink: &ObjectStoreSink, payload: &'static [u8], sequence: u64) -> (Chunk, Bytes) {
-    let mut metadata: ChunkMetadata = serde_json::from_str(
-        r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":0,"object":"",
-        "start_time":"2026-01-01T00:00:00.000Z","end_time":"2026-01-01T00:00:03.000Z",
-        "clock":"run-start","start_pts":0,"time_base":"1/90000","duration_ts":270000,
-        "duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,"width":640,
-        "height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
-        "discontinuity":false,"bytes":0,"sha256":""}"#,
-    )
-    .expect("valid manifest");
+    let mut metadata: ChunkMetadata =
+        serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("valid manifest");
     metadata.sequence = sequence;
     metadata.start_time += chrono::Duration::seconds(3 * sequence as i64);
     metadata.end_time = metadata.start_time + chrono::Duration::seconds(3);

@@ -537,3 +537,13 @@ pub fn stored_count(lines: &[serde_json::Value]) -> usize {
         .filter(|l| l["message"] == "chunk stored")
         .count()
 }
+
+/// A minimal valid manifest (`crispy.manifest/1`) as JSON: source `cam`, sequence 0, a 3 s
+/// 640x360 H.264 chunk starting 2026-01-01T00:00:00Z, empty `object` and `sha256`. Tests
+/// parse it and set the fields they care about.
+pub const SAMPLE_MANIFEST_JSON: &str = r#"{"schema":"crispy.manifest/1","source_id":"cam",
+"sequence":0,"object":"","start_time":"2026-01-01T00:00:00.000Z",
+"end_time":"2026-01-01T00:00:03.000Z","clock":"run-start","start_pts":0,"time_base":"1/90000",
+"duration_ts":270000,"duration_ms":3000,"requested_ms":3000,"frame_count":90,"fps":30.0,
+"width":640,"height":360,"codec":"h264","profile":null,"keyframe_aligned":true,
+"discontinuity":false,"bytes":0,"sha256":""}"#;
