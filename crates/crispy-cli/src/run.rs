@@ -85,8 +85,16 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         let summaries = result?;
         if !bar.is_hidden() {
             for s in &summaries {
+                let latency = match (s.latency_p50, s.latency_p99) {
+                    (Some(p50), Some(p99)) => format!(
+                        ", chunk latency p50 {:.1} ms, p99 {:.1} ms",
+                        p50.as_secs_f64() * 1000.0,
+                        p99.as_secs_f64() * 1000.0
+                    ),
+                    _ => String::new(),
+                };
                 eprintln!(
-                    "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s",
+                    "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s{latency}",
                     s.source_id,
                     s.chunks,
                     s.frames,

@@ -24,6 +24,9 @@ pub struct ChunkReport {
     pub upload: Duration,
     /// Whether it was written now or found already present.
     pub outcome: PutOutcome,
+    /// From the chunker handing the chunk over (just after its last packet was read) to its
+    /// object being readable in the sink; `None` for a chunk recovered from an earlier run.
+    pub latency: Option<Duration>,
 }
 
 /// Totals of a finished run.
@@ -45,6 +48,10 @@ pub struct RunSummary {
     pub media_ms: u64,
     /// Wall time of the run.
     pub wall: Duration,
+    /// Median chunk latency (see [`ChunkReport::latency`]), when any chunk was measured.
+    pub latency_p50: Option<Duration>,
+    /// 99th percentile chunk latency.
+    pub latency_p99: Option<Duration>,
 }
 
 impl RunSummary {
@@ -59,6 +66,8 @@ impl RunSummary {
             bytes: 0,
             media_ms: 0,
             wall: Duration::ZERO,
+            latency_p50: None,
+            latency_p99: None,
         }
     }
 

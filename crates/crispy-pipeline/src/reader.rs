@@ -35,6 +35,9 @@ pub(crate) enum ReaderMsg {
 pub(crate) struct Upload {
     pub(crate) entry: SpoolEntry,
     pub(crate) data: Option<(Chunk, bytes::Bytes)>,
+    /// When the chunker handed the chunk over (just after its last packet was read), for
+    /// the latency metric; `None` for chunks recovered from an earlier run.
+    pub(crate) ready_at: Option<std::time::Instant>,
 }
 
 /// Chunks dropped from the spool, waiting to be recorded in their source's next manifest.
@@ -134,7 +137,7 @@ pub(crate) struct Outbox<S> {
     pub(crate) restarted_after: std::cell::Cell<Option<DateTime<Utc>>>,
     /// The source's sealing thread: hashing, signing and spooling happen there, in order,
     /// while this thread reads on.
-    seal_tx: Option<std::sync::mpsc::SyncSender<Chunk>>,
+    seal_tx: Option<std::sync::mpsc::SyncSender<(Chunk, std::time::Instant)>>,
     sealing: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -161,7 +164,7 @@ impl<S: ChunkSink> Outbox<S> {
     ) -> Result<Self, std::io::Error> {
         let tx = sealing.tx.clone();
         // Two chunks in hand-over: the reader runs at most two chunks ahead of hashing.
-        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel(2);
         let handle = std::thread::Builder::new()
             .name(format!("seal-{name}"))
             .spawn(move || sealing.run(seal_rx))?;
@@ -189,6 +192,7 @@ impl<S: ChunkSink> Outbox<S> {
         timeline: &mut Timeline,
         adjust: impl FnOnce(&mut ChunkMetadata),
     ) -> Option<DateTime<Utc>> {
+        let ready_at = std::time::Instant::now();
         timeline.stamp(&mut chunk.metadata);
         adjust(&mut chunk.metadata);
         if let Some(prev_end) = self.restarted_after.take() {
@@ -201,7 +205,11 @@ impl<S: ChunkSink> Outbox<S> {
             None => self.sink.object_path(&chunk.metadata),
         };
         let end = chunk.metadata.end_time;
-        self.seal_tx.as_ref()?.send(chunk).ok().map(|()| end)
+        self.seal_tx
+            .as_ref()?
+            .send((chunk, ready_at))
+            .ok()
+            .map(|()| end)
     }
 
     fn fail(&self, failure: ReaderFailure) {
@@ -222,15 +230,15 @@ impl<S> Drop for Outbox<S> {
 impl Sealing {
     /// Seals (content hash, chain link, signature) and spools each chunk, in order, until
     /// the reader closes the hand-over or the upload stage is gone.
-    fn run(mut self, chunks: std::sync::mpsc::Receiver<Chunk>) {
-        while let Ok(chunk) = chunks.recv() {
-            if !self.seal_one(chunk) {
+    fn run(mut self, chunks: std::sync::mpsc::Receiver<(Chunk, std::time::Instant)>) {
+        while let Ok((chunk, ready_at)) = chunks.recv() {
+            if !self.seal_one(chunk, ready_at) {
                 return;
             }
         }
     }
 
-    fn seal_one(&mut self, mut chunk: Chunk) -> bool {
+    fn seal_one(&mut self, mut chunk: Chunk, ready_at: std::time::Instant) -> bool {
         chunk.metadata.dropped_sequences = self.drops.take(&chunk.metadata.source_id);
         let manifest = match self.sealer.seal(&mut chunk) {
             Ok(m) => m,
@@ -266,6 +274,7 @@ impl Sealing {
                 .blocking_send(ReaderMsg::Accepted(Box::new(Upload {
                     entry,
                     data: Some((chunk, manifest)),
+                    ready_at: Some(ready_at),
                 })))
                 .is_ok(),
             None => true,

@@ -119,6 +119,7 @@ where
     let drops = Arc::new(DropLedger::default());
     let (tx, mut rx) = mpsc::channel(jobs.len().max(2));
     let mut summaries: HashMap<SourceId, RunSummary> = HashMap::new();
+    let mut latencies: HashMap<SourceId, Latencies> = HashMap::new();
     let mut threads = Vec::with_capacity(jobs.len());
     let order: Vec<SourceId> = jobs.iter().map(|j| j.source_id.clone()).collect();
 
@@ -262,7 +263,11 @@ where
     let max_in_flight = options.max_in_flight.max(1);
     let mut backlog: VecDeque<Upload> = recovered
         .into_iter()
-        .map(|entry| Upload { entry, data: None })
+        .map(|entry| Upload {
+            entry,
+            data: None,
+            ready_at: None,
+        })
         .collect();
     // Each task gives back the bytes it held, for the memory account.
     let mut uploads: JoinSet<(u64, Result<ChunkReport, PipelineError>)> = JoinSet::new();
@@ -354,7 +359,7 @@ where
                     in_flight_bytes -= bytes;
                     result
                 });
-                if let Err(e) = account(done, &mut summaries) {
+                if let Err(e) = account(done, &mut summaries, &mut latencies) {
                     if matches!(e, PipelineError::Sink { .. }) {
                         tracing::error!("{e}; stopping every source");
                         sink_failed = true;
@@ -394,6 +399,10 @@ where
             .remove(&id)
             .unwrap_or_else(|| RunSummary::empty(id));
         s.wall = wall;
+        if let Some(h) = latencies.get(&s.source_id).filter(|h| !h.is_empty()) {
+            s.latency_p50 = Some(std::time::Duration::from_micros(h.value_at_quantile(0.5)));
+            s.latency_p99 = Some(std::time::Duration::from_micros(h.value_at_quantile(0.99)));
+        }
         tracing::info!(
             source = %s.source_id,
             chunks = s.chunks,
@@ -403,6 +412,8 @@ where
             media_ms = s.media_ms,
             wall_ms = wall.as_millis() as u64,
             frames_per_s = format_args!("{:.0}", s.frames_per_second()),
+            latency_p50_ms = s.latency_p50.map(|d| d.as_millis() as u64),
+            latency_p99_ms = s.latency_p99.map(|d| d.as_millis() as u64),
             "run finished"
         );
         out.push(s);
@@ -651,7 +662,11 @@ async fn upload<S: ChunkSink + 'static>(
     settings: UploadSettings,
     observer: Arc<dyn Observer>,
 ) -> Result<ChunkReport, PipelineError> {
-    let Upload { entry, data } = item;
+    let Upload {
+        entry,
+        data,
+        ready_at,
+    } = item;
     let (chunk, manifest) = match data {
         Some(d) => d,
         None => {
@@ -720,6 +735,7 @@ async fn upload<S: ChunkSink + 'static>(
         }
     };
     let upload = t0.elapsed();
+    let latency = ready_at.map(|t| t.elapsed());
     spool.remove(&entry);
     let m = &chunk.metadata;
     tracing::info!(
@@ -732,6 +748,7 @@ async fn upload<S: ChunkSink + 'static>(
         bytes = m.bytes,
         upload_ms = format_args!("{:.1}", upload.as_secs_f64() * 1000.0),
         attempts = attempt,
+        latency_ms = latency.map(|l| format!("{:.1}", l.as_secs_f64() * 1000.0)),
         discontinuity = m.discontinuity,
         already_present = outcome == PutOutcome::AlreadyPresent,
         signed_url = m.signed_url.as_ref().map(|u| u.url.as_str()),
@@ -741,17 +758,32 @@ async fn upload<S: ChunkSink + 'static>(
         metadata: chunk.metadata,
         upload,
         outcome,
+        latency,
     };
     observer.chunk_stored(&report);
     Ok(report)
 }
 
+/// Chunk latencies of one source, in microseconds (1 µs to 1 hour, 3 significant digits).
+type Latencies = hdrhistogram::Histogram<u64>;
+
 fn account(
     done: Result<Result<ChunkReport, PipelineError>, tokio::task::JoinError>,
     summaries: &mut HashMap<SourceId, RunSummary>,
+    latencies: &mut HashMap<SourceId, Latencies>,
 ) -> Result<(), PipelineError> {
     let report = done.map_err(|e| PipelineError::Internal(format!("upload task: {e}")))??;
     let m = &report.metadata;
+    if let Some(l) = report.latency {
+        if !latencies.contains_key(&m.source_id)
+            && let Ok(h) = Latencies::new_with_bounds(1, 3_600_000_000, 3)
+        {
+            latencies.insert(m.source_id.clone(), h);
+        }
+        if let Some(h) = latencies.get_mut(&m.source_id) {
+            h.saturating_record(u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
     let summary = summaries
         .entry(m.source_id.clone())
         .or_insert_with(|| RunSummary::empty(m.source_id.clone()));

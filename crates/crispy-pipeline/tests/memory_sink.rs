@@ -53,6 +53,16 @@ async fn file_to_memory_store_with_attributes_and_events() {
         (4, 300, 10_000)
     );
     assert_eq!(summary.source_id.as_str(), "h264_1080p30_gop30");
+    // Latency from hand-over to a readable object, kept per source.
+    let (p50, p99) = (
+        summary.latency_p50.expect("p50 measured"),
+        summary.latency_p99.expect("p99 measured"),
+    );
+    assert!(
+        p50 <= p99 && p99 <= summary.wall,
+        "{p50:?} {p99:?} {:?}",
+        summary.wall
+    );
 
     {
         let started = recorder.started.lock().expect("lock");
