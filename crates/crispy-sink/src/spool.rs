@@ -690,6 +690,23 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Accepts the standard test chunk (`b"chunk"`, manifest `b"{}"`: 7 bytes).
+    trait Put {
+        fn put(&self, m: &ChunkMetadata, live: bool) -> Result<Accepted, SpoolError>;
+    }
+
+    impl Put for Spool {
+        fn put(&self, m: &ChunkMetadata, live: bool) -> Result<Accepted, SpoolError> {
+            self.accept(
+                m,
+                &Bytes::from_static(b"chunk"),
+                &Bytes::from_static(b"{}"),
+                live,
+                &|| false,
+            )
+        }
+    }
+
     fn meta(seq: u64) -> ChunkMetadata {
         let mut m: ChunkMetadata =
             serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
@@ -706,15 +723,7 @@ mod tests {
             let (spool, pending) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
             assert!(pending.is_empty());
             for seq in [2, 0, 1] {
-                spool
-                    .accept(
-                        &meta(seq),
-                        &Bytes::from_static(b"chunk"),
-                        &Bytes::from_static(b"{}"),
-                        false,
-                        &|| false,
-                    )
-                    .expect("accept");
+                spool.put(&meta(seq), false).expect("accept");
             }
             assert_eq!(spool.len(), 3);
             assert_eq!(spool.used_bytes(), 3 * 7);
@@ -751,27 +760,11 @@ mod tests {
         let spool = Spool::temporary(3 * 7).expect("spool");
         let mut entries = Vec::new();
         for seq in 0..3 {
-            let accepted = spool
-                .accept(
-                    &meta(seq),
-                    &Bytes::from_static(b"chunk"),
-                    &Bytes::from_static(b"{}"),
-                    true,
-                    &|| false,
-                )
-                .expect("a");
+            let accepted = spool.put(&meta(seq), true).expect("a");
             entries.push(accepted.entry.expect("spooled"));
         }
         assert!(spool.begin_upload(&entries[0]));
-        let accepted = spool
-            .accept(
-                &meta(3),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                true,
-                &|| false,
-            )
-            .expect("a");
+        let accepted = spool.put(&meta(3), true).expect("a");
         assert!(accepted.entry.is_some());
         let cam: SourceId = "cam".parse().expect("id");
         assert_eq!(accepted.dropped, vec![(cam.clone(), 1)]);
@@ -806,48 +799,16 @@ mod tests {
     #[test]
     fn live_drops_touch_only_the_own_source_and_carry_earlier_records() {
         let spool = Spool::temporary(4 * 7).expect("spool");
-        let file = spool
-            .accept(
-                &meta_of("file", 0, "aa"),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
-            .expect("a");
+        let file = spool.put(&meta_of("file", 0, "aa"), false).expect("a");
         assert!(file.entry.is_some());
         let mut first = meta_of("cam", 0, "bb");
         first.dropped_sequences = vec![7]; // an earlier drop this manifest records
-        spool
-            .accept(
-                &first,
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                true,
-                &|| false,
-            )
-            .expect("a");
+        spool.put(&first, true).expect("a");
         for seq in 1..3 {
-            spool
-                .accept(
-                    &meta_of("cam", seq, "cc"),
-                    &Bytes::from_static(b"chunk"),
-                    &Bytes::from_static(b"{}"),
-                    true,
-                    &|| false,
-                )
-                .expect("a");
+            spool.put(&meta_of("cam", seq, "cc"), true).expect("a");
         }
         // Full: the camera drops its own oldest (0, with the record of 7), never the file's.
-        let accepted = spool
-            .accept(
-                &meta_of("cam", 3, "dd"),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                true,
-                &|| false,
-            )
-            .expect("a");
+        let accepted = spool.put(&meta_of("cam", 3, "dd"), true).expect("a");
         let cam: SourceId = "cam".parse().expect("id");
         assert_eq!(accepted.dropped, vec![(cam.clone(), 7), (cam.clone(), 0)]);
         assert!(file.entry.expect("file entry").chunk_path.exists());
@@ -864,24 +825,8 @@ mod tests {
     fn the_same_chunk_again_is_not_spooled_twice() {
         let spool = Spool::temporary(1 << 20).expect("spool");
         let m = meta(4);
-        let first = spool
-            .accept(
-                &m,
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
-            .expect("a");
-        let again = spool
-            .accept(
-                &m,
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
-            .expect("a");
+        let first = spool.put(&m, false).expect("a");
+        let again = spool.put(&m, false).expect("a");
         assert!(first.entry.is_some());
         assert!(again.entry.is_none(), "pending already: goes out once");
         assert_eq!(spool.len(), 1);
@@ -926,35 +871,13 @@ mod tests {
     fn a_file_source_waits_for_room() {
         let spool = std::sync::Arc::new(Spool::temporary(2 * 7).expect("spool"));
         let first = spool
-            .accept(
-                &meta(0),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
+            .put(&meta(0), false)
             .expect("a")
             .entry
             .expect("spooled");
-        spool
-            .accept(
-                &meta(1),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
-            .expect("a");
+        spool.put(&meta(1), false).expect("a");
         let s2 = std::sync::Arc::clone(&spool);
-        let waiter = std::thread::spawn(move || {
-            s2.accept(
-                &meta(2),
-                &Bytes::from_static(b"chunk"),
-                &Bytes::from_static(b"{}"),
-                false,
-                &|| false,
-            )
-        });
+        let waiter = std::thread::spawn(move || s2.put(&meta(2), false));
         std::thread::sleep(Duration::from_millis(200));
         assert!(!waiter.is_finished(), "must wait while the spool is full");
         spool.remove(&first);
