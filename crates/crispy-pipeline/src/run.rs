@@ -1,7 +1,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
@@ -411,9 +411,9 @@ where
             bytes = s.bytes,
             media_ms = s.media_ms,
             wall_ms = wall.as_millis() as u64,
-            frames_per_s = format_args!("{:.0}", s.frames_per_second()),
-            latency_p50_ms = s.latency_p50.map(|d| d.as_millis() as u64),
-            latency_p99_ms = s.latency_p99.map(|d| d.as_millis() as u64),
+            frames_per_s = s.frames_per_second().round(),
+            latency_p50_ms = s.latency_p50.map(tenth_ms),
+            latency_p99_ms = s.latency_p99.map(tenth_ms),
             "run finished"
         );
         out.push(s);
@@ -746,9 +746,9 @@ async fn upload<S: ChunkSink + 'static>(
         duration_ms = m.duration_ms,
         frames = m.frame_count,
         bytes = m.bytes,
-        upload_ms = format_args!("{:.1}", upload.as_secs_f64() * 1000.0),
+        upload_ms = tenth_ms(upload),
         attempts = attempt,
-        latency_ms = latency.map(|l| format!("{:.1}", l.as_secs_f64() * 1000.0)),
+        latency_ms = latency.map(tenth_ms),
         discontinuity = m.discontinuity,
         already_present = outcome == PutOutcome::AlreadyPresent,
         signed_url = m.signed_url.as_ref().map(|u| u.url.as_str()),
@@ -803,6 +803,11 @@ fn clock_origin(creation_time: Option<&str>) -> (DateTime<Utc>, ClockSource) {
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| (t.with_timezone(&Utc), ClockSource::File))
         .unwrap_or_else(|| (Utc::now(), ClockSource::RunStart))
+}
+
+/// Milliseconds rounded to a tenth, as a number (JSON logs keep it numeric).
+fn tenth_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 #[cfg(test)]

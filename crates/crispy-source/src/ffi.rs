@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use bytes::Bytes;
 use ffmpeg_next as ffmpeg;
@@ -170,13 +170,59 @@ pub(crate) fn encoder_extradata(encoder: &ffmpeg::encoder::Video) -> Bytes {
     }
 }
 
-/// FFmpeg's `lavfi` input device (filter graphs as sources).
-pub(crate) fn lavfi_format() -> Option<ffmpeg::format::Input> {
+/// libavdevice, loaded on first use rather than linked: linking it (and libavfilter behind it)
+/// adds about 80 shared libraries to every start, for the `lavfi:` sources alone.
+static DEVICES: OnceLock<Result<libloading::Library, String>> = OnceLock::new();
+
+/// Loads libavdevice (the one matching the linked libavformat) and registers its devices.
+fn register_devices() -> Result<(), String> {
+    DEVICES
+        .get_or_init(|| {
+            // SAFETY: avformat_version only returns a constant.
+            let major = unsafe { sys::avformat_version() } >> 16;
+            let names = [
+                format!("libavdevice.so.{major}"),
+                "libavdevice.so".to_owned(),
+            ];
+            let mut last = String::new();
+            for name in &names {
+                // SAFETY: libavdevice's initialisers only set up static tables; loading it runs
+                // nothing else. The library is kept loaded for the rest of the process.
+                match unsafe { libloading::Library::new(name) } {
+                    Ok(lib) => {
+                        // SAFETY: `avdevice_register_all` takes no arguments and returns
+                        // nothing (libavdevice's public API); it registers the device formats
+                        // with the already loaded libavformat, and may be called repeatedly.
+                        unsafe {
+                            let register: libloading::Symbol<'_, unsafe extern "C" fn()> = lib
+                                .get(b"avdevice_register_all\0")
+                                .map_err(|e| format!("{name}: {e}"))?;
+                            register();
+                        }
+                        return Ok(lib);
+                    }
+                    Err(e) => last = format!("{name}: {e}"),
+                }
+            }
+            Err(last)
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+}
+
+/// FFmpeg's `lavfi` input device (filter graphs as sources); an error names why libavdevice
+/// could not be loaded.
+pub(crate) fn lavfi_format() -> Result<ffmpeg::format::Input, String> {
+    register_devices()?;
     // SAFETY: av_find_input_format takes a NUL-terminated name and returns a pointer to a
     // static, immutable format description (or null); wrapping it does not take ownership.
     unsafe {
         let fmt = sys::av_find_input_format(c"lavfi".as_ptr());
-        (!fmt.is_null()).then(|| ffmpeg::format::Input::wrap(fmt as *mut _))
+        if fmt.is_null() {
+            return Err("libavdevice has no lavfi input device".to_owned());
+        }
+        Ok(ffmpeg::format::Input::wrap(fmt as *mut _))
     }
 }
 

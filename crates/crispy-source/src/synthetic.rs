@@ -96,7 +96,7 @@ impl SyntheticSource {
             reason,
         };
         let format = ffi::lavfi_format()
-            .ok_or_else(|| bad("FFmpeg has no lavfi input device".to_owned()))?;
+            .map_err(|e| bad(format!("FFmpeg's lavfi input device is unavailable ({e})")))?;
         let input = match ffmpeg::format::open_with(
             &graph,
             &ffmpeg::Format::Input(format),
