@@ -8,6 +8,8 @@
 //! - `bench`    deps + benchmark inputs + criterion benchmarks
 //! - `compare`  crispy vs the ffmpeg CLI on the same input, alternating, medians and ratios
 //!   (`cargo xtask compare [--pairs N] [--check] [copy|transcode|read]`)
+//! - `cameras`  N simulated RTSP cameras in one crispy process: CPU per camera and RSS
+//!   (`cargo xtask cameras [--count 32] [--seconds 60] [--chunk 3s]`)
 //! - `fuzz`     seed corpora from real encoders, then `cargo +nightly fuzz run` each target
 //!   (`cargo xtask fuzz [SECONDS per target, default 60] [TARGET...]`)
 //! - `ci`       fmt --check, clippy -D warnings, cargo deny, then `test`
@@ -18,6 +20,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use crispy_testkit::Fixture;
 
+mod cameras;
 mod compare;
 
 /// Debian packages needed to build against FFmpeg and to run the tests.
@@ -59,11 +62,13 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("compare") => compare(&args[1..]),
+        Some("cameras") => cameras(&args[1..]),
         Some("ci") => ci(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|\
-                 compare [--pairs N] [--check] [copy|transcode|read]|fuzz [SECONDS] [TARGET...]|ci>"
+                 compare [--pairs N] [--check] [copy|transcode|read]|\
+                 cameras [--count N] [--seconds S] [--chunk D]|fuzz [SECONDS] [TARGET...]|ci>"
             );
             return ExitCode::from(2);
         }
@@ -221,7 +226,7 @@ fn emulators() -> Result<()> {
 fn fixtures(args: &[String]) -> Result<()> {
     let mut set: Vec<Fixture> = Fixture::TEST_SET.to_vec();
     if args.iter().any(|a| a == "--bench") {
-        set.push(Fixture::H264_1080p30Long);
+        set.extend([Fixture::H264_1080p30Long, Fixture::H264_720p30Cctv]);
     }
     for f in set {
         let p = f.path()?;
@@ -258,6 +263,17 @@ fn compare(args: &[String]) -> Result<()> {
     compare::compare(
         &root(),
         &target_dir(),
+        target_dir().join("release/crispy"),
+        args,
+    )
+}
+
+/// `cargo xtask cameras`: release build, the camera fixture, then the measurement.
+fn cameras(args: &[String]) -> Result<()> {
+    deps()?;
+    status(cargo().args(["build", "--release", "--package", "crispy-cli"]))?;
+    cameras::cameras(
+        &target_dir().join("cameras"),
         target_dir().join("release/crispy"),
         args,
     )

@@ -29,6 +29,9 @@ pub enum Fixture {
     H264LongGop250,
     /// 1920x1080, 30 fps, H.264 GOP 30, 5 minutes (9000 frames) at about 5 Mbit/s: benchmarks.
     H264_1080p30Long,
+    /// 1280x720, 30 fps, H.264 Main, GOP 30, no B-frames, about 2 Mbit/s, 100 s (3000 frames),
+    /// like a CCTV camera's main stream: the simulated cameras of `cargo xtask cameras`.
+    H264_720p30Cctv,
 }
 
 impl Fixture {
@@ -48,6 +51,7 @@ impl Fixture {
             Fixture::H265_720p => "h265_720p25_gop50.mp4",
             Fixture::H264LongGop250 => "h264_360p25_gop250.mp4",
             Fixture::H264_1080p30Long => "h264_1080p30_gop30_5min.mp4",
+            Fixture::H264_720p30Cctv => "h264_720p30_cctv_100s.mp4",
         }
     }
 
@@ -58,6 +62,7 @@ impl Fixture {
             Fixture::H265_720p => 150,
             Fixture::H264LongGop250 => 600,
             Fixture::H264_1080p30Long => 9000,
+            Fixture::H264_720p30Cctv => 3000,
         }
     }
 
@@ -68,6 +73,7 @@ impl Fixture {
             Fixture::H265_720p => 6_000,
             Fixture::H264LongGop250 => 24_000,
             Fixture::H264_1080p30Long => 300_000,
+            Fixture::H264_720p30Cctv => 100_000,
         }
     }
 
@@ -75,7 +81,9 @@ impl Fixture {
     pub fn size(self) -> (u32, u32) {
         match self {
             Fixture::H264_1080p30Gop30 | Fixture::H264_1080p30Long => (1920, 1080),
-            Fixture::H264_720pBframesAac | Fixture::H265_720p => (1280, 720),
+            Fixture::H264_720pBframesAac | Fixture::H265_720p | Fixture::H264_720p30Cctv => {
+                (1280, 720)
+            }
             Fixture::H264LongGop250 => (640, 360),
         }
     }
@@ -185,6 +193,34 @@ impl Fixture {
                 "5M",
                 "-bufsize",
                 "10M",
+                "-g",
+                "30",
+                "-keyint_min",
+                "30",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+            ],
+            Fixture::H264_720p30Cctv => &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=30:duration=100",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-profile:v",
+                "main",
+                "-b:v",
+                "2M",
+                "-maxrate",
+                "2M",
+                "-bufsize",
+                "4M",
                 "-g",
                 "30",
                 "-keyint_min",
