@@ -130,6 +130,7 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
             .context("starting crispy")?,
     );
     let pid = child.0.id();
+    eprintln!("cameras: crispy is pid {pid}");
     std::thread::sleep(WARM_UP);
     if let Some(status) = child.0.try_wait()? {
         bail!(
@@ -150,6 +151,7 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
     }
     let (cpu1, wall) = (cpu_seconds(pid)?, t0.elapsed());
     let hwm = status_kib(pid, "VmHWM")?;
+    let (anon, file) = (status_kib(pid, "RssAnon")?, status_kib(pid, "RssFile")?);
     signal(pid, "INT")?;
     let status = child.0.wait()?;
     drop(server);
@@ -187,6 +189,12 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
         mib(rss_sum / samples.max(1)),
         mib(rss_max),
         mib(hwm)
+    );
+    println!(
+        "  RSS at the end: {:.1} MiB anonymous (heap, stacks), {:.1} MiB file-backed (the \
+         binary and FFmpeg's shared libraries, shared with other processes)",
+        mib(anon),
+        mib(file)
     );
     println!(
         "  chunks: {stored} stored, {:.0} KiB each on average; one chunk per camera being \

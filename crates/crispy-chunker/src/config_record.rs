@@ -6,16 +6,7 @@ use crispy_core::Codec;
 use crispy_core::annexb::annexb_nals;
 
 use crate::ChunkerError;
-use crate::mp4::FourCc;
-
-/// How NAL units are framed in the packets the source delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    /// MP4 style: each NAL unit is preceded by its length in this many bytes.
-    LengthPrefixed,
-    /// Annex B: NAL units separated by `00 00 01` start codes; converted to 4-byte lengths.
-    AnnexB,
-}
+use crate::mp4::{FourCc, NalFraming as Framing};
 
 /// The sample entry type and configuration box of a video track.
 #[derive(Debug, Clone)]
@@ -88,14 +79,6 @@ fn bad(codec: &Codec, reason: &str) -> ChunkerError {
     ChunkerError::BadConfig {
         codec: codec.name().to_owned(),
         reason: reason.to_owned(),
-    }
-}
-
-/// Rewrites an Annex B access unit with 4-byte length prefixes.
-pub(crate) fn annexb_to_length_prefixed(data: &[u8], out: &mut Vec<u8>) {
-    for nal in annexb_nals(data) {
-        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-        out.extend_from_slice(nal);
     }
 }
 
@@ -180,21 +163,6 @@ fn hvcc_from_nals(nals: &[&[u8]]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rewrites_annexb_with_length_prefixes() {
-        let data = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 0,
-        ];
-        let mut out = Vec::new();
-        annexb_to_length_prefixed(&data, &mut out);
-        assert_eq!(
-            out,
-            [
-                0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 2, 0x65, 4
-            ]
-        );
-    }
 
     #[test]
     fn builds_avcc_from_annexb() {

@@ -6,7 +6,7 @@ use crispy_core::{
 };
 
 use crate::ChunkerError;
-use crate::config_record::{Framing, TrackCodec, annexb_to_length_prefixed};
+use crate::config_record::TrackCodec;
 use crate::mp4::{Sample, VideoTrack, write_mp4};
 
 /// Settings of a [`CopyChunker`].
@@ -158,16 +158,9 @@ impl CopyChunker {
             .max(0);
             last_delta = delta;
             duration_ts = duration_ts.saturating_add(delta);
-            let data = match codec.framing {
-                Framing::LengthPrefixed => p.data.clone(),
-                Framing::AnnexB => {
-                    let mut out = Vec::with_capacity(p.data.len() + 16);
-                    annexb_to_length_prefixed(&p.data, &mut out);
-                    Bytes::from(out)
-                }
-            };
             samples.push(Sample {
-                data,
+                data: p.data.clone(),
+                framing: codec.framing,
                 duration: u32::try_from(delta.saturating_mul(scale))
                     .map_err(|_| too_large("a frame duration"))?,
                 composition_offset: i32::try_from(

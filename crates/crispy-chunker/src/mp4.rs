@@ -4,8 +4,19 @@
 //! The output is assembled in one pre-sized buffer.
 
 use bytes::Bytes;
+use crispy_core::annexb::annexb_nals;
 
 use crate::ChunkerError;
+
+/// How the NAL units of a sample's data are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NalFraming {
+    /// MP4 style: each NAL unit is preceded by its length in 4 bytes; stored as is.
+    LengthPrefixed,
+    /// Annex B: NAL units separated by `00 00 01` start codes (RTSP, MPEG-TS); rewritten with
+    /// 4-byte lengths straight into the chunk, without an intermediate copy.
+    AnnexB,
+}
 
 /// A four-character box or sample-entry code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +42,10 @@ pub struct VideoTrack<'a> {
 /// One frame, in decode order.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// Length-prefixed NAL units.
+    /// The frame's NAL units, framed as `framing` says.
     pub data: Bytes,
+    /// How `data` delimits its NAL units.
+    pub framing: NalFraming,
     /// Decode duration in timescale ticks (DTS of the next frame minus this one's).
     pub duration: u32,
     /// PTS minus DTS in timescale ticks.
@@ -54,14 +67,18 @@ pub fn write_mp4(
     let too_large = |reason: &str| ChunkerError::TooLarge {
         reason: reason.to_owned(),
     };
-    let count = u32::try_from(samples.len()).map_err(|_| too_large("more than 2^32 samples"))?;
+    u32::try_from(samples.len()).map_err(|_| too_large("more than 2^32 samples"))?;
     let mut payload_len: u64 = 0;
     let mut duration: u64 = 0;
+    let mut sizes = Vec::with_capacity(samples.len());
     for s in samples {
-        if u32::try_from(s.data.len()).is_err() {
-            return Err(too_large("a frame larger than 4 GiB"));
-        }
-        payload_len += s.data.len() as u64;
+        let size = match s.framing {
+            NalFraming::LengthPrefixed => s.data.len(),
+            NalFraming::AnnexB => annexb_nals(&s.data).map(|n| n.len() + 4).sum(),
+        };
+        let size = u32::try_from(size).map_err(|_| too_large("a frame larger than 4 GiB"))?;
+        sizes.push(size);
+        payload_len += u64::from(size);
         duration += u64::from(s.duration);
     }
     let ftyp = ftyp(track);
@@ -71,7 +88,7 @@ pub fn write_mp4(
     let probe = moov(
         track,
         samples,
-        count,
+        &sizes,
         duration,
         presentation_start,
         0,
@@ -81,7 +98,7 @@ pub fn write_mp4(
     let moov = moov(
         track,
         samples,
-        count,
+        &sizes,
         duration,
         presentation_start,
         offset,
@@ -102,8 +119,17 @@ pub fn write_mp4(
         out.extend_from_slice(b"mdat");
     }
     for s in samples {
-        out.extend_from_slice(&s.data);
+        match s.framing {
+            NalFraming::LengthPrefixed => out.extend_from_slice(&s.data),
+            NalFraming::AnnexB => {
+                for nal in annexb_nals(&s.data) {
+                    out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                    out.extend_from_slice(nal);
+                }
+            }
+        }
     }
+    debug_assert_eq!(out.len() as u64, total);
     Ok(out)
 }
 
@@ -176,7 +202,7 @@ fn time(o: &mut Vec<u8>, v1: bool, v: u64) {
 fn moov(
     track: &VideoTrack<'_>,
     samples: &[Sample],
-    count: u32,
+    sizes: &[u32],
     duration: u64,
     presentation_start: u32,
     chunk_offset: u64,
@@ -246,7 +272,7 @@ fn moov(
                             full_box(o, b"url ", 0, 1, |_| {});
                         });
                     });
-                    stbl(o, track, samples, count, chunk_offset, large);
+                    stbl(o, track, samples, sizes, chunk_offset, large);
                 });
             });
         });
@@ -258,10 +284,12 @@ fn stbl(
     o: &mut Vec<u8>,
     track: &VideoTrack<'_>,
     samples: &[Sample],
-    count: u32,
+    sizes: &[u32],
     chunk_offset: u64,
     large: bool,
 ) {
+    // write_mp4 checked that the count fits.
+    let count = sizes.len() as u32;
     boxed(o, b"stbl", |o| {
         full_box(o, b"stsd", 0, 0, |o| {
             o.u32(1);
@@ -323,7 +351,7 @@ fn stbl(
         full_box(o, b"stsz", 0, 0, |o| {
             o.u32(0);
             o.u32(count);
-            samples.iter().for_each(|s| o.u32(s.data.len() as u32));
+            sizes.iter().for_each(|&size| o.u32(size));
         });
         if large {
             full_box(o, b"co64", 0, 0, |o| {
@@ -375,10 +403,36 @@ mod tests {
     }
 
     #[test]
+    fn annexb_samples_are_stored_with_length_prefixes() {
+        let annexb = Sample {
+            data: Bytes::from_static(&[
+                0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 0,
+            ]),
+            framing: NalFraming::AnnexB,
+            duration: 3000,
+            composition_offset: 0,
+            keyframe: true,
+        };
+        let prefixed: [u8; 19] = [
+            0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 2, 0x65, 4,
+        ];
+        let out = write_mp4(&track(), &[annexb], 0).expect("mux");
+        assert_eq!(&out[out.len() - 19..], &prefixed);
+        assert_eq!(&out[out.len() - 23..out.len() - 19], b"mdat");
+        // stsz after its version/flags: sample_size 0, count 1, then the rewritten size.
+        let stsz = out.windows(4).position(|w| w == b"stsz").expect("stsz");
+        assert_eq!(
+            &out[stsz + 8..stsz + 20],
+            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 19]
+        );
+    }
+
+    #[test]
     fn output_is_ftyp_moov_mdat_with_payload_at_the_chunk_offset() {
         let samples: Vec<Sample> = (0..3u8)
             .map(|i| Sample {
                 data: Bytes::from(vec![i; 10]),
+                framing: NalFraming::LengthPrefixed,
                 duration: 3000,
                 composition_offset: 0,
                 keyframe: i == 0,

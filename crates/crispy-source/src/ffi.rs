@@ -22,6 +22,20 @@ pub(crate) fn init() {
     });
 }
 
+/// Fixes glibc's mmap threshold at 128 KiB (see `crate::release_large_blocks_eagerly`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn release_large_blocks_eagerly() {
+    // SAFETY: mallopt only changes allocator parameters; M_MMAP_THRESHOLD with a value within
+    // glibc's limits is always accepted, and blocks allocated before keep working.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    if ok != 1 {
+        tracing::debug!("mallopt(M_MMAP_THRESHOLD) was refused");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn release_large_blocks_eagerly() {}
+
 /// How bindgen spells the `va_list` argument on this target.
 #[cfg(all(target_arch = "x86_64", not(target_os = "windows")))]
 type VaList = *mut sys::__va_list_tag;
