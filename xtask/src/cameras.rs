@@ -171,6 +171,12 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
         .map(|m| m.len())
         .sum();
     let per_chunk = bytes / (stored.max(1) as u64);
+    let mut p99: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("\"run finished\""))
+        .filter_map(|l| number_field(l, "latency_p99_ms"))
+        .collect();
+    p99.sort_by(f64::total_cmp);
     let core_share = (cpu1 - cpu0) / wall.as_secs_f64();
     let mib = |kib: u64| kib as f64 / 1024.0;
 
@@ -202,6 +208,12 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
         per_chunk as f64 / 1024.0,
         (per_chunk * o.count as u64) as f64 / 1024.0 / 1024.0
     );
+    if let (Some(mid), Some(worst)) = (p99.get(p99.len() / 2), p99.last()) {
+        println!(
+            "  latency from a chunk's last packet to its object being readable: p99 per camera \
+             {mid:.1} ms (median camera), {worst:.1} ms (worst camera)"
+        );
+    }
     println!(
         "  errors logged: {errors}; crispy exited with {status}; log: {}",
         log_path.display()
@@ -210,4 +222,11 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
         bail!("the camera run was not clean; see {}", log_path.display());
     }
     Ok(())
+}
+
+/// The number after `"name":` in a JSON log line.
+fn number_field(line: &str, name: &str) -> Option<f64> {
+    let rest = line.split_once(&format!("\"{name}\":"))?.1;
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
 }
