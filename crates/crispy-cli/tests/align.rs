@@ -1,5 +1,6 @@
 //! `--align wall`: chunk boundaries on the UTC grid.
 
+use assert_cmd::assert::OutputAssertExt;
 use std::path::Path;
 
 use assert_cmd::Command;
@@ -16,11 +17,7 @@ fn run(args: &[&str], sink: &Path) -> Vec<Value> {
         .arg(format!("file://{}", sink.display()))
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let mut ms: Vec<Value> = files_with_ext(sink, "json")
         .expect("list")
         .iter()

@@ -1,6 +1,7 @@
 //! `crispy run` against a real S3 emulator (moto) behind a TCP proxy: killed with SIGKILL
 //! during an outage and restarted, a spool on a tiny tmpfs that fills, bad sinks at start.
 
+use assert_cmd::assert::OutputAssertExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -292,11 +293,7 @@ fn run_and_verify_on_azure_and_verify_on_gcs() {
         .arg(dir.path().join("spool"))
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let (code, report) = verify_json("az://footage/site", &opts);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["sources"][0]["chunks"], 4, "{report:#}");

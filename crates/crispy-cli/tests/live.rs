@@ -1,6 +1,7 @@
 //! Live cameras end to end: the `crispy` binary against GStreamer's RTSP server on 127.0.0.1.
 //! Each test starts its own server on a free port.
 
+use assert_cmd::assert::OutputAssertExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -536,11 +537,7 @@ fn synthetic_lavfi_source_is_paced_and_chunked_exactly() {
         .arg(format!("file://{}", sink.display()))
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     assert!(
         t0.elapsed() >= Duration::from_millis(3500),
         "paced in real time: {:?}",

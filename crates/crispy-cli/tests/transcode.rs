@@ -1,5 +1,6 @@
 //! Transcode mode end to end: exact chunk lengths, scaling, decimation, other input codecs.
 
+use assert_cmd::assert::OutputAssertExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -66,11 +67,7 @@ fn exact_chunks(fps: u32, chunk_ms: u64) {
     let sink = dir.path().join("sink");
     let chunk = format!("{chunk_ms}ms");
     let out = run(&input, &sink, &["--chunk", &chunk]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let ms = manifests(&sink);
     let fps = u64::from(fps);
     assert!(
@@ -148,11 +145,7 @@ fn scaling_and_decimation() {
         &sink,
         &["--chunk", "1s", "--max-height", "180", "--fps", "10"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let ms = manifests(&sink);
     assert_eq!(ms.len(), 4);
     for m in &ms {
@@ -169,11 +162,7 @@ fn scaling_and_decimation() {
 
     let sink = dir.path().join("sink2");
     let out = run(&input, &sink, &["--chunk", "2s", "--scale", "160x120"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let ms = manifests(&sink);
     assert!(
         ms.iter()
@@ -274,11 +263,7 @@ fn boundaries_follow_timestamps_across_a_jump() {
     .expect("ffmpeg");
     let sink = dir.path().join("sink");
     let out = run(&input, &sink, &["--chunk", "1s"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
     let ms = manifests(&sink);
 
     // The oracle is the input's real timestamps (the encoder rounds the jump to its time base).

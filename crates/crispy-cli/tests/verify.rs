@@ -1,6 +1,7 @@
 //! Signed manifests and `crispy verify` end to end: real runs of the `crispy` binary, then
 //! tampering with what they stored.
 
+use assert_cmd::assert::OutputAssertExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -66,11 +67,7 @@ fn run_file(source: &Path, sink: &Path, extra: &[&str], env: &[(&str, &str)]) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.assert().success();
 }
 
 fn verify(sink: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Value) {
