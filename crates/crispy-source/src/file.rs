@@ -34,7 +34,7 @@ impl FileSource {
         check_file(&path)?;
         crate::init();
 
-        let input = ffmpeg::format::input(&path).map_err(|source| SourceError::NotMedia {
+        let input = crate::ffi::open_file(&path).map_err(|source| SourceError::NotMedia {
             path: path.clone(),
             source,
         })?;
