@@ -101,8 +101,9 @@ fn components(c: &mut Criterion) {
     group.bench_function("sps_h264", |b| {
         b.iter(|| SpsProbe::h264_report(&info.extradata).expect("sps"))
     });
+    let whole = chunk.payload.to_bytes();
     group.bench_function("mp4_chunk", |b| {
-        b.iter(|| Mp4Probe::probe(&chunk.payload).expect("mp4"))
+        b.iter(|| Mp4Probe::probe(&whole).expect("mp4"))
     });
     group.finish();
 

@@ -1,4 +1,3 @@
-use bytes::Bytes;
 use chrono::DateTime;
 use crispy_core::{
     Chunk, ChunkDuration, ChunkMetadata, Chunker, ClockSource, EncodedPacket, MANIFEST_SCHEMA,
@@ -185,7 +184,7 @@ impl CopyChunker {
             height: u16::try_from(self.info.height).map_err(|_| too_large("the height"))?,
             timescale: u32::try_from(tb.den).map_err(|_| too_large("the timescale"))?,
         };
-        let payload = Bytes::from(write_mp4(&track, &samples, presentation_start)?);
+        let payload = write_mp4(&track, &samples, presentation_start)?;
 
         let frame_count = pending.len() as u64;
         let duration_ms = tb.ticks_to_millis(duration_ts).max(0) as u64;
@@ -381,6 +380,7 @@ impl CopyChunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn info() -> StreamInfo {
         StreamInfo {

@@ -1,9 +1,11 @@
 //! A minimal ISO-BMFF (MP4) writer for one video track.
 //!
 //! Layout: `ftyp`, `moov`, `mdat` — the index first, so a chunk is playable while it streams.
-//! The output is assembled in one pre-sized buffer.
+//! The output is a [`Payload`]: the header in one buffer, then the frames, large ones shared
+//! with the demuxer rather than copied (see [`write_mp4`]).
 
 use bytes::Bytes;
+use crispy_core::Payload;
 use crispy_core::annexb::annexb_nals;
 
 use crate::ChunkerError;
@@ -59,11 +61,14 @@ pub struct Sample {
 /// `presentation_start` is the composition time (relative to the first sample's decode time)
 /// of the first frame to show; an edit list skips everything before it, so that presentation
 /// begins at zero and lasts exactly the sum of the sample durations.
+///
+/// Length-prefixed frames of 16 KiB or more are not copied: the payload shares their buffers
+/// (for a demuxed file, FFmpeg's packets), so they live as long as the payload does.
 pub fn write_mp4(
     track: &VideoTrack<'_>,
     samples: &[Sample],
     presentation_start: u32,
-) -> Result<Vec<u8>, ChunkerError> {
+) -> Result<Payload, ChunkerError> {
     let too_large = |reason: &str| ChunkerError::TooLarge {
         reason: reason.to_owned(),
     };
@@ -106,8 +111,21 @@ pub fn write_mp4(
     );
     debug_assert_eq!(probe.len(), moov.len());
 
-    let total = offset + payload_len;
-    let mut out = Vec::with_capacity(usize::try_from(total).map_err(|_| too_large("chunk"))?);
+    // The header, then the samples. A length-prefixed sample of at least `SHARED_FROM` bytes
+    // becomes a part of its own: the demuxer's buffer, shared, not copied. Smaller samples
+    // and Annex B ones (rewritten) are copied into the part being filled, pre-sized to the
+    // run of copied samples it will hold.
+    let header_len = usize::try_from(offset).map_err(|_| too_large("chunk"))?;
+    let copied_run = |from: usize| -> usize {
+        samples[from..]
+            .iter()
+            .zip(&sizes[from..])
+            .take_while(|(s, _)| !is_shared(s))
+            .map(|(_, size)| *size as usize)
+            .sum()
+    };
+    let mut parts = Vec::new();
+    let mut out = Vec::with_capacity(header_len + copied_run(0));
     out.extend_from_slice(&ftyp);
     out.extend_from_slice(&moov);
     if large {
@@ -118,7 +136,15 @@ pub fn write_mp4(
         out.extend_from_slice(&((payload_len + 8) as u32).to_be_bytes());
         out.extend_from_slice(b"mdat");
     }
-    for s in samples {
+    for (i, s) in samples.iter().enumerate() {
+        if is_shared(s) {
+            if !out.is_empty() {
+                parts.push(Bytes::from(std::mem::take(&mut out)));
+            }
+            parts.push(s.data.clone());
+            out.reserve_exact(copied_run(i + 1));
+            continue;
+        }
         match s.framing {
             NalFraming::LengthPrefixed => out.extend_from_slice(&s.data),
             NalFraming::AnnexB => {
@@ -129,8 +155,20 @@ pub fn write_mp4(
             }
         }
     }
-    debug_assert_eq!(out.len() as u64, total);
-    Ok(out)
+    parts.push(Bytes::from(out));
+    let payload = Payload::from_parts(parts);
+    debug_assert_eq!(payload.len() as u64, offset + payload_len);
+    Ok(payload)
+}
+
+/// Samples at least this large are shared into the chunk rather than copied: below it, a
+/// copy costs less than the extra part (one more iovec, and one more `write` where a store
+/// writes part by part).
+const SHARED_FROM: usize = 16 * 1024;
+
+/// Whether a sample goes into the chunk as a part of its own.
+fn is_shared(s: &Sample) -> bool {
+    s.framing == NalFraming::LengthPrefixed && s.data.len() >= SHARED_FROM
 }
 
 /// Appends a box of type `kind` whose body `body` writes.
@@ -416,7 +454,7 @@ mod tests {
         let prefixed: [u8; 19] = [
             0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 2, 0x65, 4,
         ];
-        let out = write_mp4(&track(), &[annexb], 0).expect("mux");
+        let out = write_mp4(&track(), &[annexb], 0).expect("mux").to_bytes();
         assert_eq!(&out[out.len() - 19..], &prefixed);
         assert_eq!(&out[out.len() - 23..out.len() - 19], b"mdat");
         // stsz after its version/flags: sample_size 0, count 1, then the rewritten size.
@@ -425,6 +463,48 @@ mod tests {
             &out[stsz + 8..stsz + 20],
             &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 19]
         );
+    }
+
+    #[test]
+    fn large_frames_are_shared_small_and_annexb_ones_copied() {
+        let frame = |len: usize, framing| Sample {
+            data: Bytes::from(vec![7u8; len]),
+            framing,
+            duration: 3000,
+            composition_offset: 0,
+            keyframe: false,
+        };
+        let mut annexb = vec![7u8; SHARED_FROM * 2];
+        annexb[..4].copy_from_slice(&[0, 0, 0, 1]);
+        let samples = [
+            frame(SHARED_FROM, NalFraming::LengthPrefixed),
+            frame(100, NalFraming::LengthPrefixed),
+            frame(SHARED_FROM - 1, NalFraming::LengthPrefixed),
+            frame(SHARED_FROM * 2, NalFraming::LengthPrefixed),
+            Sample {
+                data: Bytes::from(annexb),
+                ..frame(0, NalFraming::AnnexB)
+            },
+        ];
+        let out = write_mp4(&track(), &samples, 0).expect("mux");
+        let parts = out.parts();
+        // header | frame 0 | frames 1+2 | frame 3 | frame 4 rewritten
+        assert_eq!(parts.len(), 5, "{out:?}");
+        let same_buffer = |part: &Bytes, sample: &Sample| part.as_ptr() == sample.data.as_ptr();
+        assert!(same_buffer(&parts[1], &samples[0]));
+        assert_eq!(parts[2].len(), 100 + SHARED_FROM - 1);
+        assert!(same_buffer(&parts[3], &samples[2 + 1]));
+        assert!(!same_buffer(&parts[4], &samples[4]));
+        // The start code became a length; the whole is still the file, mdat in order.
+        let rewritten = &parts[4];
+        assert_eq!(rewritten[..4], ((SHARED_FROM * 2 - 4) as u32).to_be_bytes());
+        let whole = out.to_bytes();
+        let sizes: usize = samples.iter().map(|s| s.data.len()).sum();
+        let mdat = whole.len() - sizes - 8;
+        assert_eq!(&whole[mdat + 4..mdat + 8], b"mdat");
+        let frames = &whole[mdat + 8..whole.len() - rewritten.len()];
+        assert_eq!(frames.len(), sizes - rewritten.len());
+        assert!(frames.iter().chain(&rewritten[4..]).all(|b| *b == 7));
     }
 
     #[test]
@@ -438,7 +518,7 @@ mod tests {
                 keyframe: i == 0,
             })
             .collect();
-        let out = write_mp4(&track(), &samples, 0).expect("mux");
+        let out = write_mp4(&track(), &samples, 0).expect("mux").to_bytes();
         let ftyp_len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
         assert_eq!(&out[4..8], b"ftyp");
         assert_eq!(&out[ftyp_len + 4..ftyp_len + 8], b"moov");

@@ -38,7 +38,7 @@ fn check_fixture(fixture: Fixture, target: &str, expect_chunks: usize) -> Result
         ensure!(m.keyframe_aligned);
         ensure!(m.bytes == chunk.payload.len() as u64);
         let file = dir.path().join(format!("{i:03}.mp4"));
-        std::fs::write(&file, &chunk.payload)?;
+        std::fs::write(&file, chunk.payload.to_bytes())?;
 
         let errors = decode_errors(&file)?;
         ensure!(
@@ -79,7 +79,7 @@ fn check_fixture(fixture: Fixture, target: &str, expect_chunks: usize) -> Result
 
         // An independent MP4 parser agrees on the sample table.
         let reader =
-            mp4::Mp4Reader::read_header(std::io::Cursor::new(&chunk.payload[..]), m.bytes)?;
+            mp4::Mp4Reader::read_header(std::io::Cursor::new(chunk.payload.to_bytes()), m.bytes)?;
         let track = reader.tracks().get(&1).context("track 1")?;
         ensure!(u64::from(track.sample_count()) == m.frame_count);
         ensure!(track.timescale() == m.time_base.den as u32);
@@ -137,7 +137,7 @@ fn h265_hvc1() -> Result<()> {
     let chunks = chunk_file(&Fixture::H265_720p.path()?, "2s")?;
     let dir = tempfile::tempdir()?;
     let f = dir.path().join("c.mp4");
-    std::fs::write(&f, &chunks[1].payload)?;
+    std::fs::write(&f, chunks[1].payload.to_bytes())?;
     let probe = ffprobe_video(&f)?;
     assert_eq!((probe.codec.as_str(), probe.tag.as_str()), ("hevc", "hvc1"));
     Ok(())

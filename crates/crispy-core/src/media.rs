@@ -3,7 +3,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ChunkMetadata;
+use crate::{ChunkMetadata, Payload};
 
 /// A rational number, used for time bases (`1/90000`) and frame rates (`30000/1001`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,8 +159,8 @@ impl fmt::Debug for EncodedPacket {
 /// A finished chunk: a standalone media file plus its metadata.
 #[derive(Clone)]
 pub struct Chunk {
-    /// The encoded chunk (an MP4 file).
-    pub payload: Bytes,
+    /// The encoded chunk (an MP4 file), in shared parts.
+    pub payload: Payload,
     /// Everything known about it; completed stage by stage through the pipeline.
     pub metadata: ChunkMetadata,
 }

@@ -7,8 +7,7 @@
 //! manifest stored beside the chunk. [`VerifyingKeys`] checks such signatures.
 //!
 //! ```
-//! use bytes::Bytes;
-//! use crispy_core::{Chunk, MetadataSigner};
+//! use crispy_core::{Chunk, MetadataSigner, Payload};
 //! # fn metadata() -> crispy_core::ChunkMetadata {
 //! #     serde_json::from_str(r#"{"schema":"crispy.manifest/1","source_id":"cam","sequence":0,
 //! #       "object":"cam/x.mp4","start_time":"2026-01-01T00:00:00.000Z",
@@ -19,12 +18,12 @@
 //! # }
 //! let key = crispy_signer::SigningKey::hmac(b"a shared secret of 32 bytes.....")?;
 //! let mut sealer = crispy_signer::Sealer::new(Some(std::sync::Arc::new(key)), None);
-//! let mut first = Chunk { payload: Bytes::from_static(b"abc"), metadata: metadata() };
+//! let mut first = Chunk { payload: Payload::from(&b"abc"[..]), metadata: metadata() };
 //! sealer.seal(&mut first)?;
 //! assert_eq!(first.metadata.sha256,
 //!            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 //! assert_eq!(first.metadata.prev_sha256, None);
-//! let mut second = Chunk { payload: Bytes::from_static(b"def"), metadata: metadata() };
+//! let mut second = Chunk { payload: Payload::from(&b"def"[..]), metadata: metadata() };
 //! second.metadata.sequence = 1;
 //! sealer.seal(&mut second)?;
 //! assert_eq!(second.metadata.prev_sha256,
@@ -38,7 +37,7 @@ mod keys;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crispy_core::{Chunk, ChunkMetadata, MetadataSigner};
+use crispy_core::{Chunk, ChunkMetadata, MetadataSigner, Payload};
 use sha2::{Digest, Sha256};
 
 pub use keys::{
@@ -65,6 +64,15 @@ pub enum SignerError {
 /// SHA-256 of `data` as lowercase hex.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+/// SHA-256 of a chunk's bytes as lowercase hex, hashed part by part (no copy).
+pub fn payload_sha256_hex(payload: &Payload) -> String {
+    let mut hasher = Sha256::new();
+    for part in payload.parts() {
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// The canonical byte form of a manifest, the bytes that are hashed for the chain and
@@ -121,7 +129,7 @@ impl MetadataSigner for Sealer {
             });
         }
         m.bytes = chunk.payload.len() as u64;
-        m.sha256 = sha256_hex(&chunk.payload);
+        m.sha256 = payload_sha256_hex(&chunk.payload);
         m.prev_sha256 = self.prev.take();
         m.signature = None;
         let canonical = canonical_bytes(m);
@@ -145,6 +153,23 @@ mod tests {
             "keyframe_aligned":true,"discontinuity":false,"bytes":0,"sha256":""}"#,
         )
         .expect("metadata")
+    }
+
+    #[test]
+    fn a_payload_hashes_as_its_bytes_in_one_piece() {
+        let parts: Vec<Bytes> = (0u8..50)
+            .map(|i| Bytes::from(vec![i; 3 * usize::from(i)]))
+            .collect();
+        let payload = Payload::from_parts(parts);
+        assert_eq!(
+            payload_sha256_hex(&payload),
+            sha256_hex(&payload.to_bytes())
+        );
+        // The SHA-256 of the empty string: a payload with no parts still hashes.
+        assert_eq!(
+            payload_sha256_hex(&Payload::default()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]
@@ -181,7 +206,7 @@ mod tests {
                 let mut m = metadata();
                 m.sequence = i;
                 Chunk {
-                    payload: Bytes::from(vec![i as u8; 10]),
+                    payload: Payload::from(vec![i as u8; 10]),
                     metadata: m,
                 }
             })

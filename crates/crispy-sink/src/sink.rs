@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome, SourceId};
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, Payload, PutOutcome, SourceId};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -349,7 +349,7 @@ impl ObjectStoreSink {
     async fn put_once(
         &self,
         path: &str,
-        payload: Bytes,
+        payload: Payload,
         metadata: &ChunkMetadata,
         content_type: &'static str,
     ) -> Result<PutOutcome, SinkError> {
@@ -363,17 +363,19 @@ impl ObjectStoreSink {
             },
             ..PutOptions::default()
         };
-        let result = self
-            .store
-            .put_opts(&location, PutPayload::from_bytes(payload.clone()), opts)
-            .await;
+        let body = if self.backend.wants_one_buffer() {
+            PutPayload::from_bytes(payload.to_bytes())
+        } else {
+            payload.parts().iter().cloned().collect()
+        };
+        let result = self.store.put_opts(&location, body, opts).await;
         let error = match result {
             Ok(done) => {
                 if !self.etag_matches(&payload, done.e_tag.as_deref()) {
                     // Not necessarily damage (a composite or encrypted object's ETag is no
                     // MD5): read it back before saying so.
                     let stored = self.get(path).await?;
-                    let ours = crispy_signer::sha256_hex(&payload);
+                    let ours = crispy_signer::payload_sha256_hex(&payload);
                     if stored.as_deref().map(crispy_signer::sha256_hex) != Some(ours.clone()) {
                         return Err(SinkError::Damaged {
                             sink: self.display.clone(),
@@ -411,7 +413,7 @@ impl ObjectStoreSink {
                 sink: self.display.clone(),
                 path: path.to_owned(),
                 existing,
-                ours: crispy_signer::sha256_hex(&payload),
+                ours: crispy_signer::payload_sha256_hex(&payload),
             }),
             // Deleted since it was reported (or never there): the retry will create it.
             Found::Absent => Err(self.put_err(path, error)),
@@ -426,7 +428,7 @@ impl ObjectStoreSink {
         &self,
         path: &str,
         location: &Path,
-        payload: &Bytes,
+        payload: &Payload,
         metadata: &ChunkMetadata,
     ) -> Result<Found, SinkError> {
         let is_manifest = path.ends_with(".json");
@@ -470,7 +472,7 @@ impl ObjectStoreSink {
             );
         }
         let theirs = crispy_signer::sha256_hex(&existing);
-        Ok(if theirs == crispy_signer::sha256_hex(payload) {
+        Ok(if theirs == crispy_signer::payload_sha256_hex(payload) {
             Found::Same
         } else {
             Found::Different(theirs)
@@ -479,7 +481,7 @@ impl ObjectStoreSink {
 
     /// Where the store hands back the MD5 of what it received (the ETag of a
     /// single-request upload on GCS), whether it is ours. Opaque ETags match.
-    fn etag_matches(&self, payload: &[u8], etag: Option<&str>) -> bool {
+    fn etag_matches(&self, payload: &Payload, etag: Option<&str>) -> bool {
         if !self.backend.etag_is_md5() {
             return true;
         }
@@ -490,7 +492,11 @@ impl ObjectStoreSink {
             return true; // a multipart or otherwise opaque ETag
         }
         use md5::Digest;
-        etag.eq_ignore_ascii_case(&hex::encode(md5::Md5::digest(payload)))
+        let mut md5 = md5::Md5::new();
+        for part in payload.parts() {
+            md5.update(part);
+        }
+        etag.eq_ignore_ascii_case(&hex::encode(md5.finalize()))
     }
 }
 
@@ -724,7 +730,7 @@ impl ChunkSink for ObjectStoreSink {
         let manifest_outcome = self
             .put_once(
                 &manifest_path_for(&m.object),
-                manifest,
+                Payload::from(manifest),
                 m,
                 "application/json",
             )

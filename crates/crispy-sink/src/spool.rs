@@ -21,7 +21,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crispy_core::{ChunkMetadata, SourceId};
+use crispy_core::{ChunkMetadata, Payload, SourceId};
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,7 @@ pub struct Accepted {
 struct State {
     entries: HashMap<u64, SpoolEntry>,
     /// In-memory mode: each entry's chunk and manifest, and each source's newest manifest.
-    held: HashMap<u64, (Bytes, Bytes)>,
+    held: HashMap<u64, (Payload, Bytes)>,
     last: HashMap<SourceId, Bytes>,
     in_flight: HashSet<u64>,
     used: u64,
@@ -343,7 +343,7 @@ impl Spool {
     pub fn accept(
         &self,
         metadata: &ChunkMetadata,
-        payload: &Bytes,
+        payload: &Payload,
         manifest: &Bytes,
         live: bool,
         cancelled: &dyn Fn() -> bool,
@@ -464,8 +464,8 @@ impl Spool {
     fn write_entry(
         &self,
         metadata: &ChunkMetadata,
-        payload: &[u8],
-        manifest: &[u8],
+        payload: &Payload,
+        manifest: &Bytes,
         chunk_path: &Path,
         manifest_path: &Path,
     ) -> Result<(), SpoolError> {
@@ -497,8 +497,12 @@ impl Spool {
         );
         let result = (|| {
             write_durable(&tmp_chunk, chunk_path, payload).map_err(io("writing a chunk"))?;
-            write_durable(&tmp_manifest, manifest_path, manifest)
-                .map_err(io("writing a manifest"))?;
+            write_durable(
+                &tmp_manifest,
+                manifest_path,
+                &Payload::from(manifest.clone()),
+            )
+            .map_err(io("writing a manifest"))?;
             sync_dir(&source_dir).map_err(io("syncing the directory"))
         })();
         if let Err(e) = result {
@@ -523,7 +527,7 @@ impl Spool {
     }
 
     /// Reads an entry back: chunk payload and manifest bytes.
-    pub fn read(&self, entry: &SpoolEntry) -> Result<(Bytes, Bytes), SpoolError> {
+    pub fn read(&self, entry: &SpoolEntry) -> Result<(Payload, Bytes), SpoolError> {
         if self.memory {
             return self
                 .lock()
@@ -543,7 +547,7 @@ impl Spool {
         };
         let payload = std::fs::read(&entry.chunk_path).map_err(io)?;
         let manifest = std::fs::read(&entry.manifest_path).map_err(io)?;
-        Ok((Bytes::from(payload), Bytes::from(manifest)))
+        Ok((Payload::from(payload), Bytes::from(manifest)))
     }
 
     /// Marks an entry as being uploaded (it is never dropped to make room meanwhile).
@@ -674,9 +678,9 @@ fn file_len(p: &Path) -> u64 {
 }
 
 /// temp file → write → fsync → rename into place.
-fn write_durable(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_durable(tmp: &Path, target: &Path, bytes: &Payload) -> std::io::Result<()> {
     let mut f = File::create(tmp)?;
-    f.write_all(bytes)?;
+    bytes.write_to(&mut f)?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(tmp, target)
@@ -699,7 +703,7 @@ mod tests {
         fn put(&self, m: &ChunkMetadata, live: bool) -> Result<Accepted, SpoolError> {
             self.accept(
                 m,
-                &Bytes::from_static(b"chunk"),
+                &Payload::from(&b"chunk"[..]),
                 &Bytes::from_static(b"{}"),
                 live,
                 &|| false,
@@ -749,7 +753,10 @@ mod tests {
         );
         assert!(!spool.dir().join("tmp/x.mp4").exists());
         let (payload, manifest) = spool.read(&pending[0]).expect("read");
-        assert_eq!((&payload[..], &manifest[..]), (&b"chunk"[..], &b"{}"[..]));
+        assert_eq!(
+            (&payload.to_bytes()[..], &manifest[..]),
+            (&b"chunk"[..], &b"{}"[..])
+        );
         spool.remove(&pending[0]);
         assert_eq!(spool.len(), 2);
         assert!(!pending[0].chunk_path.exists());
@@ -780,7 +787,7 @@ mod tests {
         let err = spool
             .accept(
                 &meta(9),
-                &Bytes::from_static(&[0u8; 64]),
+                &Payload::from(&[0u8; 64][..]),
                 &Bytes::from_static(b"{}"),
                 true,
                 &|| false,
@@ -836,7 +843,7 @@ mod tests {
     #[test]
     fn the_memory_spool_holds_bytes_bounded_and_never_touches_disk() {
         let spool = Spool::in_memory(2 * 7);
-        let chunk = Bytes::from_static(b"chunk");
+        let chunk = Payload::from(&b"chunk"[..]);
         let manifest = Bytes::from(serde_json::to_vec(&meta(0)).expect("json"));
         let small = Bytes::from_static(b"{}");
         let a = spool

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use chrono::TimeZone;
-use crispy_core::{Chunk, ChunkMetadata, ChunkSink, PutOutcome};
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, Payload, PutOutcome};
 use crispy_sink::{Backend, ObjectStoreSink, SinkError, SinkOptions, manifest_path_for};
 use crispy_testkit::emulators::{Emulator, Kind};
 use object_store::path::Path;
@@ -31,8 +31,10 @@ fn chunk_at(
     metadata.sequence = sequence;
     metadata.sha256 = crispy_signer::sha256_hex(payload);
     metadata.object = sink.object_path(&metadata);
+    // In parts, as copy mode makes them: every store must write the parts in order (and
+    // local files get them joined).
     Chunk {
-        payload: Bytes::from_static(payload),
+        payload: Payload::from_parts(payload.chunks(4).map(Bytes::from_static)),
         metadata,
     }
 }

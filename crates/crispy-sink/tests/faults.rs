@@ -108,7 +108,7 @@ fn chunk(sink: &ObjectStoreSink, payload: &'static [u8], sequence: u64) -> (Chun
     let manifest = Bytes::from(metadata.to_json());
     (
         Chunk {
-            payload: Bytes::from_static(payload),
+            payload: Bytes::from_static(payload).into(),
             metadata,
         },
         manifest,
