@@ -5,7 +5,9 @@
 //! - `seal/*`: SHA-256 of the payload, hash chain and manifest, unsigned / HMAC / Ed25519;
 //! - `probe/sps_h264`: resolution and stream facts from the SPS;
 //!   `probe/mp4_chunk`: the same from the finished MP4 chunk;
-//! - `upload/file_6_in_flight`: 12 such chunks stored into a `file://` sink, 6 puts at once.
+//! - `upload/file_6_in_flight`: 12 such chunks stored into a `file://` sink, 6 puts at once;
+//! - `spool/accept_full_100k_pending`: accepting a live chunk into a full spool of 100,000
+//!   pending chunks (in memory), which drops the oldest.
 //!
 //! Throughput is in bytes of chunk payload (elements for the probes). Run with
 //! `cargo xtask bench`.
@@ -15,11 +17,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crispy_streamer::chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_streamer::core::{
-    Chunk, ChunkSink, Chunker, EncodedPacket, MetadataSigner, PacketSource, SourceId, StreamInfo,
+    Chunk, ChunkMetadata, ChunkSink, Chunker, EncodedPacket, MetadataSigner, PacketSource, Payload,
+    SourceId, StreamInfo,
 };
 use crispy_streamer::probe::{Mp4Probe, SpsProbe};
 use crispy_streamer::signer::{Sealer, SigningKey, generate_keypair};
-use crispy_streamer::sink::ObjectStoreSink;
+use crispy_streamer::sink::{ObjectStoreSink, Spool};
 use crispy_streamer::source::FileSource;
 use crispy_testkit::Fixture;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -108,6 +111,44 @@ fn components(c: &mut Criterion) {
     group.finish();
 
     upload(c, &chunk);
+    spool(c);
+}
+
+/// A spool holding `PENDING` chunks of a live source, full: every accept drops the oldest
+/// (what a long sink outage looks like after the spool fills).
+fn spool(c: &mut Criterion) {
+    const PENDING: u64 = 100_000;
+    let payload = Payload::from(&b"0123456789abcdef"[..]);
+    let manifest = Bytes::from_static(b"{}");
+    let meta = |sequence: u64| {
+        let mut m: ChunkMetadata =
+            serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+        m.object = "x.mp4".to_owned();
+        m.sha256 = format!("{sequence:064x}");
+        m.sequence = sequence;
+        m
+    };
+    let entry_bytes = (payload.len() + manifest.len()) as u64;
+    let spool = Spool::in_memory(PENDING * entry_bytes);
+    for sequence in 0..PENDING {
+        let accepted = spool
+            .accept(&meta(sequence), &payload, &manifest, true, &|| false)
+            .expect("accept");
+        assert!(accepted.dropped.is_empty());
+    }
+    let mut sequence = PENDING;
+    let mut group = c.benchmark_group("spool");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("accept_full_100k_pending", |b| {
+        b.iter(|| {
+            let accepted = spool
+                .accept(&meta(sequence), &payload, &manifest, true, &|| false)
+                .expect("accept");
+            sequence += 1;
+            assert_eq!(accepted.dropped.len(), 1, "the oldest made room");
+        })
+    });
+    group.finish();
 }
 
 /// 12 chunks into a fresh `file://` directory per iteration, 6 puts in flight.

@@ -13,7 +13,7 @@
 //! <root>/<sink-key>/conflicts/                entries the store refused as conflicting
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -108,7 +108,15 @@ pub struct Accepted {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Pending entries by acceptance order; change them only through `insert` and `take`,
+    /// which keep the two indexes below.
     entries: HashMap<u64, SpoolEntry>,
+    /// The chunk files of the pending entries: a chunk already pending is not accepted twice.
+    paths: HashSet<PathBuf>,
+    /// Each source's pending entries in acceptance order: the oldest is the one dropped when
+    /// a live source finds the spool full. With these an accept costs the same with 100,000
+    /// chunks pending (a long outage) as with ten.
+    by_source: HashMap<SourceId, BTreeSet<u64>>,
     /// In-memory mode: each entry's chunk and manifest, and each source's newest manifest.
     held: HashMap<u64, (Payload, Bytes)>,
     last: HashMap<SourceId, Bytes>,
@@ -116,6 +124,40 @@ struct State {
     used: u64,
     next_order: u64,
     closed: bool,
+}
+
+impl State {
+    fn insert(&mut self, entry: SpoolEntry) {
+        self.paths.insert(entry.chunk_path.clone());
+        self.by_source
+            .entry(entry.source_id.clone())
+            .or_default()
+            .insert(entry.order);
+        self.entries.insert(entry.order, entry);
+    }
+
+    /// Removes an entry (and what memory mode held of it); its bytes stay counted in `used`.
+    fn take(&mut self, order: u64) -> Option<SpoolEntry> {
+        let entry = self.entries.remove(&order)?;
+        self.paths.remove(&entry.chunk_path);
+        if let Some(orders) = self.by_source.get_mut(&entry.source_id) {
+            orders.remove(&order);
+            if orders.is_empty() {
+                self.by_source.remove(&entry.source_id);
+            }
+        }
+        self.held.remove(&order);
+        Some(entry)
+    }
+
+    /// The oldest pending entry of `source` that is not being uploaded.
+    fn oldest_idle(&self, source: &SourceId) -> Option<u64> {
+        self.by_source
+            .get(source)?
+            .iter()
+            .copied()
+            .find(|order| !self.in_flight.contains(order))
+    }
 }
 
 /// The spool of one sink. Shared by the readers (which accept chunks into it) and the
@@ -287,7 +329,7 @@ impl Spool {
         for (i, e) in found.iter_mut().enumerate() {
             e.order = i as u64;
             state.used += e.bytes;
-            state.entries.insert(e.order, e.clone());
+            state.insert(e.clone());
         }
         state.next_order = found.len() as u64;
         Ok((
@@ -360,7 +402,7 @@ impl Spool {
         let (chunk_path, manifest_path) = self.entry_paths(metadata);
         {
             let mut state = self.lock();
-            if state.entries.values().any(|e| e.chunk_path == chunk_path) {
+            if state.paths.contains(&chunk_path) {
                 return Ok(accepted);
             }
             loop {
@@ -371,15 +413,7 @@ impl Spool {
                     break;
                 }
                 if live {
-                    let victim = state
-                        .entries
-                        .values()
-                        .filter(|e| {
-                            e.source_id == metadata.source_id && !state.in_flight.contains(&e.order)
-                        })
-                        .min_by_key(|e| e.order)
-                        .map(|e| e.order);
-                    let Some(order) = victim else {
+                    let Some(order) = state.oldest_idle(&metadata.source_id) else {
                         // Everything of this source is being uploaded: this chunk is the one
                         // dropped (with the drops its manifest records).
                         let id = &metadata.source_id;
@@ -389,9 +423,8 @@ impl Spool {
                             .extend(metadata.dropped_sequences.iter().map(|s| (id.clone(), *s)));
                         return Ok(accepted);
                     };
-                    if let Some(e) = state.entries.remove(&order) {
+                    if let Some(e) = state.take(order) {
                         state.used -= e.bytes;
-                        state.held.remove(&order);
                         if !self.memory {
                             let _ = std::fs::remove_file(&e.manifest_path);
                             let _ = std::fs::remove_file(&e.chunk_path);
@@ -431,7 +464,7 @@ impl Spool {
                     order,
                     carried_drops: metadata.dropped_sequences.clone(),
                 };
-                state.entries.insert(order, entry.clone());
+                state.insert(entry.clone());
                 if self.memory {
                     state
                         .held
@@ -571,9 +604,8 @@ impl Spool {
     pub fn remove(&self, entry: &SpoolEntry) {
         let mut state = self.lock();
         state.in_flight.remove(&entry.order);
-        if let Some(e) = state.entries.remove(&entry.order) {
+        if let Some(e) = state.take(entry.order) {
             state.used -= e.bytes;
-            state.held.remove(&entry.order);
             if !self.memory {
                 let _ = std::fs::remove_file(&e.manifest_path);
                 let _ = std::fs::remove_file(&e.chunk_path);
@@ -607,7 +639,7 @@ impl Spool {
         }
         let mut state = self.lock();
         state.in_flight.remove(&entry.order);
-        if let Some(e) = state.entries.remove(&entry.order) {
+        if let Some(e) = state.take(entry.order) {
             state.used -= e.bytes;
         }
         drop(state);
@@ -621,9 +653,11 @@ impl Spool {
         let pending = {
             let state = self.lock();
             state
-                .entries
-                .values()
-                .filter(|e| e.source_id == *source_id)
+                .by_source
+                .get(source_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|order| state.entries.get(order))
                 .max_by_key(|e| e.sequence)
                 .map(|e| e.manifest_path.clone())
         };
@@ -794,6 +828,27 @@ mod tests {
             )
             .expect_err("too large");
         assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_indexes_follow_every_removal() {
+        let spool = Spool::in_memory(3 * 7);
+        let cam: SourceId = "cam".parse().expect("id");
+        let entries: Vec<SpoolEntry> = (0..3)
+            .map(|seq| spool.put(&meta(seq), true).expect("a").entry.expect("held"))
+            .collect();
+        // Uploaded: the same chunk may come again (a file run twice) and is taken again.
+        spool.remove(&entries[0]);
+        assert!(spool.put(&meta(0), true).expect("a").entry.is_some());
+        // Full: drops go oldest first, by acceptance order (0 came back last).
+        for (seq, expected) in [(3, 1), (4, 2), (5, 0)] {
+            let accepted = spool.put(&meta(seq), true).expect("a");
+            assert_eq!(accepted.dropped, vec![(cam.clone(), expected)], "seq {seq}");
+        }
+        // A dropped chunk is not pending any more either.
+        assert!(spool.put(&meta(1), true).expect("a").entry.is_some());
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.used_bytes(), 3 * 7);
     }
 
     fn meta_of(id: &str, seq: u64, json_sha: &str) -> ChunkMetadata {
