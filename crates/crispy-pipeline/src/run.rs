@@ -328,6 +328,7 @@ where
                         queued_bytes += item.entry.bytes;
                     }
                     backlog.push_back(item);
+                    queued_bytes -= forget_dropped(&mut backlog, &spool);
                 }
                 Some(ReaderMsg::Dropped(list)) => {
                     for (id, _) in list {
@@ -798,6 +799,25 @@ fn account(
 }
 
 /// Wall-clock origin of a file: its `creation_time` tag, else now.
+/// Forgets queued uploads whose chunks a full spool dropped meanwhile (they would be skipped
+/// at their turn anyway), once they are at least half the queue: during a long outage a live
+/// source drops a chunk for every one it adds, and the queue would otherwise grow without
+/// bound. Amortized O(1) per chunk. Returns the payload bytes the forgotten items held.
+fn forget_dropped(backlog: &mut VecDeque<Upload>, spool: &Spool) -> u64 {
+    if backlog.len() <= 2 * spool.len() + 16 {
+        return 0;
+    }
+    let mut freed = 0;
+    backlog.retain(|item| {
+        let keep = spool.is_pending(&item.entry);
+        if !keep && item.data.is_some() {
+            freed += item.entry.bytes;
+        }
+        keep
+    });
+    freed
+}
+
 fn clock_origin(creation_time: Option<&str>) -> (DateTime<Utc>, ClockSource) {
     creation_time
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -814,6 +834,50 @@ fn tenth_ms(d: Duration) -> f64 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_queue_forgets_dropped_chunks_once_they_are_half_of_it() {
+        let spool = Spool::in_memory(10 * 7);
+        let meta = |seq: u64| {
+            let mut m: ChunkMetadata =
+                serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+            m.object = "x.mp4".to_owned();
+            m.sha256 = format!("{seq:064x}");
+            m.sequence = seq;
+            m
+        };
+        let mut backlog = VecDeque::new();
+        let mut dropped = 0;
+        for seq in 0..100 {
+            let accepted = spool
+                .accept(
+                    &meta(seq),
+                    &crispy_core::Payload::from(&b"chunk"[..]),
+                    &bytes::Bytes::from_static(b"{}"),
+                    true,
+                    &|| false,
+                )
+                .expect("accept");
+            dropped += accepted.dropped.len();
+            let entry = accepted.entry.expect("held");
+            backlog.push_back(Upload {
+                entry,
+                data: None,
+                ready_at: None,
+            });
+            assert_eq!(forget_dropped(&mut backlog, &spool), 0);
+            assert!(backlog.len() <= 2 * spool.len() + 16, "{}", backlog.len());
+        }
+        assert_eq!(dropped, 90, "a full spool of 10 dropped the rest");
+        // What is left in the queue is what is left in the spool, in order, plus at most
+        // as many stale items again.
+        let pending: Vec<u64> = backlog
+            .iter()
+            .filter(|u| spool.is_pending(&u.entry))
+            .map(|u| u.entry.sequence)
+            .collect();
+        assert_eq!(pending, (90..100).collect::<Vec<_>>());
+    }
 
     #[test]
     fn clock_origin_prefers_the_creation_tag() {

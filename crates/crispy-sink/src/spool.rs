@@ -583,6 +583,11 @@ impl Spool {
         Ok((Payload::from(payload), Bytes::from(manifest)))
     }
 
+    /// Whether `entry` is still pending (not uploaded, dropped or set aside).
+    pub fn is_pending(&self, entry: &SpoolEntry) -> bool {
+        self.lock().entries.contains_key(&entry.order)
+    }
+
     /// Marks an entry as being uploaded (it is never dropped to make room meanwhile).
     /// False when it is gone (dropped to make room before its upload began).
     pub fn begin_upload(&self, entry: &SpoolEntry) -> bool {
