@@ -528,14 +528,24 @@ impl Spool {
             self.dir.join("tmp").join(format!("{tmp_stem}.mp4")),
             self.dir.join("tmp").join(format!("{tmp_stem}.json")),
         );
+        let manifest = Payload::from(manifest.clone());
         let result = (|| {
             write_durable(&tmp_chunk, chunk_path, payload).map_err(io("writing a chunk"))?;
-            write_durable(
-                &tmp_manifest,
-                manifest_path,
-                &Payload::from(manifest.clone()),
-            )
-            .map_err(io("writing a manifest"))?;
+            write_durable(&tmp_manifest, manifest_path, &manifest)
+                .map_err(io("writing a manifest"))?;
+            // The source's last accepted manifest, kept after its entry is gone: a restart
+            // during an outage continues the sequence and chain from it. Durable like the
+            // entry (the directory sync below covers its rename too), so a crash cannot leave
+            // an older one that would restart the chain behind what was already stored.
+            let last = source_dir.join("last.json");
+            let tmp_last = self
+                .dir
+                .join("tmp")
+                .join(format!("{}-last.json", metadata.source_id));
+            if let Err(e) = write_durable(&tmp_last, &last, &manifest) {
+                let _ = std::fs::remove_file(&tmp_last);
+                tracing::warn!(source = %metadata.source_id, "spool: cannot record the last manifest: {e}");
+            }
             sync_dir(&source_dir).map_err(io("syncing the directory"))
         })();
         if let Err(e) = result {
@@ -543,18 +553,6 @@ impl Spool {
                 let _ = std::fs::remove_file(p);
             }
             return Err(e);
-        }
-        // The source's last accepted manifest, kept after its entry is gone: a restart
-        // during an outage continues the sequence and chain from it.
-        let last = source_dir.join("last.json");
-        let tmp_last = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-last.json", metadata.source_id));
-        if let Err(e) =
-            std::fs::write(&tmp_last, manifest).and_then(|()| std::fs::rename(&tmp_last, &last))
-        {
-            tracing::warn!(source = %metadata.source_id, "spool: cannot record the last manifest: {e}");
         }
         Ok(())
     }
