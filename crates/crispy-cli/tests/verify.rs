@@ -218,6 +218,49 @@ fn a_wrong_public_key_is_rejected() {
 }
 
 #[test]
+fn a_time_window_checks_only_the_chunks_starting_in_it() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let files = chunks(&sink);
+    let start = |i: usize| -> String {
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(with_ext(&files[i], "json")).expect("read"))
+                .expect("manifest");
+        m["start_time"].as_str().expect("start_time").to_owned()
+    };
+    let window = ["--from", &start(2), "--to", &start(5)];
+    // Outside the window, a year before: a manifest that is not one and a chunk without a
+    // manifest. The whole sink reports both; the window sees neither.
+    let source_dir = files[0]
+        .ancestors()
+        .nth(4)
+        .expect("<source>/<y>/<m>/<d>/<chunk>")
+        .to_path_buf();
+    let old_day = source_dir.join("2025/01/02");
+    std::fs::create_dir_all(&old_day).expect("mkdir");
+    std::fs::write(old_day.join("20250102T000000.000Z-00000098.mp4"), b"orphan").expect("w");
+    std::fs::write(
+        old_day.join("20250102T000001.000Z-00000099.json"),
+        b"not json",
+    )
+    .expect("w");
+
+    let (code, report) = verify(&sink, &[&["--public-key", pk][..], &window].concat(), &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        report["sources"][0]["chunks"], 3,
+        "chunks 2, 3 and 4: {report}"
+    );
+
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_ne!(code, Some(0), "{report}");
+    let mut found = kinds(&report);
+    found.sort();
+    assert_eq!(found, ["orphan-chunk", "unreadable"], "{report}");
+    assert_eq!(report["sources"][0]["chunks"], 8, "{report}");
+}
+
+#[test]
 fn unsigned_runs_verify_only_with_allow_unsigned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = input(dir.path());

@@ -120,6 +120,15 @@ struct Entry {
     metadata: ChunkMetadata,
 }
 
+/// The start time in an object's name (`…/20261124T101500.000Z-00000042.mp4`), if it has one.
+fn name_start(path: &str) -> Option<DateTime<Utc>> {
+    let name = path.rsplit('/').next()?;
+    let (stamp, _) = name.split_once('-')?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Lists and checks everything in `sink` that `options` selects.
 pub async fn verify(
     sink: &ObjectStoreSink,
@@ -134,9 +143,17 @@ pub async fn verify(
         object: object.to_owned(),
         detail,
     };
-    let in_scope_path = |path: &str| match &options.source_id {
-        Some(id) => path.split('/').any(|seg| seg == id.as_str()),
-        None => true,
+    let in_window = |t: DateTime<Utc>| {
+        options.from.is_none_or(|from| t >= from) && options.to.is_none_or(|to| t < to)
+    };
+    // Object names carry their chunk's start time: objects outside `--from`/`--to` are
+    // neither fetched nor reported (a day's check of a bucket holding months fetches a day).
+    let in_scope_path = |path: &str| {
+        let source_ok = match &options.source_id {
+            Some(id) => path.split('/').any(|seg| seg == id.as_str()),
+            None => true,
+        };
+        source_ok && name_start(path).is_none_or(in_window)
     };
 
     let mut by_source: BTreeMap<SourceId, Vec<Entry>> = BTreeMap::new();
@@ -164,8 +181,7 @@ pub async fn verify(
             .source_id
             .as_ref()
             .is_some_and(|id| *id != metadata.source_id)
-            || options.from.is_some_and(|t| metadata.start_time < t)
-            || options.to.is_some_and(|t| metadata.start_time >= t)
+            || !in_window(metadata.start_time)
         {
             continue;
         }
@@ -178,8 +194,7 @@ pub async fn verify(
             });
     }
 
-    // Chunks without manifests (filtered by source only: without a manifest, a chunk's
-    // time is known from its name alone).
+    // Chunks without manifests (their time is known from their name alone).
     for (path, _) in &listing {
         let path = path.as_str();
         if !path.ends_with(".mp4") || !in_scope_path(path) {
@@ -415,4 +430,32 @@ fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
         diffs.push("does not start on a keyframe (manifest says it does)".to_owned());
     }
     (!diffs.is_empty()).then(|| format!("the chunk's MP4 says {}", diffs.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_start_time_is_read_back_from_object_names() {
+        let start = Utc
+            .with_ymd_and_hms(2026, 11, 24, 10, 15, 0)
+            .single()
+            .expect("time")
+            + chrono::Duration::milliseconds(473);
+        let id: SourceId = "lobby-cam".parse().expect("id");
+        let chunk = crispy_sink::chunk_object_path("site/a", &id, start, 42);
+        assert_eq!(name_start(&chunk), Some(start), "{chunk}");
+        let manifest = crispy_sink::manifest_path_for(&chunk);
+        assert_eq!(name_start(&manifest), Some(start), "{manifest}");
+        for other in [
+            "lobby-cam/last.json",
+            "notes.txt",
+            "a/b-c/2026-11-24.mp4",
+            "",
+        ] {
+            assert_eq!(name_start(other), None, "{other}");
+        }
+    }
 }
