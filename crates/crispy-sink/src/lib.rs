@@ -21,6 +21,7 @@
 //! ```
 
 mod error;
+mod local;
 mod naming;
 mod open;
 mod sink;

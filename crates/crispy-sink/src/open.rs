@@ -31,16 +31,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Whether a put should hand the store one contiguous buffer rather than the payload's
-    /// parts. `LocalFileSystem` writes part by part, and the page cache takes many small
-    /// writes at about half the speed of one large one (smaller folios): 188 MB written as
-    /// 20 KiB writes cost 0.14 s of CPU against 0.06 s as one write per 1.9 MB file. A local
-    /// file therefore gets the chunk in one piece (one copy); stores over HTTP stream the
-    /// parts as they are.
-    pub fn wants_one_buffer(self) -> bool {
-        matches!(self, Backend::Local)
-    }
-
     /// Whether objects carry metadata attributes (`x-amz-meta-*`, `x-goog-meta-*`,
     /// `x-ms-meta-*`).
     pub fn has_attributes(self) -> bool {

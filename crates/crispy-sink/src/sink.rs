@@ -151,6 +151,7 @@ impl ObjectStoreSink {
             url: display.to_owned(),
             reason: e.to_string(),
         })?;
+        let store = crate::local::LocalStore::new(store);
         let mut sink = Self::new(Arc::new(store), "", display, Backend::Local)?;
         sink.local_dir = Some(dir);
         Ok(sink)
@@ -363,11 +364,7 @@ impl ObjectStoreSink {
             },
             ..PutOptions::default()
         };
-        let body = if self.backend.wants_one_buffer() {
-            PutPayload::from_bytes(payload.to_bytes())
-        } else {
-            payload.parts().iter().cloned().collect()
-        };
+        let body: PutPayload = payload.parts().iter().cloned().collect();
         let result = self.store.put_opts(&location, body, opts).await;
         let error = match result {
             Ok(done) => {
