@@ -15,8 +15,8 @@ use crate::ChunkerError;
 pub enum NalFraming {
     /// MP4 style: each NAL unit is preceded by its length in 4 bytes; stored as is.
     LengthPrefixed,
-    /// Annex B: NAL units separated by `00 00 01` start codes (RTSP, MPEG-TS); rewritten with
-    /// 4-byte lengths straight into the chunk, without an intermediate copy.
+    /// Annex B: NAL units separated by `00 00 01` start codes (RTSP, MPEG-TS); stored with
+    /// 4-byte lengths in place of the start codes, the NAL units themselves shared when large.
     AnnexB,
 }
 
@@ -62,8 +62,8 @@ pub struct Sample {
 /// of the first frame to show; an edit list skips everything before it, so that presentation
 /// begins at zero and lasts exactly the sum of the sample durations.
 ///
-/// Length-prefixed frames of 16 KiB or more are not copied: the payload shares their buffers
-/// (for a demuxed file, FFmpeg's packets), so they live as long as the payload does.
+/// Frames and (Annex B) NAL units of 4 KiB or more are not copied: the payload shares their
+/// buffers (FFmpeg's packets), so they live as long as the payload does.
 pub fn write_mp4(
     track: &VideoTrack<'_>,
     samples: &[Sample],
@@ -76,11 +76,21 @@ pub fn write_mp4(
     let mut payload_len: u64 = 0;
     let mut duration: u64 = 0;
     let mut sizes = Vec::with_capacity(samples.len());
+    // The bytes of each run of copied pieces, between shared ones; the header joins the first.
+    let mut runs = vec![0usize];
     for s in samples {
-        let size = match s.framing {
-            NalFraming::LengthPrefixed => s.data.len(),
-            NalFraming::AnnexB => annexb_nals(&s.data).map(|n| n.len() + 4).sum(),
-        };
+        let mut size = 0usize;
+        for_each_piece(s, |piece| {
+            let run = runs.last_mut().expect("never empty");
+            match piece {
+                Piece::Copy(bytes) => (*run, size) = (*run + bytes.len(), size + bytes.len()),
+                Piece::Length(_) => (*run, size) = (*run + 4, size + 4),
+                Piece::Share(bytes) => {
+                    size += bytes.len();
+                    runs.push(0);
+                }
+            }
+        });
         let size = u32::try_from(size).map_err(|_| too_large("a frame larger than 4 GiB"))?;
         sizes.push(size);
         payload_len += u64::from(size);
@@ -111,21 +121,13 @@ pub fn write_mp4(
     );
     debug_assert_eq!(probe.len(), moov.len());
 
-    // The header, then the samples. A length-prefixed sample of at least `SHARED_FROM` bytes
-    // becomes a part of its own: the demuxer's buffer, shared, not copied. Smaller samples
-    // and Annex B ones (rewritten) are copied into the part being filled, pre-sized to the
-    // run of copied samples it will hold.
+    // The header, then the samples' pieces: shared ones (see `SHARED_FROM`) become parts of
+    // their own, the demuxer's buffers; the rest is copied into the part being filled,
+    // pre-sized to the run it will hold.
     let header_len = usize::try_from(offset).map_err(|_| too_large("chunk"))?;
-    let copied_run = |from: usize| -> usize {
-        samples[from..]
-            .iter()
-            .zip(&sizes[from..])
-            .take_while(|(s, _)| !is_shared(s))
-            .map(|(_, size)| *size as usize)
-            .sum()
-    };
+    let mut runs = runs.into_iter();
     let mut parts = Vec::new();
-    let mut out = Vec::with_capacity(header_len + copied_run(0));
+    let mut out = Vec::with_capacity(header_len + runs.next().unwrap_or(0));
     out.extend_from_slice(&ftyp);
     out.extend_from_slice(&moov);
     if large {
@@ -136,24 +138,18 @@ pub fn write_mp4(
         out.extend_from_slice(&((payload_len + 8) as u32).to_be_bytes());
         out.extend_from_slice(b"mdat");
     }
-    for (i, s) in samples.iter().enumerate() {
-        if is_shared(s) {
-            if !out.is_empty() {
-                parts.push(Bytes::from(std::mem::take(&mut out)));
-            }
-            parts.push(s.data.clone());
-            out.reserve_exact(copied_run(i + 1));
-            continue;
-        }
-        match s.framing {
-            NalFraming::LengthPrefixed => out.extend_from_slice(&s.data),
-            NalFraming::AnnexB => {
-                for nal in annexb_nals(&s.data) {
-                    out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                    out.extend_from_slice(nal);
+    for s in samples {
+        for_each_piece(s, |piece| match piece {
+            Piece::Copy(bytes) => out.extend_from_slice(bytes),
+            Piece::Length(len) => out.extend_from_slice(&len.to_be_bytes()),
+            Piece::Share(bytes) => {
+                if !out.is_empty() {
+                    parts.push(Bytes::from(std::mem::take(&mut out)));
                 }
+                parts.push(s.data.slice_ref(bytes));
+                out.reserve_exact(runs.next().unwrap_or(0));
             }
-        }
+        });
     }
     parts.push(Bytes::from(out));
     let payload = Payload::from_parts(parts);
@@ -161,14 +157,40 @@ pub fn write_mp4(
     Ok(payload)
 }
 
-/// Samples at least this large are shared into the chunk rather than copied: below it, a
-/// copy costs less than the extra part (one more iovec, and one more `write` where a store
-/// writes part by part).
-const SHARED_FROM: usize = 16 * 1024;
+/// Frames (length-prefixed) and NAL units (Annex B) at least this large are shared into the
+/// chunk rather than copied: below it, a copy costs less than the extra part (one more
+/// iovec, one more slice to hash). A camera's frames at 2 Mbit/s are about 8 KiB.
+const SHARED_FROM: usize = 4 * 1024;
 
-/// Whether a sample goes into the chunk as a part of its own.
-fn is_shared(s: &Sample) -> bool {
-    s.framing == NalFraming::LengthPrefixed && s.data.len() >= SHARED_FROM
+/// One piece of a sample as stored in the chunk.
+enum Piece<'a> {
+    /// Bytes of the sample copied as they are.
+    Copy(&'a [u8]),
+    /// A 4-byte big-endian NAL unit length (Annex B rewritten).
+    Length(u32),
+    /// Bytes of the sample that become a part of their own, shared with the sample.
+    Share(&'a [u8]),
+}
+
+/// Calls `f` with the pieces that store `s` in MP4 framing, in order.
+fn for_each_piece<'a>(s: &'a Sample, mut f: impl FnMut(Piece<'a>)) {
+    let piece = |bytes: &'a [u8]| {
+        if bytes.len() >= SHARED_FROM {
+            Piece::Share(bytes)
+        } else {
+            Piece::Copy(bytes)
+        }
+    };
+    match s.framing {
+        NalFraming::LengthPrefixed => f(piece(&s.data)),
+        NalFraming::AnnexB => {
+            for nal in annexb_nals(&s.data) {
+                // Truncates only in a sample over 4 GiB, which is refused before writing.
+                f(Piece::Length(nal.len() as u32));
+                f(piece(nal));
+            }
+        }
+    }
 }
 
 /// Appends a box of type `kind` whose body `body` writes.
@@ -466,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn large_frames_are_shared_small_and_annexb_ones_copied() {
+    fn large_frames_and_nal_units_are_shared_small_ones_copied() {
         let frame = |len: usize, framing| Sample {
             data: Bytes::from(vec![7u8; len]),
             framing,
@@ -474,8 +496,12 @@ mod tests {
             composition_offset: 0,
             keyframe: false,
         };
-        let mut annexb = vec![7u8; SHARED_FROM * 2];
-        annexb[..4].copy_from_slice(&[0, 0, 0, 1]);
+        // Annex B: a small SPS-like NAL, a large slice, a small one, with 3- and 4-byte
+        // start codes.
+        let mut annexb = vec![0, 0, 0, 1, 0x67, 9, 9];
+        annexb.extend_from_slice(&[0, 0, 1]);
+        annexb.extend(std::iter::repeat_n(7u8, SHARED_FROM * 2));
+        annexb.extend_from_slice(&[0, 0, 0, 1, 0x06, 5]);
         let samples = [
             frame(SHARED_FROM, NalFraming::LengthPrefixed),
             frame(100, NalFraming::LengthPrefixed),
@@ -488,23 +514,35 @@ mod tests {
         ];
         let out = write_mp4(&track(), &samples, 0).expect("mux");
         let parts = out.parts();
-        // header | frame 0 | frames 1+2 | frame 3 | frame 4 rewritten
-        assert_eq!(parts.len(), 5, "{out:?}");
+        // header | frame 0 | frames 1+2 | frame 3 | len+SPS+len | slice | len+SEI
+        assert_eq!(parts.len(), 7, "{out:?}");
         let same_buffer = |part: &Bytes, sample: &Sample| part.as_ptr() == sample.data.as_ptr();
         assert!(same_buffer(&parts[1], &samples[0]));
         assert_eq!(parts[2].len(), 100 + SHARED_FROM - 1);
-        assert!(same_buffer(&parts[3], &samples[2 + 1]));
-        assert!(!same_buffer(&parts[4], &samples[4]));
-        // The start code became a length; the whole is still the file, mdat in order.
-        let rewritten = &parts[4];
-        assert_eq!(rewritten[..4], ((SHARED_FROM * 2 - 4) as u32).to_be_bytes());
+        assert!(same_buffer(&parts[3], &samples[3]));
+        let mut sps_then_length = vec![0, 0, 0, 3, 0x67, 9, 9];
+        sps_then_length.extend_from_slice(&((SHARED_FROM * 2) as u32).to_be_bytes());
+        assert_eq!(
+            parts[4], sps_then_length,
+            "the SPS copied, the slice's length"
+        );
+        let slice = &parts[5];
+        assert_eq!(slice.len(), SHARED_FROM * 2);
+        assert_eq!(
+            slice.as_ptr(),
+            samples[4].data[10..].as_ptr(),
+            "shared, not copied"
+        );
+        assert_eq!(&parts[6][..], &[0, 0, 0, 2, 0x06, 5][..]);
+        // The whole is the file: mdat in order, its size and stsz counting the rewritten frame.
         let whole = out.to_bytes();
-        let sizes: usize = samples.iter().map(|s| s.data.len()).sum();
-        let mdat = whole.len() - sizes - 8;
+        let stored: usize = samples[..4].iter().map(|s| s.data.len()).sum::<usize>()
+            + (4 + 3)
+            + (4 + SHARED_FROM * 2)
+            + (4 + 2);
+        let mdat = whole.len() - stored - 8;
         assert_eq!(&whole[mdat + 4..mdat + 8], b"mdat");
-        let frames = &whole[mdat + 8..whole.len() - rewritten.len()];
-        assert_eq!(frames.len(), sizes - rewritten.len());
-        assert!(frames.iter().chain(&rewritten[4..]).all(|b| *b == 7));
+        assert_eq!(whole[mdat..mdat + 4], ((stored + 8) as u32).to_be_bytes());
     }
 
     #[test]
