@@ -140,7 +140,8 @@ pub async fn verify(
     sink: &ObjectStoreSink,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, SinkError> {
-    let listing = sink.list("").await?;
+    // Only the date folders of `--from`/`--to` are listed.
+    let listing = sink.list_window(options.from, options.to).await?;
     let names: BTreeSet<&str> = listing.iter().map(|(p, _)| p.as_str()).collect();
     let mut problems = Vec::new();
     let problem = |kind, source: Option<&SourceId>, object: &str, detail: String| Problem {

@@ -1,4 +1,6 @@
 use std::path::{Path as FsPath, PathBuf};
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -294,6 +296,107 @@ impl ObjectStoreSink {
             .map_err(|e| self.read_err(&base, e))?;
         all.sort();
         Ok(all)
+    }
+
+    /// Like [`Self::list`] of the whole sink, for chunks starting in `[from, to)` (either
+    /// bound open): date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not
+    /// listed. A day's check of a bucket holding months of many cameras lists that day, not
+    /// the months. Objects outside date folders are all listed. A folder is taken for a date
+    /// folder only when its contents show it is one (a year holds only months `01`–`12`, a
+    /// month only its days), so a source named like a year (`2019`) is never skipped.
+    pub async fn list_window(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(String, u64)>, SinkError> {
+        if from.is_none() && to.is_none() {
+            return self.list("").await;
+        }
+        let overlaps = |start: NaiveDate, end: NaiveDate| {
+            let (start, end) = (
+                start.and_time(NaiveTime::MIN).and_utc(),
+                end.and_time(NaiveTime::MIN).and_utc(),
+            );
+            to.is_none_or(|to| start < to) && from.is_none_or(|from| end > from)
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![self.prefix.clone()];
+        while let Some(dir) = dirs.pop() {
+            let (subdirs, objects) = self.children(&dir).await?;
+            out.extend(objects);
+            for sub in subdirs {
+                let Some(year) = last_segment(&sub).and_then(|y| date_part(y, 4)) else {
+                    dirs.push(sub);
+                    continue;
+                };
+                let (months, loose) = self.children(&sub).await?;
+                let months: Option<Vec<(String, NaiveDate)>> = months
+                    .into_iter()
+                    .map(|m| {
+                        let month = last_segment(&m).and_then(|v| date_part(v, 2))?;
+                        Some((m, NaiveDate::from_ymd_opt(year as i32, month, 1)?))
+                    })
+                    .collect();
+                let Some(months) = months.filter(|_| loose.is_empty()) else {
+                    // Not a year of dates (a source named like one): an ordinary folder.
+                    dirs.push(sub);
+                    continue;
+                };
+                for (month_dir, first) in months {
+                    let next = first
+                        .checked_add_months(chrono::Months::new(1))
+                        .unwrap_or(NaiveDate::MAX);
+                    if !overlaps(first, next) {
+                        continue;
+                    }
+                    let (days, loose) = self.children(&month_dir).await?;
+                    out.extend(loose);
+                    for day_dir in days {
+                        let day = last_segment(&day_dir)
+                            .and_then(|d| date_part(d, 2))
+                            .and_then(|d| first.with_day(d));
+                        match day {
+                            Some(day) if !overlaps(day, day + chrono::Days::new(1)) => {}
+                            _ => out.extend(self.list_under(&day_dir).await?),
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The folders and the objects (with sizes) directly under `dir`, a full path.
+    async fn children(&self, dir: &str) -> Result<(Vec<String>, Vec<(String, u64)>), SinkError> {
+        let prefix = (!dir.is_empty()).then(|| Path::from(dir));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| self.read_err(dir, e))?;
+        let dirs = listing
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let objects = listing
+            .objects
+            .iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
+        Ok((dirs, objects))
+    }
+
+    /// Every object under `dir`, a full path.
+    async fn list_under(&self, dir: &str) -> Result<Vec<(String, u64)>, SinkError> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(&Path::from(dir)))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| self.read_err(dir, e))
     }
 
     /// The object at `path` (a full object path), `None` when there is none.
@@ -737,6 +840,18 @@ impl ChunkSink for ObjectStoreSink {
             _ => PutOutcome::Created,
         })
     }
+}
+
+/// The last segment of a store path.
+fn last_segment(path: &str) -> Option<&str> {
+    path.trim_end_matches('/').rsplit('/').next()
+}
+
+/// A date folder's number: exactly `digits` ASCII digits.
+fn date_part(segment: &str, digits: usize) -> Option<u32> {
+    (segment.len() == digits && segment.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| segment.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]

@@ -163,6 +163,47 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
             .expect("get"),
         None
     );
+
+    // A time window lists its date folders only; a source named like a year is still seen.
+    let mut year_named = chunk_at(&sink, b"odd", (2026, 1, 1), 0);
+    year_named.metadata.source_id = "2019".parse().expect("id");
+    year_named.metadata.object = sink.object_path(&year_named.metadata);
+    let m = Bytes::from(year_named.metadata.to_json());
+    sink.put(&year_named, m).await.expect("put");
+    let at = |y, mo, d| {
+        chrono::Utc
+            .with_ymd_and_hms(y, mo, d, 0, 0, 0)
+            .single()
+            .expect("t")
+    };
+    let window = |from: Option<_>, to: Option<_>| {
+        let sink = &sink;
+        async move {
+            sink.list_window(from, to)
+                .await
+                .expect("window")
+                .into_iter()
+                .map(|(p, _)| p.strip_prefix(expect_prefix).unwrap_or(&p).to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    let both = |stem: &str| [format!("{stem}.json"), format!("{stem}.mp4")];
+    let jan1 = window(Some(at(2026, 1, 1)), Some(at(2026, 1, 2))).await;
+    let expected: Vec<String> = [
+        both("2019/2026/01/01/20260101T000000.000Z-00000000"),
+        both("cam/2026/01/01/20260101T000000.000Z-00000003"),
+    ]
+    .concat();
+    assert_eq!(jan1, expected);
+    assert_eq!(
+        window(Some(at(2026, 1, 2)), None).await,
+        both("cam/2026/02/03/20260203T000000.000Z-00000004")
+    );
+    assert_eq!(
+        window(None, Some(at(2026, 1, 1))).await,
+        both("cam/2025/12/31/20251231T000000.000Z-00000002")
+    );
+    assert_eq!(window(None, None).await.len(), 8, "no window: everything");
 }
 
 #[test]
