@@ -724,12 +724,17 @@ async fn upload<S: ChunkSink + 'static>(
             }
             Err(e) => {
                 let delay = backoff.next_delay();
+                let kept = if spool.is_in_memory() {
+                    "the chunk is kept in memory meanwhile, lost if the process ends"
+                } else {
+                    "the chunk is safe in the spool"
+                };
                 tracing::warn!(
                     source = %chunk.metadata.source_id,
                     sequence = chunk.metadata.sequence,
                     attempt,
                     retry_in_ms = delay.as_millis() as u64,
-                    "upload failed, will retry (the chunk is safe in the spool): {e}"
+                    "upload failed, will retry ({kept}): {e}"
                 );
                 tokio::time::sleep(delay).await;
             }

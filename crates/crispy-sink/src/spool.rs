@@ -351,6 +351,12 @@ impl Spool {
         &self.dir
     }
 
+    /// Whether accepted chunks are held in memory (gone if the process ends) rather than on
+    /// disk.
+    pub fn is_in_memory(&self) -> bool {
+        self.memory
+    }
+
     /// Bytes held (chunks plus manifests).
     pub fn used_bytes(&self) -> u64 {
         self.lock().used
@@ -780,6 +786,7 @@ mod tests {
             std::fs::write(spool.dir().join("tmp/x.mp4"), b"half").expect("write");
         }
         let (spool, pending) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("reopen");
+        assert!(!spool.is_in_memory());
         let seqs: Vec<u64> = pending.iter().map(|e| e.sequence).collect();
         assert_eq!(seqs, [0, 1, 2]);
         assert!(
@@ -901,6 +908,7 @@ mod tests {
     #[test]
     fn the_memory_spool_holds_bytes_bounded_and_never_touches_disk() {
         let spool = Spool::in_memory(2 * 7);
+        assert!(spool.is_in_memory());
         let chunk = Payload::from(&b"chunk"[..]);
         let manifest = Bytes::from(serde_json::to_vec(&meta(0)).expect("json"));
         let small = Bytes::from_static(b"{}");
