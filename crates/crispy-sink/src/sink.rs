@@ -415,22 +415,8 @@ impl ObjectStoreSink {
 
     /// Names directly under `dir` (sub-directories, then objects), each sorted descending.
     async fn children_desc(&self, dir: &str) -> Result<(Vec<String>, Vec<String>), SinkError> {
-        let prefix = (!dir.is_empty()).then(|| Path::from(dir));
-        let listing = self
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| self.read_err(dir, e))?;
-        let mut dirs: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let mut objects: Vec<String> = listing
-            .objects
-            .iter()
-            .map(|m| m.location.to_string())
-            .collect();
+        let (mut dirs, objects) = self.children(dir).await?;
+        let mut objects: Vec<String> = objects.into_iter().map(|(path, _)| path).collect();
         dirs.sort_by(|a, b| b.cmp(a));
         objects.sort_by(|a, b| b.cmp(a));
         Ok((dirs, objects))
