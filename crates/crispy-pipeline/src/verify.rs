@@ -126,15 +126,6 @@ struct Entry {
     metadata: ChunkMetadata,
 }
 
-/// The start time in an object's name (`…/20261124T101500.000Z-00000042.mp4`), if it has one.
-fn name_start(path: &str) -> Option<DateTime<Utc>> {
-    let name = path.rsplit('/').next()?;
-    let (stamp, _) = name.split_once('-')?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
 /// Lists and checks everything in `sink` that `options` selects.
 pub async fn verify(
     sink: &ObjectStoreSink,
@@ -160,7 +151,7 @@ pub async fn verify(
             Some(id) => path.split('/').any(|seg| seg == id.as_str()),
             None => true,
         };
-        source_ok && name_start(path).is_none_or(in_window)
+        source_ok && crispy_sink::object_start(path).is_none_or(in_window)
     };
 
     // Manifests are fetched concurrently, results kept in listing order.
@@ -272,7 +263,11 @@ pub async fn verify(
                     ),
                 );
             }
-            match checks.next().unwrap_or(ChunkCheck::Ok) {
+            // One check per entry, in this order; a missing one is reported, never passed.
+            let check = checks.next().unwrap_or_else(|| {
+                ChunkCheck::Mismatch("not checked (internal error: no check result)".to_owned())
+            });
+            match check {
                 ChunkCheck::Ok => {}
                 ChunkCheck::Missing => push(
                     &mut problems,
@@ -497,16 +492,20 @@ mod tests {
             + chrono::Duration::milliseconds(473);
         let id: SourceId = "lobby-cam".parse().expect("id");
         let chunk = crispy_sink::chunk_object_path("site/a", &id, start, 42);
-        assert_eq!(name_start(&chunk), Some(start), "{chunk}");
+        assert_eq!(crispy_sink::object_start(&chunk), Some(start), "{chunk}");
         let manifest = crispy_sink::manifest_path_for(&chunk);
-        assert_eq!(name_start(&manifest), Some(start), "{manifest}");
+        assert_eq!(
+            crispy_sink::object_start(&manifest),
+            Some(start),
+            "{manifest}"
+        );
         for other in [
             "lobby-cam/last.json",
             "notes.txt",
             "a/b-c/2026-11-24.mp4",
             "",
         ] {
-            assert_eq!(name_start(other), None, "{other}");
+            assert_eq!(crispy_sink::object_start(other), None, "{other}");
         }
     }
 }

@@ -60,6 +60,7 @@ impl fmt::Display for LocalStore {
 }
 
 /// What became of an attempt to create an object as an unnamed file.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum Created {
     /// Written and linked; the ETag `LocalFileSystem` would report for it.
     Done(String),
@@ -186,23 +187,23 @@ fn create_unnamed(dest: &FsPath, payload: &PutPayload) -> io::Result<Created> {
     let open = || {
         std::fs::OpenOptions::new()
             .write(true)
-            .mode(0o666)
+            .mode(file_mode())
             .custom_flags(libc::O_TMPFILE)
             .open(dir)
     };
-    let mut file = match open() {
-        Ok(file) => file,
+    let opened = match open() {
+        // The directory is looked up before O_TMPFILE is tried: create it, then see.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
-            open()?
+            open()
         }
-        // No O_TMPFILE in this file system (EOPNOTSUPP) or kernel (EISDIR, EINVAL).
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-            ) =>
-        {
+        other => other,
+    };
+    // No O_TMPFILE in this file system (EOPNOTSUPP) or kernel (EISDIR, EINVAL).
+    let unsupported = [libc::EOPNOTSUPP, libc::EISDIR, libc::EINVAL];
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error().is_some_and(|n| unsupported.contains(&n)) => {
             return Ok(Created::Unsupported);
         }
         Err(e) => return Err(e),
@@ -213,6 +214,24 @@ fn create_unnamed(dest: &FsPath, payload: &PutPayload) -> io::Result<Created> {
         Linked::Yes => Created::Done(e_tag),
         Linked::Exists(e) => Created::Exists(e),
         Linked::Unsupported => Created::Unsupported,
+    })
+}
+
+/// The mode of a new object file: 0666 less the process's umask, as `LocalFileSystem`'s
+/// files get. Passed explicitly because kernels before 6.0 do not apply the umask to
+/// `O_TMPFILE` files on file systems without POSIX ACLs.
+#[cfg(target_os = "linux")]
+fn file_mode() -> u32 {
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o022);
+        0o666 & !umask
     })
 }
 
@@ -260,6 +279,7 @@ fn link(file: &File, dest: &FsPath) -> io::Result<Linked> {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// The ETag `LocalFileSystem` reports for a file (inode, modification time in
 /// microseconds, size), so that an object reads back with the ETag its put returned.
 fn etag(metadata: &Metadata) -> String {
@@ -372,6 +392,12 @@ mod tests {
             "tmpfs and ext4 have O_TMPFILE"
         );
         assert_eq!(std::fs::read(&dest).expect("read"), b"{}");
+        // The mode any other new file gets here (0666 less the umask).
+        use std::os::unix::fs::PermissionsExt;
+        let reference = dir.path().join("reference");
+        std::fs::write(&reference, b"").expect("reference file");
+        let mode = |p: &FsPath| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dest), mode(&reference));
         let exists = create_unnamed(&dest, &PutPayload::from_static(b"[]")).expect("create");
         assert!(matches!(exists, Created::Exists(_)));
 
@@ -380,5 +406,6 @@ mod tests {
         let err = create_unnamed(&under_file, &PutPayload::from_static(b"{}"));
         assert!(err.is_err(), "a file as the parent directory must fail");
         assert_eq!(names(&dir.path().join("sub")), ["x.json"]);
+        assert_eq!(file_mode(), mode(&reference));
     }
 }

@@ -26,6 +26,16 @@ pub fn chunk_object_path(
     }
 }
 
+/// The start time in an object's name (`…/20261124T101500.000Z-00000042.mp4`, as
+/// [`chunk_object_path`] writes it), if it has one.
+pub fn object_start(path: &str) -> Option<DateTime<Utc>> {
+    let name = path.rsplit('/').next()?;
+    let (stamp, _) = name.split_once('-')?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// The manifest path beside a chunk: the chunk path with `.json` in place of its extension.
 pub fn manifest_path_for(chunk_path: &str) -> String {
     match chunk_path.rsplit_once('.') {

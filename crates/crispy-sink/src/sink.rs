@@ -300,10 +300,11 @@ impl ObjectStoreSink {
 
     /// Like [`Self::list`] of the whole sink, for chunks starting in `[from, to)` (either
     /// bound open): date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not
-    /// listed. A day's check of a bucket holding months of many cameras lists that day, not
-    /// the months. Objects outside date folders are all listed. A folder is taken for a date
-    /// folder only when its contents show it is one (a year holds only months `01`–`12`, a
-    /// month only its days), so a source named like a year (`2019`) is never skipped.
+    /// listed, so a day's check of a bucket holding months of many cameras lists that day,
+    /// not the months. Everything else is listed. A folder is skipped as a date only when an
+    /// object in it proves it one: its name's start time falls in that date and it sits at
+    /// `<yyyy>/<mm>/<dd>/<name>` below the same parent. So a source or prefix made of digits
+    /// (`2025/01`, a camera `02`) is never skipped for looking like a date.
     pub async fn list_window(
         &self,
         from: Option<DateTime<Utc>>,
@@ -312,59 +313,99 @@ impl ObjectStoreSink {
         if from.is_none() && to.is_none() {
             return self.list("").await;
         }
-        let overlaps = |start: NaiveDate, end: NaiveDate| {
-            let (start, end) = (
-                start.and_time(NaiveTime::MIN).and_utc(),
-                end.and_time(NaiveTime::MIN).and_utc(),
-            );
-            to.is_none_or(|to| start < to) && from.is_none_or(|from| end > from)
+        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc();
+        let overlaps = |first: NaiveDate, next: NaiveDate| {
+            to.is_none_or(|to| midnight(first) < to)
+                && from.is_none_or(|from| midnight(next) > from)
         };
         let mut out = Vec::new();
-        let mut dirs = vec![self.prefix.clone()];
-        while let Some(dir) = dirs.pop() {
+        let mut stack = vec![Folder::Plain(self.prefix.clone())];
+        while let Some(folder) = stack.pop() {
+            let (dir, span) = match folder {
+                Folder::Plain(dir) => {
+                    let (subdirs, objects) = self.children(&dir).await?;
+                    out.extend(objects);
+                    stack.extend(subdirs.into_iter().map(year_or_plain));
+                    continue;
+                }
+                Folder::Date(dir, first, span) => (dir, (first, span)),
+            };
+            let (first, span) = span;
+            let next = match span {
+                Span::Year => first.with_year(first.year() + 1),
+                Span::Month => first.checked_add_months(chrono::Months::new(1)),
+                Span::Day => first.succ_opt(),
+            }
+            .unwrap_or(NaiveDate::MAX);
+            if !overlaps(first, next) {
+                if self.proves_date(&dir, span).await? {
+                    continue;
+                }
+                stack.push(Folder::Plain(dir));
+                continue;
+            }
+            if span == Span::Day {
+                out.extend(self.list_under(&dir).await?);
+                continue;
+            }
             let (subdirs, objects) = self.children(&dir).await?;
             out.extend(objects);
             for sub in subdirs {
-                let Some(year) = last_segment(&sub).and_then(|y| date_part(y, 4)) else {
-                    dirs.push(sub);
-                    continue;
+                let part = last_segment(&sub).and_then(|v| date_part(v, 2));
+                let date = match span {
+                    Span::Year => part
+                        .and_then(|m| first.with_month(m))
+                        .map(|d| (d, Span::Month)),
+                    _ => part.and_then(|d| first.with_day(d)).map(|d| (d, Span::Day)),
                 };
-                let (months, loose) = self.children(&sub).await?;
-                let months: Option<Vec<(String, NaiveDate)>> = months
-                    .into_iter()
-                    .map(|m| {
-                        let month = last_segment(&m).and_then(|v| date_part(v, 2))?;
-                        Some((m, NaiveDate::from_ymd_opt(year as i32, month, 1)?))
-                    })
-                    .collect();
-                let Some(months) = months.filter(|_| loose.is_empty()) else {
-                    // Not a year of dates (a source named like one): an ordinary folder.
-                    dirs.push(sub);
-                    continue;
-                };
-                for (month_dir, first) in months {
-                    let next = first
-                        .checked_add_months(chrono::Months::new(1))
-                        .unwrap_or(NaiveDate::MAX);
-                    if !overlaps(first, next) {
-                        continue;
-                    }
-                    let (days, loose) = self.children(&month_dir).await?;
-                    out.extend(loose);
-                    for day_dir in days {
-                        let day = last_segment(&day_dir)
-                            .and_then(|d| date_part(d, 2))
-                            .and_then(|d| first.with_day(d));
-                        match day {
-                            Some(day) if !overlaps(day, day + chrono::Days::new(1)) => {}
-                            _ => out.extend(self.list_under(&day_dir).await?),
-                        }
-                    }
-                }
+                stack.push(match date {
+                    Some((d, span)) => Folder::Date(sub, d, span),
+                    None => year_or_plain(sub),
+                });
             }
         }
         out.sort();
+        out.dedup();
         Ok(out)
+    }
+
+    /// Whether an object under `dir`, a year, month or day folder by its name, shows that
+    /// it is one: the object's name's start time and its place below `dir`'s date parent
+    /// agree (`<parent>/<yyyy>/<mm>/<dd>/<name>`).
+    async fn proves_date(&self, dir: &str, span: Span) -> Result<bool, SinkError> {
+        use futures::TryStreamExt;
+        let witness = self
+            .store
+            .list(Some(&Path::from(dir)))
+            .try_next()
+            .await
+            .map_err(|e| self.read_err(dir, e))?;
+        let Some(witness) = witness else {
+            return Ok(true);
+        };
+        let path = witness.location.to_string();
+        let Some(start) = crate::object_start(&path) else {
+            return Ok(false);
+        };
+        let above = match span {
+            Span::Year => 1,
+            Span::Month => 2,
+            Span::Day => 3,
+        };
+        let parent = dir.rsplitn(above + 1, '/').nth(above).unwrap_or("");
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let date = format!(
+            "{:04}/{:02}/{:02}",
+            start.year(),
+            start.month(),
+            start.day()
+        );
+        let expected = if parent.is_empty() && dir.matches('/').count() < above {
+            format!("{date}/{name}")
+        } else {
+            format!("{parent}/{date}/{name}")
+        };
+        Ok(path == expected)
     }
 
     /// The folders and the objects (with sizes) directly under `dir`, a full path.
@@ -825,6 +866,33 @@ impl ChunkSink for ObjectStoreSink {
             (PutOutcome::AlreadyPresent, PutOutcome::AlreadyPresent) => PutOutcome::AlreadyPresent,
             _ => PutOutcome::Created,
         })
+    }
+}
+
+/// A folder met while listing a time window.
+enum Folder {
+    /// Not (known to be) a date folder: everything in it is listed.
+    Plain(String),
+    /// A folder named like the date span starting at the date.
+    Date(String, NaiveDate, Span),
+}
+
+/// What a date folder covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Span {
+    Year,
+    Month,
+    Day,
+}
+
+/// A folder that is not the next date level: a year if named like one, else plain.
+fn year_or_plain(dir: String) -> Folder {
+    let year = last_segment(&dir)
+        .and_then(|y| date_part(y, 4))
+        .and_then(|y| NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, 1, 1));
+    match year {
+        Some(first) => Folder::Date(dir, first, Span::Year),
+        None => Folder::Plain(dir),
     }
 }
 
