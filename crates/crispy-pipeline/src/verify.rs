@@ -155,18 +155,17 @@ pub async fn verify(
     };
 
     // Manifests are fetched concurrently, results kept in listing order.
-    let manifests: Vec<(&str, Option<bytes::Bytes>)> = futures::stream::iter(
+    // Each is parsed as it arrives: only the parsed manifests are kept.
+    let mut manifests = futures::stream::iter(
         listing
             .iter()
             .map(|(path, _)| path.as_str())
             .filter(|path| path.ends_with(".json") && in_scope_path(path)),
     )
     .map(|path| async move { sink.get(path).await.map(|bytes| (path, bytes)) })
-    .buffered(FETCHES_IN_FLIGHT)
-    .try_collect()
-    .await?;
+    .buffered(FETCHES_IN_FLIGHT);
     let mut by_source: BTreeMap<SourceId, Vec<Entry>> = BTreeMap::new();
-    for (path, bytes) in manifests {
+    while let Some((path, bytes)) = manifests.try_next().await? {
         let Some(bytes) = bytes else {
             continue;
         };
