@@ -45,6 +45,8 @@ pub(crate) struct Demuxer {
     /// Leading packets without any timestamp that could not be kept.
     pub(crate) skipped_untimed: u64,
     last_dts: Option<i64>,
+    /// The last packet handed out (its bytes and DTS), to recognise a repeat of it.
+    last_sent: Option<(bytes::Bytes, i64)>,
     /// Leading packets waiting for the stream's timing to be known.
     held: Vec<Raw>,
     /// Leading packets are settled; later packets pass straight through.
@@ -55,6 +57,8 @@ pub(crate) struct Demuxer {
     eof: bool,
     /// Packets whose DTS had to be moved forward to keep DTS strictly increasing.
     pub(crate) nudged: u64,
+    /// Packets dropped as repeats of the one before (same bytes, no later timestamp).
+    pub(crate) repeats: u64,
     /// When the first packet of the stream was read (before any holding).
     pub(crate) first_read_at: Option<std::time::SystemTime>,
 }
@@ -122,11 +126,13 @@ impl Demuxer {
             packets: 0,
             skipped_untimed: 0,
             last_dts: None,
+            last_sent: None,
             held: Vec::new(),
             settled: false,
             ready: VecDeque::new(),
             eof: false,
             nudged: 0,
+            repeats: 0,
             first_read_at: None,
         })
     }
@@ -163,6 +169,7 @@ impl Demuxer {
             if let Some(p) = self.ready.pop_front() {
                 self.packets += 1;
                 self.last_dts = Some(p.dts);
+                self.last_sent = Some((p.data.clone(), p.dts));
                 return Ok(Some(p));
             }
             if self.eof {
@@ -206,6 +213,11 @@ impl Demuxer {
                 continue;
             }
             if self.settled {
+                let last = self.ready.back().map(|p| (&p.data, p.dts));
+                if is_repeat(last.or(self.last_sent.as_ref().map(|(d, t)| (d, *t))), &raw) {
+                    self.count_repeat();
+                    continue;
+                }
                 let p = self.stamp(raw)?;
                 self.ready.push_back(p);
                 continue;
@@ -213,7 +225,10 @@ impl Demuxer {
             // Starting: hold packets until a real DTS and the frame interval are known. A
             // complete first packet (files) needs no holding.
             let complete = raw.pts.is_some() && raw.dts.is_some();
-            self.held.push(raw);
+            if hold(&mut self.held, raw) {
+                self.count_repeat();
+                continue;
+            }
             let has_dts = self.held.iter().any(|r| r.dts.is_some());
             let step_known = self.frame_ticks().is_some() || pts_step(&self.held).is_some();
             if (complete && self.held.len() == 1)
@@ -222,6 +237,13 @@ impl Demuxer {
             {
                 self.release_held();
             }
+        }
+    }
+
+    fn count_repeat(&mut self) {
+        self.repeats += 1;
+        if self.repeats == 1 {
+            tracing::debug!("the source repeated a packet (same bytes, same time); dropped");
         }
     }
 
@@ -297,6 +319,31 @@ pub(crate) struct Raw {
     dts: Option<i64>,
     duration: i64,
     keyframe: bool,
+}
+
+/// Whether `raw` repeats the packet before it (`last`: its bytes and DTS): the same bytes,
+/// with the same DTS or none. Seen at connect, several cameras at once: FFmpeg handed out the
+/// first keyframe three times (untimed, then twice with one DTS), which made a chunk no
+/// decoder accepts (two frames one tick apart). A real next frame never has the same DTS.
+fn is_repeat(last: Option<(&bytes::Bytes, i64)>, raw: &Raw) -> bool {
+    last.is_some_and(|(data, dts)| raw.dts == Some(dts) && *data == raw.data)
+}
+
+/// Adds `raw` to the held leading packets, unless it repeats the last one: the same bytes as
+/// an untimed packet (whose place it takes, bringing its timestamps) or as a packet with the
+/// same DTS. Returns whether `raw` was a repeat.
+fn hold(held: &mut Vec<Raw>, raw: Raw) -> bool {
+    match held.last_mut() {
+        Some(last) if last.data == raw.data && last.pts.is_none() && last.dts.is_none() => {
+            *last = raw;
+            true
+        }
+        Some(last) if last.data == raw.data && last.dts.is_some() && last.dts == raw.dts => true,
+        _ => {
+            held.push(raw);
+            false
+        }
+    }
 }
 
 /// The smallest positive gap between the known PTS of `held`: the frame interval.
@@ -395,6 +442,33 @@ mod tests {
 
     fn stamps(v: &[EncodedPacket]) -> Vec<(i64, i64)> {
         v.iter().map(|p| (p.pts, p.dts)).collect()
+    }
+
+    #[test]
+    fn a_keyframe_repeated_at_connect_is_kept_once() {
+        // Seen with eight cameras connecting at once: the first keyframe untimed, then twice
+        // with one DTS; then the next frame.
+        let key = |pts, dts| Raw {
+            data: bytes::Bytes::from_static(b"\0\0\0\x01\x65key"),
+            ..raw(pts, dts)
+        };
+        let mut held = Vec::new();
+        assert!(!hold(&mut held, key(None, None)));
+        assert!(
+            hold(&mut held, key(Some(0), Some(0))),
+            "takes the untimed one's place"
+        );
+        assert!(hold(&mut held, key(Some(0), Some(0))), "a repeat");
+        assert!(!hold(&mut held, raw(Some(3600), Some(3600))));
+        assert_eq!(stamps(&settle(held, 3600)), vec![(0, 0), (3600, 3600)]);
+
+        // Once settled: a repeat has the same bytes and the same DTS; the same bytes at a
+        // later time (a static scene, MJPEG) are a frame.
+        let last = bytes::Bytes::from_static(b"\0\0\0\x01\x65key");
+        assert!(is_repeat(Some((&last, 0)), &key(Some(0), Some(0))));
+        assert!(!is_repeat(Some((&last, 0)), &key(Some(3600), Some(3600))));
+        assert!(!is_repeat(Some((&last, 0)), &raw(Some(0), Some(0))));
+        assert!(!is_repeat(None, &key(Some(0), Some(0))));
     }
 
     #[test]
