@@ -180,10 +180,9 @@ fn for_each_piece<'a>(s: &'a Sample, mut f: impl FnMut(Piece<'a>)) {
         NalFraming::LengthPrefixed if s.data.len() >= SHARED_FROM => f(Piece::Share(&s.data)),
         NalFraming::LengthPrefixed => f(Piece::Copy(&s.data)),
         // Copied. Sharing large NAL units as slices cut a 32-camera process's page faults
-        // from 3,000/s to 900/s with no measurable CPU change, but was taken back while a
-        // flaky live test (eight cameras: duplicated first keyframes in chunk 0) is
-        // unexplained: it failed in about one run in six with sharing and one in eighteen
-        // without, so sharing is not proven innocent.
+        // from 3,000/s to 900/s with no measurable CPU change; it was taken back while a
+        // flaky live test was unexplained, whose cause (a keyframe repeated by the source at
+        // connect, now dropped by the demuxer) turned out to be elsewhere. Worth retrying.
         NalFraming::AnnexB => {
             for nal in annexb_nals(&s.data) {
                 // Truncates only in a sample over 4 GiB, which is refused before writing.
