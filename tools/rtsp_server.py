@@ -4,7 +4,9 @@
 Run with Debian's /usr/bin/python3 (it has the `gi` bindings). Listens on 127.0.0.1 only.
 
 Mounts:
-  /live     live test pattern, H.264 (GOP --gop frames), no audio
+  /live     live test pattern, H.264 (GOP --gop frames), no audio; one pipeline shared
+            by every session
+  /each     the same, a pipeline per session (separate cameras)
   /audio    the same with an AAC audio track
   /file     the MP4 given by --file, stream-copied (H.264), played once
   /secure   the live pattern, requiring --user/--password (basic auth)
@@ -87,6 +89,12 @@ def main():
     live = factory(video(args))
     allow(live, "anonymous", "user")
     mounts.add_factory("/live", live)
+
+    # /live with a pipeline per session, as separate cameras have: several sessions
+    # connecting at once to one shared pipeline being built has crashed this server.
+    each = factory(video(args), shared=False)
+    allow(each, "anonymous", "user")
+    mounts.add_factory("/each", each)
 
     audio = factory(
         video(args)

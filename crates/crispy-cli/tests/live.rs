@@ -386,8 +386,9 @@ fn eight_cameras_from_one_config_file() {
         sink.display()
     );
     for i in 0..7 {
-        // One camera also sends AAC audio (ignored: the video is chunked).
-        let mount = if i == 6 { "/audio" } else { "/live" };
+        // Each camera its own stream (a pipeline per session); one also sends AAC audio
+        // (ignored: the video is chunked).
+        let mount = if i == 6 { "/audio" } else { "/each" };
         config.push_str(&format!(
             "\n[[camera]]\nid = \"cam-{i}\"\nurl = \"{}\"\n",
             server.url(mount)

@@ -16,7 +16,8 @@ pub const RTSP_USER: &str = "viewer";
 /// Password the server's `/secure` mount accepts.
 pub const RTSP_PASSWORD: &str = "s3cret-pass";
 
-/// A running GStreamer RTSP server; mounts `/live`, `/audio`, `/file`, `/secure`.
+/// A running GStreamer RTSP server; mounts `/live` (one shared pipeline), `/each` (the same,
+/// a pipeline per session), `/audio`, `/file`, `/secure`, `/resize`, `/mjpeg`.
 pub struct RtspServer {
     child: Option<Child>,
     port: u16,
