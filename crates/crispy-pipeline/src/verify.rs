@@ -154,8 +154,8 @@ pub async fn verify(
         source_ok && crispy_sink::object_start(path).is_none_or(in_window)
     };
 
-    // Manifests are fetched concurrently, results kept in listing order.
-    // Each is parsed as it arrives: only the parsed manifests are kept.
+    // Manifests are fetched concurrently, in listing order, and parsed as they arrive (only
+    // the parsed manifests are kept).
     let mut manifests = futures::stream::iter(
         listing
             .iter()

@@ -1,6 +1,9 @@
 use chrono::{DateTime, Datelike, Utc};
 use crispy_core::SourceId;
 
+/// The start time in object names: `yyyymmddTHHMMSS.mmmZ`.
+const STAMP: &str = "%Y%m%dT%H%M%S%.3fZ";
+
 /// The object path of a chunk: `<prefix>/<source>/<yyyy>/<mm>/<dd>/<start>-<seq:08>.mp4`.
 ///
 /// Names sort by time, then sequence; `start` is `yyyymmddTHHMMSS.mmmZ` (no `:` so the names
@@ -17,7 +20,7 @@ pub fn chunk_object_path(
         start.month(),
         start.day()
     );
-    let stamp = start.format("%Y%m%dT%H%M%S%.3fZ");
+    let stamp = start.format(STAMP);
     let name = format!("{source_id}/{day}/{stamp}-{sequence:08}.mp4");
     if prefix.is_empty() {
         name
@@ -31,7 +34,7 @@ pub fn chunk_object_path(
 pub fn object_start(path: &str) -> Option<DateTime<Utc>> {
     let name = path.rsplit('/').next()?;
     let (stamp, _) = name.split_once('-')?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%.3fZ")
+    chrono::NaiveDateTime::parse_from_str(stamp, STAMP)
         .ok()
         .map(|t| t.and_utc())
 }

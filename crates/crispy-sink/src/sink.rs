@@ -392,7 +392,6 @@ impl ObjectStoreSink {
             Span::Month => 2,
             Span::Day => 3,
         };
-        let parent = dir.rsplitn(above + 1, '/').nth(above).unwrap_or("");
         let name = path.rsplit('/').next().unwrap_or_default();
         let date = format!(
             "{:04}/{:02}/{:02}",
@@ -400,10 +399,10 @@ impl ObjectStoreSink {
             start.month(),
             start.day()
         );
-        let expected = if parent.is_empty() && dir.matches('/').count() < above {
-            format!("{date}/{name}")
-        } else {
-            format!("{parent}/{date}/{name}")
+        // The folder holding the year folder; none when the year folder is at the root.
+        let expected = match dir.rsplitn(above + 1, '/').nth(above) {
+            Some(parent) => format!("{parent}/{date}/{name}"),
+            None => format!("{date}/{name}"),
         };
         Ok(path == expected)
     }

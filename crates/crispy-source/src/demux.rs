@@ -57,7 +57,8 @@ pub(crate) struct Demuxer {
     eof: bool,
     /// Packets whose DTS had to be moved forward to keep DTS strictly increasing.
     pub(crate) nudged: u64,
-    /// Packets dropped as repeats of the one before (same bytes, no later timestamp).
+    /// Packets dropped as repeats of the one before (same bytes and same DTS, or the timed
+    /// copy of an untimed leading packet, which takes its place).
     pub(crate) repeats: u64,
     /// When the first packet of the stream was read (before any holding).
     pub(crate) first_read_at: Option<std::time::SystemTime>,
@@ -240,6 +241,7 @@ impl Demuxer {
         }
     }
 
+    /// Counts a dropped repeat; the first one is logged.
     fn count_repeat(&mut self) {
         self.repeats += 1;
         if self.repeats == 1 {
@@ -321,8 +323,8 @@ pub(crate) struct Raw {
     keyframe: bool,
 }
 
-/// Whether `raw` repeats the packet before it (`last`: its bytes and DTS): the same bytes,
-/// with the same DTS or none. Seen at connect, several cameras at once: FFmpeg handed out the
+/// Whether `raw` repeats the packet before it (`last`: its bytes and DTS): the same bytes
+/// with the same DTS. Seen at connect, several cameras at once: FFmpeg handed out the
 /// first keyframe three times (untimed, then twice with one DTS), which made a chunk no
 /// decoder accepts (two frames one tick apart). A real next frame never has the same DTS.
 fn is_repeat(last: Option<(&bytes::Bytes, i64)>, raw: &Raw) -> bool {
