@@ -299,74 +299,100 @@ impl ObjectStoreSink {
     }
 
     /// Like [`Self::list`] of the whole sink, for chunks starting in `[from, to)` (either
-    /// bound open): date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not
-    /// listed, so a day's check of a bucket holding months of many cameras lists that day,
-    /// not the months. Everything else is listed. A folder is skipped as a date only when an
-    /// object in it proves it one: its name's start time falls in that date and it sits at
-    /// `<yyyy>/<mm>/<dd>/<name>` below the same parent. So a source or prefix made of digits
-    /// (`2025/01`, a camera `02`) is never skipped for looking like a date.
+    /// bound open): the objects of [`Self::walk_window`], in one list.
     pub async fn list_window(
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<(String, u64)>, SinkError> {
+        use futures::TryStreamExt;
         if from.is_none() && to.is_none() {
             return self.list("").await;
         }
-        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc();
-        let overlaps = |first: NaiveDate, next: NaiveDate| {
-            to.is_none_or(|to| midnight(first) < to)
-                && from.is_none_or(|from| midnight(next) > from)
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![Folder::Plain(self.prefix.clone())];
-        while let Some(folder) = stack.pop() {
-            let (dir, span) = match folder {
-                Folder::Plain(dir) => {
-                    let (subdirs, objects) = self.children(&dir).await?;
-                    out.extend(objects);
-                    stack.extend(subdirs.into_iter().map(year_or_plain));
-                    continue;
+        let mut out: Vec<(String, u64)> = self.walk_window(from, to).try_concat().await?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The objects (full paths and sizes) of the sink for chunks starting in `[from, to)`
+    /// (either bound open), folder by folder: each item is the objects of one folder, and
+    /// paths ascend across items, so a reader can work through a bucket holding months of
+    /// many cameras while holding one folder's names at a time.
+    ///
+    /// Date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not listed, so a
+    /// day's check of such a bucket lists that day, not the months. Everything else is
+    /// listed. A folder is skipped as a date only when an object in it proves it one: its
+    /// name's start time falls in that date and it sits at `<yyyy>/<mm>/<dd>/<name>` below
+    /// the same parent. So a source or prefix made of digits (`2025/01`, a camera `02`) is
+    /// never skipped for looking like a date.
+    pub fn walk_window(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> impl futures::Stream<Item = Result<Vec<(String, u64)>, SinkError>> + Send + '_ {
+        let start = vec![Step::Folder(Folder::Plain(self.prefix.clone()))];
+        futures::stream::try_unfold(start, move |mut stack| async move {
+            while let Some(step) = stack.pop() {
+                match step {
+                    Step::Objects(objects) => return Ok(Some((objects, stack))),
+                    Step::Folder(folder) => self.expand(folder, (from, to), &mut stack).await?,
                 }
-                Folder::Date(dir, first, span) => (dir, (first, span)),
-            };
-            let (first, span) = span;
+            }
+            Ok(None)
+        })
+    }
+
+    /// Lists `folder` for [`Self::walk_window`] (skipping a date folder proven outside the
+    /// window) and pushes what it holds onto `stack`, so that popping yields ascending paths.
+    async fn expand(
+        &self,
+        folder: Folder,
+        window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        stack: &mut Vec<Step>,
+    ) -> Result<(), SinkError> {
+        let (dir, date) = match folder {
+            Folder::Plain(dir) => (dir, None),
+            Folder::Date(dir, first, span) => (dir, Some((first, span))),
+        };
+        if let Some((first, span)) = date {
             let next = match span {
                 Span::Year => first.with_year(first.year() + 1),
                 Span::Month => first.checked_add_months(chrono::Months::new(1)),
                 Span::Day => first.succ_opt(),
             }
             .unwrap_or(NaiveDate::MAX);
-            if !overlaps(first, next) {
-                if self.proves_date(&dir, span).await? {
-                    continue;
+            if !overlaps(window, first, next) {
+                if !self.proves_date(&dir, span).await? {
+                    stack.push(Step::Folder(Folder::Plain(dir)));
                 }
-                stack.push(Folder::Plain(dir));
-                continue;
+                return Ok(());
             }
             if span == Span::Day {
-                out.extend(self.list_under(&dir).await?);
-                continue;
-            }
-            let (subdirs, objects) = self.children(&dir).await?;
-            out.extend(objects);
-            for sub in subdirs {
-                let part = last_segment(&sub).and_then(|v| date_part(v, 2));
-                let date = match span {
-                    Span::Year => part
-                        .and_then(|m| first.with_month(m))
-                        .map(|d| (d, Span::Month)),
-                    _ => part.and_then(|d| first.with_day(d)).map(|d| (d, Span::Day)),
-                };
-                stack.push(match date {
-                    Some((d, span)) => Folder::Date(sub, d, span),
-                    None => year_or_plain(sub),
-                });
+                let mut objects = self.list_under(&dir).await?;
+                objects.sort();
+                if !objects.is_empty() {
+                    stack.push(Step::Objects(objects));
+                }
+                return Ok(());
             }
         }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        let (subdirs, objects) = self.children(&dir).await?;
+        let folders = subdirs.into_iter().map(|sub| {
+            let part = last_segment(&sub).and_then(|v| date_part(v, 2));
+            let next_level = date.and_then(|(first, span)| match span {
+                Span::Year => part
+                    .and_then(|m| first.with_month(m))
+                    .map(|d| (d, Span::Month)),
+                _ => part.and_then(|d| first.with_day(d)).map(|d| (d, Span::Day)),
+            });
+            match next_level {
+                Some((d, span)) => Folder::Date(sub, d, span),
+                None => year_or_plain(sub),
+            }
+        });
+        push_in_order(stack, folders.collect(), objects);
+        Ok(())
     }
 
     /// Whether an object under `dir`, a year, month or day folder by its name, shows that
@@ -876,6 +902,57 @@ enum Folder {
     Date(String, NaiveDate, Span),
 }
 
+/// What is left of a walk: a folder to list, or objects listed, ready to hand out.
+enum Step {
+    Folder(Folder),
+    Objects(Vec<(String, u64)>),
+}
+
+impl Folder {
+    fn dir(&self) -> &str {
+        match self {
+            Folder::Plain(dir) | Folder::Date(dir, ..) => dir,
+        }
+    }
+}
+
+/// Pushes a folder's sub-folders and objects onto a walk's stack so that they pop in
+/// ascending path order: objects between two sub-folders (by name) come out between them.
+fn push_in_order(stack: &mut Vec<Step>, folders: Vec<Folder>, mut objects: Vec<(String, u64)>) {
+    // A folder's contents sort as `<dir>/…`: `a/b-c/x` comes before `a/b/x`.
+    let mut folders: Vec<(String, Folder)> = folders
+        .into_iter()
+        .map(|f| (format!("{}/", f.dir()), f))
+        .collect();
+    folders.sort_by(|a, b| a.0.cmp(&b.0));
+    objects.sort();
+    let mut objects = objects.into_iter().peekable();
+    let mut steps = Vec::new();
+    for (bound, folder) in folders {
+        let before: Vec<(String, u64)> =
+            std::iter::from_fn(|| objects.next_if(|(path, _)| *path < bound)).collect();
+        if !before.is_empty() {
+            steps.push(Step::Objects(before));
+        }
+        steps.push(Step::Folder(folder));
+    }
+    let rest: Vec<(String, u64)> = objects.collect();
+    if !rest.is_empty() {
+        steps.push(Step::Objects(rest));
+    }
+    stack.extend(steps.into_iter().rev());
+}
+
+/// Whether the dates `[first, next)` overlap the window `[from, to)` (either bound open).
+fn overlaps(
+    (from, to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    first: NaiveDate,
+    next: NaiveDate,
+) -> bool {
+    let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc();
+    to.is_none_or(|to| midnight(first) < to) && from.is_none_or(|from| midnight(next) > from)
+}
+
 /// What a date folder covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Span {
@@ -910,6 +987,34 @@ fn date_part(segment: &str, digits: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_pops_objects_and_folders_in_path_order() {
+        let mut stack = Vec::new();
+        let folders = vec![
+            Folder::Plain("a/b".to_owned()),
+            Folder::Plain("a/b-c".to_owned()),
+        ];
+        let objects = ["a/c.json", "a/b.json", "a/a.json"]
+            .map(|p| (p.to_owned(), 1))
+            .to_vec();
+        push_in_order(&mut stack, folders, objects);
+        let mut order = Vec::new();
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Objects(o) => order.extend(o.into_iter().map(|(p, _)| p)),
+                Step::Folder(f) => order.push(format!("{}/", f.dir())),
+            }
+        }
+        // `-` sorts before `.`, which sorts before `/`.
+        assert_eq!(
+            order,
+            ["a/a.json", "a/b-c/", "a/b.json", "a/b/", "a/c.json"]
+        );
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
+    }
 
     #[test]
     fn rejects_hostile_prefixes_and_unknown_schemes() {

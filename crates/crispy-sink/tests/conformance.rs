@@ -216,6 +216,41 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
     .concat();
     assert_eq!(window(None, Some(at(2026, 1, 1))).await, expected);
     assert_eq!(window(None, None).await.len(), 10, "no window: everything");
+
+    // The walk hands out one folder at a time, paths ascending across folders; unbounded, it
+    // finds everything a flat listing does.
+    let walk = |from: Option<_>, to: Option<_>| {
+        let sink = &sink;
+        async move {
+            use futures::TryStreamExt;
+            let folders: Vec<Vec<(String, u64)>> = sink
+                .walk_window(from, to)
+                .try_collect()
+                .await
+                .expect("walk");
+            assert!(folders.iter().all(|f| !f.is_empty()), "{folders:?}");
+            // One folder per item: every item's objects share their folder.
+            for f in &folders {
+                let dir = |p: &str| p.rsplit_once('/').map(|(d, _)| d.to_owned());
+                assert!(f.iter().all(|(p, _)| dir(p) == dir(&f[0].0)), "{f:?}");
+            }
+            folders.concat()
+        }
+    };
+    let everything = sink.list("").await.expect("list");
+    assert_eq!(
+        walk(None, None).await,
+        everything,
+        "ascending, like the flat listing"
+    );
+    let walked = walk(Some(at(2026, 1, 1)), Some(at(2026, 1, 2))).await;
+    assert!(walked.windows(2).all(|w| w[0].0 < w[1].0), "{walked:?}");
+    assert_eq!(
+        walked,
+        sink.list_window(Some(at(2026, 1, 1)), Some(at(2026, 1, 2)))
+            .await
+            .expect("window")
+    );
 }
 
 #[test]
