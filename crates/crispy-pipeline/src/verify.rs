@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use crispy_core::{ChunkMetadata, SourceId};
 use crispy_probe::Mp4Probe;
-use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, manifest_sha256, sha256_hex};
+use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, sha256_hex};
 
 use crispy_sink::{ObjectStoreSink, SinkError};
 use futures::{StreamExt, TryStreamExt};
@@ -121,26 +121,16 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
-struct Entry {
-    manifest_path: String,
-    metadata: ChunkMetadata,
-}
-
 /// Lists and checks everything in `sink` that `options` selects.
+///
+/// The sink is read folder by folder ([`ObjectStoreSink::walk_window`]): each manifest is
+/// fetched with its chunk and checked as it comes, and each source keeps only what its
+/// chain needs from the manifest before. So a month of many cameras is verified holding one
+/// folder's names, the objects in flight and the problems found, never every manifest.
 pub async fn verify(
     sink: &ObjectStoreSink,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, SinkError> {
-    // Only the date folders of `--from`/`--to` are listed.
-    let listing = sink.list_window(options.from, options.to).await?;
-    let names: BTreeSet<&str> = listing.iter().map(|(p, _)| p.as_str()).collect();
-    let mut problems = Vec::new();
-    let problem = |kind, source: Option<&SourceId>, object: &str, detail: String| Problem {
-        kind,
-        source_id: source.map(ToString::to_string),
-        object: object.to_owned(),
-        detail,
-    };
     let in_window = |t: DateTime<Utc>| {
         options.from.is_none_or(|from| t >= from) && options.to.is_none_or(|to| t < to)
     };
@@ -154,249 +144,54 @@ pub async fn verify(
         source_ok && crispy_sink::object_start(path).is_none_or(in_window)
     };
 
-    // Manifests are fetched concurrently, in listing order, and parsed as they arrive (only
-    // the parsed manifests are kept).
-    let mut manifests = futures::stream::iter(
-        listing
-            .iter()
-            .map(|(path, _)| path.as_str())
-            .filter(|path| path.ends_with(".json") && in_scope_path(path)),
-    )
-    .map(|path| async move { sink.get(path).await.map(|bytes| (path, bytes)) })
-    .buffered(FETCHES_IN_FLIGHT);
-    let mut by_source: BTreeMap<SourceId, Vec<Entry>> = BTreeMap::new();
-    while let Some((path, bytes)) = manifests.try_next().await? {
-        let Some(bytes) = bytes else {
-            continue;
-        };
-        let metadata: ChunkMetadata = match serde_json::from_slice(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(problem(
-                    ProblemKind::Unreadable,
-                    None,
-                    path,
-                    format!("not a manifest: {e}"),
-                ));
-                continue;
-            }
-        };
-        if options
-            .source_id
-            .as_ref()
-            .is_some_and(|id| *id != metadata.source_id)
-            || !in_window(metadata.start_time)
-        {
-            continue;
-        }
-        by_source
-            .entry(metadata.source_id.clone())
-            .or_default()
-            .push(Entry {
-                manifest_path: path.to_owned(),
-                metadata,
-            });
-    }
+    // Manifests, each with its chunk, fetched and checked `FETCHES_IN_FLIGHT` at a time, in
+    // path order (hashing on the blocking pool).
+    let found = sink
+        .walk_window(options.from, options.to)
+        .map_ok(|folder| futures::stream::iter(in_folder(&folder, &in_scope_path)).map(Ok))
+        .try_flatten()
+        .map_ok(|listed| fetch(sink, listed, options, &in_window))
+        .try_buffered(FETCHES_IN_FLIGHT);
+    let mut found = std::pin::pin!(found);
 
-    // Chunks without manifests (their time is known from their name alone).
-    for (path, _) in &listing {
-        let path = path.as_str();
-        if !path.ends_with(".mp4") || !in_scope_path(path) {
-            continue;
-        }
-        if !names.contains(crispy_sink::manifest_path_for(path).as_str()) {
-            problems.push(problem(
-                ProblemKind::OrphanChunk,
-                None,
-                path,
-                "chunk without a manifest".to_owned(),
-            ));
+    let mut problems = Vec::new();
+    let mut sources: BTreeMap<SourceId, SourceWalk> = BTreeMap::new();
+    while let Some(fetched) = found.try_next().await? {
+        match fetched {
+            Fetched::Nothing => {}
+            Fetched::OrphanChunk(path) => problems.push(Problem {
+                kind: ProblemKind::OrphanChunk,
+                source_id: None,
+                object: path,
+                detail: "chunk without a manifest".to_owned(),
+            }),
+            Fetched::Unreadable(path, detail) => problems.push(Problem {
+                kind: ProblemKind::Unreadable,
+                source_id: None,
+                object: path,
+                detail,
+            }),
+            Fetched::Manifest(entry) => {
+                let id = entry.metadata.source_id.clone();
+                let walk = sources.entry(id.clone()).or_default();
+                walk.add(&id, *entry, options, &mut problems);
+            }
         }
     }
-
-    for entries in by_source.values_mut() {
-        entries.sort_by(|a, b| a.manifest_path.cmp(&b.manifest_path));
-    }
-    // Every chunk fetched and checked concurrently (hashing on the blocking pool, at most
-    // `FETCHES_IN_FLIGHT` chunks in memory), in the order the walk below reads them.
-    let checks: Vec<ChunkCheck> = futures::stream::iter(by_source.values().flatten())
-        .map(|e| async move {
-            let Some(bytes) = sink.get(&e.metadata.object).await? else {
-                return Ok::<_, SinkError>(ChunkCheck::Missing);
-            };
-            let metadata = e.metadata.clone();
-            match tokio::task::spawn_blocking(move || check_chunk(&metadata, &bytes)).await {
-                Ok(check) => Ok(check),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Ok(ChunkCheck::Mismatch(format!("checking the chunk: {e}"))),
-            }
-        })
-        .buffered(FETCHES_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let mut checks = checks.into_iter();
-
-    let mut sources = Vec::new();
-    for (id, entries) in by_source {
-        let before = problems.len();
-        let mut key_ids = BTreeSet::new();
-        let (mut unsigned, mut chain_starts, mut discontinuities) = (0, 0, 0);
-        let mut prev: Option<&ChunkMetadata> = None;
-        let dropped: BTreeSet<u64> = entries
-            .iter()
-            .flat_map(|e| e.metadata.dropped_sequences.iter().copied())
-            .collect();
-        for e in &entries {
-            let m = &e.metadata;
-            let object = m.object.as_str();
-            let push = |problems: &mut Vec<Problem>, kind, detail: String| {
-                problems.push(problem(kind, Some(&id), object, detail));
-            };
-            if crispy_sink::manifest_path_for(object) != e.manifest_path {
-                push(
-                    &mut problems,
-                    ProblemKind::Misplaced,
-                    format!(
-                        "manifest stored as {} but describes {object}",
-                        e.manifest_path
-                    ),
-                );
-            }
-            // One check per entry, in this order; a missing one is reported, never passed.
-            let check = checks.next().unwrap_or_else(|| {
-                ChunkCheck::Mismatch("not checked (internal error: no check result)".to_owned())
-            });
-            match check {
-                ChunkCheck::Ok => {}
-                ChunkCheck::Missing => push(
-                    &mut problems,
-                    ProblemKind::OrphanManifest,
-                    "the chunk is missing".to_owned(),
-                ),
-                ChunkCheck::Tampered(detail) => {
-                    push(&mut problems, ProblemKind::TamperedChunk, detail)
-                }
-                ChunkCheck::Mismatch(detail) => {
-                    push(&mut problems, ProblemKind::ContentMismatch, detail)
-                }
-            }
-            if let Some(s) = &m.signature {
-                key_ids.insert(s.key_id.clone());
-            }
-            match options
-                .keys
-                .verify(&canonical_bytes(m), m.signature.as_ref())
-            {
-                Ok(()) => {}
-                Err(VerifyError::Unsigned) => {
-                    unsigned += 1;
-                    if !options.allow_unsigned {
-                        push(
-                            &mut problems,
-                            ProblemKind::Unsigned,
-                            "the manifest is not signed (--allow-unsigned accepts this)".to_owned(),
-                        );
-                    }
-                }
-                Err(e @ VerifyError::UnknownKey { .. }) => {
-                    push(&mut problems, ProblemKind::UnknownKey, e.to_string())
-                }
-                Err(e) => push(&mut problems, ProblemKind::TamperedManifest, e.to_string()),
-            }
-            if m.discontinuity {
-                discontinuities += 1;
-            }
-            let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
-            if starts_chain {
-                chain_starts += 1;
-            }
-            if let Some(p) = prev {
-                let missing = p.sequence + 1..m.sequence;
-                let recorded_drop =
-                    !missing.is_empty() && missing.clone().all(|s| dropped.contains(&s));
-                if !starts_chain && recorded_drop {
-                    // A recorded loss: the links to the dropped chunks cannot be checked.
-                    push(
-                        &mut problems,
-                        ProblemKind::Dropped,
-                        format!(
-                            "{} chunk(s) dropped from a full spool before upload (sequences \
-                             {}..={}), as a later manifest records",
-                            m.sequence - p.sequence - 1,
-                            p.sequence + 1,
-                            m.sequence - 1
-                        ),
-                    );
-                } else if !starts_chain {
-                    if m.sequence > p.sequence + 1 {
-                        push(
-                            &mut problems,
-                            ProblemKind::Gap,
-                            format!(
-                                "{} chunk(s) missing: sequence {} follows {}",
-                                m.sequence - p.sequence - 1,
-                                m.sequence,
-                                p.sequence
-                            ),
-                        );
-                    } else if m.sequence <= p.sequence {
-                        push(
-                            &mut problems,
-                            ProblemKind::Reordered,
-                            format!("sequence {} follows {}", m.sequence, p.sequence),
-                        );
-                    }
-                    let expected = manifest_sha256(p);
-                    if m.prev_sha256.as_deref() != Some(expected.as_str()) {
-                        push(
-                            &mut problems,
-                            ProblemKind::BrokenChain,
-                            format!(
-                                "prev_sha256 {} does not match the previous manifest ({}, {expected})",
-                                m.prev_sha256.as_deref().unwrap_or("null"),
-                                p.object
-                            ),
-                        );
-                    }
-                    if !m.discontinuity && m.start_time != p.end_time {
-                        push(
-                            &mut problems,
-                            ProblemKind::TimeGap,
-                            format!(
-                                "starts at {} but the previous chunk ended at {}",
-                                m.start_time.to_rfc3339(),
-                                p.end_time.to_rfc3339()
-                            ),
-                        );
-                    }
-                }
-            }
-            prev = Some(m);
-        }
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            continue;
-        };
-        let seqs = entries.iter().map(|e| e.metadata.sequence);
-        sources.push(SourceSummary {
-            source_id: id.to_string(),
-            chunks: entries.len() as u64,
-            sequences: (seqs.clone().min().unwrap_or(0), seqs.max().unwrap_or(0)),
-            start_time: first.metadata.start_time,
-            end_time: last.metadata.end_time,
-            key_ids: key_ids.into_iter().collect(),
-            unsigned,
-            chain_starts,
-            discontinuities,
-            problems: (problems.len() - before) as u64,
-        });
-    }
+    let sources: Vec<SourceSummary> = sources
+        .into_iter()
+        .filter_map(|(id, walk)| walk.finish(&id, &mut problems))
+        .collect();
+    // In object order (a source's problems together, since its objects share its folder);
+    // the problems of one object in the order they were found.
+    problems.sort_by(|a, b| a.object.cmp(&b.object));
     if sources.is_empty() && problems.is_empty() {
-        problems.push(problem(
-            ProblemKind::Empty,
-            options.source_id.as_ref(),
-            sink.display_url(),
-            "no manifests found".to_owned(),
-        ));
+        problems.push(Problem {
+            kind: ProblemKind::Empty,
+            source_id: options.source_id.as_ref().map(ToString::to_string),
+            object: sink.display_url().to_owned(),
+            detail: "no manifests found".to_owned(),
+        });
     }
     Ok(VerifyReport {
         sink: sink.display_url().to_owned(),
@@ -404,6 +199,350 @@ pub async fn verify(
         sources,
         problems,
     })
+}
+
+/// What a folder's listing asks for.
+enum Listed {
+    /// A manifest to fetch and check, with its chunk.
+    Manifest(String),
+    /// A chunk without a manifest next to it.
+    OrphanChunk(String),
+}
+
+/// The manifests of a folder in scope, and its chunks in scope without a manifest, in path
+/// order. A manifest is stored next to its chunk, so one folder's names tell.
+fn in_folder(folder: &[(String, u64)], in_scope: &impl Fn(&str) -> bool) -> Vec<Listed> {
+    let names: BTreeSet<&str> = folder.iter().map(|(p, _)| p.as_str()).collect();
+    folder
+        .iter()
+        .map(|(path, _)| path)
+        .filter(|path| in_scope(path))
+        .filter_map(|path| {
+            if path.ends_with(".json") {
+                Some(Listed::Manifest(path.clone()))
+            } else if path.ends_with(".mp4")
+                && !names.contains(crispy_sink::manifest_path_for(path).as_str())
+            {
+                Some(Listed::OrphanChunk(path.clone()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// What fetching a listed object found.
+enum Fetched {
+    /// Out of scope by its content, or gone since it was listed.
+    Nothing,
+    OrphanChunk(String),
+    /// A manifest that cannot be parsed: its path and why.
+    Unreadable(String, String),
+    Manifest(Box<Entry>),
+}
+
+/// A manifest in scope, with the check of its chunk.
+struct Entry {
+    manifest_path: String,
+    metadata: ChunkMetadata,
+    check: ChunkCheck,
+}
+
+/// Fetches a listed manifest and its chunk, and checks the chunk against it.
+async fn fetch(
+    sink: &ObjectStoreSink,
+    listed: Listed,
+    options: &VerifyOptions,
+    in_window: &impl Fn(DateTime<Utc>) -> bool,
+) -> Result<Fetched, SinkError> {
+    let path = match listed {
+        Listed::OrphanChunk(path) => return Ok(Fetched::OrphanChunk(path)),
+        Listed::Manifest(path) => path,
+    };
+    let Some(bytes) = sink.get(&path).await? else {
+        return Ok(Fetched::Nothing);
+    };
+    let metadata: ChunkMetadata = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Fetched::Unreadable(path, format!("not a manifest: {e}"))),
+    };
+    if options
+        .source_id
+        .as_ref()
+        .is_some_and(|id| *id != metadata.source_id)
+        || !in_window(metadata.start_time)
+    {
+        return Ok(Fetched::Nothing);
+    }
+    let check = match sink.get(&metadata.object).await? {
+        None => ChunkCheck::Missing,
+        Some(chunk) => {
+            let m = metadata.clone();
+            match tokio::task::spawn_blocking(move || check_chunk(&m, &chunk)).await {
+                Ok(check) => check,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => ChunkCheck::Mismatch(format!("checking the chunk: {e}")),
+            }
+        }
+    };
+    Ok(Fetched::Manifest(Box::new(Entry {
+        manifest_path: path,
+        metadata,
+        check,
+    })))
+}
+
+/// One source's manifests, walked in path order: what the next one is checked against, and
+/// its summary so far.
+#[derive(Default)]
+struct SourceWalk {
+    chunks: u64,
+    sequences: Option<(u64, u64)>,
+    start_time: Option<DateTime<Utc>>,
+    end_time: Option<DateTime<Utc>>,
+    key_ids: BTreeSet<String>,
+    unsigned: u64,
+    chain_starts: u64,
+    discontinuities: u64,
+    problems: u64,
+    /// The manifest before.
+    prev: Option<Link>,
+    /// Sequences that manifests record as dropped from a full spool.
+    dropped: BTreeSet<u64>,
+    /// Sequence gaps seen, judged at the end: a later manifest may record them as dropped.
+    gaps: Vec<Gap>,
+}
+
+/// What a manifest's successor is checked against.
+struct Link {
+    sequence: u64,
+    /// The canonical SHA-256 of the manifest: the successor's `prev_sha256`.
+    sha256: String,
+    end_time: DateTime<Utc>,
+    object: String,
+}
+
+/// Sequences missing before a manifest, and what its link and time would be reported as
+/// unless a later manifest records the missing ones as dropped.
+struct Gap {
+    object: String,
+    /// The sequences before and at the manifest.
+    after: u64,
+    at: u64,
+    broken_chain: Option<String>,
+    time_gap: Option<String>,
+}
+
+impl SourceWalk {
+    fn push(
+        &mut self,
+        problems: &mut Vec<Problem>,
+        id: &SourceId,
+        kind: ProblemKind,
+        object: &str,
+        detail: String,
+    ) {
+        self.problems += 1;
+        problems.push(Problem {
+            kind,
+            source_id: Some(id.to_string()),
+            object: object.to_owned(),
+            detail,
+        });
+    }
+
+    /// Checks the next manifest of the source (in path order).
+    fn add(
+        &mut self,
+        id: &SourceId,
+        entry: Entry,
+        options: &VerifyOptions,
+        problems: &mut Vec<Problem>,
+    ) {
+        let Entry {
+            manifest_path,
+            metadata: m,
+            check,
+        } = entry;
+        let object = m.object.as_str();
+        if crispy_sink::manifest_path_for(object) != manifest_path {
+            self.push(
+                problems,
+                id,
+                ProblemKind::Misplaced,
+                object,
+                format!("manifest stored as {manifest_path} but describes {object}"),
+            );
+        }
+        match check {
+            ChunkCheck::Ok => {}
+            ChunkCheck::Missing => self.push(
+                problems,
+                id,
+                ProblemKind::OrphanManifest,
+                object,
+                "the chunk is missing".to_owned(),
+            ),
+            ChunkCheck::Tampered(detail) => {
+                self.push(problems, id, ProblemKind::TamperedChunk, object, detail)
+            }
+            ChunkCheck::Mismatch(detail) => {
+                self.push(problems, id, ProblemKind::ContentMismatch, object, detail)
+            }
+        }
+        if let Some(s) = &m.signature {
+            self.key_ids.insert(s.key_id.clone());
+        }
+        let canonical = canonical_bytes(&m);
+        match options.keys.verify(&canonical, m.signature.as_ref()) {
+            Ok(()) => {}
+            Err(VerifyError::Unsigned) => {
+                self.unsigned += 1;
+                if !options.allow_unsigned {
+                    self.push(
+                        problems,
+                        id,
+                        ProblemKind::Unsigned,
+                        object,
+                        "the manifest is not signed (--allow-unsigned accepts this)".to_owned(),
+                    );
+                }
+            }
+            Err(e @ VerifyError::UnknownKey { .. }) => {
+                self.push(problems, id, ProblemKind::UnknownKey, object, e.to_string())
+            }
+            Err(e) => self.push(
+                problems,
+                id,
+                ProblemKind::TamperedManifest,
+                object,
+                e.to_string(),
+            ),
+        }
+        if m.discontinuity {
+            self.discontinuities += 1;
+        }
+        let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
+        if starts_chain {
+            self.chain_starts += 1;
+        }
+        self.dropped.extend(m.dropped_sequences.iter().copied());
+        if let Some(p) = self.prev.take().filter(|_| !starts_chain) {
+            let broken_chain = (m.prev_sha256.as_deref() != Some(p.sha256.as_str())).then(|| {
+                format!(
+                    "prev_sha256 {} does not match the previous manifest ({}, {})",
+                    m.prev_sha256.as_deref().unwrap_or("null"),
+                    p.object,
+                    p.sha256
+                )
+            });
+            let time_gap = (!m.discontinuity && m.start_time != p.end_time).then(|| {
+                format!(
+                    "starts at {} but the previous chunk ended at {}",
+                    m.start_time.to_rfc3339(),
+                    p.end_time.to_rfc3339()
+                )
+            });
+            if m.sequence > p.sequence + 1 {
+                self.gaps.push(Gap {
+                    object: object.to_owned(),
+                    after: p.sequence,
+                    at: m.sequence,
+                    broken_chain,
+                    time_gap,
+                });
+            } else {
+                if m.sequence <= p.sequence {
+                    self.push(
+                        problems,
+                        id,
+                        ProblemKind::Reordered,
+                        object,
+                        format!("sequence {} follows {}", m.sequence, p.sequence),
+                    );
+                }
+                if let Some(detail) = broken_chain {
+                    self.push(problems, id, ProblemKind::BrokenChain, object, detail);
+                }
+                if let Some(detail) = time_gap {
+                    self.push(problems, id, ProblemKind::TimeGap, object, detail);
+                }
+            }
+        }
+        self.chunks += 1;
+        self.sequences = Some(match self.sequences {
+            Some((lo, hi)) => (lo.min(m.sequence), hi.max(m.sequence)),
+            None => (m.sequence, m.sequence),
+        });
+        self.start_time.get_or_insert(m.start_time);
+        self.end_time = Some(m.end_time);
+        self.prev = Some(Link {
+            sequence: m.sequence,
+            sha256: sha256_hex(&canonical),
+            end_time: m.end_time,
+            object: m.object,
+        });
+    }
+
+    /// Judges the gaps (now that every manifest that could record them as dropped has been
+    /// read) and sums the source up; `None` when it had no manifest.
+    fn finish(mut self, id: &SourceId, problems: &mut Vec<Problem>) -> Option<SourceSummary> {
+        for gap in std::mem::take(&mut self.gaps) {
+            let missing = gap.after + 1..gap.at;
+            if missing.clone().all(|s| self.dropped.contains(&s)) {
+                // A recorded loss: the links to the dropped chunks cannot be checked.
+                self.push(
+                    problems,
+                    id,
+                    ProblemKind::Dropped,
+                    &gap.object,
+                    format!(
+                        "{} chunk(s) dropped from a full spool before upload (sequences \
+                         {}..={}), as a later manifest records",
+                        gap.at - gap.after - 1,
+                        gap.after + 1,
+                        gap.at - 1
+                    ),
+                );
+                continue;
+            }
+            self.push(
+                problems,
+                id,
+                ProblemKind::Gap,
+                &gap.object,
+                format!(
+                    "{} chunk(s) missing: sequence {} follows {}",
+                    gap.at - gap.after - 1,
+                    gap.at,
+                    gap.after
+                ),
+            );
+            if let Some(detail) = gap.broken_chain {
+                self.push(problems, id, ProblemKind::BrokenChain, &gap.object, detail);
+            }
+            if let Some(detail) = gap.time_gap {
+                self.push(problems, id, ProblemKind::TimeGap, &gap.object, detail);
+            }
+        }
+        let (Some(start_time), Some(end_time), Some(sequences)) =
+            (self.start_time, self.end_time, self.sequences)
+        else {
+            return None;
+        };
+        Some(SourceSummary {
+            source_id: id.to_string(),
+            chunks: self.chunks,
+            sequences,
+            start_time,
+            end_time,
+            key_ids: self.key_ids.into_iter().collect(),
+            unsigned: self.unsigned,
+            chain_starts: self.chain_starts,
+            discontinuities: self.discontinuities,
+            problems: self.problems,
+        })
+    }
 }
 
 /// What fetching and reading a manifest's chunk found.

@@ -22,13 +22,21 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// An in-memory store whose reads each take 30 ms; it counts how many overlap.
+/// An in-memory store whose reads and folder listings each take 30 ms; it counts how many
+/// reads overlap, and logs reads and listings in the order they start.
 #[derive(Debug, Default)]
 struct SlowReads {
     inner: InMemory,
     reading: AtomicUsize,
     most_at_once: AtomicUsize,
     reads: AtomicUsize,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+impl SlowReads {
+    fn note(&self, what: String) {
+        self.log.lock().expect("log").push(what);
+    }
 }
 
 impl fmt::Display for SlowReads {
@@ -52,6 +60,7 @@ impl ObjectStore for SlowReads {
     }
 
     async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+        self.note(format!("get {l}"));
         let now = self.reading.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -77,6 +86,11 @@ impl ObjectStore for SlowReads {
     }
 
     async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+        self.note(format!(
+            "list {}",
+            p.map(ToString::to_string).unwrap_or_default()
+        ));
+        tokio::time::sleep(Duration::from_millis(30)).await;
         self.inner.list_with_delimiter(p).await
     }
 
@@ -111,7 +125,7 @@ async fn verify_reads_objects_concurrently_and_reports_in_order() {
     let report = verify(&sink, &options).await.expect("verify");
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.sources[0].chunks, 4);
-    // 4 manifests, then 4 chunks: each group read at once, at most 16 at a time.
+    // 4 manifests and their 4 chunks, read at once, at most 16 at a time.
     assert_eq!(store.reads.load(Ordering::SeqCst), 8);
     let most = store.most_at_once.load(Ordering::SeqCst);
     assert!((2..=16).contains(&most), "{most} reads at once");
@@ -145,5 +159,40 @@ async fn verify_reads_objects_concurrently_and_reports_in_order() {
             (chunks[1], ProblemKind::TamperedChunk),
             (chunks[3], ProblemKind::TamperedChunk)
         ]
+    );
+}
+
+#[tokio::test]
+async fn verify_checks_each_folder_as_it_is_listed() {
+    let path = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let store = Arc::new(SlowReads::default());
+    let sink = Arc::new(
+        ObjectStoreSink::new(store.clone(), "", "memory://slow", Backend::Memory).expect("sink"),
+    );
+    for id in ["cam-a", "cam-b"] {
+        let mut run = FileRun::new(&path);
+        run.source_id = Some(id.parse().expect("id"));
+        run_file(run, Arc::clone(&sink), Arc::new(NoopObserver))
+            .await
+            .expect("run");
+    }
+    let options = VerifyOptions {
+        allow_unsigned: true,
+        ..VerifyOptions::default()
+    };
+    store.log.lock().expect("log").clear();
+    let report = verify(&sink, &options).await.expect("verify");
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.sources.len(), 2);
+    assert!(report.sources.iter().all(|s| s.chunks == 4));
+    // The first camera's objects are read while the second camera's folders are still being
+    // listed (its year folder is listed once its own listing is done): nothing waits for,
+    // or holds, the whole listing.
+    let log = store.log.lock().expect("log").clone();
+    let first_read = log.iter().position(|l| l.starts_with("get cam-a/"));
+    let second_listed = log.iter().position(|l| l.starts_with("list cam-b/"));
+    assert!(
+        matches!((first_read, second_listed), (Some(r), Some(l)) if r < l),
+        "{log:#?}"
     );
 }
