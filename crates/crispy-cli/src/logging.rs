@@ -25,9 +25,13 @@ pub fn init(global: &Global) -> ProgressBar {
         ProgressBar::hidden()
     };
     let writer = BarWriter(bar.clone());
+    // A log line that cannot be written (stderr closed: a dead pipe, a restarted journal)
+    // is lost, and that is all: reporting it would itself write to stderr, and a panic there
+    // would stop whatever thread was logging (a camera's reader, the signal handler).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .log_internal_errors(false)
         .with_ansi(interactive);
     if global.log_is_json() {
         builder
@@ -51,23 +55,33 @@ pub fn style_bar(bar: &ProgressBar, total_ms: u64) {
     bar.set_style(style);
 }
 
-/// Writes log lines above the progress bar instead of through it.
+/// Writes log lines above the progress bar instead of through it. A line stderr does not
+/// take is dropped: logging never fails the program.
 #[derive(Clone)]
 struct BarWriter(ProgressBar);
 
 impl Write for BarWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.0.is_hidden() {
-            std::io::stderr().write_all(buf)?;
+            let _ = std::io::stderr().write_all(buf);
         } else {
-            self.0.suspend(|| std::io::stderr().write_all(buf))?;
+            self.0.suspend(|| {
+                let _ = std::io::stderr().write_all(buf);
+            });
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
+}
+
+/// Writes `text` to stderr; like a log line, it is dropped when stderr does not take it
+/// (where `eprintln!` would panic).
+pub fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 impl<'a> MakeWriter<'a> for BarWriter {

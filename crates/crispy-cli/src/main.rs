@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             if cli.global.log_is_json() {
                 tracing::error!(exit_code = code, "{message}");
             } else {
-                eprintln!("error: {message}");
+                logging::to_stderr(format_args!("error: {message}"));
             }
             ExitCode::from(code)
         }

@@ -97,7 +97,7 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                     ),
                     _ => String::new(),
                 };
-                eprintln!(
+                crate::logging::to_stderr(format_args!(
                     "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s{latency}",
                     s.source_id,
                     s.chunks,
@@ -105,7 +105,7 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                     s.bytes as f64 / 1e6,
                     s.wall.as_secs_f64(),
                     s.frames_per_second()
-                );
+                ));
             }
         }
         Ok(())
@@ -281,12 +281,14 @@ async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
         }
     };
     let first = next(&mut term).await;
+    // Shutdown first: nothing (not even a log line that cannot be written) may stand
+    // between the signal and the sources stopping.
+    shutdown.trigger();
     tracing::warn!(
         signal = first,
         drain_timeout_ms = drain.as_millis() as u64,
         "shutting down: closing partial chunks and finishing uploads; signal again to exit at once"
     );
-    shutdown.trigger();
     // Readers stop within their stall timeouts and uploads get `drain`; if puts hang beyond
     // that (a stuck mount, a dead network), shutdown must still end.
     let deadline = drain + std::time::Duration::from_secs(15);

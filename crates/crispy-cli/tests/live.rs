@@ -586,6 +586,52 @@ fn testsrc_runs_until_sigterm() {
 }
 
 #[test]
+fn a_closed_log_pipe_stops_neither_the_run_nor_its_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args([
+            "run", "--source", "testsrc", "--sink", &sink_url, "--chunk", "1s",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("crispy starts");
+    // Nobody reads the logs any more (a dead pipe, a restarted journal): every line fails.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let t0 = Instant::now();
+    while !sink.exists() || manifests(&sink).len() < 2 {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("no chunks stored with the log pipe closed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(child.id(), "TERM").expect("kill -TERM");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crispy ignored SIGTERM once its log pipe was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        manifests(&sink).len() >= 3,
+        "the partial chunk is stored too"
+    );
+}
+
+#[test]
 fn a_b_frame_file_served_over_rtsp_is_chunked_exactly() {
     // RTP carries no DTS: the B-frame file arrives with PTS only.
     let server = RtspServer::start(Some(&Fixture::H264_720pBframesAac.path().expect("fixture")))
