@@ -78,15 +78,15 @@ impl Write for BarWriter {
     }
 }
 
-/// Writes `text` to stderr; like a log line, it is dropped when stderr does not take it
-/// (where `eprintln!` would panic).
-pub fn to_stderr(text: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{text}");
-}
-
 impl<'a> MakeWriter<'a> for BarWriter {
     type Writer = BarWriter;
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
+}
+
+/// Writes `text` to stderr; like a log line, it is dropped when stderr does not take it
+/// (where `eprintln!` would panic).
+pub fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }

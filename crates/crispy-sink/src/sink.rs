@@ -316,9 +316,10 @@ impl ObjectStoreSink {
     }
 
     /// The objects (full paths and sizes) of the sink for chunks starting in `[from, to)`
-    /// (either bound open), folder by folder: each item is the objects of one folder, and
-    /// paths ascend across items, so a reader can work through a bucket holding months of
-    /// many cameras while holding one folder's names at a time.
+    /// (either bound open), folder by folder: each item is the objects of one folder (of a
+    /// day folder, everything below it), sorted, and paths ascend across items, so a reader
+    /// can work through a bucket holding months of many cameras while holding one folder's
+    /// names at a time.
     ///
     /// Date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not listed, so a
     /// day's check of such a bucket lists that day, not the months. Everything else is
