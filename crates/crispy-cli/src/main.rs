@@ -5,6 +5,7 @@
 mod cli;
 mod exit;
 mod logging;
+mod output;
 mod probe;
 mod run;
 mod verify;
@@ -40,10 +41,12 @@ fn main() -> ExitCode {
 /// `crispy keygen --out PATH`.
 fn keygen(args: &cli::KeygenArgs) -> anyhow::Result<()> {
     let key_id = crispy_signer::generate_keypair(&args.out)?;
-    println!(
-        "wrote {} (private, mode 0600) and {} (public); key id {key_id}",
-        args.out.display(),
-        crispy_signer::public_key_path(&args.out).display()
-    );
-    Ok(())
+    output::to_stdout(|out| {
+        writeln!(
+            out,
+            "wrote {} (private, mode 0600) and {} (public); key id {key_id}",
+            args.out.display(),
+            crispy_signer::public_key_path(&args.out).display()
+        )
+    })
 }

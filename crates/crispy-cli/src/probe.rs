@@ -1,11 +1,14 @@
 //! `crispy probe`.
 
+use std::io::{self, Write};
+
 use anyhow::Result;
 use crispy_core::{PacketSource, ResolutionProbe};
-use crispy_probe::{Mp4Probe, SpsProbe, StreamStats};
+use crispy_probe::{Mp4Probe, Mp4Report, ProbeReport, SpsProbe, SpsReport, StreamStats};
 use crispy_source::FileSource;
 
 use crate::cli::ProbeArgs;
+use crate::output::to_stdout;
 
 pub fn probe(args: ProbeArgs) -> Result<()> {
     let mut source = FileSource::open(&args.file)?;
@@ -34,55 +37,73 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         value["file"] = args.file.display().to_string().into();
         value["sps"] = serde_json::to_value(&sps)?;
         value["mp4"] = serde_json::to_value(&mp4)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        let text = serde_json::to_string_pretty(&value)?;
+        return to_stdout(|out| writeln!(out, "{text}"));
     }
+    to_stdout(|out| print_text(out, &args, &report, sps.as_ref(), mp4.as_ref()))
+}
+
+fn print_text(
+    out: &mut dyn Write,
+    args: &ProbeArgs,
+    report: &ProbeReport,
+    sps: Option<&SpsReport>,
+    mp4: Option<&Mp4Report>,
+) -> io::Result<()> {
     let dash = || "-".to_owned();
-    println!("file        {}", args.file.display());
+    writeln!(out, "file        {}", args.file.display())?;
     match &report.profile {
-        Some(p) => println!("codec       {} ({p})", report.codec),
-        None => println!("codec       {}", report.codec),
+        Some(p) => writeln!(out, "codec       {} ({p})", report.codec)?,
+        None => writeln!(out, "codec       {}", report.codec)?,
     }
-    println!("resolution  {}x{}", report.width, report.height);
-    if let Some(sps) = &sps {
+    writeln!(out, "resolution  {}x{}", report.width, report.height)?;
+    if let Some(sps) = sps {
         let tier = sps
             .tier
             .as_deref()
             .map(|t| format!(", {t} tier"))
             .unwrap_or_default();
-        println!("level       {}{tier}", sps.level);
-        println!(
+        writeln!(out, "level       {}{tier}", sps.level)?;
+        writeln!(
+            out,
             "pixels      {}, {}-bit{}",
             sps.chroma_format,
             sps.bit_depth_luma,
             if sps.interlaced { ", interlaced" } else { "" }
-        );
+        )?;
         if (sps.coded_width, sps.coded_height) != (sps.width, sps.height) {
-            println!(
+            writeln!(
+                out,
                 "coded       {}x{} (cropped)",
                 sps.coded_width, sps.coded_height
-            );
+            )?;
         }
         if let Some(f) = sps.frame_rate {
-            println!("sps fps     {}", (f * 1000.0).round() / 1000.0);
+            writeln!(out, "sps fps     {}", (f * 1000.0).round() / 1000.0)?;
         }
     }
-    println!(
+    writeln!(
+        out,
         "fps         {}",
         report.fps.map_or_else(dash, |f| format!("{f}"))
-    );
-    println!("duration    {:.3} s", report.duration_ms as f64 / 1000.0);
-    println!("frames      {}", report.frames);
-    println!("keyframes   {}", report.keyframes);
+    )?;
+    writeln!(
+        out,
+        "duration    {:.3} s",
+        report.duration_ms as f64 / 1000.0
+    )?;
+    writeln!(out, "frames      {}", report.frames)?;
+    writeln!(out, "keyframes   {}", report.keyframes)?;
     let gop = match (report.gop_min_frames, report.gop_max_frames, report.gop_ms) {
         (Some(a), Some(b), Some(ms)) if a == b => format!("{b} frames ({ms} ms)"),
         (Some(a), Some(b), Some(ms)) => format!("{a}..{b} frames (up to {ms} ms)"),
         (Some(a), Some(b), None) => format!("{a}..{b} frames"),
         _ => "single keyframe".to_owned(),
     };
-    println!("gop         {gop}");
-    if let Some(mp4) = &mp4 {
-        println!(
+    writeln!(out, "gop         {gop}")?;
+    if let Some(mp4) = mp4 {
+        writeln!(
+            out,
             "mp4         {} samples, {} keyframes, {} ms ({} ticks at 1/{}){}",
             mp4.samples,
             mp4.keyframes,
@@ -94,13 +115,14 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
             } else {
                 ", does not start on a keyframe"
             }
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "bitrate     {}",
         report
             .bitrate_kbps
             .map_or_else(dash, |b| format!("{b} kb/s"))
-    );
+    )?;
     Ok(())
 }

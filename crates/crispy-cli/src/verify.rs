@@ -1,5 +1,7 @@
 //! `crispy verify`.
 
+use std::io::{self, Write};
+
 use anyhow::{Context, Result};
 use crispy_pipeline::verify::{VerifyOptions, VerifyReport, verify as check};
 use crispy_signer::VerifyingKeys;
@@ -7,6 +9,7 @@ use crispy_sink::ObjectStoreSink;
 
 use crate::cli::VerifyArgs;
 use crate::exit::{UsageError, VerifyFailed};
+use crate::output::to_stdout;
 
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let mut keys = VerifyingKeys::new();
@@ -39,9 +42,10 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     runtime.block_on(sink.preflight())?;
     let report = runtime.block_on(check(&sink, &options))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let text = serde_json::to_string_pretty(&report)?;
+        to_stdout(|out| writeln!(out, "{text}"))?;
     } else {
-        print_report(&report);
+        to_stdout(|out| print_report(out, &report))?;
     }
     if report.ok {
         Ok(())
@@ -50,14 +54,14 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     }
 }
 
-fn print_report(report: &VerifyReport) {
+fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
     for p in &report.problems {
         let source = p.source_id.as_deref().unwrap_or("-");
         let kind = serde_json::to_value(p.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        println!("PROBLEM {kind} [{source}] {}: {}", p.object, p.detail);
+        writeln!(out, "PROBLEM {kind} [{source}] {}: {}", p.object, p.detail)?;
     }
     for s in &report.sources {
         let signed = if s.key_ids.is_empty() {
@@ -65,7 +69,8 @@ fn print_report(report: &VerifyReport) {
         } else {
             format!("signed by {}", s.key_ids.join(", "))
         };
-        println!(
+        writeln!(
+            out,
             "{}: {} chunks, sequence {}..{}, {} .. {}, {signed}{}, {} discontinuities, {} problems",
             s.source_id,
             s.chunks,
@@ -82,15 +87,16 @@ fn print_report(report: &VerifyReport) {
             },
             s.discontinuities,
             s.problems
-        );
+        )?;
     }
     if report.ok {
-        println!("OK: {} verified", report.sink);
+        writeln!(out, "OK: {} verified", report.sink)
     } else {
-        println!(
+        writeln!(
+            out,
             "FAILED: {} problem(s) in {}",
             report.problems.len(),
             report.sink
-        );
+        )
     }
 }

@@ -1,11 +1,13 @@
 //! The `crispy` binary end to end: real files in, real chunks out, checked with ffprobe.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
 use crispy_testkit::{
-    Fixture, decode_errors, ffmpeg, ffprobe_video, files_with_ext, truncated_copy,
+    Fixture, decode_errors, ffmpeg, ffprobe_video, files_with_ext, run_with_closed_stdout,
+    truncated_copy,
 };
 use serde_json::Value;
 
@@ -266,6 +268,31 @@ fn probe_reports_stream_facts() {
             && text.contains("4:2:0, 8-bit"),
         "{text}"
     );
+}
+
+/// `crispy probe … | head` and `crispy keygen | true`: a reader that went away ends the
+/// output quietly, without a panic or a failure.
+#[test]
+fn probe_and_keygen_stop_quietly_when_stdout_is_closed() {
+    let fixture = Fixture::H265_720p.path().expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k");
+    let runs: [&[&OsStr]; 3] = [
+        &[OsStr::new("probe"), fixture.as_os_str()],
+        &[
+            OsStr::new("probe"),
+            OsStr::new("--json"),
+            fixture.as_os_str(),
+        ],
+        &[OsStr::new("keygen"), OsStr::new("--out"), key.as_os_str()],
+    ];
+    for args in runs {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"));
+        cmd.env_remove("RUST_LOG").args(args);
+        let out = run_with_closed_stdout(&mut cmd).expect("runs");
+        assert_eq!(out, (Some(0), String::new()), "{args:?}");
+    }
+    assert!(key.exists(), "keygen still wrote its key");
 }
 
 /// Runs `crispy run` on a bad input; checks exit code, that the message names the input, and

@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use crispy_testkit::{ffmpeg, files_with_ext, signal};
+use crispy_testkit::{ffmpeg, files_with_ext, run_with_closed_stdout, signal};
 use serde_json::Value;
 
 fn crispy() -> Command {
@@ -199,6 +199,38 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     let k = kinds(&report);
     assert!(k.contains(&"orphan-chunk".to_owned()), "{report}");
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
+}
+
+/// `crispy verify … | head`: once the reader is gone the report ends quietly (no panic,
+/// nothing on stderr), and the exit code still gives the verdict.
+#[test]
+fn a_closed_stdout_ends_the_report_but_keeps_the_verdict() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let verify_closed = |format: &[&str]| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"));
+        cmd.env_remove("RUST_LOG")
+            .env_remove("CRISPY_LOG_FORMAT")
+            .args(["verify", &sink_url(&sink), "--public-key", pk])
+            .args(format);
+        run_with_closed_stdout(&mut cmd).expect("verify")
+    };
+    for format in [&[][..], &["--json"]] {
+        assert_eq!(
+            verify_closed(format),
+            (Some(0), String::new()),
+            "{format:?}"
+        );
+    }
+    std::fs::remove_file(with_ext(&chunks(&sink)[3], "json")).expect("rm");
+    for format in [&[][..], &["--json"]] {
+        let (code, stderr) = verify_closed(format);
+        assert_eq!(code, Some(30), "{format:?}: {stderr}");
+        assert!(
+            stderr.contains("verification failed") && !stderr.contains("panicked"),
+            "{format:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -288,6 +288,21 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs a command whose stdout is a pipe nobody reads any more (as in `cmd | head` once
+/// `head` has exited): every write to it fails with `EPIPE`. Returns the exit code and stderr.
+pub fn run_with_closed_stdout(cmd: &mut Command) -> Result<(Option<i32>, String)> {
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    drop(reader);
+    let out = cmd
+        .stdout(writer)
+        .output()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// Runs ffmpeg with `args` (quiet, overwrite).
 pub fn ffmpeg(args: &[&str]) -> Result<()> {
     run(Command::new("ffmpeg")
