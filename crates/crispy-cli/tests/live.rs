@@ -180,6 +180,12 @@ fn twenty_seconds_of_live_stream_then_sigterm_uploads_the_partial_chunk() {
         .find(|l| l["message"] == "run finished")
         .expect("summary");
     assert_eq!(summary["chunks"].as_u64(), Some(ms.len() as u64));
+    assert!(
+        crispy_lines(&logs)
+            .iter()
+            .any(|l| l["message"] == "camera stopped" && l["level"] == "INFO"),
+        "{logs}"
+    );
 }
 
 fn crispy_lines(logs: &str) -> Vec<Value> {
@@ -789,6 +795,21 @@ fn copy_mode_on_an_mjpeg_camera_says_to_use_transcode() {
     let (code, logs) = crispy.terminate();
     assert_eq!(code, Some(0), "{logs}");
     assert!(manifests(&sink).is_empty(), "nothing stored");
+    // Stopping it says once more why this camera gave nothing.
+    let stopped = crispy_lines(&logs)
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("camera stopped"))
+        })
+        .unwrap_or_else(|| panic!("no `camera stopped` line: {logs}"));
+    assert_eq!(stopped["level"], "WARN", "{stopped}");
+    let message = stopped["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("without a chunk") && message.contains("--mode transcode"),
+        "{stopped}"
+    );
 }
 
 #[test]

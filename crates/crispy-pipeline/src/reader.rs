@@ -460,6 +460,9 @@ pub(crate) fn read_live<S: ChunkSink>(
     // End of the last chunk sent, to measure the gap after a reconnect.
     let mut last_end: Option<DateTime<Utc>> = None;
     let mut failures = 0u64;
+    // The last reason no chunk came: an operator stopping a camera that never delivered one
+    // in this run is told why once more.
+    let mut last_problem: Option<String> = None;
     while !shutdown.is_triggered() {
         let connect_started = std::time::Instant::now();
         let opened = RtspSource::open(&config, shutdown.flag()).map(|camera| match &transcode {
@@ -484,6 +487,7 @@ pub(crate) fn read_live<S: ChunkSink>(
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot open camera: {e}"
                 );
+                last_problem = Some(format!("cannot open camera: {e}"));
                 shutdown.sleep(delay);
                 continue;
             }
@@ -514,6 +518,7 @@ pub(crate) fn read_live<S: ChunkSink>(
                 next_sequence = next.max(next_sequence);
                 last_end = end.or(last_end);
                 tracing::error!(source = %source_id, url = %url, "cannot chunk this camera's stream: {e}");
+                last_problem = Some(format!("cannot chunk this camera's stream: {e}"));
                 shutdown.sleep(backoff.next_slow_delay());
                 continue;
             }
@@ -525,7 +530,16 @@ pub(crate) fn read_live<S: ChunkSink>(
         tracing::info!(source = %source_id, url = %url, retry_in_ms = delay.as_millis() as u64, "reconnecting");
         shutdown.sleep(delay);
     }
-    tracing::info!(source = %source_id, "camera stopped");
+    if next_sequence > first_sequence {
+        tracing::info!(source = %source_id, "camera stopped");
+    } else {
+        let why = last_problem.as_deref().unwrap_or("no chunk was completed");
+        tracing::warn!(
+            source = %source_id,
+            url = %url,
+            "camera stopped without a chunk in this run; last problem: {why}"
+        );
+    }
 }
 
 /// One connection, as stream copy or through the transcoder.
