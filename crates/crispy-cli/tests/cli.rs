@@ -117,6 +117,35 @@ fn check_run(fixture: Fixture, chunk: &str) {
         fixture.duration_ms(),
         "{fixture:?}: durations add up"
     );
+
+    // crispy's own second reading of its chunks (the `mp4` crate and our box walk, not
+    // libavformat): `probe` of the first chunk, then `verify` of the whole sink.
+    let (_, first) = &ms[0];
+    let object = dir.path().join(first["object"].as_str().expect("object"));
+    let out = crispy()
+        .args(["probe", "--json"])
+        .arg(&object)
+        .output()
+        .expect("probe");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let probe: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        probe["mp4"]["codec"], first["codec"],
+        "{fixture:?}: {probe}"
+    );
+    assert_eq!(probe["mp4"]["sps"]["width"], first["width"], "{probe}");
+    assert_eq!(probe["mp4"]["sps"]["height"], first["height"], "{probe}");
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", dir.path().display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{fixture:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
 }
 
 fn sha256sum_of(bytes: &[u8]) -> String {

@@ -11,10 +11,9 @@ use crate::{ProbeError, SpsProbe, SpsReport};
 /// the manifest, and what `crispy probe` shows for MP4 input.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mp4Report {
-    /// `h264` (`avc1`) or `hevc` (`hev1`); `null` for sample entries the `mp4` crate does not
-    /// know (it does not read `hvc1`).
+    /// `h264` (`avc1`, `avc3`) or `hevc` (`hvc1`, `hev1`); `null` for other sample entries.
     pub codec: Option<String>,
-    /// Sample entry width (`avc1`/`hev1`), else the track header's.
+    /// Sample entry width (H.264/H.265), else the track header's.
     pub width: u32,
     /// Sample entry height, else the track header's.
     pub height: u32,
@@ -30,7 +29,7 @@ pub struct Mp4Report {
     pub keyframes: u64,
     /// True when the first sample is a sync sample (the chunk can be decoded on its own).
     pub starts_with_keyframe: bool,
-    /// The H.264 SPS of the `avcC` record, read by [`SpsProbe`].
+    /// The SPS of the `avcC` or `hvcC` record, read by [`SpsProbe`].
     pub sps: Option<SpsReport>,
 }
 
@@ -46,7 +45,8 @@ impl Mp4Probe {
     pub fn probe(data: &[u8]) -> Result<Mp4Report, ProbeError> {
         let bad = |reason: String| ProbeError::BadMp4 { reason };
         check_box_tree(data, 0).map_err(bad)?;
-        Self::read(std::io::Cursor::new(data), data.len() as u64)
+        let entry = video_sample_entry(data);
+        Self::read(std::io::Cursor::new(data), data.len() as u64, entry)
     }
 
     /// Like [`Mp4Probe::probe`] for a file on disk: reads the box headers and the `moov` box,
@@ -87,7 +87,13 @@ impl Mp4Probe {
         Self::probe(&headers)
     }
 
-    fn read<R: Read + Seek>(reader: R, size: u64) -> Result<Mp4Report, ProbeError> {
+    /// The facts the `mp4` crate reads; `entry` (the video track's sample entry, read by
+    /// [`video_sample_entry`]) fills in what it does not know: `hvc1` and H.265 parameter sets.
+    fn read<R: Read + Seek>(
+        reader: R,
+        size: u64,
+        entry: Option<SampleEntry<'_>>,
+    ) -> Result<Mp4Report, ProbeError> {
         let bad = |reason: String| ProbeError::BadMp4 { reason };
         // The `mp4` crate loops forever on boxes whose size is 0 or below their header (it
         // seeks back to the same header; found by `cargo xtask fuzz`). Every such loop does
@@ -118,10 +124,13 @@ impl Mp4Probe {
         if mdhd.timescale == 0 {
             return Err(bad("the media timescale is 0".to_owned()));
         }
+        let hevc = entry.as_ref().filter(|e| e.is_hevc());
         let (codec, width, height) = if let Some(avc1) = &stbl.stsd.avc1 {
             (Some("h264"), avc1.width, avc1.height)
         } else if let Some(hev1) = &stbl.stsd.hev1 {
             (Some("hevc"), hev1.width, hev1.height)
+        } else if let Some(e) = hevc {
+            (Some("hevc"), e.width, e.height)
         } else {
             let tkhd = &track.trak.tkhd;
             (None, tkhd.width.value(), tkhd.height.value())
@@ -131,10 +140,17 @@ impl Mp4Probe {
             Some(stss) => (stss.entries.len() as u64, stss.entries.first() == Some(&1)),
             None => (samples, samples > 0),
         };
-        let sps = stbl.stsd.avc1.as_ref().and_then(|avc1| {
-            let sps = avc1.avcc.sequence_parameter_sets.first()?;
-            SpsProbe::h264_report(&annexb(&sps.bytes)).ok()
-        });
+        let sps = match (&stbl.stsd.avc1, hevc) {
+            (Some(avc1), _) => avc1
+                .avcc
+                .sequence_parameter_sets
+                .first()
+                .and_then(|sps| SpsProbe::h264_report(&annexb(&sps.bytes)).ok()),
+            (None, Some(e)) => e
+                .config(b"hvcC")
+                .and_then(|hvcc| SpsProbe::h265_report(hvcc).ok()),
+            (None, None) => None,
+        };
         let ts = u128::from(mdhd.timescale);
         let duration_ms = (u128::from(mdhd.duration) * 1000 + ts / 2) / ts;
         Ok(Mp4Report {
@@ -150,6 +166,75 @@ impl Mp4Probe {
             sps,
         })
     }
+}
+
+/// A video track's first sample entry, read from the box tree directly (the `mp4` crate
+/// skips the `hvc1` type, which is what FFmpeg and crispy write for H.265 in MP4).
+struct SampleEntry<'a> {
+    kind: [u8; 4],
+    width: u16,
+    height: u16,
+    /// The boxes after the visual sample entry's fixed fields (`avcC`, `hvcC`, `pasp`, …).
+    children: &'a [u8],
+}
+
+impl SampleEntry<'_> {
+    fn is_hevc(&self) -> bool {
+        matches!(&self.kind, b"hvc1" | b"hev1")
+    }
+
+    /// The body of the configuration box `name` (`hvcC`: the decoder configuration record).
+    fn config(&self, name: &[u8; 4]) -> Option<&[u8]> {
+        child(self.children, name)
+    }
+}
+
+/// The first sample entry of the first video track (`hdlr` type `vide`) in `file`, whose box
+/// sizes [`check_box_tree`] has checked.
+fn video_sample_entry(file: &[u8]) -> Option<SampleEntry<'_>> {
+    let moov = child(file, b"moov")?;
+    boxes(moov)
+        .filter(|(name, _)| name == b"trak")
+        .find_map(|(_, trak)| {
+            let mdia = child(trak, b"mdia")?;
+            // Full box header (4), pre_defined (4), then the handler type.
+            if child(mdia, b"hdlr")?.get(8..12)? != b"vide" {
+                return None;
+            }
+            let stsd = child(child(child(mdia, b"minf")?, b"stbl")?, b"stsd")?;
+            // Full box header (4) and the entry count (4), then the entries.
+            let (kind, body) = boxes(stsd.get(8..)?).next()?;
+            let u16_at = |at: usize| {
+                let b = body.get(at..at + 2)?;
+                Some(u16::from_be_bytes([b[0], b[1]]))
+            };
+            Some(SampleEntry {
+                kind: kind.try_into().ok()?,
+                // Visual sample entry: 24 bytes of reserved and pre-defined fields, then the
+                // width and height; its child boxes start at 78.
+                width: u16_at(24)?,
+                height: u16_at(26)?,
+                children: body.get(78..)?,
+            })
+        })
+}
+
+/// The boxes directly inside `data` as (type, body); stops at the first malformed header.
+fn boxes(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = data.get(at..).filter(|r| !r.is_empty())?;
+        let (len, header) = box_size(rest, rest.len() as u64).ok()?;
+        // `len` fits in `rest` (checked by `box_size`).
+        let len = len as usize;
+        at += len;
+        Some((&rest[4..8], &rest[header..len]))
+    })
+}
+
+/// The body of the first box named `name` directly inside `data`.
+fn child<'a>(data: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
+    boxes(data).find(|(n, _)| n == name).map(|(_, body)| body)
 }
 
 /// One NAL unit as an Annex B stream (what [`SpsProbe`] reads besides `avcC`).
