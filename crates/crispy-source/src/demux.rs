@@ -224,18 +224,11 @@ impl Demuxer {
                 continue;
             }
             // Starting: hold packets until a real DTS and the frame interval are known. A
-            // complete first packet (files) needs no holding.
-            let complete = raw.pts.is_some() && raw.dts.is_some();
+            // repeat that took an untimed packet's place may have brought them.
             if hold(&mut self.held, raw) {
                 self.count_repeat();
-                continue;
             }
-            let has_dts = self.held.iter().any(|r| r.dts.is_some());
-            let step_known = self.frame_ticks().is_some() || pts_step(&self.held).is_some();
-            if (complete && self.held.len() == 1)
-                || (has_dts && step_known)
-                || self.held.len() >= MAX_HELD
-            {
+            if can_settle(&self.held, self.frame_ticks().is_some()) {
                 self.release_held();
             }
         }
@@ -348,6 +341,16 @@ fn hold(held: &mut Vec<Raw>, raw: Raw) -> bool {
     }
 }
 
+/// Whether the held leading packets can be settled: a single complete packet (a file's first,
+/// or an untimed keyframe whose repeat brought its timestamps), a real DTS with the frame
+/// interval known (`frame_ticks_known`: from the stream's rate), or as many as are ever held.
+fn can_settle(held: &[Raw], frame_ticks_known: bool) -> bool {
+    let single_complete = matches!(held, [r] if r.pts.is_some() && r.dts.is_some());
+    let has_dts = held.iter().any(|r| r.dts.is_some());
+    let step_known = frame_ticks_known || pts_step(held).is_some();
+    single_complete || (has_dts && step_known) || held.len() >= MAX_HELD
+}
+
 /// The smallest positive gap between the known PTS of `held`: the frame interval.
 fn pts_step(held: &[Raw]) -> Option<i64> {
     let mut pts: Vec<i64> = held.iter().filter_map(|r| r.pts).collect();
@@ -456,9 +459,14 @@ mod tests {
         };
         let mut held = Vec::new();
         assert!(!hold(&mut held, key(None, None)));
+        assert!(!can_settle(&held, true), "nothing to anchor on yet");
         assert!(
             hold(&mut held, key(Some(0), Some(0))),
             "takes the untimed one's place"
+        );
+        assert!(
+            can_settle(&held, false),
+            "its timestamps settle it at once, without waiting for the next frame"
         );
         assert!(hold(&mut held, key(Some(0), Some(0))), "a repeat");
         assert!(!hold(&mut held, raw(Some(3600), Some(3600))));
@@ -471,6 +479,27 @@ mod tests {
         assert!(!is_repeat(Some((&last, 0)), &key(Some(3600), Some(3600))));
         assert!(!is_repeat(Some((&last, 0)), &raw(Some(0), Some(0))));
         assert!(!is_repeat(None, &key(Some(0), Some(0))));
+    }
+
+    #[test]
+    fn leading_packets_are_held_until_their_timing_is_known() {
+        assert!(
+            can_settle(&[raw(Some(0), Some(0))], false),
+            "a file's first"
+        );
+        assert!(!can_settle(&[raw(None, None)], true));
+        assert!(!can_settle(&[raw(Some(0), None)], true), "no DTS yet");
+        let no_interval = [raw(None, None), raw(Some(3600), Some(3600))];
+        assert!(!can_settle(&no_interval, false));
+        assert!(can_settle(&no_interval, true), "the stream's rate gives it");
+        let two = [
+            raw(None, None),
+            raw(Some(3600), Some(3600)),
+            raw(Some(7200), None),
+        ];
+        assert!(can_settle(&two, false), "two PTS give it");
+        let many: Vec<Raw> = (0..MAX_HELD).map(|_| raw(None, None)).collect();
+        assert!(can_settle(&many, false), "never more than MAX_HELD");
     }
 
     #[test]
