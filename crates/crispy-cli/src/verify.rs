@@ -38,8 +38,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // Names a missing bucket, refused credentials or a dead endpoint before listing.
-    runtime.block_on(sink.preflight())?;
+    // Names a missing bucket, refused credentials or a dead endpoint before listing; writes
+    // nothing (an auditor may only have read access).
+    runtime.block_on(sink.preflight_read())?;
     let report = runtime.block_on(check(&sink, &options))?;
     if args.json {
         let text = serde_json::to_string_pretty(&report)?;

@@ -424,6 +424,20 @@ fn unusable_sinks_fail_before_reading() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
 
+    // A URL missing its `//` is not a local directory to fill.
+    let out = crispy()
+        .current_dir(dir.path())
+        .args(["run", "--sink", "s3:/bucket/prefix", "--source"])
+        .arg(&src)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(stderr(&out).contains("s3://"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("s3:").exists(),
+        "a directory named s3: was made"
+    );
+
     let out = crispy()
         .args(["run", "--chunk", "0s", "--source"])
         .arg(&src)

@@ -201,6 +201,27 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
 }
 
+/// An auditor may only read the sink: verify writes nothing into it (it wrote and removed a
+/// test file, which failed without write access).
+#[test]
+fn verify_writes_nothing_into_the_sink() {
+    let (_dir, sink, public) = signed_run();
+    let mtime = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    let before = mtime(&sink);
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, report) = verify(
+        &sink,
+        &["--public-key", public.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(mtime(&sink), before, "the sink directory was written to");
+}
+
 /// `crispy verify … | head`: once the reader is gone the report ends quietly (no panic,
 /// nothing on stderr), and the exit code still gives the verdict.
 #[test]

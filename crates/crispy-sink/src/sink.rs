@@ -128,6 +128,12 @@ impl ObjectStoreSink {
             )));
         } else if url.is_empty() {
             return Err(invalid("empty"));
+        } else if let Some(scheme) = scheme_like(url) {
+            // `s3:/bucket`, `gs:bucket`, `memory:`: a mistyped URL, not a directory to create.
+            return Err(invalid(&format!(
+                "{scheme}: looks like a URL without its \"//\" (did you mean {scheme}://…?); \
+                 write a directory whose name has a colon as ./{url}"
+            )));
         } else {
             PathBuf::from(url)
         };
@@ -183,6 +189,23 @@ impl ObjectStoreSink {
             Ok(_) => Ok(()),
             Err(source) => Err(self.classify(source)),
         }
+    }
+
+    /// Like [`Self::preflight`] without writing anything (`crispy verify`, which may only
+    /// have read access): a local directory must be readable, a cloud prefix listable.
+    pub async fn preflight_read(&self) -> Result<(), SinkError> {
+        if let Some(dir) = &self.local_dir {
+            std::fs::read_dir(dir).map_err(|source| SinkError::Read {
+                sink: self.display.clone(),
+                path: dir.display().to_string(),
+                source: object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(source),
+                },
+            })?;
+            return Ok(());
+        }
+        self.preflight().await
     }
 
     /// Sorts a store error into what the user must fix.
@@ -985,6 +1008,16 @@ fn date_part(segment: &str, digits: usize) -> Option<u32> {
         .flatten()
 }
 
+/// The scheme of a string that starts like a URL (`word:`, the word a valid URL scheme and
+/// longer than one letter), if it does.
+fn scheme_like(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (valid && scheme.len() > 1).then_some(scheme)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1028,6 +1061,16 @@ mod tests {
             assert!(ObjectStoreSink::from_url(url).is_err(), "{url:?}");
         }
         assert!(ObjectStoreSink::from_url("ftp://host/x").is_err());
+        // Mistyped URLs are not directories to create.
+        for url in [
+            "s3:/b/p", "s3:b", "az:/c", "memory:/", "memory:", "foo:bar", "gs:",
+        ] {
+            let err = ObjectStoreSink::from_url(url)
+                .err()
+                .unwrap_or_else(|| panic!("{url}"));
+            assert!(err.to_string().contains("looks like a URL"), "{url}: {err}");
+            assert!(!std::path::Path::new(url).exists(), "{url} was created");
+        }
         assert!(ObjectStoreSink::from_url("file://").is_err());
         assert!(ObjectStoreSink::from_url("").is_err());
         assert!(ObjectStoreSink::from_url("memory://b/ok/prefix").is_ok());
