@@ -111,12 +111,12 @@ impl SyntheticSource {
             .best(ffmpeg::media::Type::Video)
             .ok_or_else(|| bad("the graph produces no video".to_owned()))?;
         let stream_index = stream.index();
-        let rate = stream.avg_frame_rate();
-        let rate = if rate.numerator() > 0 && rate.denominator() > 0 {
-            rate
-        } else {
-            ffmpeg::Rational::new(25, 1)
-        };
+        // The graph's own rate: lavfi leaves the average unset without probing, but gives
+        // the real base rate (`rate=50` is 50/1).
+        let rate = [stream.avg_frame_rate(), stream.rate()]
+            .into_iter()
+            .find(|r| r.numerator() > 0 && r.denominator() > 0)
+            .unwrap_or(ffmpeg::Rational::new(25, 1));
         let decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
             .and_then(|c| c.decoder().video())
             .map_err(|e| bad(format!("raw video decoder: {e}")))?;
@@ -342,6 +342,45 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![0, 25]);
         assert!(packets.windows(2).all(|w| w[1].dts - w[0].dts == 3600));
+    }
+
+    #[test]
+    fn the_graphs_own_rate_times_the_frames() {
+        // It was 25 fps whatever the graph said: `rate=50` made 2 s of video last 4 s.
+        for (graph, fps, step, frames) in [
+            (
+                "testsrc2=size=160x120:rate=50:duration=1",
+                (50, 1),
+                1800,
+                50,
+            ),
+            (
+                "testsrc2=size=160x120:rate=ntsc:duration=1",
+                (30000, 1001),
+                3003,
+                30,
+            ),
+        ] {
+            let mut config = SyntheticConfig::graph(graph);
+            config.realtime = false;
+            let mut s =
+                SyntheticSource::open(&config, Arc::new(AtomicBool::new(false))).expect("open");
+            assert_eq!(
+                s.stream_info().frame_rate,
+                Some(Rational::new(fps.0, fps.1))
+            );
+            let mut packets = Vec::new();
+            while let Some(p) = s.next_packet().expect("read") {
+                packets.push(p);
+            }
+            assert_eq!(packets.len(), frames, "{graph}");
+            assert!(
+                packets.windows(2).all(|w| w[1].dts - w[0].dts == step),
+                "{graph}"
+            );
+            let keys = packets.iter().filter(|p| p.keyframe).count();
+            assert_eq!(keys, 1, "{graph}: one keyframe per second");
+        }
     }
 
     #[test]
