@@ -103,6 +103,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
+/// A signed URL's lifetime: 1 s to 7 days (the longest GCS V4 and S3 SigV4 allow).
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ms = crispy_core::parse_millis(s).map_err(|e| e.to_string())?;
+    if !(1000..=7 * 86_400_000).contains(&ms) {
+        return Err("must be between 1s and 7d (the longest GCS and S3 allow)".to_owned());
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
@@ -217,10 +226,10 @@ pub struct RunArgs {
     )]
     pub signing_key: Option<PathBuf>,
     /// Put a time-limited signed GET URL (GCS V4, S3 SigV4, Azure SAS) of each chunk into its
-    /// manifest and log line, valid this long from the upload (e.g. 15m, 3600s; at most 7
+    /// manifest and log line, valid this long from the upload (e.g. 15m, 12h, 7d; 1s to 7
     /// days). Anyone holding the URL can read the chunk until then. Cloud sinks only.
-    #[arg(long, value_name = "TTL")]
-    pub signed_urls: Option<ChunkDuration>,
+    #[arg(long, value_name = "TTL", value_parser = parse_ttl)]
+    pub signed_urls: Option<std::time::Duration>,
     /// Sign every manifest with HMAC-SHA256, the secret read from this environment variable.
     #[arg(long, value_name = "VAR")]
     pub hmac_key_env: Option<String>,

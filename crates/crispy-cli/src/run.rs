@@ -52,13 +52,7 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
             ))
             .into());
         }
-        if ttl.as_millis() > 7 * 24 * 3600 * 1000 || ttl.as_millis() < 1000 {
-            return Err(UsageError(
-                "--signed-urls: the URLs' lifetime must be between 1s and 7 days".to_owned(),
-            )
-            .into());
-        }
-        options.signed_url_ttl = Some(ttl.as_duration());
+        options.signed_url_ttl = Some(ttl);
     }
     let spool_dir = args.spool_dir.clone().or(options.spool.dir.take());
     options.spool = SpoolOptions {

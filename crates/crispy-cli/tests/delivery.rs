@@ -423,4 +423,28 @@ fn signed_urls_in_log_lines_and_manifests_fetch_the_chunk() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--signed-urls needs"));
+
+    // Lifetimes up to the 7 days GCS and S3 allow, in any unit; nothing longer.
+    for (ttl, ok) in [
+        ("7d", true),
+        ("168h", true),
+        ("604801s", false),
+        ("8d", false),
+    ] {
+        let out = crispy()
+            .args(["run", "--source"])
+            .arg(&input)
+            .args(["--signed-urls", ttl, "--sink"])
+            .arg(dir.path().join("local"))
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {stderr}");
+        // Accepted lifetimes get as far as the sink check.
+        assert_eq!(
+            stderr.contains("--signed-urls needs"),
+            ok,
+            "{ttl}: {stderr}"
+        );
+    }
 }

@@ -29,7 +29,7 @@ mod secret;
 mod source_id;
 mod traits;
 
-pub use duration::ChunkDuration;
+pub use duration::{ChunkDuration, parse_millis};
 pub use error::Error;
 pub use manifest::{ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, SignedUrl};
 pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo};
