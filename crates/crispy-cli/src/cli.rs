@@ -138,7 +138,9 @@ pub struct RunArgs {
         conflicts_with = "config"
     )]
     pub source: Option<String>,
-    /// A TOML file listing cameras and settings (see docs/config.md).
+    /// A TOML file listing cameras and settings (see docs/config.md). The file's settings
+    /// are the run's: only --sink, --sink-opt, --spool-dir, --spool-max, --align and the
+    /// signing options may be added on the command line.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to store chunks: gs://bucket/prefix, s3://bucket/prefix, az://container/prefix,
@@ -164,16 +166,22 @@ pub struct RunArgs {
     pub spool_max: Option<u64>,
     /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
     /// at or after it.
-    #[arg(long, short = 'c', value_name = "DURATION", default_value = "3s")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "DURATION",
+        default_value = "3s",
+        conflicts_with = "config"
+    )]
     pub chunk: ChunkDuration,
     /// Source id used in object names and manifests [default: sanitized file name or URL].
     #[arg(long, value_name = "ID", conflicts_with = "config")]
     pub source_id: Option<SourceId>,
     /// Uploads in flight at once, shared by all sources.
-    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "config")]
     pub max_in_flight: u16,
     /// RTP transport for RTSP cameras.
-    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    #[arg(long, value_enum, default_value_t = Transport::Tcp, conflicts_with = "config")]
     pub rtsp_transport: Transport,
     /// RTSP username (overrides one in the URL).
     #[arg(long, value_name = "USER", conflicts_with = "config")]
@@ -182,15 +190,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "VAR", conflicts_with = "config")]
     pub password_env: Option<String>,
     /// A camera that sends nothing for this long is reconnected.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        conflicts_with = "config"
+    )]
     pub stall_timeout: ChunkDuration,
     /// On SIGINT/SIGTERM, how long to wait for uploads to finish.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        conflicts_with = "config"
+    )]
     pub drain_timeout: ChunkDuration,
     /// copy: keyframe-aligned chunks, nothing decoded (fast). transcode: decode and re-encode
     /// (libx264) with a keyframe exactly on every boundary, so chunks have exactly the
     /// requested length (files and RTSP cameras, any codec FFmpeg decodes).
-    #[arg(long, value_enum, default_value_t = Mode::Copy)]
+    #[arg(long, value_enum, default_value_t = Mode::Copy, conflicts_with = "config")]
     pub mode: Mode,
     /// wall: chunk boundaries on the UTC grid (with 3s chunks :00, :03, :06 …) so chunks of
     /// different cameras line up; exact in transcode mode and for testsrc/lavfi sources, at
@@ -198,23 +216,23 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Align::None)]
     pub align: Align,
     /// Transcode: output size, e.g. 1280x720.
-    #[arg(long, value_name = "WxH", value_parser = crispy_source::TranscodeConfig::parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = crispy_source::TranscodeConfig::parse_size, conflicts_with_all = ["config", "max_height"])]
     pub scale: Option<(u32, u32)>,
     /// Transcode: largest output height, keeping the aspect ratio.
-    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..=8640))]
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(16..=8640), conflicts_with = "config")]
     pub max_height: Option<u32>,
     /// Transcode: output frame rate (frames are dropped to reach it).
-    #[arg(long, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
+    #[arg(long, value_name = "FPS", value_parser = clap::value_parser!(u32).range(1..=240), conflicts_with = "config")]
     pub fps: Option<u32>,
-    /// Transcode: libx264 preset.
-    #[arg(long, default_value = "veryfast",
+    /// Transcode: libx264 preset [default: veryfast].
+    #[arg(long, conflicts_with = "config",
           value_parser = clap::builder::PossibleValuesParser::new(crispy_source::X264_PRESETS))]
-    pub preset: String,
-    /// Transcode: constant rate factor, 0 (lossless) to 51 (worst); ignored with --bitrate.
-    #[arg(long, default_value_t = 26, value_parser = clap::value_parser!(u8).range(0..=51))]
-    pub crf: u8,
+    pub preset: Option<String>,
+    /// Transcode: constant rate factor, 0 (lossless) to 51 (worst) [default: 26].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=51), conflicts_with_all = ["config", "bitrate"])]
+    pub crf: Option<u8>,
     /// Transcode: target bitrate in kbit/s instead of a CRF.
-    #[arg(long, value_name = "KBPS")]
+    #[arg(long, value_name = "KBPS", conflicts_with = "config")]
     pub bitrate: Option<u64>,
     /// Sign every manifest with this Ed25519 private key (PEM, from `crispy keygen` or
     /// `openssl genpkey -algorithm ed25519`).

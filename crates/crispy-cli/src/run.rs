@@ -174,13 +174,33 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         align_wall: args.align == Align::Wall,
         ..PipelineOptions::default()
     };
+    if args.mode == Mode::Copy {
+        let transcode_only = [
+            ("--scale", args.scale.is_some()),
+            ("--max-height", args.max_height.is_some()),
+            ("--fps", args.fps.is_some()),
+            ("--preset", args.preset.is_some()),
+            ("--crf", args.crf.is_some()),
+            ("--bitrate", args.bitrate.is_some()),
+        ];
+        if let Some((name, _)) = transcode_only.iter().find(|(_, given)| *given) {
+            return Err(UsageError(format!(
+                "{name} applies to --mode transcode only (stream copy does not re-encode)"
+            ))
+            .into());
+        }
+    }
     let transcode = (args.mode == Mode::Transcode).then(|| {
         let mut config = TranscodeConfig::new(args.chunk.as_millis());
         config.scale = args.scale;
         config.max_height = args.max_height;
         config.fps = args.fps.map(|f| Rational::new(f as i32, 1));
-        config.preset = args.preset.clone();
-        config.crf = args.crf;
+        if let Some(preset) = &args.preset {
+            config.preset.clone_from(preset);
+        }
+        if let Some(crf) = args.crf {
+            config.crf = crf;
+        }
         config.bitrate_kbps = args.bitrate;
         config
     });

@@ -236,6 +236,61 @@ fn unusable_transcode_requests_are_refused_before_anything_starts() {
     let (code, err) = run(&["--mode", "transcode", "--bitrate", "0", "--source", "x.mp4"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("bitrate"), "{err}");
+    // Settings that would be silently dropped are refused.
+    for (args, needle) in [
+        (
+            &["--fps", "5"][..],
+            "--fps applies to --mode transcode only",
+        ),
+        (
+            &["--max-height", "200"],
+            "--max-height applies to --mode transcode",
+        ),
+        (
+            &["--preset", "slow"],
+            "--preset applies to --mode transcode",
+        ),
+        (&["--crf", "20"], "--crf applies to --mode transcode"),
+        (
+            &[
+                "--mode",
+                "transcode",
+                "--scale",
+                "640x360",
+                "--max-height",
+                "200",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["--mode", "transcode", "--crf", "20", "--bitrate", "900"],
+            "cannot be used with",
+        ),
+    ] {
+        let (code, err) = run(&[args, &["--source", "x.mp4"]].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // With a config file, the file's settings are the run's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("cameras.toml");
+    std::fs::write(
+        &config,
+        "[[camera]]\nid = \"a\"\nurl = \"rtsp://127.0.0.1:9/x\"\n",
+    )
+    .expect("write");
+    let config = config.to_str().expect("utf8");
+    for args in [
+        &["--chunk", "1s"][..],
+        &["--mode", "transcode"],
+        &["--fps", "5"],
+        &["--drain-timeout", "3s"],
+        &["--max-in-flight", "2"],
+    ] {
+        let (code, err) = run(&[args, &["--config", config]].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
 }
 
 #[test]
