@@ -163,7 +163,7 @@ struct FileConfig {
     spool_dir: Option<std::path::PathBuf>,
     spool_max: Option<Spanned<String>>,
     chunk: Option<ChunkDuration>,
-    max_in_flight: Option<u16>,
+    max_in_flight: Option<Spanned<u16>>,
     drain_timeout: Option<ChunkDuration>,
     stall_timeout: Option<ChunkDuration>,
     rtsp_transport: Option<TransportName>,
@@ -252,9 +252,19 @@ impl Config {
                     at - line_start + 1
                 )
             });
+            // Values of fields that are never secret stay, so the message names what is wrong.
+            let message = redact_urls(e.message());
+            let message = if PLAIN_FIELDS
+                .iter()
+                .any(|f| position.contains(&format!("field `{f}`")))
+            {
+                message.into_owned()
+            } else {
+                blank_quoted(&message)
+            };
             ConfigError::Parse {
                 path: path.to_owned(),
-                message: format!("{position}{}", blank_quoted(&redact_urls(e.message()))),
+                message: format!("{position}{message}"),
             }
         })?;
         let invalid = |offset: usize, field: &str, reason: String| ConfigError::Invalid {
@@ -277,6 +287,10 @@ impl Config {
             .transcode
             .map(|t| (t.get_ref().clone(), t.span().start))
             .unwrap_or_default();
+        // A bad [transcode] table is an error even when no camera transcodes yet.
+        global_transcode
+            .build(default_chunk)
+            .map_err(|e| invalid(global_transcode_at, "transcode", e))?;
 
         let mut jobs: Vec<SourceJob> = Vec::with_capacity(file.camera.len());
         for cam in file.camera {
@@ -307,11 +321,22 @@ impl Config {
                 rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
             }
             let prefix = match &cam.prefix {
-                Some(p) => Some(
-                    crispy_sink::clean_prefix(p.get_ref(), path)
-                        .map_err(|e| invalid(p.span().start, "prefix", e.to_string()))?,
-                )
-                .filter(|p| !p.is_empty()),
+                Some(p) => {
+                    let bad = |reason: String| invalid(p.span().start, "prefix", reason);
+                    if p.get_ref().starts_with('/') {
+                        return Err(bad(format!(
+                            "{:?} is absolute; a prefix is relative to the sink's root",
+                            p.get_ref()
+                        )));
+                    }
+                    let clean = crispy_sink::clean_prefix(p.get_ref(), path).map_err(|e| {
+                        bad(match e {
+                            crispy_sink::SinkError::InvalidUrl { reason, .. } => reason,
+                            other => other.to_string(),
+                        })
+                    })?;
+                    Some(clean).filter(|p| !p.is_empty())
+                }
                 None => None,
             };
             rtsp.transport = cam.transport.map(Into::into).unwrap_or(default_transport);
@@ -320,7 +345,18 @@ impl Config {
                 .map_or(default_stall, ChunkDuration::as_duration);
             let chunk = cam.chunk.unwrap_or(default_chunk);
             let spec = match cam.mode.unwrap_or(default_mode) {
-                ModeName::Copy => SourceSpec::Rtsp(rtsp),
+                ModeName::Copy => {
+                    if let Some(t) = &cam.transcode {
+                        t.get_ref()
+                            .clone()
+                            .or(&global_transcode)
+                            .build(chunk)
+                            .map_err(|e| {
+                                invalid(t.span().start, "transcode", format!("camera {id}: {e}"))
+                            })?;
+                    }
+                    SourceSpec::Rtsp(rtsp)
+                }
                 ModeName::Transcode => {
                     let (settings, at) = match cam.transcode {
                         Some(t) => (t.get_ref().clone().or(&global_transcode), t.span().start),
@@ -340,8 +376,15 @@ impl Config {
             });
         }
         let mut options = PipelineOptions::default();
-        if let Some(n) = file.max_in_flight {
-            options.max_in_flight = usize::from(n.max(1));
+        if let Some(n) = &file.max_in_flight {
+            if !(1..=256).contains(n.get_ref()) {
+                return Err(invalid(
+                    n.span().start,
+                    "max_in_flight",
+                    format!("{} is not between 1 and 256", n.get_ref()),
+                ));
+            }
+            options.max_in_flight = usize::from(*n.get_ref());
         }
         if let Some(d) = file.drain_timeout {
             options.drain_timeout = d.as_duration();
@@ -366,6 +409,21 @@ impl Config {
         })
     }
 }
+
+/// Fields whose values are never secrets: their parse errors quote them.
+const PLAIN_FIELDS: &[&str] = &[
+    "id",
+    "chunk",
+    "stall_timeout",
+    "drain_timeout",
+    "max_in_flight",
+    "rtsp_transport",
+    "transport",
+    "align",
+    "mode",
+    "spool_max",
+    "prefix",
+];
 
 /// Replaces every `"…"` in a parser message with `"…"` (values may be secrets); names in
 /// backticks (field names) stay.
@@ -538,11 +596,40 @@ mode = "copy"
             ),
             (
                 "mode = \"transcode\"\n[transcode]\npreset = \"warp\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
-                "field `transcode`: camera a: unknown preset",
+                "line 2, field `transcode`: unknown preset",
             ),
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { scale = \"big\" }\n",
                 "line 5, field `transcode`",
+            ),
+            // As strict as the command line, and naming what is wrong.
+            (
+                "max_in_flight = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `max_in_flight`: 0 is not between 1 and 256",
+            ),
+            (
+                "[transcode]\nfps = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "field `transcode`: fps must be above 0",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\ntranscode = { max_height = 4 }\n",
+                "line 4, field `transcode`: camera a: max_height",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nprefix = \"/abs/p\"\n",
+                "field `prefix`: \"/abs/p\" is absolute",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nprefix = \"../up\"\n",
+                "field `prefix`: prefix \"../up\" has an empty",
+            ),
+            (
+                "[[camera]]\nid = \"../a\"\nurl = \"rtsp://h/x\"\n",
+                "\"../a\"",
+            ),
+            (
+                "chunk = \"abc\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "invalid duration \"abc\"",
             ),
         ];
         for (text, want) in cases {

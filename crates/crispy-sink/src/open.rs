@@ -98,13 +98,15 @@ impl SinkOptions {
     /// Parses `key=value` strings (`--sink-opt`).
     pub fn parse_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, SinkError> {
         let mut options = Vec::new();
-        for pair in pairs {
+        for (n, pair) in pairs.into_iter().enumerate() {
             // The text is not echoed: without `=` it may be a value, i.e. a secret.
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| SinkError::InvalidOption {
-                    key: String::new(),
-                    reason: "an option without '=' (expected KEY=VALUE)".to_owned(),
+                    key: format!("number {}", n + 1),
+                    reason: "no '=' in it (expected KEY=VALUE; the text is not shown, it may \
+                             be a secret)"
+                        .to_owned(),
                 })?;
             options.push((k.trim().to_owned(), v.to_owned()));
         }

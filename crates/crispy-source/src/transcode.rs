@@ -80,6 +80,9 @@ impl TranscodeConfig {
         if self.fps.is_some_and(|f| !f.is_positive()) {
             return Err("fps must be above 0".to_owned());
         }
+        if let Some(h) = self.max_height.filter(|h| !(16..=8640).contains(h)) {
+            return Err(format!("max_height {h} is not between 16 and 8640"));
+        }
         if self.chunk_ms == 0 {
             return Err("chunk length must be above 0".to_owned());
         }
