@@ -13,7 +13,9 @@ use crate::cli::Global;
 pub fn init(global: &Global) -> ProgressBar {
     let level = match (global.quiet, global.verbose) {
         (true, _) => "warn",
-        (false, 0) => "info",
+        // object_store logs each of its own HTTP retries at INFO; our `upload failed, will
+        // retry` line already says what happened, once per attempt.
+        (false, 0) => "info,object_store=warn",
         (false, 1) => "debug",
         (false, _) => "trace",
     };

@@ -317,7 +317,11 @@ where
             drain_deadline = Some(tokio::time::Instant::now() + options.drain_timeout);
         }
         let deadline = drain_deadline;
+        // Once the readers are done, only uploads wake this loop; those retrying a dead
+        // store never finish, so the shutdown itself must, to start the drain deadline.
+        let awaiting_shutdown = readers_done && drain_deadline.is_none();
         tokio::select! {
+            () = shutdown.triggered(), if awaiting_shutdown => {}
             msg = rx.recv(), if !readers_done => match msg {
                 Some(ReaderMsg::Accepted(item)) => {
                     let mut item = *item;

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 /// A cloneable stop switch shared by every source of a run.
 #[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    /// Wakes async waiters ([`Shutdown::triggered`]).
+    notify: Arc<tokio::sync::Notify>,
+}
 
 impl Shutdown {
     /// A switch that is off.
@@ -14,17 +18,30 @@ impl Shutdown {
 
     /// Asks every source to stop: readers close and send their partial chunks.
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
     }
 
     /// True once triggered.
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Waits until triggered (at once if it already is).
+    pub async fn triggered(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a trigger in between is not missed.
+        notified.as_mut().enable();
+        if self.is_triggered() {
+            return;
+        }
+        notified.await;
     }
 
     /// The flag itself, for FFmpeg's interrupt callback.
     pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.flag)
     }
 
     /// Sleeps up to `d`, returning early (true) when triggered.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crispy_core::ChunkMetadata;
 use crispy_pipeline::verify::{VerifyOptions, verify};
 use crispy_pipeline::{
-    ChunkReport, Observer, PipelineOptions, Shutdown, SourceJob, SourceSpec, SpoolOptions,
-    UploadStage, run_sources,
+    ChunkReport, Observer, PipelineError, PipelineOptions, Shutdown, SourceJob, SourceSpec,
+    SpoolOptions, UploadStage, run_sources,
 };
 use crispy_sink::{Backend, ObjectStoreSink, SinkOptions, manifest_path_for};
 use crispy_source::SyntheticConfig;
@@ -61,6 +61,83 @@ fn quick_retries() -> Option<object_store::RetryConfig> {
         max_retries: 1,
         retry_timeout: Duration::from_secs(2),
     })
+}
+
+/// A file read to its end while the store is dead: a shutdown then ends after the drain
+/// timeout, leaving the chunks in the spool. (It waited forever: with the readers done, only
+/// finished uploads woke the upload stage, and uploads to a dead store never finish.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_into_a_dead_store_ends_at_its_timeout() {
+    let port = crispy_testkit::free_port().expect("port");
+    let options_of = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let sink_options = SinkOptions {
+        options: options_of(&[
+            ("aws_endpoint", &endpoint),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+            ("aws_region", "us-east-1"),
+        ]),
+        retry: quick_retries(),
+        ..SinkOptions::default()
+    };
+    let url = "s3://footage/dead";
+    let sink = Arc::new(ObjectStoreSink::from_url_opts(url, &sink_options).expect("sink"));
+    let spool = tempfile::tempdir().expect("spool");
+    let mut synthetic = SyntheticConfig::graph("testsrc2=size=160x120:rate=25:duration=2");
+    synthetic.realtime = false;
+    let job = SourceJob {
+        spec: SourceSpec::Synthetic(synthetic),
+        ..live_job("file")
+    };
+    let mut options = options(spool.path(), url);
+    options.drain_timeout = Duration::from_secs(2);
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn(run_sources(
+        vec![job],
+        sink,
+        options,
+        shutdown.clone(),
+        recorder.clone(),
+    ));
+    // Both chunks handed to the upload stage: the source is read to its end.
+    let t0 = Instant::now();
+    while !recorder
+        .1
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|s| s.queued + s.in_flight == 2)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the source was not read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = Instant::now();
+    shutdown.trigger();
+    let result = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the shutdown never ended")
+        .expect("join");
+    match result {
+        Err(PipelineError::DrainTimeout { pending, .. }) => assert_eq!(pending, 2),
+        other => panic!("expected a drain timeout, got {other:?}"),
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_secs(6),
+        "a 2 s drain took {:?}",
+        stopped.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
