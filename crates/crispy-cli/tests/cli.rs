@@ -384,6 +384,22 @@ fn bad_inputs_get_clear_errors_and_distinct_exit_codes() {
     ])
     .expect("ffmpeg");
     expect_failure(&mpeg4, 15, "--mode transcode");
+    // A raw elementary stream (a DVR export): intact, but untimed. It was reported as
+    // damaged after 0 packets.
+    let raw = p("export.h264");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=1",
+        "-c:v",
+        "libx264",
+        "-f",
+        "h264",
+        raw.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    expect_failure(&raw, 13, "raw H.264 elementary stream has no timestamps");
 }
 
 #[test]

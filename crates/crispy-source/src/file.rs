@@ -38,6 +38,19 @@ impl FileSource {
             path: path.clone(),
             source,
         })?;
+        // Raw elementary streams (`.h264`, `.265` from a DVR export) carry no timestamps:
+        // nothing says when a frame is shown, so no chunk could be timed.
+        let format = input.format().name().to_owned();
+        if matches!(format.as_str(), "h264" | "hevc") {
+            return Err(SourceError::BadStream {
+                path,
+                reason: format!(
+                    "a raw {} elementary stream has no timestamps; put it in a container \
+                     first, at its real frame rate: ffmpeg -framerate 25 -i FILE -c copy out.mp4",
+                    if format == "h264" { "H.264" } else { "H.265" }
+                ),
+            });
+        }
         let creation_time = input.metadata().get("creation_time").map(str::to_owned);
         let container_duration_s = Some(input.duration())
             .filter(|d| *d > 0)
