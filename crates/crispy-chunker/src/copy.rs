@@ -75,6 +75,7 @@ impl CopyChunker {
                 time_base: tb.to_string(),
             });
         }
+        let exact_boundaries = config.cut_at_every_keyframe;
         let target_ticks = tb.millis_to_ticks(config.target.as_millis() as i64).max(1);
         let nominal_frame_ticks = info
             .frame_rate
@@ -98,7 +99,9 @@ impl CopyChunker {
             pending_discontinuity: false,
             grid_next: None,
             awaiting_keyframe_after_reset: false,
-            warned_long_gop: false,
+            // Where keyframes are placed on the boundaries (transcoding), a chunk longer than
+            // asked is one frame longer than a too-short chunk: no advice to give.
+            warned_long_gop: exact_boundaries,
             warned_open_gop: false,
         })
     }
