@@ -13,9 +13,13 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let progress = logging::init(&cli.global);
     let result = match cli.command {
         cli::Command::Run(args) => run::run(*args, progress),
@@ -36,6 +40,44 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A command line clap refused (or `--help`, `--version`). With JSON logs asked for, a
+/// mistake is one JSON line like every other error, with `exit_code`; otherwise clap's own
+/// text.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !json_logs_requested() {
+        e.exit();
+    }
+    let global = cli::Global {
+        log_format: cli::LogFormat::Json,
+        verbose: 0,
+        quiet: false,
+    };
+    let _bar = logging::init(&global);
+    // clap's first line (`error: …`), without the usage and hints after it.
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let text = first.strip_prefix("error: ").unwrap_or(first);
+    tracing::error!(exit_code = exit::USAGE, "{text}");
+    ExitCode::from(exit::USAGE)
+}
+
+/// Whether the command line or the environment asks for JSON logs, read without clap (which
+/// has just refused the command line).
+fn json_logs_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    flag || std::env::var("CRISPY_LOG_FORMAT").is_ok_and(|v| v == "json")
 }
 
 /// `crispy keygen --out PATH`.

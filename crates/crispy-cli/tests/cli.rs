@@ -243,6 +243,41 @@ fn json_logs_have_one_line_per_chunk_and_a_summary() {
     assert_eq!(gop_warnings, 1);
 }
 
+/// With JSON logs, a command line clap refuses is one JSON error line too (it was clap's
+/// plain text).
+#[test]
+fn json_logs_report_usage_errors_as_json() {
+    for (args, env) in [
+        (&["--log-format", "json", "run", "--chunk", "abc"][..], None),
+        (&["--log-format=json", "run", "--bogus"], None),
+        (&["run", "--bogus"], Some("json")),
+    ] {
+        let mut cmd = crispy();
+        cmd.args(args);
+        if let Some(v) = env {
+            cmd.env("CRISPY_LOG_FORMAT", v);
+        }
+        let out = cmd.output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let line: Value = serde_json::from_str(stderr(&out).trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON line ({e}): {}", stderr(&out)));
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["exit_code"], 2, "{line}");
+        let message = line["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("abc") || message.contains("--bogus"),
+            "{line}"
+        );
+    }
+    // Help stays help.
+    let out = crispy()
+        .args(["--log-format", "json", "--help"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}
+
 #[test]
 fn default_source_id_is_the_sanitized_file_stem() {
     let dir = tempfile::tempdir().expect("tempdir");
