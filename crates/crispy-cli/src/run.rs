@@ -66,7 +66,9 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         sink_key: sink.spool_key(),
         max_bytes: args.spool_max.unwrap_or(options.spool.max_bytes),
     };
-    runtime.block_on(async move {
+    // A failed run that stored nothing leaves no empty sink directory behind.
+    let cleanup = sink.cleanup_dirs();
+    let outcome = runtime.block_on(async move {
         match sink.preflight().await {
             Ok(()) => {}
             // The spool holds the chunks until the store answers.
@@ -103,7 +105,11 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
             }
         }
         Ok(())
-    })
+    });
+    if outcome.is_err() {
+        cleanup();
+    }
+    outcome
 }
 
 /// The spool root: `--spool-dir` (or `CRISPY_SPOOL_DIR`), else the user's state directory.

@@ -26,6 +26,8 @@ pub struct ObjectStoreSink {
     prefix: String,
     display: String,
     local_dir: Option<PathBuf>,
+    /// The directories opening a local sink created, outermost first.
+    created_dirs: Vec<PathBuf>,
     backend: Backend,
     signer: Option<Arc<dyn Signer>>,
     /// A custom endpoint from the options (an S3-compatible store, an emulator): part of
@@ -59,6 +61,7 @@ impl ObjectStoreSink {
             prefix,
             display,
             local_dir: None,
+            created_dirs: Vec::new(),
             backend,
             signer: None,
             endpoint: None,
@@ -153,6 +156,11 @@ impl ObjectStoreSink {
             location: dir.display().to_string(),
             source,
         };
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(FsPath::to_path_buf)
+            .collect();
         std::fs::create_dir_all(dir).map_err(unwritable)?;
         let dir = std::fs::canonicalize(dir).map_err(unwritable)?;
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| SinkError::InvalidUrl {
@@ -162,6 +170,7 @@ impl ObjectStoreSink {
         let store = crate::local::LocalStore::new(store);
         let mut sink = Self::new(Arc::new(store), "", display, Backend::Local)?;
         sink.local_dir = Some(dir);
+        sink.created_dirs = missing.into_iter().rev().collect();
         Ok(sink)
     }
 
@@ -188,6 +197,20 @@ impl ObjectStoreSink {
         match self.store.list_with_delimiter(prefix.as_ref()).await {
             Ok(_) => Ok(()),
             Err(source) => Err(self.classify(source)),
+        }
+    }
+
+    /// What to call when a run ends having stored nothing (a source that could not be
+    /// opened): removes the directories that opening this local sink created, if they are
+    /// still empty, deepest first. Never touches a directory that holds anything.
+    pub fn cleanup_dirs(&self) -> impl FnOnce() + Send + 'static {
+        let dirs = self.created_dirs.clone();
+        move || {
+            for dir in dirs.iter().rev() {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
         }
     }
 
