@@ -154,10 +154,10 @@ pub struct RunArgs {
     /// aws_allow_http, google_service_account, azure_storage_account_name, …); repeatable.
     #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
     pub sink_opts: Vec<String>,
-    /// The durable spool: every chunk is on disk here before it counts as accepted, until
-    /// the sink confirms it; pending chunks are uploaded first on the next start [default:
-    /// $XDG_STATE_HOME/crispy/spool or ~/.local/state/crispy/spool; memory:// sinks use a
-    /// temporary one].
+    /// The durable spool of cloud sinks: every chunk is on disk here before it counts as
+    /// accepted, until the store confirms it; pending chunks are uploaded first on the next
+    /// start [default: $XDG_STATE_HOME/crispy/spool or ~/.local/state/crispy/spool]. Local
+    /// directories and memory:// hold accepted chunks in memory instead.
     #[arg(long, value_name = "DIR", env = "CRISPY_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Most the spool holds (10GiB, 500MB, …) [default: the config file's `spool_max`, else

@@ -11,6 +11,15 @@ use crate::cli::ProbeArgs;
 use crate::output::to_stdout;
 
 pub fn probe(args: ProbeArgs) -> Result<()> {
+    let shown = args.file.to_string_lossy();
+    if shown.contains("://") && !args.file.exists() {
+        return Err(crate::exit::UsageError(format!(
+            "probe reads video files, not URLs ({}): for a camera, `crispy run --source URL` \
+             logs the stream's codec and resolution when it connects",
+            crispy_core::redact::redact_urls(&shown)
+        ))
+        .into());
+    }
     let mut source = FileSource::open(&args.file)?;
     let info = source.stream_info().clone();
     let mut stats = StreamStats::new(info.time_base);

@@ -24,6 +24,11 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         })?;
         keys.add_hmac(secret.as_bytes())?;
     }
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && from > to
+    {
+        return Err(UsageError(format!("--from {from} is after --to {to}")).into());
+    }
     let options = VerifyOptions {
         source_id: args.source_id.clone(),
         from: args.from,

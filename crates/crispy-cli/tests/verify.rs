@@ -201,6 +201,48 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
 }
 
+/// Mistakes in what to verify are named before anything is read.
+#[test]
+fn verify_names_a_missing_sink_and_a_backwards_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-sink");
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(&missing)
+        .output()
+        .expect("verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(24), "{stderr}");
+    assert!(stderr.contains("no-such-sink"), "{stderr}");
+    assert!(!missing.exists(), "verify created the sink");
+
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(dir.path())
+        .args([
+            "--from",
+            "2026-11-24T10:00:00Z",
+            "--to",
+            "2026-11-24T09:00:00Z",
+        ])
+        .output()
+        .expect("verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is after --to"), "{stderr}");
+
+    let out = crispy()
+        .args(["probe", "rtsp://viewer:hunter2@127.0.0.1:9/cam"])
+        .output()
+        .expect("probe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not URLs") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}
+
 /// An auditor may only read the sink: verify writes nothing into it (it wrote and removed a
 /// test file, which failed without write access).
 #[test]

@@ -142,9 +142,14 @@ impl ObjectStoreSink {
         };
         local_only()?;
         if !create && !dir.is_dir() {
-            return Err(SinkError::InvalidUrl {
-                url: url.to_owned(),
-                reason: format!("{} is not a directory", dir.display()),
+            // Nothing to read back (`crispy verify`): unreadable, not a malformed URL.
+            return Err(SinkError::Read {
+                sink: url.to_owned(),
+                path: dir.display().to_string(),
+                source: object_store::Error::NotFound {
+                    path: dir.display().to_string(),
+                    source: "no such directory".into(),
+                },
             });
         }
         Self::local(&dir, url)

@@ -13,7 +13,7 @@ pub enum SourceError {
         path: PathBuf,
     },
     /// The path exists but is a directory or another non-regular file.
-    #[error("source {path:?} is not a regular file (is it a directory?)")]
+    #[error("source {path:?} is not a regular file (a directory, a device or a pipe)")]
     NotAFile {
         /// The path as given.
         path: PathBuf,
