@@ -21,6 +21,18 @@ pub enum ClockSource {
     Receive,
 }
 
+impl std::fmt::Display for ClockSource {
+    /// The manifest's name for it (`file`, `run-start`, `rtcp`, `receive`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::File => "file",
+            Self::RunStart => "run-start",
+            Self::Rtcp => "rtcp",
+            Self::Receive => "receive",
+        })
+    }
+}
+
 /// Everything recorded about one chunk; serialized as the chunk's JSON manifest.
 ///
 /// Stages fill it in turn: the chunker (media facts), the probe (`width`, `height`), the
@@ -153,6 +165,19 @@ mod rfc3339_millis {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn clock_sources_display_as_the_manifest_names_them() {
+        for clock in [
+            ClockSource::File,
+            ClockSource::RunStart,
+            ClockSource::Rtcp,
+            ClockSource::Receive,
+        ] {
+            let json = serde_json::to_value(clock).expect("json");
+            assert_eq!(json.as_str(), Some(clock.to_string().as_str()));
+        }
+    }
 
     #[test]
     fn manifest_json_has_millisecond_utc_times_and_round_trips() {

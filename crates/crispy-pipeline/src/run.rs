@@ -504,7 +504,7 @@ async fn open_file(
         resolution = %format_args!("{}x{}", info.width, info.height),
         fps = info.frame_rate.map(|r| r.as_f64()).unwrap_or(0.0),
         chunk = %chunk,
-        clock = ?clock,
+        clock = %clock,
         "source opened"
     );
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
@@ -528,7 +528,7 @@ async fn open_transcode(
     if align_wall {
         config.grid_offset_ms = grid_offset_ms(origin, chunk);
     }
-    let settings = format!("{config:?}");
+    let settings = config.to_string();
     let source = open_blocking(move || TranscodeSource::open(path, config)).await?;
     let info = source.stream_info().clone();
     observer.started(&SourceStarted {

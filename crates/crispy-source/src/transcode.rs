@@ -47,6 +47,28 @@ pub struct TranscodeConfig {
     pub grid_offset_ms: u64,
 }
 
+impl std::fmt::Display for TranscodeConfig {
+    /// The encoder settings as a log shows them: `libx264 veryfast, crf 26, max height 720,
+    /// 10 fps`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "libx264 {}", self.preset)?;
+        match self.bitrate_kbps {
+            Some(kbps) => write!(f, ", {kbps} kbit/s")?,
+            None => write!(f, ", crf {}", self.crf)?,
+        }
+        if let Some((w, h)) = self.scale {
+            write!(f, ", scaled to {w}x{h}")?;
+        }
+        if let Some(h) = self.max_height {
+            write!(f, ", max height {h}")?;
+        }
+        if let Some(fps) = self.fps {
+            write!(f, ", {} fps", (fps.as_f64() * 1000.0).round() / 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 impl TranscodeConfig {
     /// Defaults for CCTV: `veryfast`, CRF 26, source size and rate.
     pub fn new(chunk_ms: u64) -> Self {
@@ -432,6 +454,19 @@ impl CameraSource for LiveTranscoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_read_as_a_log_line() {
+        let mut c = TranscodeConfig::new(3000);
+        assert_eq!(c.to_string(), "libx264 veryfast, crf 26");
+        c.max_height = Some(720);
+        c.fps = Some(Rational::new(30000, 1001));
+        c.bitrate_kbps = Some(900);
+        assert_eq!(
+            c.to_string(),
+            "libx264 veryfast, 900 kbit/s, max height 720, 29.97 fps"
+        );
+    }
 
     #[test]
     fn output_size_keeps_aspect_and_even_numbers() {
