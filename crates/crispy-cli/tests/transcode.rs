@@ -168,6 +168,21 @@ fn scaling_and_decimation() {
         ms.iter()
             .all(|m| m["width"] == 160 && m["height"] == 120 && m["frame_count"] == 60)
     );
+
+    // A rate above the source's drops nothing and keeps the frames' times: every chunk
+    // exactly 1 s with 30 frames (placed on a 50 fps grid, frames moved and chunks came out short).
+    let sink = dir.path().join("sink3");
+    let out = run(&input, &sink, &["--chunk", "1s", "--fps", "50"]);
+    out.assert().success();
+    let ms = manifests(&sink);
+    assert_eq!(ms.len(), 4);
+    for m in &ms {
+        assert_eq!(
+            (m["frame_count"].as_u64(), m["duration_ms"].as_u64()),
+            (Some(30), Some(1000)),
+            "{m}"
+        );
+    }
 }
 
 #[test]

@@ -82,6 +82,16 @@ impl Reencoder {
             .decoder()
             .video()
             .map_err(|e| ReencodeError(format!("no decoder for this codec: {e}")))?;
+        let in_rate = in_rate.filter(|r| r.numerator() > 0 && r.denominator() > 0);
+        // A rate at or above the source's drops nothing: the frames keep their own times
+        // (placing them on a finer grid would only move them).
+        let mut config = config;
+        if let (Some(f), Some(r)) = (config.fps, in_rate)
+            && i64::from(f.num) * i64::from(r.denominator())
+                >= i64::from(r.numerator()) * i64::from(f.den)
+        {
+            config.fps = None;
+        }
         let out_step = config
             .fps
             .filter(|f| f.is_positive())
@@ -89,7 +99,7 @@ impl Reencoder {
         Ok(Self {
             decoder,
             in_tb,
-            in_rate: in_rate.filter(|r| r.numerator() > 0 && r.denominator() > 0),
+            in_rate,
             timing,
             config,
             out_step,
