@@ -138,7 +138,9 @@ fn spool_root(given: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
 /// `--hmac-key-env VAR`.
 fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
     if let Some(path) = &args.signing_key {
-        return Ok(Some(crispy_signer::SigningKey::from_pem_file(path)?));
+        let key = crispy_signer::SigningKey::from_pem_file(path)?;
+        warn_if_others_can_read(path);
+        return Ok(Some(key));
     }
     if let Some(var) = &args.hmac_key_env {
         let secret = std::env::var(var).map_err(|_| {
@@ -149,6 +151,21 @@ fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
         return Ok(Some(crispy_signer::SigningKey::hmac(secret.as_bytes())?));
     }
     Ok(None)
+}
+
+/// A private key that other users can read is not private: say so (as ssh does), once.
+fn warn_if_others_can_read(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key = %path.display(),
+                mode = %format_args!("{mode:04o}"),
+                "the signing key can be read by other users; `chmod 600` it"
+            );
+        }
+    }
 }
 
 /// The sources and settings of this run, from the config file or the command line.

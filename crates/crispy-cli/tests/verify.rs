@@ -201,6 +201,34 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
 }
 
+/// A signing key others can read is used, with a warning (keygen writes 0600).
+#[test]
+fn a_world_readable_signing_key_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let (key, _) = keygen(dir.path(), "signing.key");
+    let run = |sink: &str| {
+        crispy()
+            .args(["run", "--chunk", "1s", "--source"])
+            .arg(&source)
+            .args(["--sink", sink, "--signing-key", key.to_str().expect("utf8")])
+            .output()
+            .expect("run")
+    };
+    let out = run("memory://");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = run("memory://");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("can be read by other users") && stderr.contains("0644"),
+        "{stderr}"
+    );
+}
+
 /// Mistakes in what to verify are named before anything is read.
 #[test]
 fn verify_names_a_missing_sink_and_a_backwards_window() {
