@@ -83,7 +83,8 @@ impl SourceId {
 
 /// Shows at most 80 characters of a rejected id, with control characters escaped.
 fn shorten(id: &str) -> String {
-    let mut s: String = id.chars().take(80).flat_map(char::escape_default).collect();
+    // Printable characters as they are (`cámara`), control characters and quotes escaped.
+    let mut s: String = id.chars().take(80).flat_map(char::escape_debug).collect();
     if id.chars().count() > 80 {
         s.push('…');
     }
@@ -150,6 +151,11 @@ mod tests {
             .to_string();
         assert!(!err.contains('\u{1b}'), "{err}");
         assert!(err.contains("\\u{1b}"), "{err}");
+        // Printable characters are shown as they are, escaped once.
+        let err = SourceId::new("cámara").expect_err("rejected").to_string();
+        assert!(err.contains("\"cámara\""), "{err}");
+        let err = SourceId::new("a\"b").expect_err("rejected").to_string();
+        assert!(err.contains("\"a\\\"b\""), "{err}");
     }
 
     #[test]
