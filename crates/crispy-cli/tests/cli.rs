@@ -456,6 +456,66 @@ fn truncated_file_stores_complete_chunks_then_fails() {
     assert_eq!(manifests(&sink).len(), 2);
 }
 
+/// A file without a creation time, run twice into one sink, in each mode: the second run
+/// finds every chunk already there (it wrote a second set under new names, which verify
+/// then reported as duplicate sequences).
+#[test]
+fn re_running_a_file_writes_the_same_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264LongGop250.path().expect("fixture");
+    for (name, mode) in [
+        ("copy", &[][..]),
+        ("transcode", &["--mode", "transcode"][..]),
+    ] {
+        let sink = dir.path().join(name);
+        let summary = |out: &Output| -> Value {
+            assert!(out.status.success(), "{name}: {}", stderr(out));
+            stderr(out)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["message"] == "run finished")
+                .unwrap_or_else(|| panic!("{name}: no summary: {}", stderr(out)))
+        };
+        let args = [mode, &["--log-format", "json", "--chunk", "4s"]].concat();
+        let first = summary(&run(&src, &sink, &args));
+        let second = summary(&run(&src, &sink, &args));
+        assert_eq!(first["already_present"], 0, "{name}: {first}");
+        assert_eq!(
+            second["already_present"], first["chunks"],
+            "{name}: {second}"
+        );
+        let ms = manifests(&sink);
+        assert_eq!(
+            ms.len() as u64,
+            first["chunks"].as_u64().unwrap_or(0),
+            "{name}"
+        );
+        // The origin is the file's modification time minus its 24 s.
+        let mtime: chrono::DateTime<chrono::Utc> = std::fs::metadata(&src)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .into();
+        let origin = mtime - chrono::Duration::milliseconds(24_000);
+        let (_, m0) = &ms[0];
+        assert_eq!(m0["clock"], "file-mtime", "{name}: {m0}");
+        assert_eq!(
+            m0["start_time"].as_str(),
+            Some(
+                origin
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                    .as_str()
+            ),
+            "{name}: {m0}"
+        );
+        let out = crispy()
+            .args(["verify", "--allow-unsigned"])
+            .arg(&sink)
+            .output()
+            .expect("verify");
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn unusable_sinks_fail_before_reading() {
     let dir = tempfile::tempdir().expect("tempdir");

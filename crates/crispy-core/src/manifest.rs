@@ -13,6 +13,10 @@ pub const MANIFEST_SCHEMA: &str = "crispy.manifest/1";
 pub enum ClockSource {
     /// The file's `creation_time` metadata tag plus the chunk's media offset.
     File,
+    /// The file's modification time minus its duration (where the recording began, as the
+    /// file system saw it end), plus the chunk's media offset: files without a creation
+    /// time. A re-run of the same file gives the same times, so the same object names.
+    FileMtime,
     /// The run's start time plus the chunk's media offset (files without a creation time).
     RunStart,
     /// RTCP sender reports of a live camera.
@@ -26,6 +30,7 @@ impl std::fmt::Display for ClockSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::File => "file",
+            Self::FileMtime => "file-mtime",
             Self::RunStart => "run-start",
             Self::Rtcp => "rtcp",
             Self::Receive => "receive",
@@ -170,6 +175,7 @@ mod tests {
     fn clock_sources_display_as_the_manifest_names_them() {
         for clock in [
             ClockSource::File,
+            ClockSource::FileMtime,
             ClockSource::RunStart,
             ClockSource::Rtcp,
             ClockSource::Receive,

@@ -487,10 +487,11 @@ async fn open_file(
     observer: &dyn Observer,
 ) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
+    let mtime = modified(&path);
     let source = open_blocking(move || FileSource::open(path)).await?;
     let mut info = source.stream_info().clone();
     apply_probe(id, &mut info);
-    let (origin, clock) = clock_origin(source.creation_time());
+    let (origin, clock) = clock_origin(source.creation_time(), mtime, source.duration_secs());
     observer.started(&SourceStarted {
         source_id: id.clone(),
         display: shown.clone(),
@@ -524,7 +525,15 @@ async fn open_transcode(
     observer: &dyn Observer,
 ) -> Result<(TranscodeSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
-    let origin = Utc::now();
+    // The same origin as a stream copy of the file: a re-run writes the same names.
+    let mtime = modified(&path);
+    let probe_path = path.clone();
+    let (creation_time, duration_s) = open_blocking(move || {
+        FileSource::open(probe_path)
+            .map(|f| (f.creation_time().map(str::to_owned), f.duration_secs()))
+    })
+    .await?;
+    let (origin, clock) = clock_origin(creation_time.as_deref(), mtime, duration_s);
     if align_wall {
         config.grid_offset_ms = grid_offset_ms(origin, chunk);
     }
@@ -549,11 +558,7 @@ async fn open_transcode(
     chunker_config.cut_at_every_keyframe = true;
     chunker_config.align_offset_ms = align_wall.then_some(0);
     let chunker = CopyChunker::new(&info, chunker_config)?;
-    Ok((
-        source,
-        chunker,
-        Timeline::new(origin, ClockSource::RunStart),
-    ))
+    Ok((source, chunker, Timeline::new(origin, clock)))
 }
 
 /// Builds a synthetic source (on a blocking thread); its clock is the receive clock.
@@ -827,11 +832,33 @@ fn forget_dropped(backlog: &mut VecDeque<Upload>, spool: &Spool) -> u64 {
     freed
 }
 
-fn clock_origin(creation_time: Option<&str>) -> (DateTime<Utc>, ClockSource) {
-    creation_time
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| (t.with_timezone(&Utc), ClockSource::File))
-        .unwrap_or_else(|| (Utc::now(), ClockSource::RunStart))
+/// The wall-clock origin of a file's chunks: its `creation_time` tag; else its modification
+/// time minus its duration, so that a re-run gives the same times and object names; else the
+/// run's start.
+fn clock_origin(
+    creation_time: Option<&str>,
+    modified: Option<std::time::SystemTime>,
+    duration_s: Option<f64>,
+) -> (DateTime<Utc>, ClockSource) {
+    if let Some(t) = creation_time.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+        return (t.with_timezone(&Utc), ClockSource::File);
+    }
+    let from_mtime = modified.zip(duration_s).and_then(|(m, d)| {
+        let end = DateTime::<Utc>::from(m);
+        // Whole milliseconds, like every time in a manifest.
+        let ms = chrono::Duration::milliseconds((d * 1000.0).round() as i64);
+        let start = end.checked_sub_signed(ms)?;
+        DateTime::from_timestamp_millis(start.timestamp_millis())
+    });
+    match from_mtime {
+        Some(t) => (t, ClockSource::FileMtime),
+        None => (Utc::now(), ClockSource::RunStart),
+    }
+}
+
+/// The modification time of `path`, if the file system keeps one.
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Milliseconds rounded to a tenth, as a number (JSON logs keep it numeric).
@@ -890,11 +917,19 @@ mod tests {
 
     #[test]
     fn clock_origin_prefers_the_creation_tag() {
-        let (t, c) = clock_origin(Some("2024-05-01T10:20:30.000000Z"));
+        let mtime = std::time::UNIX_EPOCH + Duration::from_millis(1_714_558_830_250);
+        let (t, c) = clock_origin(Some("2024-05-01T10:20:30.000000Z"), Some(mtime), Some(5.0));
         assert_eq!(c, ClockSource::File);
         assert_eq!(t.to_rfc3339(), "2024-05-01T10:20:30+00:00");
-        assert_eq!(clock_origin(Some("garbage")).1, ClockSource::RunStart);
-        assert_eq!(clock_origin(None).1, ClockSource::RunStart);
+        // Without the tag: the modification time minus the duration, in whole ms.
+        let (t, c) = clock_origin(Some("garbage"), Some(mtime), Some(2.0004));
+        assert_eq!(c, ClockSource::FileMtime);
+        assert_eq!(t.timestamp_millis(), 1_714_558_830_250 - 2000);
+        assert_eq!(
+            clock_origin(None, Some(mtime), None).1,
+            ClockSource::RunStart
+        );
+        assert_eq!(clock_origin(None, None, Some(2.0)).1, ClockSource::RunStart);
     }
 
     #[test]
