@@ -104,6 +104,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
+/// A stall timeout: at least [`crispy_pipeline::MIN_STALL_TIMEOUT`].
+fn parse_stall_timeout(s: &str) -> Result<ChunkDuration, String> {
+    let d: ChunkDuration = s.parse().map_err(|e: crispy_core::Error| e.to_string())?;
+    if d.as_duration() < crispy_pipeline::MIN_STALL_TIMEOUT {
+        return Err(format!(
+            "{d} is shorter than 1s: a camera between two frames would count as stalled"
+        ));
+    }
+    Ok(d)
+}
+
 /// A signed URL's lifetime: 1 s to 7 days (the longest GCS V4 and S3 SigV4 allow).
 fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
     let ms = crispy_core::parse_millis(s).map_err(|e| e.to_string())?;
@@ -195,7 +206,8 @@ pub struct RunArgs {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        conflicts_with = "config"
+        conflicts_with = "config",
+        value_parser = parse_stall_timeout
     )]
     pub stall_timeout: ChunkDuration,
     /// On SIGINT/SIGTERM, how long to wait for uploads to finish.

@@ -566,6 +566,22 @@ fn unusable_sinks_fail_before_reading() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 
+    // An id that reads as an option, and a stall timeout shorter than a frame gap.
+    for args in [
+        &["--source-id=--help"][..],
+        &["--source-id=-x"],
+        &["--stall-timeout", "1ms"],
+    ] {
+        let out = crispy()
+            .arg("run")
+            .args(args)
+            .arg("--source")
+            .arg(&src)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+
     let out = crispy()
         .args([
             "run",

@@ -3,7 +3,9 @@
 #[non_exhaustive]
 pub enum Error {
     /// A source id that is empty, too long, or holds characters outside `[A-Za-z0-9_-]`.
-    #[error("invalid source id \"{shown}\": {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -)")]
+    #[error(
+        "invalid source id \"{shown}\": {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -, not starting with -)"
+    )]
     InvalidSourceId {
         /// The offending id, shortened and with control characters escaped.
         shown: String,

@@ -29,6 +29,9 @@ impl SourceId {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             Some("it contains a character that is not allowed")
+        } else if id.starts_with('-') {
+            // A directory named `-x` or `--help` reads as an option to every shell tool.
+            Some("it starts with '-'")
         } else {
             None
         };
@@ -42,8 +45,9 @@ impl SourceId {
     }
 
     /// Derives a valid id from arbitrary text such as a file stem: disallowed characters become
-    /// `_`, runs of them collapse, and the result is cut to 64 characters. Empty input gives
-    /// `"source"`.
+    /// `_`, runs of them collapse, leading `-` and `_` go, and the result is cut to 64
+    /// characters. Text with nothing usable (`ü`, `...`) gives `source-` and 8 hex digits of a
+    /// hash of the text, so two such files still get different ids.
     pub fn sanitize(raw: &str) -> Self {
         let mut out = String::with_capacity(raw.len().min(MAX_LEN));
         for c in raw.chars() {
@@ -57,9 +61,13 @@ impl SourceId {
                 break;
             }
         }
-        let trimmed = out.trim_matches('_');
+        let trimmed = out.trim_start_matches(['_', '-']).trim_end_matches('_');
         if trimmed.is_empty() {
-            Self("source".to_owned())
+            // FNV-1a: stable across builds and platforms, unlike std's hasher.
+            let hash = raw.bytes().fold(0x811c_9dc5_u32, |h, b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            });
+            Self(format!("source-{hash:08x}"))
         } else {
             Self(trimmed.to_owned())
         }
@@ -166,6 +174,8 @@ mod tests {
             "",
             "...",
             "été",
+            "--help",
+            "-_-x",
             &"z".repeat(300),
         ] {
             let id = SourceId::sanitize(raw);
@@ -176,7 +186,14 @@ mod tests {
             SourceId::sanitize("../../etc/passwd").as_str(),
             "etc_passwd"
         );
-        assert_eq!(SourceId::sanitize("").as_str(), "source");
+        assert_eq!(SourceId::sanitize("--help").as_str(), "help");
+        // Nothing usable: distinct texts still give distinct ids, the same text the same one.
+        let (a, b) = (SourceId::sanitize("ü"), SourceId::sanitize("..."));
+        assert!(a.as_str().starts_with("source-") && b.as_str().starts_with("source-"));
+        assert_ne!(a, b);
+        assert_eq!(SourceId::sanitize("ü"), a);
+        assert!(SourceId::new("-cam").is_err() && SourceId::new("--help").is_err());
+        assert!(SourceId::new("_cam").is_ok() && SourceId::new("cam-1").is_ok());
     }
 
     #[test]

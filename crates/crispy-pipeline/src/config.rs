@@ -18,7 +18,7 @@
 //! crf = 26                          # or bitrate_kbps = 2000
 //!
 //! [[camera]]
-//! id = "lobby"                      # [A-Za-z0-9_-]{1,64}, unique
+//! id = "lobby"                      # [A-Za-z0-9_-]{1,64}, no leading -, unique
 //! url = "rtsp://10.0.0.5:554/stream1"
 //! username = "viewer"               # optional
 //! password_env = "LOBBY_PASSWORD"   # optional: the variable holding the password
@@ -165,7 +165,7 @@ struct FileConfig {
     chunk: Option<ChunkDuration>,
     max_in_flight: Option<Spanned<u16>>,
     drain_timeout: Option<ChunkDuration>,
-    stall_timeout: Option<ChunkDuration>,
+    stall_timeout: Option<Spanned<ChunkDuration>>,
     rtsp_transport: Option<TransportName>,
     align: Option<AlignName>,
     mode: Option<ModeName>,
@@ -183,7 +183,7 @@ struct CameraConfig {
     password_env: Option<Spanned<String>>,
     transport: Option<TransportName>,
     chunk: Option<ChunkDuration>,
-    stall_timeout: Option<ChunkDuration>,
+    stall_timeout: Option<Spanned<ChunkDuration>>,
     prefix: Option<Spanned<String>>,
     mode: Option<ModeName>,
     transcode: Option<Spanned<TranscodeSettings>>,
@@ -277,9 +277,22 @@ impl Config {
             return Err(invalid(0, "camera", "no [[camera]] entries".to_owned()));
         }
         let default_chunk = file.chunk.unwrap_or_default();
-        let default_stall = file
-            .stall_timeout
-            .map_or(Duration::from_secs(10), ChunkDuration::as_duration);
+        // Below a second, a camera between two frames would count as stalled.
+        let stall = |t: &Spanned<ChunkDuration>| {
+            let d = t.get_ref().as_duration();
+            if d < crate::MIN_STALL_TIMEOUT {
+                return Err(invalid(
+                    t.span().start,
+                    "stall_timeout",
+                    format!("{} is shorter than 1s", t.get_ref()),
+                ));
+            }
+            Ok(d)
+        };
+        let default_stall = match &file.stall_timeout {
+            Some(t) => stall(t)?,
+            None => Duration::from_secs(10),
+        };
         let default_transport: RtspTransport =
             file.rtsp_transport.map(Into::into).unwrap_or_default();
         let default_mode = file.mode.unwrap_or(ModeName::Copy);
@@ -340,9 +353,10 @@ impl Config {
                 None => None,
             };
             rtsp.transport = cam.transport.map(Into::into).unwrap_or(default_transport);
-            rtsp.stall_timeout = cam
-                .stall_timeout
-                .map_or(default_stall, ChunkDuration::as_duration);
+            rtsp.stall_timeout = match &cam.stall_timeout {
+                Some(t) => stall(t)?,
+                None => default_stall,
+            };
             let chunk = cam.chunk.unwrap_or(default_chunk);
             let spec = match cam.mode.unwrap_or(default_mode) {
                 ModeName::Copy => {
@@ -630,6 +644,10 @@ mode = "copy"
             (
                 "chunk = \"abc\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
                 "invalid duration \"abc\"",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nstall_timeout = \"1ms\"\n",
+                "line 4, field `stall_timeout`: 1ms is shorter than 1s",
             ),
         ];
         for (text, want) in cases {

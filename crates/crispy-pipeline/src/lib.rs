@@ -38,3 +38,7 @@ pub use job::{PipelineOptions, SourceJob, SourceSpec, SpoolOptions};
 pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted, UploadStage};
 pub use run::{FileRun, run_file, run_sources};
 pub use shutdown::Shutdown;
+
+/// The shortest stall timeout accepted: below it, a camera between two frames would count as
+/// stalled and be reconnected.
+pub const MIN_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
