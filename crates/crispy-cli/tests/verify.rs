@@ -201,6 +201,32 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
 }
 
+/// Pointed at a source's folder instead of the sink's root, verify says so.
+#[test]
+fn verifying_a_folder_inside_the_sink_says_to_verify_its_root() {
+    let (_dir, sink, public) = signed_run();
+    let source_dir = std::fs::read_dir(&sink)
+        .expect("ls")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the source's folder");
+    let (code, report) = verify(
+        &source_dir,
+        &["--public-key", public.to_str().expect("utf8")],
+        &[],
+    );
+    assert_eq!(code, Some(30), "{report}");
+    let problems = report["problems"].as_array().expect("problems");
+    assert!(
+        problems.iter().any(|p| p["kind"] == "misplaced"
+            && p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("verify that sink's root"))),
+        "{report}"
+    );
+}
+
 /// A signing key others can read is used, with a warning (keygen writes 0600).
 #[test]
 fn a_world_readable_signing_key_is_warned_about() {

@@ -365,13 +365,25 @@ impl SourceWalk {
             check,
         } = entry;
         let object = m.object.as_str();
-        if crispy_sink::manifest_path_for(object) != manifest_path {
+        let expected = crispy_sink::manifest_path_for(object);
+        if expected != manifest_path {
+            // `crispy verify out/cam` on what `crispy run --sink out` wrote: every manifest
+            // sits where it should, seen from a folder further up.
+            let seen_from_below = expected
+                .strip_suffix(manifest_path.as_str())
+                .is_some_and(|above| above.ends_with('/'));
+            let hint = if seen_from_below {
+                "; this looks like a folder inside the sink the run wrote: verify that sink's \
+                 root (--source-id selects one source)"
+            } else {
+                ""
+            };
             self.push(
                 problems,
                 id,
                 ProblemKind::Misplaced,
                 object,
-                format!("manifest stored as {manifest_path} but describes {object}"),
+                format!("manifest stored as {manifest_path} but describes {object}{hint}"),
             );
         }
         match check {
