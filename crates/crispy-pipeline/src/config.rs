@@ -127,6 +127,9 @@ impl TranscodeSettings {
     }
 
     fn build(&self, chunk: ChunkDuration) -> Result<TranscodeConfig, String> {
+        if self.crf.is_some() && self.bitrate_kbps.is_some() {
+            return Err("crf and bitrate_kbps exclude each other: give one".to_owned());
+        }
         let mut c = TranscodeConfig::new(chunk.as_millis());
         c.scale = self
             .scale
@@ -296,11 +299,11 @@ impl Config {
         let default_transport: RtspTransport =
             file.rtsp_transport.map(Into::into).unwrap_or_default();
         let default_mode = file.mode.unwrap_or(ModeName::Copy);
+        let has_global_transcode = file.transcode.is_some();
         let (global_transcode, global_transcode_at) = file
             .transcode
             .map(|t| (t.get_ref().clone(), t.span().start))
             .unwrap_or_default();
-        // A bad [transcode] table is an error even when no camera transcodes yet.
         global_transcode
             .build(default_chunk)
             .map_err(|e| invalid(global_transcode_at, "transcode", e))?;
@@ -361,13 +364,14 @@ impl Config {
             let spec = match cam.mode.unwrap_or(default_mode) {
                 ModeName::Copy => {
                     if let Some(t) = &cam.transcode {
-                        t.get_ref()
-                            .clone()
-                            .or(&global_transcode)
-                            .build(chunk)
-                            .map_err(|e| {
-                                invalid(t.span().start, "transcode", format!("camera {id}: {e}"))
-                            })?;
+                        return Err(invalid(
+                            t.span().start,
+                            "transcode",
+                            format!(
+                                "camera {id} stream-copies: transcode settings apply to \
+                                 mode = \"transcode\" only"
+                            ),
+                        ));
                     }
                     SourceSpec::Rtsp(rtsp)
                 }
@@ -388,6 +392,18 @@ impl Config {
                 chunk,
                 prefix,
             });
+        }
+        // Settings nothing uses are a mistake to name, not to ignore.
+        let any_transcodes = jobs
+            .iter()
+            .any(|j| matches!(j.spec, SourceSpec::TranscodeRtsp(..)));
+        if has_global_transcode && !any_transcodes {
+            return Err(invalid(
+                global_transcode_at,
+                "transcode",
+                "no camera has mode = \"transcode\", so these settings would apply to none"
+                    .to_owned(),
+            ));
         }
         let mut options = PipelineOptions::default();
         if let Some(n) = &file.max_in_flight {
@@ -626,8 +642,26 @@ mode = "copy"
                 "field `transcode`: fps must be above 0",
             ),
             (
-                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\ntranscode = { max_height = 4 }\n",
-                "line 4, field `transcode`: camera a: max_height",
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { max_height = 4 }\n",
+                "line 5, field `transcode`: camera a: max_height",
+            ),
+            // Settings that would be ignored, or that contradict each other, as on the
+            // command line.
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\ntranscode = { fps = 5 }\n",
+                "line 4, field `transcode`: camera a stream-copies",
+            ),
+            (
+                "[transcode]\nfps = 5\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `transcode`: no camera has mode",
+            ),
+            (
+                "mode = \"transcode\"\n[transcode]\ncrf = 20\nbitrate_kbps = 100\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "crf and bitrate_kbps exclude each other",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { scale = \"320x240\", max_height = 100 }\n",
+                "scale and max_height exclude each other",
             ),
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nprefix = \"/abs/p\"\n",

@@ -105,6 +105,9 @@ impl TranscodeConfig {
         if let Some(h) = self.max_height.filter(|h| !(16..=8640).contains(h)) {
             return Err(format!("max_height {h} is not between 16 and 8640"));
         }
+        if self.scale.is_some() && self.max_height.is_some() {
+            return Err("scale and max_height exclude each other: give one".to_owned());
+        }
         if self.chunk_ms == 0 {
             return Err("chunk length must be above 0".to_owned());
         }
