@@ -61,10 +61,16 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         quiet: false,
     };
     let _bar = logging::init(&global);
-    // clap's first line (`error: …`), without the usage and hints after it.
+    // clap's message up to its first blank line (the missing arguments included), without
+    // the usage and hints after it.
     let rendered = e.to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let text = first.strip_prefix("error: ").unwrap_or(first);
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = message.join(" ");
+    let text = joined.strip_prefix("error: ").unwrap_or(&joined);
     tracing::error!(exit_code = exit::USAGE, "{text}");
     ExitCode::from(exit::USAGE)
 }

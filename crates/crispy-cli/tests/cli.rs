@@ -251,6 +251,7 @@ fn json_logs_report_usage_errors_as_json() {
         (&["--log-format", "json", "run", "--chunk", "abc"][..], None),
         (&["--log-format=json", "run", "--bogus"], None),
         (&["run", "--bogus"], Some("json")),
+        (&["--log-format", "json", "verify"], None),
     ] {
         let mut cmd = crispy();
         cmd.args(args);
@@ -265,7 +266,7 @@ fn json_logs_report_usage_errors_as_json() {
         assert_eq!(line["exit_code"], 2, "{line}");
         let message = line["message"].as_str().unwrap_or_default();
         assert!(
-            message.contains("abc") || message.contains("--bogus"),
+            message.contains("abc") || message.contains("--bogus") || message.contains("<SINK>"),
             "{line}"
         );
     }

@@ -225,6 +225,11 @@ fn verifying_a_folder_inside_the_sink_says_to_verify_its_root() {
                 .is_some_and(|d| d.contains("verify that sink's root"))),
         "{report}"
     );
+    // Only that: no chunk is claimed missing for having been looked up under the wrong root.
+    assert!(
+        problems.iter().all(|p| p["kind"] == "misplaced"),
+        "{report}"
+    );
 }
 
 /// A signing key others can read is used, with a warning (keygen writes 0600).

@@ -366,12 +366,13 @@ impl SourceWalk {
         } = entry;
         let object = m.object.as_str();
         let expected = crispy_sink::manifest_path_for(object);
-        if expected != manifest_path {
-            // `crispy verify out/cam` on what `crispy run --sink out` wrote: every manifest
-            // sits where it should, seen from a folder further up.
-            let seen_from_below = expected
+        // `crispy verify out/cam` on what `crispy run --sink out` wrote: every manifest sits
+        // where it should, seen from a folder further up.
+        let seen_from_below = expected != manifest_path
+            && expected
                 .strip_suffix(manifest_path.as_str())
                 .is_some_and(|above| above.ends_with('/'));
+        if expected != manifest_path {
             let hint = if seen_from_below {
                 "; this looks like a folder inside the sink the run wrote: verify that sink's \
                  root (--source-id selects one source)"
@@ -388,6 +389,8 @@ impl SourceWalk {
         }
         match check {
             ChunkCheck::Ok => {}
+            // Looked up under the wrong root: the misplaced problem above says why.
+            ChunkCheck::Missing if seen_from_below => {}
             ChunkCheck::Missing => self.push(
                 problems,
                 id,
