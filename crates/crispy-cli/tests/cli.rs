@@ -406,34 +406,31 @@ fn bad_inputs_get_clear_errors_and_distinct_exit_codes() {
     ])
     .expect("ffmpeg");
     expect_failure(&audio, 14, "audio-only.mp4");
-    let mpeg4 = p("mpeg4.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=1",
-        "-c:v",
-        "mpeg4",
-        mpeg4.to_str().expect("utf8"),
-    ])
-    .expect("ffmpeg");
-    expect_failure(&mpeg4, 15, "--mode transcode");
+    // One second of test pattern, encoded with `args`.
+    let clip = |name: &str, args: &[&str]| {
+        let path = p(name);
+        let input = [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=1",
+        ];
+        let output = [path.to_str().expect("utf8")];
+        ffmpeg(&[&input[..], args, &output[..]].concat()).expect("ffmpeg");
+        path
+    };
+    expect_failure(
+        &clip("mpeg4.mp4", &["-c:v", "mpeg4"]),
+        15,
+        "--mode transcode",
+    );
     // A raw elementary stream (a DVR export): intact, but untimed. It was reported as
     // damaged after 0 packets.
-    let raw = p("export.h264");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=1",
-        "-c:v",
-        "libx264",
-        "-f",
-        "h264",
-        raw.to_str().expect("utf8"),
-    ])
-    .expect("ffmpeg");
-    expect_failure(&raw, 13, "raw H.264 elementary stream has no timestamps");
+    expect_failure(
+        &clip("export.h264", &["-c:v", "libx264", "-f", "h264"]),
+        13,
+        "raw H.264 elementary stream has no timestamps",
+    );
 }
 
 #[test]
