@@ -71,9 +71,9 @@ pub struct VerifyArgs {
     /// An extra store option, KEY=VALUE (as for `crispy run`); repeatable.
     #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
     pub sink_opts: Vec<String>,
-    /// Only this source.
+    /// Only this source; repeatable.
     #[arg(long)]
-    pub source_id: Option<SourceId>,
+    pub source_id: Vec<SourceId>,
     /// Only chunks starting at or after this time (RFC 3339, e.g. 2026-11-24T10:00:00Z).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub from: Option<chrono::DateTime<chrono::Utc>>,

@@ -30,7 +30,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         return Err(UsageError(format!("--from {from} is after --to {to}")).into());
     }
     let options = VerifyOptions {
-        source_id: args.source_id.clone(),
+        source_ids: args.source_id.clone(),
         from: args.from,
         to: args.to,
         keys,

@@ -199,6 +199,49 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     let k = kinds(&report);
     assert!(k.contains(&"orphan-chunk".to_owned()), "{report}");
     assert!(k.contains(&"orphan-manifest".to_owned()), "{report}");
+    // The orphan chunk is named with its source and counted in its summary.
+    let problems = report["problems"].as_array().expect("problems");
+    let orphan = problems
+        .iter()
+        .find(|p| p["kind"] == "orphan-chunk")
+        .expect("orphan");
+    let source = &report["sources"][0];
+    assert_eq!(orphan["source_id"], source["source_id"], "{report}");
+    assert_eq!(
+        source["problems"].as_u64(),
+        Some(problems.len() as u64),
+        "{report}"
+    );
+}
+
+/// `--source-id` repeats: the report covers those sources and no other.
+#[test]
+fn verify_selects_several_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let sink = dir.path().join("sink");
+    for id in ["cam-a", "cam-b", "cam-c"] {
+        run_file(&source, &sink, &["--source-id", id], &[]);
+    }
+    let (code, report) = verify(
+        &sink,
+        &[
+            "--allow-unsigned",
+            "--source-id",
+            "cam-a",
+            "--source-id",
+            "cam-c",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    let ids: Vec<&str> = report["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|s| s["source_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["cam-a", "cam-c"], "{report}");
 }
 
 /// Pointed at a source's folder instead of the sink's root, verify says so.

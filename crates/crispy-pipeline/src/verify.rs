@@ -20,9 +20,8 @@ const FETCHES_IN_FLIGHT: usize = 16;
 /// What to check.
 #[derive(Debug, Default)]
 pub struct VerifyOptions {
-    /// Only this source (its chunks are under `<prefix>/<id>/`; without `prefix`, the
-    /// whole sink is listed and filtered).
-    pub source_id: Option<SourceId>,
+    /// Only these sources (their chunks are under `<prefix>/<id>/`); all when empty.
+    pub source_ids: Vec<SourceId>,
     /// Only chunks starting at or after this time.
     pub from: Option<DateTime<Utc>>,
     /// Only chunks starting before this time.
@@ -137,10 +136,10 @@ pub async fn verify(
     // Object names carry their chunk's start time: objects outside `--from`/`--to` are
     // neither fetched nor reported (a day's check of a bucket holding months fetches a day).
     let in_scope_path = |path: &str| {
-        let source_ok = match &options.source_id {
-            Some(id) => path.split('/').any(|seg| seg == id.as_str()),
-            None => true,
-        };
+        let source_ok = options.source_ids.is_empty()
+            || path
+                .split('/')
+                .any(|seg| options.source_ids.iter().any(|id| seg == id.as_str()));
         source_ok && crispy_sink::object_start(path).is_none_or(in_window)
     };
 
@@ -159,12 +158,25 @@ pub async fn verify(
     while let Some(fetched) = found.try_next().await? {
         match fetched {
             Fetched::Nothing => {}
-            Fetched::OrphanChunk(path) => problems.push(Problem {
-                kind: ProblemKind::OrphanChunk,
-                source_id: None,
-                object: path,
-                detail: "chunk without a manifest".to_owned(),
-            }),
+            Fetched::OrphanChunk(path) => {
+                let detail = "chunk without a manifest".to_owned();
+                match source_of_object(&path) {
+                    // Counted with its source, as its other problems are.
+                    Some(id) => sources.entry(id.clone()).or_default().push(
+                        &mut problems,
+                        &id,
+                        ProblemKind::OrphanChunk,
+                        &path,
+                        detail,
+                    ),
+                    None => problems.push(Problem {
+                        kind: ProblemKind::OrphanChunk,
+                        source_id: None,
+                        object: path,
+                        detail,
+                    }),
+                }
+            }
             Fetched::Unreadable(path, detail) => problems.push(Problem {
                 kind: ProblemKind::Unreadable,
                 source_id: None,
@@ -188,7 +200,10 @@ pub async fn verify(
     if sources.is_empty() && problems.is_empty() {
         problems.push(Problem {
             kind: ProblemKind::Empty,
-            source_id: options.source_id.as_ref().map(ToString::to_string),
+            source_id: (!options.source_ids.is_empty()).then(|| {
+                let ids: Vec<&str> = options.source_ids.iter().map(SourceId::as_str).collect();
+                ids.join(",")
+            }),
             object: sink.display_url().to_owned(),
             detail: "no manifests found".to_owned(),
         });
@@ -199,6 +214,15 @@ pub async fn verify(
         sources,
         problems,
     })
+}
+
+/// The source id in a chunk's object path (`[prefix/]<source>/YYYY/MM/DD/<name>`), when
+/// the path has that shape.
+fn source_of_object(path: &str) -> Option<SourceId> {
+    crispy_sink::object_start(path)?;
+    let segments: Vec<&str> = path.split('/').collect();
+    let at = segments.len().checked_sub(5)?;
+    segments.get(at)?.parse().ok()
 }
 
 /// What a folder's listing asks for.
@@ -266,12 +290,9 @@ async fn fetch(
         Ok(m) => m,
         Err(e) => return Ok(Fetched::Unreadable(path, format!("not a manifest: {e}"))),
     };
-    if options
-        .source_id
-        .as_ref()
-        .is_some_and(|id| *id != metadata.source_id)
-        || !in_window(metadata.start_time)
-    {
+    let other_source =
+        !options.source_ids.is_empty() && !options.source_ids.contains(&metadata.source_id);
+    if other_source || !in_window(metadata.start_time) {
         return Ok(Fetched::Nothing);
     }
     let check = match sink.get(&metadata.object).await? {
