@@ -2,7 +2,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A source id that is empty, too long, or holds characters outside `[A-Za-z0-9_-]`.
+    /// A source id that is empty, too long, holds characters outside `[A-Za-z0-9_-]` or starts
+    /// with `-`.
     #[error(
         "invalid source id \"{shown}\": {reason} (allowed: 1 to 64 of A-Z a-z 0-9 _ -, not starting with -)"
     )]

@@ -17,7 +17,8 @@ pub enum ClockSource {
     /// file system saw it end), plus the chunk's media offset: files without a creation
     /// time. A re-run of the same file gives the same times, so the same object names.
     FileMtime,
-    /// The run's start time plus the chunk's media offset (files without a creation time).
+    /// The run's start time plus the chunk's media offset (files with neither a creation
+    /// time nor a modification time and duration).
     RunStart,
     /// RTCP sender reports of a live camera.
     Rtcp,
@@ -26,7 +27,7 @@ pub enum ClockSource {
 }
 
 impl std::fmt::Display for ClockSource {
-    /// The manifest's name for it (`file`, `run-start`, `rtcp`, `receive`).
+    /// The manifest's name for it (`file`, `file-mtime`, `run-start`, `rtcp`, `receive`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::File => "file",

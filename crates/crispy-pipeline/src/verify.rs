@@ -160,7 +160,7 @@ pub async fn verify(
             Fetched::Nothing => {}
             Fetched::OrphanChunk(path) => {
                 let detail = "chunk without a manifest".to_owned();
-                match source_of_object(&path) {
+                match crispy_sink::object_source(&path) {
                     // Counted with its source, as its other problems are.
                     Some(id) => sources.entry(id.clone()).or_default().push(
                         &mut problems,
@@ -214,15 +214,6 @@ pub async fn verify(
         sources,
         problems,
     })
-}
-
-/// The source id in a chunk's object path (`[prefix/]<source>/YYYY/MM/DD/<name>`), when
-/// the path has that shape.
-fn source_of_object(path: &str) -> Option<SourceId> {
-    crispy_sink::object_start(path)?;
-    let segments: Vec<&str> = path.split('/').collect();
-    let at = segments.len().checked_sub(5)?;
-    segments.get(at)?.parse().ok()
 }
 
 /// What a folder's listing asks for.

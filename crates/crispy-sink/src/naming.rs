@@ -39,6 +39,15 @@ pub fn object_start(path: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The source id in an object's path (`[prefix/]<source>/yyyy/mm/dd/<start>-<seq>.mp4`, as
+/// [`chunk_object_path`] writes it), if the path has that shape.
+pub fn object_source(path: &str) -> Option<SourceId> {
+    object_start(path)?;
+    let segments: Vec<&str> = path.split('/').collect();
+    let at = segments.len().checked_sub(5)?;
+    segments.get(at)?.parse().ok()
+}
+
 /// The manifest path beside a chunk: the chunk path with `.json` in place of its extension.
 pub fn manifest_path_for(chunk_path: &str) -> String {
     match chunk_path.rsplit_once('.') {
@@ -75,5 +84,10 @@ mod tests {
         );
         let later = chunk_object_path("", &id, t + chrono::Duration::seconds(3), 1);
         assert!(later > chunk_object_path("", &id, t, 0));
+        // Read back from the path, with or without a prefix.
+        assert_eq!(object_source(&p), Some(id.clone()));
+        assert_eq!(object_source(&later), Some(id));
+        assert_eq!(object_source("20260307T090502.045Z-00000000.mp4"), None);
+        assert_eq!(object_source("cam-1/2026/03/07/notes.txt"), None);
     }
 }
