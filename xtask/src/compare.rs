@@ -121,12 +121,53 @@ fn segment(c: &mut Command, out: &Path) {
     .arg(out.join("%05d.mp4"));
 }
 
-/// Runs `cmd` into a fresh `out`; the wall time in seconds.
-fn timed(mut cmd: Command, out: &Path) -> Result<f64> {
-    if out.exists() {
-        std::fs::remove_dir_all(out)?;
+/// Where each run writes: a fresh directory per run, emptied afterwards and deleted only when
+/// the whole comparison is done.
+///
+/// Deleting a run's files before the next run would skew the comparison on an ext4 without a
+/// journal (this machine's): such a file system skips every inode freed in the last one to six
+/// minutes when it allocates one, re-reading each candidate's inode table entry, so after a few
+/// runs every file either tool creates pays for thousands of freshly deleted ones. Emptying the
+/// files instead gives their pages back (fresh page-cache memory is expensive here too) and keeps
+/// their inodes, which the allocator skips with a bitmap search. The parent carries ext4's
+/// "top directory" flag where it can, so each run's directory starts in a new inode group,
+/// clear of what an earlier invocation deleted.
+struct Outputs {
+    root: PathBuf,
+    runs: usize,
+}
+
+impl Outputs {
+    fn new(work: &Path) -> Result<Self> {
+        let root = work.join("runs");
+        std::fs::create_dir_all(&root)?;
+        // Best effort: `chattr` or the flag may be missing (another file system).
+        let _ = Command::new("chattr")
+            .arg("+T")
+            .arg(&root)
+            .stderr(std::process::Stdio::null())
+            .status();
+        Ok(Self { root, runs: 0 })
     }
-    std::fs::create_dir_all(out)?;
+
+    /// A new, empty directory for one run of `name`.
+    fn fresh(&mut self, name: &str) -> Result<PathBuf> {
+        self.runs += 1;
+        let dir = self.root.join(format!("{name}-{}", self.runs));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Runs `cmd`, which writes into `out` (a fresh directory); the wall time in seconds. The
+/// files are emptied afterwards (see [`Outputs`]).
+fn timed(mut cmd: Command, out: &Path) -> Result<f64> {
     let t0 = Instant::now();
     let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     let secs = t0.elapsed().as_secs_f64();
@@ -141,7 +182,25 @@ fn timed(mut cmd: Command, out: &Path) -> Result<f64> {
     if chunks == 0 {
         bail!("{cmd:?} wrote no chunks");
     }
+    empty_files(out)?;
     Ok(secs)
+}
+
+/// Truncates every file under `dir` to nothing, keeping the files.
+fn empty_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            empty_files(&path)?;
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+                .with_context(|| format!("emptying {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn count_mp4(dir: &Path) -> usize {
@@ -227,6 +286,7 @@ pub fn compare(root: &Path, target: &Path, crispy: PathBuf, args: &[String]) -> 
          process, chunks written to {}",
         work.display()
     );
+    let mut outputs = Outputs::new(&work)?;
     let mut results: Vec<(String, f64)> = Vec::new();
     for case in CASES {
         if !only.is_empty() && !only.contains(&case.name) {
@@ -243,8 +303,8 @@ pub fn compare(root: &Path, target: &Path, crispy: PathBuf, args: &[String]) -> 
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..pairs {
             // A B, then B A: neither side always runs on a warmer cache.
-            let out_a = work.join(format!("{}-crispy", case.name));
-            let out_b = work.join(format!("{}-ffmpeg", case.name));
+            let out_a = outputs.fresh(&format!("{}-crispy", case.name))?;
+            let out_b = outputs.fresh(&format!("{}-ffmpeg", case.name))?;
             let (a, b) = if i % 2 == 0 {
                 let a = timed((case.crispy)(&tools, &input, &out_a), &out_a)?;
                 (a, timed((case.ffmpeg)(&input, &out_b), &out_b)?)
@@ -278,7 +338,7 @@ pub fn compare(root: &Path, target: &Path, crispy: PathBuf, args: &[String]) -> 
         let (mut ours, mut reads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         println!("\nread: libavformat alone (ffmpeg -c copy -f null) vs crispy copy");
         for i in 0..pairs {
-            let out = work.join("read-crispy");
+            let out = outputs.fresh("read-crispy")?;
             let read = || {
                 let mut c = ffmpeg(&input);
                 c.args(["-map", "0:v", "-c", "copy", "-f", "null", "-"]);
