@@ -152,3 +152,109 @@ fn long_gop_chunks_follow_keyframes() -> Result<()> {
     assert_eq!(durations, vec![10_000, 10_000, 4_000]);
     Ok(())
 }
+
+/// The profile a file source reports (and every manifest carries) is ffprobe's, for files whose
+/// stream information is taken from the MP4 header alone and for those analysed in full.
+#[test]
+fn file_sources_report_the_profile_ffprobe_reports() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut files = vec![
+        Fixture::H264_1080p30Gop30.path()?,
+        Fixture::H265_720p.path()?,
+    ];
+    for (name, args) in [
+        (
+            "baseline.mp4",
+            &[
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+            ][..],
+        ),
+        (
+            "high10.mp4",
+            &[
+                "-pix_fmt",
+                "yuv420p10le",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high10",
+            ],
+        ),
+        ("high444.mp4", &["-pix_fmt", "yuv444p", "-c:v", "libx264"]),
+        (
+            "intra444.mp4",
+            &[
+                "-pix_fmt",
+                "yuv444p10le",
+                "-c:v",
+                "libx264",
+                "-x264-params",
+                "keyint=1",
+            ],
+        ),
+        (
+            "main10.mp4",
+            &[
+                "-pix_fmt",
+                "yuv420p10le",
+                "-c:v",
+                "libx265",
+                "-x265-params",
+                "log-level=error",
+            ],
+        ),
+        // A fragmented file: its header has no duration, so it is analysed in full.
+        (
+            "fragmented.mp4",
+            &["-c:v", "libx264", "-movflags", "+frag_keyframe+empty_moov"],
+        ),
+        // Two video streams: analysed in full, so the same stream is chosen.
+        (
+            "two_videos.mp4",
+            &["-c:v", "libx264", "-map", "0", "-map", "0"],
+        ),
+    ] {
+        let path = dir.path().join(name);
+        let mut cmd = vec![
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25",
+            "-t",
+            "1",
+        ];
+        cmd.extend_from_slice(args);
+        cmd.push(path.to_str().context("temp path")?);
+        crispy_testkit::ffmpeg(&cmd)?;
+        files.push(path);
+    }
+    for file in files {
+        let expected = crispy_testkit::run(
+            std::process::Command::new("ffprobe")
+                .args([
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "v:0",
+                    "-show_entries",
+                    "stream=profile",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&file),
+        )?;
+        let source = FileSource::open(&file)?;
+        assert_eq!(
+            source.stream_info().profile.as_deref(),
+            Some(expected.trim()),
+            "{}",
+            file.display()
+        );
+    }
+    Ok(())
+}
