@@ -302,7 +302,13 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     Ok((vec![job], options, None, Vec::new()))
 }
 
-/// First SIGINT/SIGTERM: stop reading, send partial chunks, drain uploads. Second: exit now.
+/// How soon after the first signal a second one counts as the same request. `timeout(1)`
+/// sends its SIGTERM twice (to the process, then to its process group) microseconds apart, and
+/// a supervisor may do the same; a person pressing Ctrl-C again takes longer than this.
+const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// First SIGINT/SIGTERM: stop reading, send partial chunks, drain uploads. Second (after
+/// [`REPEAT_WINDOW`]): exit now.
 async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -318,6 +324,7 @@ async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
         }
     };
     let first = next(&mut term).await;
+    let first_at = tokio::time::Instant::now();
     // Shutdown first: nothing (not even a log line that cannot be written) may stand
     // between the signal and the sources stopping.
     shutdown.trigger();
@@ -329,17 +336,23 @@ async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
     // Readers stop within their stall timeouts and uploads get `drain`; if puts hang beyond
     // that (a stuck mount, a dead network), shutdown must still end.
     let deadline = drain + std::time::Duration::from_secs(15);
-    tokio::select! {
-        second = next(&mut term) => {
-            tracing::error!(signal = second, "second signal: exiting without waiting for uploads");
-            std::process::exit(130);
-        }
-        () = tokio::time::sleep(deadline) => {
-            tracing::error!(
-                deadline_ms = deadline.as_millis() as u64,
-                "shutdown did not finish in time: exiting with uploads unfinished"
-            );
-            std::process::exit(i32::from(crate::exit::DRAIN_TIMEOUT));
+    loop {
+        tokio::select! {
+            second = next(&mut term) => {
+                if first_at.elapsed() < REPEAT_WINDOW {
+                    tracing::debug!(signal = second, "the same signal again at once: one request");
+                    continue;
+                }
+                tracing::error!(signal = second, "second signal: exiting without waiting for uploads");
+                std::process::exit(130);
+            }
+            () = tokio::time::sleep_until(first_at + deadline) => {
+                tracing::error!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "shutdown did not finish in time: exiting with uploads unfinished"
+                );
+                std::process::exit(i32::from(crate::exit::DRAIN_TIMEOUT));
+            }
         }
     }
 }
