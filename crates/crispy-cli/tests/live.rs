@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crispy_testkit::{
     Fixture, RTSP_PASSWORD, RTSP_USER, RtspServer, decode_errors, ffprobe_video, files_with_ext,
-    signal,
+    free_port, signal,
 };
 use serde_json::Value;
 
@@ -294,6 +294,37 @@ fn a_stalled_camera_is_detected_within_the_stall_timeout() {
 }
 
 #[test]
+fn a_mistyped_camera_host_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            "rtsp://admin:Sup3r-S3cret@gate-cam.invalid/stream1",
+            "--sink",
+            "memory://",
+            "--source-id",
+            "gate",
+        ],
+        &[],
+    );
+    crispy.wait_for("the lookup error", Duration::from_secs(15), |l| {
+        l.iter().any(|l| {
+            l["message"].as_str().is_some_and(|m| {
+                m.contains("cannot connect to rtsp://***@gate-cam.invalid/stream1")
+                    && m.contains("cannot resolve the host name \"gate-cam.invalid\"")
+            })
+        })
+    });
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        !logs.contains("Sup3r-S3cret"),
+        "the password leaked:\n{logs}"
+    );
+}
+
+#[test]
 fn wrong_password_is_reported_clearly_and_never_shown() {
     let server = RtspServer::start(None).expect("server");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -480,9 +511,65 @@ fn a_second_signal_exits_at_once() {
                 .is_some_and(|m| m.starts_with("shutting down"))
         })
     });
+    // Past the window in which a repeat counts as the same request.
+    std::thread::sleep(Duration::from_millis(400));
     let (code, logs) = crispy.terminate();
     // Either the drain finished first (0) or the second signal cut it short (130).
     assert!(matches!(code, Some(0) | Some(130)), "{code:?}: {logs}");
+}
+
+/// `timeout 60 crispy run …` signals twice at once (the process, then its group): that is one
+/// request to stop, so the drain runs to its end instead of being cut short. The store refuses
+/// connections, so the drain lasts its whole timeout: long enough for a repeat to land in it.
+#[test]
+fn a_signal_repeated_at_once_still_drains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port().expect("port");
+    let crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            "testsrc",
+            "--chunk",
+            "1s",
+            "--source-id",
+            "yard",
+            "--sink",
+            "s3://bucket/footage",
+            "--sink-opt",
+            &format!("aws_endpoint=http://127.0.0.1:{port}"),
+            "--sink-opt",
+            "aws_allow_http=true",
+            "--sink-opt",
+            "aws_access_key_id=testing",
+            "--sink-opt",
+            "aws_secret_access_key=testing",
+            "--sink-opt",
+            "aws_region=us-east-1",
+            "--spool-dir",
+            &dir.path().join("spool").display().to_string(),
+            "--drain-timeout",
+            "2s",
+        ],
+        &[],
+    );
+    crispy.wait_for("a failed upload", Duration::from_secs(20), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("upload failed"))
+        })
+    });
+    let pid = crispy.child.id();
+    signal(pid, "TERM").expect("kill -TERM");
+    std::thread::sleep(Duration::from_millis(50));
+    let (code, logs) = crispy.terminate();
+    assert!(
+        !logs.contains("second signal"),
+        "a repeat at once cut the drain short:\n{logs}"
+    );
+    // The drain ran out with the chunks still in the spool (they are not lost).
+    assert_eq!(code, Some(23), "{logs}");
 }
 
 #[test]

@@ -115,6 +115,31 @@ impl RtspConfig {
         rest.split(['?', '#']).next().unwrap_or(rest)
     }
 
+    /// Why the URL's host cannot be reached by name, if it cannot: FFmpeg reports a failed
+    /// lookup only as "Input/output error", which does not tell a mistyped camera name from a
+    /// dead camera.
+    fn unresolvable_host(&self) -> Option<String> {
+        use std::net::ToSocketAddrs;
+        let (scheme, rest) = self.url.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        let default_port = if scheme == "rtsps" { 322 } else { 554 };
+        let (host, port) = match authority.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:8554`.
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                (host, after.strip_prefix(':').and_then(|p| p.parse().ok()))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().ok()),
+                None => (authority, None),
+            },
+        };
+        match (host, port.unwrap_or(default_port)).to_socket_addrs() {
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot resolve the host name {host:?} ({e})")),
+        }
+    }
+
     /// The URL FFmpeg connects to, credentials percent-encoded. Never log this.
     fn connect_url(&self) -> String {
         match &self.credentials {
@@ -238,7 +263,16 @@ impl RtspSource {
             move || hook.should_abort(),
             options,
         );
-        let input = opened.map_err(|e| open_error(e, &display, &interrupt, config.open_timeout))?;
+        let input =
+            opened.map_err(
+                |e| match open_error(e, &display, &interrupt, config.open_timeout) {
+                    SourceError::Connect { url, reason } => SourceError::Connect {
+                        url,
+                        reason: config.unresolvable_host().unwrap_or(reason),
+                    },
+                    other => other,
+                },
+            )?;
         let demuxer = Demuxer::new(input).map_err(|e| match e {
             SelectError::NoVideo(found) => SourceError::Connect {
                 url: display.clone(),
@@ -419,6 +453,24 @@ mod tests {
                 .display_url(),
             "rtsp://cam/x"
         );
+    }
+
+    #[test]
+    fn an_unknown_host_name_is_named() {
+        // `.invalid` never resolves (RFC 2606), with or without a network.
+        let config =
+            RtspConfig::parse("rtsp://admin:s3cret@cam-7.invalid:8554/live").expect("valid");
+        let why = config.unresolvable_host().expect("unresolvable");
+        assert!(why.contains("\"cam-7.invalid\""), "{why}");
+        assert!(!why.contains("s3cret") && !why.contains("admin"), "{why}");
+        for url in [
+            "rtsp://127.0.0.1:8554/live",
+            "rtsp://[::1]/live",
+            "rtsps://localhost/x",
+        ] {
+            let config = RtspConfig::parse(url).expect("valid");
+            assert_eq!(config.unresolvable_host(), None, "{url}");
+        }
     }
 
     #[test]
