@@ -162,6 +162,14 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
         ["content-mismatch", "tampered-manifest", "broken-chain"],
         "{report}"
     );
+    // The signature problem names the file that was edited: the manifest, not its chunk.
+    let manifest_name = manifest.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        report["problems"][1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(manifest_name) && d.contains("bad signature")),
+        "{report}"
+    );
     std::fs::write(&manifest, &original).expect("restore");
 
     // Two chunks' names swapped.

@@ -443,7 +443,7 @@ impl SourceWalk {
                 id,
                 ProblemKind::TamperedManifest,
                 object,
-                e.to_string(),
+                format!("its manifest {manifest_path}: {e}"),
             ),
         }
         if m.discontinuity {
