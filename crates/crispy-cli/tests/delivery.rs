@@ -259,6 +259,16 @@ fn bad_sinks_fail_before_reading_with_distinct_exit_codes() {
     );
     assert_eq!(code, Some(20), "{err}");
     assert!(err.contains("aws_endpiont"), "{err}");
+    // An endpoint that is not a URL (object_store panicked on it: exit 101).
+    for endpoint in ["127.0.0.1:15000", "notaurl", ""] {
+        let mut opts = moto.sink_options();
+        opts.retain(|(k, _)| k != "aws_endpoint");
+        opts.push(("aws_endpoint".to_owned(), endpoint.to_owned()));
+        let (code, err) = run("s3://b/x", &opts);
+        assert_eq!(code, Some(20), "{endpoint:?}: {err}");
+        assert!(err.contains("aws_endpoint"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
     // Credentials in the URL are refused and never echoed.
     let (code, err) = run("s3://AKIA:hunter2@bucket/x", &[]);
     assert_eq!(code, Some(20), "{err}");

@@ -181,6 +181,19 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
+            // object_store panics on its first request when the endpoint is not a URL.
+            if let Some(endpoint) = b.get_config_value(&AmazonS3ConfigKey::Endpoint)
+                && let Some(problem) = endpoint_problem(&endpoint)
+            {
+                return Err(SinkError::InvalidOption {
+                    key: "aws_endpoint".to_owned(),
+                    reason: format!(
+                        "{:?} {problem} (from --sink-opt aws_endpoint or AWS_ENDPOINT_URL); \
+                         e.g. http://127.0.0.1:9000",
+                        crispy_core::redact::redact_urls(&endpoint)
+                    ),
+                });
+            }
             b.build().map(both)
         }
         Backend::Gcs => {
@@ -227,6 +240,22 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
 fn both<S: ObjectStore + Signer>(store: S) -> (Arc<dyn ObjectStore>, Arc<dyn Signer>) {
     let store = Arc::new(store);
     (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
+}
+
+/// What is wrong with a store endpoint, if anything: it must be an `http://` or `https://`
+/// URL with a host.
+fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
+        return Some("is not an http:// or https:// URL");
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("has no valid host");
+    }
+    None
 }
 
 fn unknown_key(key: &str, backend: &str) -> SinkError {
