@@ -69,16 +69,28 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
     // A failed run that stored nothing leaves no empty sink directory behind.
     let cleanup = sink.cleanup_dirs();
     let outcome = runtime.block_on(async move {
-        match sink.preflight().await {
-            Ok(()) => {}
-            // The spool holds the chunks until the store answers.
-            Err(e @ SinkError::Unreachable { .. }) => {
-                tracing::warn!("{e}; starting anyway: chunks wait in the spool until it answers")
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // Signals count from the start: a store that does not answer must not make Ctrl-C
+        // during the checks below go unheard.
         let shutdown = Shutdown::new();
         tokio::spawn(watch_signals(shutdown.clone(), options.drain_timeout));
+        let preflight = tokio::time::timeout(PREFLIGHT_TIMEOUT, sink.preflight());
+        tokio::select! {
+            checked = preflight => match checked {
+                Ok(Ok(())) => {}
+                // The spool holds the chunks until the store answers.
+                Ok(Err(e @ SinkError::Unreachable { .. })) => tracing::warn!(
+                    "{e}; starting anyway: chunks wait in the spool until it answers"
+                ),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => tracing::warn!(
+                    timeout_ms = PREFLIGHT_TIMEOUT.as_millis() as u64,
+                    "the sink {} did not answer in time; starting anyway: chunks wait in the \
+                     spool until it answers",
+                    sink.display_url()
+                ),
+            },
+            () = shutdown.triggered() => return Ok(()),
+        }
         let observer = Arc::new(BarObserver(bar.clone()));
         let result = run_sources(jobs, Arc::new(sink), options, shutdown, observer).await;
         bar.finish_and_clear();
@@ -301,6 +313,10 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     };
     Ok((vec![job], options, None, Vec::new()))
 }
+
+/// How long `run` waits for a remote sink to answer its first listing before starting
+/// anyway (the spool holds the chunks meanwhile).
+const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How soon after the first signal a second one counts as the same request. `timeout(1)`
 /// sends its SIGTERM twice (to the process, then to its process group) microseconds apart, and

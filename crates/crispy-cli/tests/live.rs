@@ -518,6 +518,55 @@ fn a_second_signal_exits_at_once() {
     assert!(matches!(code, Some(0) | Some(130)), "{code:?}: {logs}");
 }
 
+/// A store that accepts connections and never answers: Ctrl-C during the start's checks
+/// still stops the run at once.
+#[test]
+fn ctrl_c_while_the_store_does_not_answer_stops_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = hung.local_addr().expect("addr").port();
+    let mut crispy = Crispy::start(
+        dir.path(),
+        &[
+            "--source",
+            "testsrc",
+            "--source-id",
+            "yard",
+            "--sink",
+            "s3://bucket/footage",
+            "--sink-opt",
+            &format!("aws_endpoint=http://127.0.0.1:{port}"),
+            "--sink-opt",
+            "aws_allow_http=true",
+            "--sink-opt",
+            "aws_access_key_id=testing",
+            "--sink-opt",
+            "aws_secret_access_key=testing",
+            "--sink-opt",
+            "aws_region=us-east-1",
+            "--spool-dir",
+            &dir.path().join("spool").display().to_string(),
+        ],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(crispy.child.id(), "INT").expect("kill -INT");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = crispy.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "still running after SIGINT:\n{}",
+            crispy.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", crispy.logs());
+    drop(hung);
+}
+
 /// `timeout 60 crispy run …` signals twice at once (the process, then its group): that is one
 /// request to stop, so the drain runs to its end instead of being cut short. The store refuses
 /// connections, so the drain lasts its whole timeout: long enough for a repeat to land in it.

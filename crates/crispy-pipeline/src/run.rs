@@ -85,6 +85,10 @@ where
         .ok_or_else(|| PipelineError::Internal("no summary for the file".to_owned()))
 }
 
+/// How long a live source's start waits for the sink to give its last manifest (where the
+/// sequence and hash chain continue) before going on from the spool's.
+const LAST_MANIFEST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs every source until files end and live sources are shut down, sharing one bounded
 /// upload stage. Returns one summary per source, in `jobs` order.
 ///
@@ -123,36 +127,53 @@ where
     let mut threads = Vec::with_capacity(jobs.len());
     let order: Vec<SourceId> = jobs.iter().map(|j| j.source_id.clone()).collect();
 
-    for job in jobs {
+    // A live source continues the sequence and hash chain of its last stored chunk; a file
+    // run starts its own chain. The sources' lookups run at once, each bounded: a store that
+    // does not answer must not hold the cameras off one after another.
+    let lookups = futures::future::join_all(jobs.iter().map(|job| {
+        let sink = Arc::clone(&sink);
+        async move {
+            if !job.spec.is_live() {
+                return None;
+            }
+            let lookup = sink.last_manifest(job.prefix.as_deref(), &job.source_id);
+            Some(
+                match tokio::time::timeout(LAST_MANIFEST_LOOKUP_TIMEOUT, lookup).await {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            source = %job.source_id,
+                            "cannot read the sink's last manifest ({e}); continuing from the \
+                             spool's, if any"
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            source = %job.source_id,
+                            timeout_ms = LAST_MANIFEST_LOOKUP_TIMEOUT.as_millis() as u64,
+                            "the sink did not give its last manifest in time; continuing from \
+                             the spool's, if any"
+                        );
+                        None
+                    }
+                },
+            )
+        }
+    }))
+    .await;
+    for (job, stored) in jobs.into_iter().zip(lookups) {
         summaries.insert(
             job.source_id.clone(),
             RunSummary::empty(job.source_id.clone()),
         );
-        // A live source continues the sequence and hash chain of its last stored chunk;
-        // a file run starts its own chain.
-        let resume = if job.spec.is_live() {
-            let stored = match sink
-                .last_manifest(job.prefix.as_deref(), &job.source_id)
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(
-                        source = %job.source_id,
-                        "cannot read the sink's last manifest ({e}); continuing from the \
-                         spool's, if any"
-                    );
-                    None
-                }
-            };
+        let resume = stored.and_then(|stored| {
             // The spool may hold newer chunks than the sink (an outage before a restart).
             match (stored, spool.last_manifest(&job.source_id)) {
                 (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
                 (a, b) => a.or(b),
             }
-        } else {
-            None
-        };
+        });
         let (first_sequence, prev_link, restarted_after) = match &resume {
             Some(m) => {
                 tracing::info!(
