@@ -88,7 +88,7 @@ pub enum SinkError {
         source: std::io::Error,
     },
     /// A write to the store failed.
-    #[error("uploading {path} to {sink} failed: {source}")]
+    #[error("uploading {path} to {sink} failed: {}", put_reason(.source))]
     Put {
         /// Sink URL.
         sink: String,
@@ -153,5 +153,48 @@ impl SinkError {
             | SinkError::NoBucket { .. }
             | SinkError::Unreachable { .. } => false,
         }
+    }
+}
+
+/// Why a put failed, in words: a put can only be "not found" when the bucket or container is
+/// missing, which object_store words as the object not being found.
+fn put_reason(source: &object_store::Error) -> String {
+    match source {
+        object_store::Error::NotFound { .. } => {
+            format!("the bucket or container does not exist (create it; {source})")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_that_finds_no_bucket_says_so() {
+        let e = SinkError::Put {
+            sink: "s3://footage/site".to_owned(),
+            path: "site/cam/2026/01/01/x.mp4".to_owned(),
+            source: object_store::Error::NotFound {
+                path: "site/cam/2026/01/01/x.mp4".to_owned(),
+                source: "<Code>NoSuchBucket</Code>".into(),
+            },
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("the bucket or container does not exist"),
+            "{text}"
+        );
+        assert!(!e.is_permanent(), "the bucket may still be created");
+        let other = SinkError::Put {
+            sink: "s3://footage/site".to_owned(),
+            path: "x".to_owned(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "connection reset".into(),
+            },
+        };
+        assert!(!other.to_string().contains("does not exist"));
     }
 }
