@@ -226,6 +226,46 @@ fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
     );
 }
 
+/// A file source waits out a full spool disk (the store is cut off, so nothing leaves the
+/// spool) and finishes once uploads make room: every chunk stored, exit 0.
+#[test]
+fn a_file_source_waits_out_a_full_spool_disk() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    proxy.cut();
+    // One 1-second chunk of the 1080p fixture (about 0.6 MB) fits, two do not.
+    let tmpfs = Tmpfs::mount("1m");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = crispy_testkit::Fixture::H264_1080p30Gop30
+        .path()
+        .expect("fixture");
+    let url = "s3://footage/file-full";
+    let run = start_run(
+        dir.path(),
+        "run.log",
+        url,
+        &moto.sink_options_via(&proxy.endpoint()),
+        tmpfs.0.path(),
+        &input.display().to_string(),
+    );
+    run.wait_for("the wait for free space", Duration::from_secs(60), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("waiting for free space"))
+        })
+    });
+    // Still waiting a few seconds later, not failed.
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.restore();
+    let (code, logs) = run.wait_exit(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{logs}");
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["sources"][0]["chunks"], 10, "{report:#}");
+}
+
 #[test]
 fn bad_sinks_fail_before_reading_with_distinct_exit_codes() {
     let moto = Emulator::start(Kind::Moto).expect("moto");

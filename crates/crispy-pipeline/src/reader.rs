@@ -308,7 +308,8 @@ impl Sealing {
                         tracing::error!(source = %m.source_id, "{e}; waiting for free space");
                         waiting_logged = true;
                     }
-                    if !self.shutdown.sleep(std::time::Duration::from_secs(1)) {
+                    // `sleep` is true when shutdown came: the chunk cannot wait any longer.
+                    if self.shutdown.sleep(std::time::Duration::from_secs(1)) {
                         self.fail(ReaderFailure::Spool(e));
                         return None;
                     }

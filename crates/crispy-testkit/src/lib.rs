@@ -566,6 +566,24 @@ impl LoggedChild {
         }
     }
 
+    /// Waits for the child to exit by itself: its exit code and logs (panics after `timeout`).
+    pub fn wait_exit(mut self, timeout: std::time::Duration) -> (Option<i32>, String) {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.logs());
+            }
+            if t0.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "the child did not exit in {timeout:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();
