@@ -33,8 +33,8 @@ pub enum PipelineError {
     },
     /// After shutdown, uploads did not finish within the drain timeout.
     #[error(
-        "uploads did not finish within the drain timeout ({timeout:?}); {pending} chunk(s) stay \
-         in the spool {spool} and are uploaded on the next start"
+        "uploads did not finish within the drain timeout ({timeout:?}); {}",
+        left_behind(*.pending, .spool, *.in_memory)
     )]
     DrainTimeout {
         /// The timeout.
@@ -43,6 +43,8 @@ pub enum PipelineError {
         pending: usize,
         /// The spool directory.
         spool: String,
+        /// The spool was in memory (local and memory sinks): what is left is lost.
+        in_memory: bool,
     },
     /// The spool cannot be used (in use by another process, not writable, full disk).
     #[error(transparent)]
@@ -63,5 +65,17 @@ fn discarded_note(discarded: u64, stored: u64) -> String {
             "; {stored} complete chunk(s) before the failure were stored, {discarded} frame(s) \
              of the incomplete chunk after them were not"
         )
+    }
+}
+
+/// What becomes of the chunks a drain timeout leaves behind.
+pub(crate) fn left_behind(pending: usize, spool: &str, in_memory: bool) -> String {
+    if in_memory {
+        format!(
+            "{pending} chunk(s) were held in memory (a local or memory sink keeps no spool on \
+             disk) and are lost: run the source again to store them"
+        )
+    } else {
+        format!("{pending} chunk(s) stay in the spool {spool} and are uploaded on the next start")
     }
 }

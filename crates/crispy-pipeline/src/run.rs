@@ -398,15 +398,19 @@ where
                 uploads.abort_all();
                 while uploads.join_next().await.is_some() {}
                 let pending = spool.len();
+                let dir = spool.dir().display().to_string();
+                let in_memory = spool.is_in_memory();
                 tracing::error!(
                     pending,
-                    spool = %spool.dir().display(),
-                    "drain timeout: chunks not yet uploaded stay in the spool for the next start"
+                    spool = %dir,
+                    "drain timeout: {}",
+                    crate::error::left_behind(pending, &dir, in_memory)
                 );
                 failure.get_or_insert(PipelineError::DrainTimeout {
                     timeout: options.drain_timeout,
                     pending,
-                    spool: spool.dir().display().to_string(),
+                    spool: dir,
+                    in_memory,
                 });
                 break;
             }
@@ -959,6 +963,7 @@ mod tests {
             timeout: Duration::from_secs(3),
             pending: 2,
             spool: "/var/spool/x".into(),
+            in_memory: false,
         };
         assert!(e.to_string().contains("3s"), "{e}");
         assert!(
@@ -966,5 +971,14 @@ mod tests {
                 .contains("2 chunk(s) stay in the spool /var/spool/x"),
             "{e}"
         );
+        // A local sink's spool is in memory: nothing waits for the next start.
+        let e = PipelineError::DrainTimeout {
+            timeout: Duration::from_secs(3),
+            pending: 2,
+            spool: "(memory)".into(),
+            in_memory: true,
+        };
+        assert!(e.to_string().contains("are lost"), "{e}");
+        assert!(!e.to_string().contains("next start"), "{e}");
     }
 }
