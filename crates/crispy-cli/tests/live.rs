@@ -518,6 +518,26 @@ fn a_second_signal_exits_at_once() {
     assert!(matches!(code, Some(0) | Some(130)), "{code:?}: {logs}");
 }
 
+/// `crispy run --source testsrc --source-id yard <extra…>` into an S3 bucket whose endpoint is
+/// `127.0.0.1:port` (nothing serves S3 there), spooling under `dir`.
+fn testsrc_into_s3_at(dir: &Path, port: u16, extra: &[&str]) -> Crispy {
+    let endpoint = format!("aws_endpoint=http://127.0.0.1:{port}");
+    let spool = dir.join("spool").display().to_string();
+    let mut args = vec!["--source", "testsrc", "--source-id", "yard"];
+    args.extend_from_slice(&["--sink", "s3://bucket/footage", "--sink-opt", &endpoint]);
+    for opt in [
+        "aws_allow_http=true",
+        "aws_access_key_id=testing",
+        "aws_secret_access_key=testing",
+        "aws_region=us-east-1",
+    ] {
+        args.extend_from_slice(&["--sink-opt", opt]);
+    }
+    args.extend_from_slice(&["--spool-dir", &spool]);
+    args.extend_from_slice(extra);
+    Crispy::start(dir, &args, &[])
+}
+
 /// A store that accepts connections and never answers: Ctrl-C during the start's checks
 /// still stops the run at once.
 #[test]
@@ -525,30 +545,7 @@ fn ctrl_c_while_the_store_does_not_answer_stops_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = hung.local_addr().expect("addr").port();
-    let mut crispy = Crispy::start(
-        dir.path(),
-        &[
-            "--source",
-            "testsrc",
-            "--source-id",
-            "yard",
-            "--sink",
-            "s3://bucket/footage",
-            "--sink-opt",
-            &format!("aws_endpoint=http://127.0.0.1:{port}"),
-            "--sink-opt",
-            "aws_allow_http=true",
-            "--sink-opt",
-            "aws_access_key_id=testing",
-            "--sink-opt",
-            "aws_secret_access_key=testing",
-            "--sink-opt",
-            "aws_region=us-east-1",
-            "--spool-dir",
-            &dir.path().join("spool").display().to_string(),
-        ],
-        &[],
-    );
+    let mut crispy = testsrc_into_s3_at(dir.path(), port, &[]);
     std::thread::sleep(Duration::from_millis(1500));
     signal(crispy.child.id(), "INT").expect("kill -INT");
     let t0 = Instant::now();
@@ -574,33 +571,10 @@ fn ctrl_c_while_the_store_does_not_answer_stops_the_run() {
 fn a_signal_repeated_at_once_still_drains() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port().expect("port");
-    let crispy = Crispy::start(
+    let crispy = testsrc_into_s3_at(
         dir.path(),
-        &[
-            "--source",
-            "testsrc",
-            "--chunk",
-            "1s",
-            "--source-id",
-            "yard",
-            "--sink",
-            "s3://bucket/footage",
-            "--sink-opt",
-            &format!("aws_endpoint=http://127.0.0.1:{port}"),
-            "--sink-opt",
-            "aws_allow_http=true",
-            "--sink-opt",
-            "aws_access_key_id=testing",
-            "--sink-opt",
-            "aws_secret_access_key=testing",
-            "--sink-opt",
-            "aws_region=us-east-1",
-            "--spool-dir",
-            &dir.path().join("spool").display().to_string(),
-            "--drain-timeout",
-            "2s",
-        ],
-        &[],
+        port,
+        &["--chunk", "1s", "--drain-timeout", "2s"],
     );
     crispy.wait_for("a failed upload", Duration::from_secs(20), |l| {
         l.iter().any(|l| {
