@@ -161,13 +161,18 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
+/// moto with a `footage` bucket behind a proxy that is cut, and a 1 MB tmpfs for the spool.
+fn cut_off_store_and_full_disk() -> (Emulator, TcpProxy, Tmpfs) {
     let moto = Emulator::start(Kind::Moto).expect("moto");
     moto.create_bucket("footage").expect("bucket");
     let proxy = TcpProxy::start(moto.port()).expect("proxy");
     proxy.cut();
-    let tmpfs = Tmpfs::mount("1m");
+    (moto, proxy, Tmpfs::mount("1m"))
+}
+
+#[test]
+fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
+    let (moto, proxy, tmpfs) = cut_off_store_and_full_disk();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = "s3://footage/full";
     let run = start_run(
@@ -230,12 +235,8 @@ fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
 /// spool) and finishes once uploads make room: every chunk stored, exit 0.
 #[test]
 fn a_file_source_waits_out_a_full_spool_disk() {
-    let moto = Emulator::start(Kind::Moto).expect("moto");
-    moto.create_bucket("footage").expect("bucket");
-    let proxy = TcpProxy::start(moto.port()).expect("proxy");
-    proxy.cut();
     // One 1-second chunk of the 1080p fixture (about 0.6 MB) fits, two do not.
-    let tmpfs = Tmpfs::mount("1m");
+    let (moto, proxy, tmpfs) = cut_off_store_and_full_disk();
     let dir = tempfile::tempdir().expect("tempdir");
     let input = crispy_testkit::Fixture::H264_1080p30Gop30
         .path()
