@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 
 /// Replaces the user-info part of every URL in `text` (`scheme://user:pass@host`) with `***`,
-/// giving `scheme://***@host`. Text without credentials is returned unchanged (borrowed).
+/// giving `scheme://***@host`, and the values of secret-looking query parameters
+/// ([`redact_query`]). Text without credentials is returned unchanged (borrowed).
 ///
 /// ```
 /// use crispy_core::redact::redact_urls;
@@ -12,7 +13,7 @@ use std::borrow::Cow;
 /// assert_eq!(redact_urls("no urls here"), "no urls here");
 /// ```
 pub fn redact_urls(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !text.contains('@') {
+    if !text.contains("://") || !(text.contains('@') || text.contains('?')) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -29,13 +30,63 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
         match url.rfind('@') {
             Some(at) => {
                 out.push_str("***");
-                out.push_str(&url[at..]);
+                out.push_str(&redact_query(&url[at..]));
             }
-            None => out.push_str(url),
+            None => out.push_str(&redact_query(url)),
         }
         rest = &tail[end..];
     }
     out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Query parameter names whose values are secrets: any name containing one of these (ASCII
+/// case ignored), as cameras and signed URLs use them (`password`, `pwd`, `passwd`,
+/// `access_token`, `X-Amz-Signature`, `sig`, `apikey`, `auth`, `secret`).
+const SECRET_PARAMS: [&str; 7] = ["pass", "pwd", "token", "sig", "key", "auth", "secret"];
+
+/// Replaces the value of every query parameter of `url` whose name looks like it holds a
+/// secret with `***` (`rtsp://cam/live?user=admin&password=x` gives
+/// `rtsp://cam/live?user=admin&password=***`; some cameras take their credentials there).
+/// URLs without such a parameter are returned unchanged (borrowed).
+///
+/// ```
+/// use crispy_core::redact::redact_query;
+/// assert_eq!(redact_query("rtsp://cam/s?channel=1&pwd=hunter2#x"),
+///            "rtsp://cam/s?channel=1&pwd=***#x");
+/// assert_eq!(redact_query("rtsp://cam/s?channel=1"), "rtsp://cam/s?channel=1");
+/// ```
+pub fn redact_query(url: &str) -> Cow<'_, str> {
+    let Some(q) = url.find('?') else {
+        return Cow::Borrowed(url);
+    };
+    let end = url[q..].find('#').map_or(url.len(), |f| q + f);
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_PARAMS.iter().any(|s| name.contains(s))
+    };
+    let query = &url[q + 1..end];
+    if !query
+        .split(['&', ';'])
+        .any(|pair| pair.split_once('=').is_some_and(|(name, _)| secret(name)))
+    {
+        return Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..=q]);
+    for piece in query.split_inclusive(['&', ';']) {
+        // `&` and `;` both separate parameters; keep whichever was there.
+        let pair = piece.trim_end_matches(['&', ';']);
+        match pair.split_once('=') {
+            Some((name, _)) if secret(name) => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(pair),
+        }
+        out.push_str(&piece[pair.len()..]);
+    }
+    out.push_str(&url[end..]);
     Cow::Owned(out)
 }
 
@@ -58,6 +109,20 @@ mod tests {
             ("rtsp://admin:p?w#d@cam/s", "rtsp://***@cam/s"),
             ("mail me@example.com", "mail me@example.com"),
             ("rtsp://u:p@h", "rtsp://***@h"),
+            (
+                "open rtsp://h/s?user=admin&password=hunter2 failed",
+                "open rtsp://h/s?user=admin&password=*** failed",
+            ),
+            ("rtsp://u:p@h/s?PWD=x;c=1#f", "rtsp://***@h/s?PWD=***;c=1#f"),
+            (
+                "https://b.s3.amazonaws.com/o?X-Amz-Credential=AK&X-Amz-Signature=ab12",
+                "https://b.s3.amazonaws.com/o?X-Amz-Credential=AK&X-Amz-Signature=***",
+            ),
+            (
+                "what? rtsp://h/s?channel=1&subtype=0",
+                "what? rtsp://h/s?channel=1&subtype=0",
+            ),
+            ("rtsp://h/s?token=&a=b&", "rtsp://h/s?token=***&a=b&"),
         ];
         for (input, want) in cases {
             assert_eq!(redact_urls(input), want, "{input}");

@@ -98,11 +98,13 @@ impl RtspConfig {
         self
     }
 
-    /// The URL as it may be shown: user info replaced by `***`.
+    /// The URL as it may be shown: user info, and the values of secret-looking query
+    /// parameters (`?password=`), replaced by `***`.
     pub fn display_url(&self) -> String {
+        let url = crispy_core::redact::redact_query(&self.url);
         match &self.credentials {
-            Some(_) => self.url.replacen("://", "://***@", 1),
-            None => self.url.clone(),
+            Some(_) => url.replacen("://", "://***@", 1),
+            None => url.into_owned(),
         }
     }
 
@@ -431,7 +433,7 @@ mod tests {
 
         // A password with '/', '?' or '#' written raw into the URL is still credentials.
         let c = RtspConfig::parse("rtsp://admin:pa/s?s#w@cam:554/s1?token=abc").expect("valid");
-        assert_eq!(c.display_url(), "rtsp://***@cam:554/s1?token=abc");
+        assert_eq!(c.display_url(), "rtsp://***@cam:554/s1?token=***");
         assert!(!format!("{c:?}").contains("pa/s"), "{c:?}");
         assert_eq!(
             c.connect_url(),
@@ -453,6 +455,14 @@ mod tests {
                 .display_url(),
             "rtsp://cam/x"
         );
+        // Cameras that take their credentials in the query.
+        let c = RtspConfig::parse("rtsp://cam/live?user=admin&password=hunter2&channel=1")
+            .expect("valid");
+        assert_eq!(
+            c.display_url(),
+            "rtsp://cam/live?user=admin&password=***&channel=1"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
     }
 
     #[test]
