@@ -105,8 +105,22 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                     ),
                     _ => String::new(),
                 };
+                let mut extra = String::new();
+                if s.already_present > 0 {
+                    extra.push_str(&format!(", {} of them already present", s.already_present));
+                }
+                if s.dropped > 0 {
+                    extra.push_str(&format!(", {} DROPPED from the full spool", s.dropped));
+                }
+                if s.recovered > 0 {
+                    extra.push_str(&format!(
+                        ", and {} chunks an earlier run left in the spool",
+                        s.recovered
+                    ));
+                }
                 crate::logging::to_stderr(format_args!(
-                    "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s{latency}",
+                    "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s\
+                     {latency}{extra}",
                     s.source_id,
                     s.chunks,
                     s.frames,

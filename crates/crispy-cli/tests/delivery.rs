@@ -119,6 +119,26 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     let (code, logs) = second.terminate();
     assert_eq!(code, Some(0), "{logs}");
     assert!(spooled(&spool).is_empty(), "the spool drained");
+    // The second run's summary tells its own chunks from those the first run left behind.
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "run finished")
+        .expect("summary");
+    assert_eq!(
+        summary["recovered"].as_u64(),
+        Some(pending as u64),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["chunks"].as_u64(),
+        Some((stored_count(&lines) - pending) as u64),
+        "{summary}"
+    );
+    assert_eq!(summary["dropped"].as_u64(), Some(0), "{summary}");
 
     // Read back straight from the emulator: every chunk once, the chain unbroken across
     // the kill (the restart continues the spool's sequence and chain, flagged as a
@@ -189,8 +209,8 @@ fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
                 .as_str()
                 .is_some_and(|m| m.contains("the disk is full"))
     };
-    run.wait_for("the full-disk error", Duration::from_secs(60), |l| {
-        l.iter().any(full)
+    run.wait_for("three chunks dropped", Duration::from_secs(60), |l| {
+        l.iter().filter(|l| full(l)).count() >= 3
     });
     let first_dropped = run
         .lines()
@@ -214,6 +234,45 @@ fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
     );
     let (code, logs) = run.terminate();
     assert_eq!(code, Some(0), "{logs}");
+    // Each drop is logged and counted once, however often its record moves on.
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut drops: Vec<u64> = lines
+        .iter()
+        .filter(|l| full(l))
+        .filter_map(|l| l["sequence"].as_u64())
+        .collect();
+    for l in lines.iter().filter(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SPOOL FULL"))
+    }) {
+        let listed = l["chunks"].as_str().expect("chunks listed");
+        drops.extend(
+            listed
+                .split(',')
+                .filter_map(|c| c.split_once('#')?.1.parse::<u64>().ok()),
+        );
+    }
+    let logged = drops.len();
+    drops.sort_unstable();
+    drops.dedup();
+    assert_eq!(
+        logged,
+        drops.len(),
+        "a drop logged twice: {drops:?}\n{logs}"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["message"] == "run finished")
+        .expect("summary");
+    assert_eq!(
+        summary["dropped"].as_u64(),
+        Some(drops.len() as u64),
+        "{summary}"
+    );
 
     // What reached the bucket is whole; the loss is recorded, not silent.
     let (code, report) = verify_json(url, &moto.sink_options());

@@ -34,12 +34,15 @@ pub struct ChunkReport {
 pub struct RunSummary {
     /// The source's id.
     pub source_id: SourceId,
-    /// Chunks stored.
+    /// Chunks of this run stored.
     pub chunks: u64,
-    /// Chunks that were already present (an earlier, interrupted run stored them).
+    /// Of `chunks`, those that were already present (an earlier, interrupted run stored them).
     pub already_present: u64,
-    /// Chunks dropped from a full spool (live sources) or not accepted (full disk).
+    /// Chunks of this run dropped from a full spool (live sources) before they were stored.
     pub dropped: u64,
+    /// Chunks an earlier run of this source left in the spool, stored by this run (not
+    /// counted in `chunks`, `frames`, `bytes` or `media_ms`).
+    pub recovered: u64,
     /// Frames in the stored chunks.
     pub frames: u64,
     /// Bytes in the stored chunks.
@@ -62,6 +65,7 @@ impl RunSummary {
             chunks: 0,
             already_present: 0,
             dropped: 0,
+            recovered: 0,
             frames: 0,
             bytes: 0,
             media_ms: 0,

@@ -250,6 +250,8 @@ impl Sealing {
         let Some(accepted) = self.accept(&chunk, &manifest) else {
             return false;
         };
+        // Earlier drops recorded only by dropped manifests: the next manifest records them.
+        self.drops.record(&accepted.carried);
         if !accepted.dropped.is_empty() {
             tracing::error!(
                 dropped = accepted.dropped.len(),
@@ -320,12 +322,16 @@ impl Sealing {
                         sequence = m.sequence,
                         "{e}; chunk dropped, the gap is recorded in the next manifest"
                     );
-                    // This chunk, and the earlier drops its manifest was to record.
-                    let own: Vec<(SourceId, u64)> = std::iter::once(m.sequence)
-                        .chain(m.dropped_sequences.iter().copied())
-                        .map(|s| (m.source_id.clone(), s))
+                    // This chunk, and the earlier drops its manifest was to record (counted
+                    // when they were dropped).
+                    let own = vec![(m.source_id.clone(), m.sequence)];
+                    let carried: Vec<(SourceId, u64)> = m
+                        .dropped_sequences
+                        .iter()
+                        .map(|s| (m.source_id.clone(), *s))
                         .collect();
                     self.drops.record(&own);
+                    self.drops.record(&carried);
                     if self.tx.blocking_send(ReaderMsg::Dropped(own)).is_err() {
                         return None;
                     }

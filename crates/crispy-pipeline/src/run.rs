@@ -423,6 +423,18 @@ where
     }
 
     let wall = started.elapsed();
+    // Sources that only had chunks of an earlier run in the spool get no summary of their own.
+    let others: u64 = summaries
+        .iter()
+        .filter(|(id, _)| !order.contains(id))
+        .map(|(_, s)| s.recovered)
+        .sum();
+    if others > 0 {
+        tracing::info!(
+            chunks = others,
+            "stored the chunks of other sources that an earlier run left in the spool"
+        );
+    }
     let mut out = Vec::with_capacity(order.len());
     for id in order {
         let mut s = summaries
@@ -437,6 +449,8 @@ where
             source = %s.source_id,
             chunks = s.chunks,
             already_present = s.already_present,
+            dropped = s.dropped,
+            recovered = s.recovered,
             frames = s.frames,
             bytes = s.bytes,
             media_ms = s.media_ms,
@@ -827,6 +841,11 @@ fn account(
     let summary = summaries
         .entry(m.source_id.clone())
         .or_insert_with(|| RunSummary::empty(m.source_id.clone()));
+    if report.latency.is_none() {
+        // Recovered from the spool: an earlier run's chunk, not this run's work.
+        summary.recovered += 1;
+        return Ok(());
+    }
     summary.chunks += 1;
     summary.frames += m.frame_count;
     summary.bytes += m.bytes;

@@ -100,10 +100,13 @@ pub struct Accepted {
     /// The chunk's entry; `None` when a live source's chunk was dropped itself (the spool
     /// is full of chunks being uploaded).
     pub entry: Option<SpoolEntry>,
-    /// Chunks of this source dropped (oldest first) to make room, this one included when
-    /// `entry` is `None`, with the drops their manifests recorded: source and sequence.
-    /// The source's next manifest must record them all.
+    /// Chunks of this source dropped now (oldest first) to make room, this one included
+    /// when `entry` is `None`: source and sequence. The source's next manifest must record
+    /// them.
     pub dropped: Vec<(SourceId, u64)>,
+    /// Earlier drops that the manifests of the chunks in `dropped` recorded: no new loss,
+    /// but the record moves on, so the source's next manifest must record them too.
+    pub carried: Vec<(SourceId, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -425,7 +428,7 @@ impl Spool {
                         let id = &metadata.source_id;
                         accepted.dropped.push((id.clone(), metadata.sequence));
                         accepted
-                            .dropped
+                            .carried
                             .extend(metadata.dropped_sequences.iter().map(|s| (id.clone(), *s)));
                         return Ok(accepted);
                     };
@@ -436,7 +439,7 @@ impl Spool {
                             let _ = std::fs::remove_file(&e.chunk_path);
                         }
                         accepted
-                            .dropped
+                            .carried
                             .extend(e.carried_drops.iter().map(|s| (e.source_id.clone(), *s)));
                         accepted.dropped.push((e.source_id, e.sequence));
                     }
@@ -882,7 +885,8 @@ mod tests {
         // Full: the camera drops its own oldest (0, with the record of 7), never the file's.
         let accepted = spool.put(&meta_of("cam", 3, "dd"), true).expect("a");
         let cam: SourceId = "cam".parse().expect("id");
-        assert_eq!(accepted.dropped, vec![(cam.clone(), 7), (cam.clone(), 0)]);
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 0)]);
+        assert_eq!(accepted.carried, vec![(cam.clone(), 7)]);
         assert!(file.entry.expect("file entry").chunk_path.exists());
         // The newest accepted manifest of a source outlives its entry.
         std::fs::write(
