@@ -437,21 +437,24 @@ fn bad_inputs_get_clear_errors_and_distinct_exit_codes() {
 fn truncated_file_stores_complete_chunks_then_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let truncated = truncated_copy(Fixture::H264_1080p30Gop30, 0.6, dir.path()).expect("truncate");
-    let sink = dir.path().join("sink");
-    let out = run(&truncated, &sink, &["--chunk", "2s"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(16), "{err}");
-    assert!(
-        err.contains("truncated.mp4") && err.contains("damaged"),
-        "{err}"
-    );
-    let chunks = files_with_ext(&sink, "mp4").expect("list");
-    // 60% of a 10 s file holds a bit less than 6 s: two complete 2 s chunks.
-    assert_eq!(chunks.len(), 2, "{err}");
-    for c in &chunks {
-        assert_eq!(decode_errors(c).expect("ffmpeg"), "");
+    // Both modes: transcoding used to end such a file quietly, with exit 0.
+    for mode in ["copy", "transcode"] {
+        let sink = dir.path().join(mode);
+        let out = run(&truncated, &sink, &["--chunk", "2s", "--mode", mode]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(16), "{mode}: {err}");
+        assert!(
+            err.contains("truncated.mp4") && err.contains("damaged"),
+            "{mode}: {err}"
+        );
+        let chunks = files_with_ext(&sink, "mp4").expect("list");
+        // 60% of a 10 s file holds a bit less than 6 s: two complete 2 s chunks.
+        assert_eq!(chunks.len(), 2, "{mode}: {err}");
+        for c in &chunks {
+            assert_eq!(decode_errors(c).expect("ffmpeg"), "", "{mode}");
+        }
+        assert_eq!(manifests(&sink).len(), 2, "{mode}");
     }
-    assert_eq!(manifests(&sink).len(), 2);
 }
 
 /// A file without a creation time, run twice into one sink, in each mode: the second run

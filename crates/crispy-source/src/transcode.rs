@@ -250,6 +250,11 @@ impl TranscodeSource {
         let mut packet = ffmpeg::Packet::empty();
         match packet.read(&mut self.input) {
             Ok(()) if packet.stream() == self.stream_index => {
+                // A packet the demuxer could not read whole (a truncated file): the same
+                // failure as in copy mode, not a quietly shorter last chunk.
+                if packet.is_corrupt() {
+                    return Err(self.fail(crate::demux::ReadError::Corrupt.describe()));
+                }
                 self.frames_in += 1;
                 let skipped = self.stage.packets_skipped;
                 self.stage.push(&packet).map_err(|e| self.fail(e.0))?;
