@@ -155,6 +155,78 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     );
 }
 
+/// A camera restarted on a machine with a fresh spool while the store is cut off cannot learn
+/// where its chain continues. It records anyway, holds its first chunks, keeps asking, and
+/// once the store answers continues the stored sequence and chain: the sink never holds one
+/// sequence number twice (it used to start again at 0, under a second chain).
+#[test]
+fn a_restart_while_the_store_is_cut_off_continues_the_chain_once_it_answers() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "s3://footage/late";
+
+    let first = start_run(
+        dir.path(),
+        "a.log",
+        url,
+        &via_proxy,
+        &dir.path().join("spool-a"),
+        "testsrc",
+    );
+    first.wait_for("2 chunks stored", Duration::from_secs(30), |l| {
+        stored_count(l) >= 2
+    });
+    let (code, logs) = first.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    proxy.cut();
+    let second = start_run(
+        dir.path(),
+        "b.log",
+        url,
+        &via_proxy,
+        &dir.path().join("spool-b"),
+        "testsrc",
+    );
+    second.wait_for("the unanswered lookup", Duration::from_secs(60), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("recording meanwhile"))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.restore();
+    second.wait_for(
+        "the chain continued and 3 chunks stored",
+        Duration::from_secs(60),
+        |l| {
+            l.iter().any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the sink answered"))
+            }) && stored_count(l) >= 3
+        },
+    );
+    let (code, logs) = second.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(0), "{report:#}");
+    let source = &report["sources"][0];
+    assert_eq!(source["chain_starts"], 1, "one chain: {report:#}");
+    let chunks = source["chunks"].as_u64().expect("chunks");
+    assert_eq!(
+        source["sequences"],
+        serde_json::json!([0, chunks - 1]),
+        "{report:#}"
+    );
+    assert_eq!(source["discontinuities"], 1, "the restart: {report:#}");
+}
+
 /// Mounts a tmpfs of `size` at a fresh directory (this test needs root, as CI has); unmounts
 /// when dropped.
 struct Tmpfs(tempfile::TempDir);

@@ -28,6 +28,7 @@ mod error;
 mod job;
 mod observer;
 mod reader;
+mod resume;
 mod run;
 mod shutdown;
 pub mod verify;
