@@ -286,10 +286,20 @@ fn plan(args: &RunArgs) -> Result<Plan> {
                     "--password-env: environment variable {var} is not set"
                 ))
             })?;
-            let user = args.username.clone().unwrap_or_default();
+            let user = args
+                .username
+                .clone()
+                .or_else(|| rtsp.user().map(str::to_owned))
+                .ok_or_else(|| {
+                    UsageError(
+                        "--password-env: no user name to send the password with; give \
+                         --username or put the user in the URL (rtsp://USER@host/...)"
+                            .to_owned(),
+                    )
+                })?;
             rtsp = rtsp.with_credentials(user, Secret::new(password));
         } else if let Some(user) = &args.username {
-            rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
+            rtsp = rtsp.with_user(user.clone());
         }
         rtsp.transport = match args.rtsp_transport {
             Transport::Tcp => RtspTransport::Tcp,

@@ -600,4 +600,24 @@ fn unusable_sinks_fail_before_reading() {
         "{}",
         stderr(&out)
     );
+
+    // A password with no user name to send it with (FFmpeg would send none at all).
+    let out = crispy()
+        .args([
+            "run",
+            "--source",
+            "rtsp://127.0.0.1:9/x",
+            "--password-env",
+            "CRISPY_TEST_PASS",
+        ])
+        .env("CRISPY_TEST_PASS", "Sh0uld-N0t-Show")
+        .output()
+        .expect("runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no user name") && err.contains("--username"),
+        "{err}"
+    );
+    assert!(!err.contains("Sh0uld-N0t-Show"), "{err}");
 }

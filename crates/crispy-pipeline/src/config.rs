@@ -331,10 +331,23 @@ impl Config {
                         ),
                     ));
                 };
-                let user = cam.username.clone().unwrap_or_default();
+                let Some(user) = cam
+                    .username
+                    .clone()
+                    .or_else(|| rtsp.user().map(str::to_owned))
+                else {
+                    return Err(invalid(
+                        var.span().start,
+                        "password_env",
+                        format!(
+                            "no user name to send the password with (camera {id}): add \
+                             `username` or put the user in the URL (rtsp://USER@host/...)"
+                        ),
+                    ));
+                };
                 rtsp = rtsp.with_credentials(user, Secret::new(password));
             } else if let Some(user) = &cam.username {
-                rtsp = rtsp.with_credentials(user.clone(), Secret::new(""));
+                rtsp = rtsp.with_user(user.clone());
             }
             let prefix = match &cam.prefix {
                 Some(p) => {
@@ -682,6 +695,11 @@ mode = "copy"
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nstall_timeout = \"1ms\"\n",
                 "line 4, field `stall_timeout`: 1ms is shorter than 1s",
+            ),
+            // A password with no user to send it with.
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npassword_env = \"PASS\"\n",
+                "line 4, field `password_env`: no user name to send the password with",
             ),
         ];
         for (text, want) in cases {

@@ -98,6 +98,24 @@ impl RtspConfig {
         self
     }
 
+    /// Sets the user name, keeping the password given in the URL (if any).
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        let password = self
+            .credentials
+            .take()
+            .map_or_else(|| Secret::new(""), |(_, p)| p);
+        self.credentials = Some((user.into(), password));
+        self
+    }
+
+    /// The user name given (in the URL or by [`Self::with_credentials`]), if any.
+    pub fn user(&self) -> Option<&str> {
+        self.credentials
+            .as_ref()
+            .map(|(u, _)| u.as_str())
+            .filter(|u| !u.is_empty())
+    }
+
     /// The URL as it may be shown: user info, and the values of secret-looking query
     /// parameters (`?password=`), replaced by `***`.
     pub fn display_url(&self) -> String {
@@ -454,6 +472,16 @@ mod tests {
                 .expect("valid")
                 .display_url(),
             "rtsp://cam/x"
+        );
+        // A user name alone keeps the URL's password; the URL's user is there to read.
+        let c = RtspConfig::parse("rtsp://admin:s3cret@cam/x")
+            .expect("valid")
+            .with_user("viewer");
+        assert_eq!(c.connect_url(), "rtsp://viewer:s3cret@cam/x");
+        assert_eq!(c.user(), Some("viewer"));
+        assert_eq!(
+            RtspConfig::parse("rtsp://cam/x").expect("valid").user(),
+            None
         );
         // Cameras that take their credentials in the query.
         let c = RtspConfig::parse("rtsp://cam/live?user=admin&password=hunter2&channel=1")
