@@ -311,12 +311,21 @@ impl Config {
         let mut jobs: Vec<SourceJob> = Vec::with_capacity(file.camera.len());
         for cam in file.camera {
             let id = cam.id.get_ref().clone();
-            if jobs.iter().any(|j| j.source_id == id) {
-                return Err(invalid(
-                    cam.id.span().start,
-                    "id",
-                    format!("camera id {id} is used twice"),
-                ));
+            if let Some(other) = jobs
+                .iter()
+                .find(|j| j.source_id.as_str().eq_ignore_ascii_case(id.as_str()))
+            {
+                let why = if other.source_id == id {
+                    format!("camera id {id} is used twice")
+                } else {
+                    // One folder on case-insensitive disks (macOS, Windows): their chunks and
+                    // chains would mix.
+                    format!(
+                        "camera ids {} and {id} differ only in case",
+                        other.source_id
+                    )
+                };
+                return Err(invalid(cam.id.span().start, "id", why));
             }
             let mut rtsp = RtspConfig::parse(cam.url.get_ref())
                 .map_err(|e| invalid(cam.url.span().start, "url", e.to_string()))?;
@@ -695,6 +704,10 @@ mode = "copy"
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nstall_timeout = \"1ms\"\n",
                 "line 4, field `stall_timeout`: 1ms is shorter than 1s",
+            ),
+            (
+                "[[camera]]\nid = \"Gate\"\nurl = \"rtsp://h/x\"\n[[camera]]\nid = \"gate\"\nurl = \"rtsp://h/y\"\n",
+                "line 5, field `id`: camera ids Gate and gate differ only in case",
             ),
             // A password with no user to send it with.
             (
