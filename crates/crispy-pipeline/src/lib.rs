@@ -28,7 +28,6 @@ mod error;
 mod job;
 mod observer;
 mod reader;
-mod resume;
 mod run;
 mod shutdown;
 pub mod verify;

@@ -16,7 +16,6 @@ use crispy_source::{
 };
 use tokio::sync::mpsc;
 
-use crate::resume::{Deferral, Outcome};
 use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
 
 /// Packets between two progress events.
@@ -152,9 +151,6 @@ pub(crate) struct Sealing {
     pub(crate) live: bool,
     pub(crate) drops: Arc<DropLedger>,
     pub(crate) shutdown: Shutdown,
-    /// A live source whose sink did not say at the start where its chain continues: the
-    /// first chunks wait here until it does.
-    pub(crate) deferral: Option<Deferral>,
 }
 
 impl<S: ChunkSink> Outbox<S> {
@@ -235,110 +231,11 @@ impl Sealing {
     /// Seals (content hash, chain link, signature) and spools each chunk, in order, until
     /// the reader closes the hand-over or the upload stage is gone.
     fn run(mut self, chunks: std::sync::mpsc::Receiver<(Chunk, std::time::Instant)>) {
-        use std::sync::mpsc::RecvTimeoutError;
-        loop {
-            let waiting = self.deferral.as_ref().is_some_and(|d| !d.settled);
-            let next = if waiting {
-                match chunks.recv_timeout(std::time::Duration::from_millis(100)) {
-                    Ok(c) => Some(c),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        // The reader is done: one last wait for the sink's answer.
-                        if !self.settle(crate::resume::LOOKUP_TIMEOUT) {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            } else {
-                match chunks.recv() {
-                    Ok(c) => Some(c),
-                    Err(_) => return,
-                }
-            };
-            if let Some((chunk, ready_at)) = next
-                && !self.take(chunk, ready_at)
-            {
-                return;
-            }
-            if waiting && !self.settle(std::time::Duration::ZERO) {
-                return;
-            }
-        }
-    }
-
-    /// Seals a chunk from the reader, or holds it while the chain's continuation is unknown.
-    fn take(&mut self, mut chunk: Chunk, ready_at: std::time::Instant) -> bool {
-        if let Some(d) = &mut self.deferral {
-            if !d.settled {
-                d.held_bytes += chunk.payload.len() as u64;
-                d.held.push_back((chunk, ready_at));
-                if d.held_bytes > crate::resume::HELD_MAX_BYTES && d.held.len() > 1 {
-                    tracing::warn!(
-                        source = %d.source_id,
-                        held = d.held.len(),
-                        "the sink still does not say where this source's sequence and hash \
-                         chain continue; giving up waiting"
-                    );
-                    d.pending.give_up();
-                }
-                return true;
-            }
-            d.renumber(&mut chunk.metadata);
-        }
-        self.seal_one(chunk, ready_at)
-    }
-
-    /// Applies the sink's answer, once there is one (waiting up to `wait`), and seals the
-    /// chunks held meanwhile. False when the upload stage is gone.
-    fn settle(&mut self, wait: std::time::Duration) -> bool {
-        let Some(d) = self.deferral.as_mut() else {
-            return true;
-        };
-        if d.settled {
-            return true;
-        }
-        match d.pending.outcome(wait) {
-            Outcome::Waiting => return true,
-            Outcome::Known(Some(last)) => {
-                tracing::info!(
-                    source = %d.source_id,
-                    last_sequence = last.sequence,
-                    last_object = %last.object,
-                    held = d.held.len(),
-                    "the sink answered: continuing the sequence and hash chain of the last \
-                     stored chunk"
-                );
-                d.offset = last.sequence + 1;
-                self.sealer
-                    .continue_chain(crispy_signer::manifest_sha256(&last));
-                if let Some((first, _)) = d.held.front_mut() {
-                    let m = &mut first.metadata;
-                    m.discontinuity = true;
-                    m.gap_ms =
-                        Some((m.start_time - last.end_time).num_milliseconds().max(0) as u64);
-                }
-            }
-            Outcome::Known(None) => {}
-            Outcome::GaveUp => tracing::warn!(
-                source = %d.source_id,
-                held = d.held.len(),
-                "the sink's last manifest of this source is unknown: starting a new hash chain \
-                 at sequence 0 (crispy verify reports where each chain starts)"
-            ),
-        }
-        d.settled = true;
-        let held = std::mem::take(&mut d.held);
-        d.held_bytes = 0;
-        for (mut chunk, ready_at) in held {
-            if let Some(d) = &self.deferral {
-                d.renumber(&mut chunk.metadata);
-            }
+        while let Ok((chunk, ready_at)) = chunks.recv() {
             if !self.seal_one(chunk, ready_at) {
-                return false;
+                return;
             }
         }
-        true
     }
 
     fn seal_one(&mut self, mut chunk: Chunk, ready_at: std::time::Instant) -> bool {

@@ -16,8 +16,6 @@ use crispy_source::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::resume::{Deferral, LOOKUP_TIMEOUT, PendingResume, keep_asking};
-
 use crate::reader::{
     DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline, Upload,
     apply_probe, grid_offset_ms, read_live, read_to_end,
@@ -87,6 +85,10 @@ where
         .ok_or_else(|| PipelineError::Internal("no summary for the file".to_owned()))
 }
 
+/// How long a live source's start waits for the sink to give its last manifest (where the
+/// sequence and hash chain continue) before going on from the spool's.
+const LAST_MANIFEST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs every source until files end and live sources are shut down, sharing one bounded
 /// upload stage. Returns one summary per source, in `jobs` order.
 ///
@@ -127,8 +129,7 @@ where
 
     // A live source continues the sequence and hash chain of its last stored chunk; a file
     // run starts its own chain. The sources' lookups run at once, each bounded: a store that
-    // does not answer must not hold the cameras off one after another. `None`: a file;
-    // `Some(Err(()))`: the sink did not answer.
+    // does not answer must not hold the cameras off one after another.
     let lookups = futures::future::join_all(jobs.iter().map(|job| {
         let sink = Arc::clone(&sink);
         async move {
@@ -136,27 +137,28 @@ where
                 return None;
             }
             let lookup = sink.last_manifest(job.prefix.as_deref(), &job.source_id);
-            Some(match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
-                Ok(Ok(m)) => Ok(m),
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        source = %job.source_id,
-                        "cannot read the sink's last manifest ({e}); recording meanwhile, \
-                         from the spool's last chunk if it has one, else asking again"
-                    );
-                    Err(())
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        source = %job.source_id,
-                        timeout_ms = LOOKUP_TIMEOUT.as_millis() as u64,
-                        "the sink did not give its last manifest in time; recording \
-                         meanwhile, from the spool's last chunk if it has one, else asking \
-                         again"
-                    );
-                    Err(())
-                }
-            })
+            Some(
+                match tokio::time::timeout(LAST_MANIFEST_LOOKUP_TIMEOUT, lookup).await {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            source = %job.source_id,
+                            "cannot read the sink's last manifest ({e}); continuing from the \
+                             spool's, if any"
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            source = %job.source_id,
+                            timeout_ms = LAST_MANIFEST_LOOKUP_TIMEOUT.as_millis() as u64,
+                            "the sink did not give its last manifest in time; continuing from \
+                             the spool's, if any"
+                        );
+                        None
+                    }
+                },
+            )
         }
     }))
     .await;
@@ -165,42 +167,12 @@ where
             job.source_id.clone(),
             RunSummary::empty(job.source_id.clone()),
         );
-        let spooled = || spool.last_manifest(&job.source_id);
-        let (resume, unknown) = match stored {
-            None => (None, false),
+        let resume = stored.and_then(|stored| {
             // The spool may hold newer chunks than the sink (an outage before a restart).
-            Some(Ok(stored)) => (
-                match (stored, spooled()) {
-                    (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
-                    (a, b) => a.or(b),
-                },
-                false,
-            ),
-            Some(Err(())) => match spooled() {
-                Some(b) => (Some(b), false),
-                None => (None, true),
-            },
-        };
-        // Neither sink nor spool could say: the sealing thread holds the first chunks while
-        // a task keeps asking, so the sink never holds one sequence number twice.
-        let deferral = unknown.then(|| {
-            let pending = PendingResume::new();
-            tokio::spawn(keep_asking(
-                Arc::clone(&sink),
-                job.prefix.clone(),
-                job.source_id.clone(),
-                Arc::clone(&pending),
-                shutdown.clone(),
-            ));
-            let (sink, prefix) = (Arc::clone(&sink), job.prefix.clone());
-            Deferral::new(
-                job.source_id.clone(),
-                pending,
-                Box::new(move |m: &ChunkMetadata| match &prefix {
-                    Some(p) => sink.object_path_in(p, m),
-                    None => sink.object_path(m),
-                }),
-            )
+            match (stored, spool.last_manifest(&job.source_id)) {
+                (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+                (a, b) => a.or(b),
+            }
         });
         let (first_sequence, prev_link, restarted_after) = match &resume {
             Some(m) => {
@@ -229,7 +201,6 @@ where
                 live: job.spec.is_live(),
                 drops: Arc::clone(&drops),
                 shutdown: shutdown.clone(),
-                deferral,
             },
             job.source_id.as_str(),
         )

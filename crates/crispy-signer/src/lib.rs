@@ -110,13 +110,6 @@ impl Sealer {
         Self { key, prev }
     }
 
-    /// Links the next manifest to `prev` (the canonical SHA-256 of the source's last stored
-    /// manifest), as [`Sealer::new`] would have: for a live source whose last manifest became
-    /// known only after its first chunks were cut, before any of them is sealed.
-    pub fn continue_chain(&mut self, prev: String) {
-        self.prev = Some(prev);
-    }
-
     /// The canonical SHA-256 of the last manifest sealed (or the starting link).
     pub fn last_link(&self) -> Option<&str> {
         self.prev.as_deref()
