@@ -289,6 +289,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             let user = args
                 .username
                 .clone()
+                .filter(|u| !u.is_empty())
                 .or_else(|| rtsp.user().map(str::to_owned))
                 .ok_or_else(|| {
                     UsageError(

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 /// assert_eq!(redact_urls("no urls here"), "no urls here");
 /// ```
 pub fn redact_urls(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !(text.contains('@') || text.contains('?')) {
+    if !text.contains("://") || !(text.contains('@') || text.contains('=')) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -45,10 +45,15 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
 /// `access_token`, `X-Amz-Signature`, `sig`, `apikey`, `auth`, `secret`).
 const SECRET_PARAMS: [&str; 7] = ["pass", "pwd", "token", "sig", "key", "auth", "secret"];
 
-/// Replaces the value of every query parameter of `url` whose name looks like it holds a
-/// secret with `***` (`rtsp://cam/live?user=admin&password=x` gives
-/// `rtsp://cam/live?user=admin&password=***`; some cameras take their credentials there).
-/// URLs without such a parameter are returned unchanged (borrowed).
+/// Where a `name=value` pair of a URL ends (and the next may begin): query and fragment
+/// separators, and `,` for lists of URLs in one value.
+const PAIR_ENDS: [char; 6] = ['?', '&', ';', '#', ',', '@'];
+
+/// Replaces the value of every `name=value` pair in `url` (query, fragment, or anywhere else)
+/// whose name looks like it holds a secret with `***`:
+/// `rtsp://cam/live?user=admin&password=x` gives `rtsp://cam/live?user=admin&password=***`
+/// (some cameras take their credentials there). Names are compared percent-decoded. URLs
+/// without such a pair are returned unchanged (borrowed).
 ///
 /// ```
 /// use crispy_core::redact::redact_query;
@@ -57,26 +62,18 @@ const SECRET_PARAMS: [&str; 7] = ["pass", "pwd", "token", "sig", "key", "auth", 
 /// assert_eq!(redact_query("rtsp://cam/s?channel=1"), "rtsp://cam/s?channel=1");
 /// ```
 pub fn redact_query(url: &str) -> Cow<'_, str> {
-    let Some(q) = url.find('?') else {
-        return Cow::Borrowed(url);
-    };
-    let end = url[q..].find('#').map_or(url.len(), |f| q + f);
     let secret = |name: &str| {
-        let name = name.to_ascii_lowercase();
+        let name = percent_decoded_lowercase(name);
         SECRET_PARAMS.iter().any(|s| name.contains(s))
     };
-    let query = &url[q + 1..end];
-    if !query
-        .split(['&', ';'])
-        .any(|pair| pair.split_once('=').is_some_and(|(name, _)| secret(name)))
-    {
+    let is_secret_pair = |piece: &str| piece.split_once('=').is_some_and(|(name, _)| secret(name));
+    if !url.split(PAIR_ENDS).any(is_secret_pair) {
         return Cow::Borrowed(url);
     }
     let mut out = String::with_capacity(url.len());
-    out.push_str(&url[..=q]);
-    for piece in query.split_inclusive(['&', ';']) {
-        // `&` and `;` both separate parameters; keep whichever was there.
-        let pair = piece.trim_end_matches(['&', ';']);
+    for piece in url.split_inclusive(PAIR_ENDS) {
+        // Keep whichever separator ended the pair.
+        let pair = piece.trim_end_matches(PAIR_ENDS);
         match pair.split_once('=') {
             Some((name, _)) if secret(name) => {
                 out.push_str(name);
@@ -86,8 +83,32 @@ pub fn redact_query(url: &str) -> Cow<'_, str> {
         }
         out.push_str(&piece[pair.len()..]);
     }
-    out.push_str(&url[end..]);
     Cow::Owned(out)
+}
+
+/// `name` with `%XX` escapes decoded (invalid ones kept as written), ASCII-lowercased.
+fn percent_decoded_lowercase(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -123,6 +144,21 @@ mod tests {
                 "what? rtsp://h/s?channel=1&subtype=0",
             ),
             ("rtsp://h/s?token=&a=b&", "rtsp://h/s?token=***&a=b&"),
+            // An `@` in the query, a second `?`, a list of URLs, a fragment, an escaped name.
+            (
+                "rtsp://cam/s?user=me@corp.com&password=hunter2",
+                "rtsp://***@corp.com&password=***",
+            ),
+            ("rtsp://h/s?a=1?password=x", "rtsp://h/s?a=1?password=***"),
+            (
+                "x=rtsp://a/?x=1,rtsp://b/?pwd=y z",
+                "x=rtsp://a/?x=1,rtsp://b/?pwd=*** z",
+            ),
+            ("rtsp://h/s#v=1&token=t", "rtsp://h/s#v=1&token=***"),
+            (
+                "rtsp://h/s?p%61ssword=x&%C3=1",
+                "rtsp://h/s?p%61ssword=***&%C3=1",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(redact_urls(input), want, "{input}");

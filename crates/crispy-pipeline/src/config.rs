@@ -343,6 +343,7 @@ impl Config {
                 let Some(user) = cam
                     .username
                     .clone()
+                    .filter(|u| !u.is_empty())
                     .or_else(|| rtsp.user().map(str::to_owned))
                 else {
                     return Err(invalid(
@@ -713,6 +714,10 @@ mode = "copy"
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\npassword_env = \"PASS\"\n",
                 "line 4, field `password_env`: no user name to send the password with",
+            ),
+            (
+                "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nusername = \"\"\npassword_env = \"PASS\"\n",
+                "line 5, field `password_env`: no user name to send the password with",
             ),
         ];
         for (text, want) in cases {

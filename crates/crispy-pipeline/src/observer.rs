@@ -38,7 +38,8 @@ pub struct RunSummary {
     pub chunks: u64,
     /// Of `chunks`, those that were already present (an earlier, interrupted run stored them).
     pub already_present: u64,
-    /// Chunks of this run dropped from a full spool (live sources) before they were stored.
+    /// Chunks of this source dropped from a full spool (live sources) during this run, before
+    /// they were stored.
     pub dropped: u64,
     /// Chunks an earlier run of this source left in the spool, stored by this run (not
     /// counted in `chunks`, `frames`, `bytes` or `media_ms`).
