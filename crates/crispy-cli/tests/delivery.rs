@@ -42,6 +42,13 @@ fn start_run(
     LoggedChild::spawn(cmd, &dir.join(log)).expect("crispy starts")
 }
 
+/// The JSON log lines in `logs`.
+fn json_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 fn spooled(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -120,10 +127,7 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     assert_eq!(code, Some(0), "{logs}");
     assert!(spooled(&spool).is_empty(), "the spool drained");
     // The second run's summary tells its own chunks from those the first run left behind.
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = json_lines(&logs);
     let summary = lines
         .iter()
         .find(|l| l["message"] == "run finished")
@@ -235,10 +239,7 @@ fn a_full_spool_disk_is_reported_and_ingest_resumes_when_space_frees() {
     let (code, logs) = run.terminate();
     assert_eq!(code, Some(0), "{logs}");
     // Each drop is logged and counted once, however often its record moves on.
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = json_lines(&logs);
     let mut drops: Vec<u64> = lines
         .iter()
         .filter(|l| full(l))
