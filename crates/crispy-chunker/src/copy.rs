@@ -242,6 +242,7 @@ impl CopyChunker {
             bytes: payload.len() as u64,
             sha256: String::new(),
             prev_sha256: None,
+            prev_unknown: false,
             signature: None,
             signed_url: None,
         };

@@ -159,6 +159,70 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     );
 }
 
+#[test]
+fn a_restart_that_cannot_read_the_store_starts_a_flagged_chain_that_verify_reports() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = "s3://footage/unknown";
+
+    let first = start_run(
+        dir.path(),
+        "a.log",
+        url,
+        &via_proxy,
+        &dir.path().join("spool-a"),
+        "testsrc",
+    );
+    first.wait_for("3 chunks stored", Duration::from_secs(30), |l| {
+        stored_count(l) >= 3
+    });
+    let (code, logs) = first.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    // A restart on another machine (a fresh spool) while the store does not answer: the
+    // last stored manifest is unknown, so the chain cannot be continued.
+    proxy.cut();
+    let second = start_run(
+        dir.path(),
+        "b.log",
+        url,
+        &via_proxy,
+        &dir.path().join("spool-b"),
+        "testsrc",
+    );
+    second.wait_for("a new chain announced", Duration::from_secs(40), |l| {
+        l.iter().any(|l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("starting a new hash chain at sequence 0"))
+        })
+    });
+    proxy.restore();
+    second.wait_for("2 chunks stored", Duration::from_secs(60), |l| {
+        stored_count(l) >= 2
+    });
+    let (code, logs) = second.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    // Nothing is lost, but the new chain cannot vouch for what came between: verify says so
+    // and names the flag the second run signed into its first manifest.
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(30), "{report:#}");
+    let problems = report["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{report:#}");
+    assert_eq!(problems[0]["kind"], "chain-restart", "{report:#}");
+    assert!(
+        problems[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("(prev_unknown)")),
+        "{report:#}"
+    );
+}
+
 /// Mounts a tmpfs of `size` at a fresh directory (this test needs root, as CI has); unmounts
 /// when dropped.
 struct Tmpfs(tempfile::TempDir);

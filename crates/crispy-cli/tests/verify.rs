@@ -623,3 +623,50 @@ fn a_restarted_live_source_continues_its_chain_across_a_key_rotation() {
     let (code, _) = verify(&sink, &["--public-key", p1], &[]);
     assert_eq!(code, Some(30));
 }
+
+#[test]
+fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "k");
+    let sink = dir.path().join("sink");
+    let other = dir.path().join("other");
+    live_run(&sink, &key, 3);
+    // A second run that could not see the first one's chunks: a chain of its own from
+    // sequence 0. Its objects, merged into the first sink, follow the first run's by name.
+    live_run(&other, &key, 3);
+    let mut merged = Vec::new();
+    for ext in ["mp4", "json"] {
+        for from in files_with_ext(&other, ext).expect("list") {
+            let rel = from.strip_prefix(&other).expect("inside");
+            let to = sink.join(rel);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&from, &to).expect("copy");
+            merged.push(rel.to_owned());
+        }
+    }
+    merged.sort();
+    let first_of_second = merged
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .expect("the second run stored chunks");
+    let public = public.to_str().expect("utf8");
+    let (code, report) = verify(&sink, &["--public-key", public], &[]);
+    assert_eq!(code, Some(30), "{report:#}");
+    assert_eq!(kinds(&report), ["chain-restart"], "{report:#}");
+    let problem = &report["problems"][0];
+    assert_eq!(
+        problem["object"].as_str(),
+        first_of_second.to_str(),
+        "{report:#}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("a restarted live source continues its chain")),
+        "{report:#}"
+    );
+    assert_eq!(report["sources"][0]["chain_starts"], 2, "{report:#}");
+    // Each run alone is one clean chain.
+    let (code, report) = verify(&other, &["--public-key", public], &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+}

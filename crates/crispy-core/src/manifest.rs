@@ -108,6 +108,12 @@ pub struct ChunkMetadata {
     /// `null` where a chain starts (the first chunk of a source in a sink, or of a file run).
     #[serde(default)]
     pub prev_sha256: Option<String>,
+    /// True on a live source's chain start whose run could not learn the source's last
+    /// stored manifest (neither the sink nor the spool answered with it), so it could not
+    /// continue that chain: earlier chunks of this source may exist, unlinked. Absent
+    /// (false) otherwise, so it is not part of the canonical form of other manifests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prev_unknown: bool,
     /// Signature over the canonical form; `null` when no signing key was configured.
     #[serde(default)]
     pub signature: Option<ManifestSignature>,
@@ -219,6 +225,7 @@ mod tests {
             bytes: 10,
             sha256: "00".into(),
             prev_sha256: None,
+            prev_unknown: false,
             signature: Some(ManifestSignature {
                 alg: "ed25519".into(),
                 key_id: "ed25519-0011".into(),
@@ -234,5 +241,16 @@ mod tests {
         assert!(json.contains("\"clock\": \"run-start\""), "{json}");
         let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, m);
+        // `prev_unknown` appears only when true, so manifests without it keep their bytes
+        // (and their canonical form, which the chain and signatures cover).
+        assert!(!json.contains("prev_unknown"), "{json}");
+        let flagged = ChunkMetadata {
+            prev_unknown: true,
+            ..m
+        };
+        let json = String::from_utf8(flagged.to_json()).expect("utf8");
+        assert!(json.contains("\"prev_unknown\": true"), "{json}");
+        let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, flagged);
     }
 }

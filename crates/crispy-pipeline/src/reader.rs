@@ -132,13 +132,23 @@ pub(crate) struct Outbox<S> {
     pub(crate) sink: Arc<S>,
     /// The source's own prefix inside the sink.
     pub(crate) prefix: Option<String>,
-    /// A restarted source: the end time of its last stored chunk. The first chunk sent is
-    /// flagged as a discontinuity with the gap since then.
-    pub(crate) restarted_after: std::cell::Cell<Option<DateTime<Utc>>>,
+    /// How the source's chain starts, applied to the first chunk sent.
+    pub(crate) start: std::cell::Cell<Option<ChainStart>>,
     /// The source's sealing thread: hashing, signing and spooling happen there, in order,
     /// while this thread reads on.
     seal_tx: Option<std::sync::mpsc::SyncSender<(Chunk, std::time::Instant)>>,
     sealing: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How a source's first chunk of the run relates to what it stored before.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChainStart {
+    /// A restarted source: the end time of its last stored chunk. The first chunk sent is
+    /// flagged as a discontinuity with the gap since then.
+    pub(crate) restarted_after: Option<DateTime<Utc>>,
+    /// A live source whose last stored manifest could not be learned: the first chunk
+    /// starts a new chain and says so (`prev_unknown`).
+    pub(crate) prev_unknown: bool,
 }
 
 /// What the sealing thread of a source owns.
@@ -158,7 +168,7 @@ impl<S: ChunkSink> Outbox<S> {
     pub(crate) fn new(
         sink: Arc<S>,
         prefix: Option<String>,
-        restarted_after: Option<DateTime<Utc>>,
+        start: ChainStart,
         sealing: Sealing,
         name: &str,
     ) -> Result<Self, std::io::Error> {
@@ -172,7 +182,7 @@ impl<S: ChunkSink> Outbox<S> {
             tx,
             sink,
             prefix,
-            restarted_after: std::cell::Cell::new(restarted_after),
+            start: std::cell::Cell::new(Some(start)),
             seal_tx: Some(seal_tx),
             sealing: Some(handle),
         })
@@ -195,10 +205,13 @@ impl<S: ChunkSink> Outbox<S> {
         let ready_at = std::time::Instant::now();
         timeline.stamp(&mut chunk.metadata);
         adjust(&mut chunk.metadata);
-        if let Some(prev_end) = self.restarted_after.take() {
+        if let Some(start) = self.start.take() {
             let m = &mut chunk.metadata;
-            m.discontinuity = true;
-            m.gap_ms = Some((m.start_time - prev_end).num_milliseconds().max(0) as u64);
+            if let Some(prev_end) = start.restarted_after {
+                m.discontinuity = true;
+                m.gap_ms = Some((m.start_time - prev_end).num_milliseconds().max(0) as u64);
+            }
+            m.prev_unknown = start.prev_unknown;
         }
         chunk.metadata.object = match &self.prefix {
             Some(prefix) => self.sink.object_path_in(prefix, &chunk.metadata),

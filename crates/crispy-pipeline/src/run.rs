@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline, Upload,
-    apply_probe, grid_offset_ms, read_live, read_to_end,
+    ChainStart, DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline,
+    Upload, apply_probe, grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
     Backoff, ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown,
@@ -89,6 +89,14 @@ where
 /// sequence and hash chain continue) before going on from the spool's.
 const LAST_MANIFEST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the sink said of a live source's last stored manifest at start.
+enum Stored {
+    /// It answered: this manifest, or none (the source is new to the sink).
+    Known(Option<Box<ChunkMetadata>>),
+    /// It failed or did not answer in time.
+    Unknown,
+}
+
 /// Runs every source until files end and live sources are shut down, sharing one bounded
 /// upload stage. Returns one summary per source, in `jobs` order.
 ///
@@ -139,14 +147,14 @@ where
             let lookup = sink.last_manifest(job.prefix.as_deref(), &job.source_id);
             Some(
                 match tokio::time::timeout(LAST_MANIFEST_LOOKUP_TIMEOUT, lookup).await {
-                    Ok(Ok(m)) => m,
+                    Ok(Ok(m)) => Stored::Known(m.map(Box::new)),
                     Ok(Err(e)) => {
                         tracing::warn!(
                             source = %job.source_id,
                             "cannot read the sink's last manifest ({e}); continuing from the \
                              spool's, if any"
                         );
-                        None
+                        Stored::Unknown
                     }
                     Err(_) => {
                         tracing::warn!(
@@ -155,7 +163,7 @@ where
                             "the sink did not give its last manifest in time; continuing from \
                              the spool's, if any"
                         );
-                        None
+                        Stored::Unknown
                     }
                 },
             )
@@ -167,13 +175,33 @@ where
             job.source_id.clone(),
             RunSummary::empty(job.source_id.clone()),
         );
+        // A live source whose last stored manifest is unknown (the sink did not say) and not
+        // in the spool either starts a new chain, flagged `prev_unknown` so that nobody
+        // mistakes it for the source's first chunk ever (`crispy verify` reports it).
+        let mut prev_unknown = false;
         let resume = stored.and_then(|stored| {
             // The spool may hold newer chunks than the sink (an outage before a restart).
-            match (stored, spool.last_manifest(&job.source_id)) {
-                (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
-                (a, b) => a.or(b),
+            let spooled = spool.last_manifest(&job.source_id);
+            match stored {
+                Stored::Known(Some(a)) => Some(match spooled {
+                    Some(b) if b.sequence > a.sequence => b,
+                    _ => *a,
+                }),
+                Stored::Known(None) => spooled,
+                Stored::Unknown => {
+                    prev_unknown = spooled.is_none();
+                    spooled
+                }
             }
         });
+        if prev_unknown {
+            tracing::warn!(
+                source = %job.source_id,
+                "starting a new hash chain at sequence 0 without knowing the sink's last \
+                 manifest; its first manifest says so (prev_unknown), and `crispy verify` \
+                 reports where it follows earlier chunks"
+            );
+        }
         let (first_sequence, prev_link, restarted_after) = match &resume {
             Some(m) => {
                 tracing::info!(
@@ -193,7 +221,10 @@ where
         let out = Outbox::new(
             Arc::clone(&sink),
             job.prefix.clone(),
-            restarted_after,
+            ChainStart {
+                restarted_after,
+                prev_unknown,
+            },
             Sealing {
                 tx: tx.clone(),
                 sealer: Sealer::new(options.signing_key.clone(), prev_link),

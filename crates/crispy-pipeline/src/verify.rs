@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use crispy_core::{ChunkMetadata, SourceId};
+use crispy_core::{ChunkMetadata, ClockSource, SourceId};
 use crispy_probe::Mp4Probe;
 use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, sha256_hex};
 
@@ -52,6 +52,11 @@ pub enum ProblemKind {
     Dropped,
     /// Sequence numbers go back or repeat: chunks are reordered or duplicated.
     Reordered,
+    /// A live source's hash chain starts again (sequence 0, no `prev_sha256`) after earlier
+    /// chunks of that source: what came between cannot be proven complete. A restarted
+    /// camera continues its chain; it starts a new one only when its run could not learn the
+    /// last stored manifest (the manifest then says `prev_unknown`).
+    ChainRestart,
     /// A chunk does not start where the previous one ended, without a recorded discontinuity.
     TimeGap,
     /// The chunk's MP4 boxes disagree with its manifest (frames, duration, size, codec), or
@@ -452,6 +457,23 @@ impl SourceWalk {
         let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
         if starts_chain {
             self.chain_starts += 1;
+            // Each run of a file starts its own chain; a live source's chain goes on across
+            // restarts, so a new one after its earlier chunks hides whatever came between.
+            let live = matches!(m.clock, ClockSource::Rtcp | ClockSource::Receive);
+            if let Some(p) = self.prev.as_ref().filter(|_| live) {
+                let why = if m.prev_unknown {
+                    "the run that stored it could not read the sink's last manifest when it \
+                     started (prev_unknown)"
+                } else {
+                    "a restarted live source continues its chain"
+                };
+                let detail = format!(
+                    "a new hash chain starts at sequence 0 after sequence {} ({}): {why}, so \
+                     the chunks after sequence {} cannot be proven complete",
+                    p.sequence, p.object, p.sequence
+                );
+                self.push(problems, id, ProblemKind::ChainRestart, object, detail);
+            }
         }
         self.dropped.extend(m.dropped_sequences.iter().copied());
         if let Some(p) = self.prev.take().filter(|_| !starts_chain) {
