@@ -21,6 +21,7 @@ damage were stored), 20 invalid sink URL, 21 sink not writable, 22 upload refuse
 damaged by the store), 23 uploads unfinished at the drain timeout, \
 24 sink not readable (verify), 25 sink refused the credentials, 26 bucket or container \
 missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \
+29 a live run dropped chunks from a full spool or disk (each one logged and recorded), \
 30 verification found problems. \
 See docs/cli.md.";
 

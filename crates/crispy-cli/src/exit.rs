@@ -26,6 +26,7 @@ pub const SINK_CREDENTIALS: u8 = 25;
 pub const SINK_NO_BUCKET: u8 = 26;
 pub const SINK_UNREACHABLE: u8 = 27;
 pub const SPOOL_UNUSABLE: u8 = 28;
+pub const CHUNKS_DROPPED: u8 = 29;
 pub const VERIFY_FAILED: u8 = 30;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
@@ -53,6 +54,21 @@ pub struct UsageError(pub String);
 #[error("verification failed: {0} problem(s)")]
 pub struct VerifyFailed(pub usize);
 
+/// A live run ended normally but dropped chunks from a full spool or a full disk (exit code
+/// 29): each drop was logged when it happened and is recorded in a later manifest.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{total} chunk(s) were dropped before they could be uploaded ({per_source}): the spool \
+     or its disk was full; each drop was logged and is recorded in a later manifest \
+     (dropped_sequences)"
+)]
+pub struct ChunksDropped {
+    /// Chunks dropped, all sources together.
+    pub total: u64,
+    /// `id: n` for each source that dropped any.
+    pub per_source: String,
+}
+
 /// The exit code for an error anywhere in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -76,6 +92,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<VerifyFailed>().is_some() {
             return VERIFY_FAILED;
+        }
+        if cause.downcast_ref::<ChunksDropped>().is_some() {
+            return CHUNKS_DROPPED;
         }
         if let Some(e) = cause.downcast_ref::<ChunkerError>() {
             return chunker_code(e);

@@ -130,6 +130,19 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                 ));
             }
         }
+        // Footage was lost (each loss logged and recorded): the run says so in its exit code.
+        let dropped: Vec<String> = summaries
+            .iter()
+            .filter(|s| s.dropped > 0)
+            .map(|s| format!("{}: {}", s.source_id, s.dropped))
+            .collect();
+        if !dropped.is_empty() {
+            return Err(crate::exit::ChunksDropped {
+                total: summaries.iter().map(|s| s.dropped).sum(),
+                per_source: dropped.join(", "),
+            }
+            .into());
+        }
         Ok(())
     });
     if outcome.is_err() {
