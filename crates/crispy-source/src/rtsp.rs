@@ -374,7 +374,16 @@ fn open_error(
             SourceError::Unauthorized { url }
         }
         ffmpeg::Error::HttpNotFound => SourceError::RemoteNotFound { url },
-        ffmpeg::Error::Exit if interrupt.reason() == Reason::Shutdown => SourceError::Shutdown,
+        // Whatever FFmpeg reports after an interrupted open (EXIT, or "invalid data" when
+        // the RTSP reply it waited for broke off), the cause is the interruption.
+        _ if interrupt.reason() == Reason::Shutdown => SourceError::Shutdown,
+        _ if interrupt.reason() == Reason::Deadline => SourceError::Connect {
+            url,
+            reason: format!(
+                "the camera did not answer within the open timeout ({} ms)",
+                timeout.as_millis()
+            ),
+        },
         ffmpeg::Error::Exit => SourceError::Stalled {
             url,
             timeout_ms: timeout.as_millis() as u64,
@@ -509,6 +518,26 @@ mod tests {
             let config = RtspConfig::parse(url).expect("valid");
             assert_eq!(config.unresolvable_host(), None, "{url}");
         }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_named_as_such() {
+        // Accepts the connection (the kernel does, from the backlog) and never replies.
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let port = hung.local_addr().expect("addr").port();
+        let mut config = RtspConfig::parse(&format!("rtsp://admin:s3cret@127.0.0.1:{port}/live"))
+            .expect("valid");
+        config.open_timeout = Duration::from_millis(500);
+        let started = std::time::Instant::now();
+        let err = RtspSource::open(&config, Arc::new(AtomicBool::new(false)))
+            .expect_err("no answer")
+            .to_string();
+        assert!(
+            err.contains("did not answer within the open timeout (500 ms)"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
     }
 
     #[test]
