@@ -424,6 +424,11 @@ fn bad_inputs_get_clear_errors_and_distinct_exit_codes() {
         15,
         "--mode transcode",
     );
+    // A recording cut off before its index was written (the `moov` box comes last without
+    // `-movflags +faststart`): damaged, not "not a video file".
+    let whole = std::fs::read(clip("unfinished.mp4", &["-c:v", "libx264"])).expect("read");
+    std::fs::write(p("unfinished.mp4"), &whole[..whole.len() / 2]).expect("write");
+    expect_failure(&p("unfinished.mp4"), 16, "moov atom not found");
     // A raw elementary stream (a DVR export): intact, but untimed. It was reported as
     // damaged after 0 packets.
     expect_failure(

@@ -33,12 +33,17 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// FFmpeg does not recognise the file as media.
-    #[error("source file {path:?} is not a video file FFmpeg can read ({source})")]
+    #[error(
+        "source file {path:?} is not a video file FFmpeg can read ({source}{})",
+        if said.is_empty() { String::new() } else { format!(": {said}") }
+    )]
     NotMedia {
         /// The path as given.
         path: PathBuf,
         /// FFmpeg's error.
         source: ffmpeg_next::Error,
+        /// What FFmpeg's log said while it tried (empty when nothing).
+        said: String,
     },
     /// The file is media but holds no video stream.
     #[error("source file {path:?} has no video stream (streams found: {found})")]

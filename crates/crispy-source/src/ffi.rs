@@ -111,6 +111,11 @@ unsafe extern "C" fn log_callback(
     if line.is_empty() {
         return;
     }
+    if level <= sys::AV_LOG_ERROR && capture_error(line) {
+        // The caller puts it into its error: logged once, there.
+        tracing::debug!(target: "ffmpeg", "{line}");
+        return;
+    }
     match level {
         l if l <= sys::AV_LOG_ERROR => tracing::error!(target: "ffmpeg", "{line}"),
         l if l <= sys::AV_LOG_WARNING => tracing::warn!(target: "ffmpeg", "{line}"),
@@ -119,7 +124,38 @@ unsafe extern "C" fn log_callback(
     }
 }
 
+/// Keeps FFmpeg's error line for [`with_ffmpeg_errors`], if it is listening on this thread.
+fn capture_error(line: &str) -> bool {
+    CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(lines) => {
+            // Without FFmpeg's "[context @ 0x…] " prefix: the caller names the source.
+            let mut text = line;
+            while let Some(rest) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) {
+                text = rest.1;
+            }
+            if lines.len() < 8 {
+                lines.push(text.to_owned());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs `f`, collecting the error lines FFmpeg logs on this thread meanwhile (URLs
+/// redacted, prefixes removed) instead of logging them: FFmpeg's error codes are generic
+/// ("Invalid argument"), its log says what was wrong ("No such filter: 'x'").
+pub(crate) fn with_ffmpeg_errors<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    let outer = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let lines = CAPTURED.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (result, lines.unwrap_or_default())
+}
+
 thread_local! {
+    /// Error lines kept for [`with_ffmpeg_errors`]; `None` when nobody listens.
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> =
+        const { std::cell::RefCell::new(None) };
     /// FFmpeg's "start of a new line" flag, kept between calls as its own logger does.
     static PRINT_PREFIX: std::cell::Cell<c_int> = const { std::cell::Cell::new(1) };
     /// The start of an FFmpeg log line whose newline has not arrived yet.

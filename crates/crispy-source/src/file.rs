@@ -24,6 +24,17 @@ impl std::fmt::Debug for FileSource {
     }
 }
 
+/// True when `path` begins with an ISO BMFF box FFmpeg's MOV demuxer knows (`ftyp`, or
+/// `mdat`/`wide`/`free` in old QuickTime files): a text file named `.mp4` is also "without
+/// `moov`" to FFmpeg, but it is no recording.
+fn starts_like_mp4(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| matches!(&head[4..], b"ftyp" | b"mdat" | b"wide" | b"free"))
+}
+
 impl FileSource {
     /// Opens `path` and selects its best video stream.
     ///
@@ -34,9 +45,25 @@ impl FileSource {
         check_file(&path)?;
         crate::init();
 
-        let input = crate::ffi::open_file(&path).map_err(|source| SourceError::NotMedia {
-            path: path.clone(),
-            source,
+        let (opened, said) = crate::ffi::with_ffmpeg_errors(|| crate::ffi::open_file(&path));
+        let input = opened.map_err(|source| {
+            // An MP4/MOV whose recording was cut off before it was finalised: the media is
+            // there, the index (`moov`) is not. Damaged, not "not a video file".
+            if said.iter().any(|l| l.contains("moov atom not found")) && starts_like_mp4(&path) {
+                return SourceError::Damaged {
+                    path: path.clone(),
+                    packets: 0,
+                    reason: "moov atom not found: the MP4/MOV has no index, as when a \
+                             recording is cut off before it is finalised, so no frame can be \
+                             located"
+                        .to_owned(),
+                };
+            }
+            SourceError::NotMedia {
+                path: path.clone(),
+                source,
+                said: said.join("; "),
+            }
         })?;
         // Raw elementary streams (`.h264`, `.265` from a DVR export) carry no timestamps:
         // nothing says when a frame is shown, so no chunk could be timed.

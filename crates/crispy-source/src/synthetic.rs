@@ -97,14 +97,25 @@ impl SyntheticSource {
         };
         let format = ffi::lavfi_format()
             .map_err(|e| bad(format!("FFmpeg's lavfi input device is unavailable ({e})")))?;
-        let input = match ffmpeg::format::open_with(
-            &graph,
-            &ffmpeg::Format::Input(format),
-            ffmpeg::Dictionary::new(),
-        ) {
+        let (opened, said) = ffi::with_ffmpeg_errors(|| {
+            ffmpeg::format::open_with(
+                &graph,
+                &ffmpeg::Format::Input(format),
+                ffmpeg::Dictionary::new(),
+            )
+        });
+        let input = match opened {
             Ok(ffmpeg::format::context::Context::Input(i)) => i,
             Ok(_) => return Err(bad("not an input".to_owned())),
-            Err(e) => return Err(bad(format!("invalid filter graph: {e}"))),
+            Err(e) => {
+                return Err(SourceError::InvalidUrl {
+                    url: format!("lavfi:{}", config.graph),
+                    reason: match said.is_empty() {
+                        true => format!("invalid filter graph: {e}"),
+                        false => format!("invalid filter graph: {}", said.join("; ")),
+                    },
+                });
+            }
         };
         let stream = input
             .streams()
@@ -403,15 +414,29 @@ mod tests {
 
     #[test]
     fn a_bad_graph_is_a_clear_error() {
-        let err = SyntheticSource::open(
-            &SyntheticConfig::graph("nosuchfilter=1"),
-            Arc::new(AtomicBool::new(false)),
-        )
-        .expect_err("must fail")
-        .to_string();
-        assert!(
-            err.contains("nosuchfilter") && err.contains("filter graph"),
-            "{err}"
-        );
+        // FFmpeg's own error code says only "Invalid argument" or "Option not found": the
+        // error must carry what its log said about the graph.
+        for (graph, said) in [
+            (
+                "testsrc2=size=160x120,nosuchfilter",
+                "invalid filter graph: No such filter: 'nosuchfilter'",
+            ),
+            (
+                "testsrc2=size=160x120:rat=10",
+                "invalid filter graph: Option 'rat' not found",
+            ),
+        ] {
+            let err = SyntheticSource::open(
+                &SyntheticConfig::graph(graph),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .expect_err("must fail");
+            assert!(matches!(err, SourceError::InvalidUrl { .. }), "{err:?}");
+            let err = err.to_string();
+            assert!(
+                err.starts_with(&format!("invalid source URL lavfi:{graph}: {said}")),
+                "{err}"
+            );
+        }
     }
 }

@@ -193,6 +193,7 @@ impl TranscodeSource {
         let input = ffmpeg::format::input(&path).map_err(|source| SourceError::NotMedia {
             path: path.clone(),
             source,
+            said: String::new(),
         })?;
         let stream = input
             .streams()
