@@ -105,6 +105,11 @@ impl TranscodeConfig {
         if let Some(h) = self.max_height.filter(|h| !(16..=8640).contains(h)) {
             return Err(format!("max_height {h} is not between 16 and 8640"));
         }
+        if let Some(h) = self.max_height.filter(|h| h % 2 == 1) {
+            return Err(format!(
+                "max_height {h} must be even: 4:2:0 H.264 has whole 2x2 chroma blocks"
+            ));
+        }
         if self.scale.is_some() && self.max_height.is_some() {
             return Err("scale and max_height exclude each other: give one".to_owned());
         }
@@ -124,6 +129,12 @@ impl TranscodeConfig {
         );
         if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
             return Err(format!("{s}: width and height must be 16 to 16384"));
+        }
+        // Rounding them quietly would store another size than the one asked for.
+        if w % 2 == 1 || h % 2 == 1 {
+            return Err(format!(
+                "{s}: width and height must be even: 4:2:0 H.264 has whole 2x2 chroma blocks"
+            ));
         }
         Ok((w, h))
     }
@@ -485,9 +496,16 @@ mod tests {
         assert_eq!(c.output_size(1920, 1080), (1280, 720));
         assert_eq!(c.output_size(1280, 720), (1280, 720));
         assert_eq!(c.output_size(642, 362), (642, 362));
+        // A height limit keeps the aspect ratio; the width it gives is rounded to even.
+        c.max_height = Some(182);
+        assert_eq!(c.output_size(320, 240), (242, 182));
+        // Odd sizes asked for are refused, not rounded.
+        assert_eq!(TranscodeConfig::parse_size("640x360"), Ok((640, 360)));
+        for odd in ["641x360", "640x359"] {
+            let err = TranscodeConfig::parse_size(odd).expect_err(odd);
+            assert!(err.contains("must be even"), "{err}");
+        }
         c.max_height = Some(181);
-        assert_eq!(c.output_size(320, 240), (240, 180));
-        c.scale = Some((641, 359));
-        assert_eq!(c.output_size(1920, 1080), (640, 358));
+        assert!(c.validate().expect_err("odd").contains("must be even"));
     }
 }
