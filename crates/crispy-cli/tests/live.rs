@@ -893,6 +893,14 @@ fn an_mjpeg_camera_is_transcoded_into_exact_scaled_decimated_chunks() {
     assert_eq!(ms[0]["frame_count"], 10, "{}", ms[0]);
     assert_eq!(ms[0]["requested_ms"], 1000);
     check_transcoded(&sink, &ms, 10, 1000, (320, 240));
+    // The log says what the camera sends, and what is stored.
+    let lines = crispy_lines(&logs);
+    let connected = lines
+        .iter()
+        .find(|l| l["message"] == "camera connected")
+        .expect("logged");
+    assert_eq!(connected["codec"], "mjpeg", "{connected}");
+    assert_eq!(connected["output"], "h264 320x240", "{connected}");
 }
 
 #[test]

@@ -605,11 +605,17 @@ impl<S: ChunkSink> Session<'_, S> {
             info: info.clone(),
             duration_ms: None,
         });
+        // What the camera sends; when transcoding, also what is stored.
+        let camera = source.camera_info();
+        let output = self
+            .transcoded
+            .then(|| format!("{} {}x{}", info.codec, info.width, info.height));
         tracing::info!(
             source = %id,
             url = %source.display_url(),
-            codec = %info.codec,
-            resolution = %format_args!("{}x{}", info.width, info.height),
+            codec = %camera.codec,
+            resolution = %format_args!("{}x{}", camera.width, camera.height),
+            output,
             connect_ms = connect_started.elapsed().as_millis() as u64,
             "camera connected"
         );

@@ -50,6 +50,11 @@ pub trait CameraSource: crispy_core::PacketSource<Error = SourceError> {
     fn first_packet_received(&self) -> Option<std::time::SystemTime>;
     /// Packets read from the camera so far.
     fn packets_read(&self) -> u64;
+    /// What the camera sends (its codec and size). The same as the packets' stream in copy
+    /// mode; the decoder's input when transcoding.
+    fn camera_info(&self) -> &crispy_core::StreamInfo {
+        self.stream_info()
+    }
 }
 
 /// Initialises FFmpeg once per process and routes its log lines into `tracing` (target `ffmpeg`).

@@ -447,6 +447,10 @@ impl CameraSource for LiveTranscoder {
         self.camera.display_url()
     }
 
+    fn camera_info(&self) -> &StreamInfo {
+        self.camera.stream_info()
+    }
+
     fn rtcp_start_time_us(&self) -> Option<i64> {
         self.camera.rtcp_start_time_us()
     }
