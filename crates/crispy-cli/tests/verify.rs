@@ -628,23 +628,40 @@ fn a_restarted_live_source_continues_its_chain_across_a_key_rotation() {
 fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "k");
+    let key_arg = key.to_str().expect("utf8");
+    // Copies every chunk and manifest under `from` into `to`; their paths, sorted.
+    let merge = |from: &Path, to: &Path| {
+        let mut merged = Vec::new();
+        for ext in ["mp4", "json"] {
+            for file in files_with_ext(from, ext).expect("list") {
+                let rel = file.strip_prefix(from).expect("inside");
+                let dest = to.join(rel);
+                std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&file, &dest).expect("copy");
+                merged.push(rel.to_owned());
+            }
+        }
+        merged.sort();
+        merged
+    };
+    // A recording of the same camera, stored under its id and dated before its live chunks:
+    // a file's chain is its own, so the live chain starting after it is no restart.
+    let clip = input(dir.path());
+    let files = dir.path().join("files");
+    run_file(
+        &clip,
+        &files,
+        &["--source-id", "cam", "--signing-key", key_arg],
+        &[],
+    );
     let sink = dir.path().join("sink");
     let other = dir.path().join("other");
     live_run(&sink, &key, 3);
+    merge(&files, &sink);
     // A second run that could not see the first one's chunks: a chain of its own from
     // sequence 0. Its objects, merged into the first sink, follow the first run's by name.
     live_run(&other, &key, 3);
-    let mut merged = Vec::new();
-    for ext in ["mp4", "json"] {
-        for from in files_with_ext(&other, ext).expect("list") {
-            let rel = from.strip_prefix(&other).expect("inside");
-            let to = sink.join(rel);
-            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
-            std::fs::copy(&from, &to).expect("copy");
-            merged.push(rel.to_owned());
-        }
-    }
-    merged.sort();
+    let merged = merge(&other, &sink);
     let first_of_second = merged
         .iter()
         .find(|p| p.extension().is_some_and(|e| e == "mp4"))
@@ -665,7 +682,7 @@ fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
             .is_some_and(|d| d.contains("a restarted live source continues its chain")),
         "{report:#}"
     );
-    assert_eq!(report["sources"][0]["chain_starts"], 2, "{report:#}");
+    assert_eq!(report["sources"][0]["chain_starts"], 3, "{report:#}");
     // Each run alone is one clean chain.
     let (code, report) = verify(&other, &["--public-key", public], &[]);
     assert_eq!(code, Some(0), "{report:#}");

@@ -181,10 +181,12 @@ where
         let mut prev_unknown = false;
         let resume = stored.and_then(|stored| {
             // The spool may hold newer chunks than the sink (an outage before a restart).
+            // Newer by time, not by sequence: a chain that started again at 0 elsewhere (a
+            // `prev_unknown` start) is newer than the old chain this spool remembers.
             let spooled = spool.last_manifest(&job.source_id);
             match stored {
                 Stored::Known(Some(a)) => Some(match spooled {
-                    Some(b) if b.sequence > a.sequence => b,
+                    Some(b) if (b.end_time, b.sequence) > (a.end_time, a.sequence) => b,
                     _ => *a,
                 }),
                 Stored::Known(None) => spooled,

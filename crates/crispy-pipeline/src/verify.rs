@@ -104,7 +104,8 @@ pub struct SourceSummary {
     pub key_ids: Vec<String>,
     /// Unsigned manifests.
     pub unsigned: u64,
-    /// Chains that start in the range (a new run of a file source, or the first chunk ever).
+    /// Chains that start in the range (a new run of a file source, the first chunk ever, or
+    /// a live source's chain starting again: see [`ProblemKind::ChainRestart`]).
     pub chain_starts: u64,
     /// Recorded discontinuities (reconnects, restarts).
     pub discontinuities: u64,
@@ -337,6 +338,19 @@ struct Link {
     sha256: String,
     end_time: DateTime<Utc>,
     object: String,
+    /// From a live source (clock `rtcp` or `receive`): its chain goes on across restarts.
+    live: bool,
+}
+
+/// True for the clocks of live sources, whose chains go on across restarts (a file run
+/// starts a chain of its own).
+fn live_clock(clock: ClockSource) -> bool {
+    matches!(clock, ClockSource::Rtcp | ClockSource::Receive)
+}
+
+/// The prefix a chunk's object sits under: its path without `<source>/yyyy/mm/dd/<name>`.
+fn object_prefix(object: &str) -> &str {
+    object.rsplitn(6, '/').nth(5).unwrap_or_default()
 }
 
 /// Sequences missing before a manifest, and what its link and time would be reported as
@@ -458,9 +472,12 @@ impl SourceWalk {
         if starts_chain {
             self.chain_starts += 1;
             // Each run of a file starts its own chain; a live source's chain goes on across
-            // restarts, so a new one after its earlier chunks hides whatever came between.
-            let live = matches!(m.clock, ClockSource::Rtcp | ClockSource::Receive);
-            if let Some(p) = self.prev.as_ref().filter(|_| live) {
+            // restarts, so a new one right after its earlier live chunks (under the same
+            // prefix: one id may be used at several sites) hides whatever came between.
+            let restarts = |p: &&Link| {
+                p.live && live_clock(m.clock) && object_prefix(&p.object) == object_prefix(object)
+            };
+            if let Some(p) = self.prev.as_ref().filter(restarts) {
                 let why = if m.prev_unknown {
                     "the run that stored it could not read the sink's last manifest when it \
                      started (prev_unknown)"
@@ -530,6 +547,7 @@ impl SourceWalk {
             sha256: sha256_hex(&canonical),
             end_time: m.end_time,
             object: m.object,
+            live: live_clock(m.clock),
         });
     }
 
@@ -669,6 +687,17 @@ fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn object_prefixes_are_what_lies_above_the_source() {
+        let name = "20261124T101500.000Z-00000042.mp4";
+        assert_eq!(object_prefix(&format!("cam/2026/11/24/{name}")), "");
+        assert_eq!(
+            object_prefix(&format!("site-a/cam/2026/11/24/{name}")),
+            "site-a"
+        );
+        assert_eq!(object_prefix(&format!("a/b/cam/2026/11/24/{name}")), "a/b");
+    }
 
     #[test]
     fn the_start_time_is_read_back_from_object_names() {

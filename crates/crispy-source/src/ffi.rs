@@ -124,32 +124,80 @@ unsafe extern "C" fn log_callback(
     }
 }
 
-/// Keeps FFmpeg's error line for [`with_ffmpeg_errors`], if it is listening on this thread.
+/// Error lines kept by one [`with_ffmpeg_errors`] call at most.
+const CAPTURED_LINES: usize = 8;
+
+/// Keeps FFmpeg's error line for [`with_ffmpeg_errors`], if it is listening on this thread
+/// and has room; false when the line must be logged as usual.
 fn capture_error(line: &str) -> bool {
     CAPTURED.with(|c| match c.borrow_mut().as_mut() {
-        Some(lines) => {
-            // Without FFmpeg's "[context @ 0x…] " prefix: the caller names the source.
-            let mut text = line;
-            while let Some(rest) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) {
-                text = rest.1;
-            }
-            if lines.len() < 8 {
-                lines.push(text.to_owned());
-            }
+        Some(lines) if lines.len() < CAPTURED_LINES => {
+            lines.push(line.to_owned());
             true
         }
-        None => false,
+        _ => false,
     })
 }
 
-/// Runs `f`, collecting the error lines FFmpeg logs on this thread meanwhile (URLs
-/// redacted, prefixes removed) instead of logging them: FFmpeg's error codes are generic
-/// ("Invalid argument"), its log says what was wrong ("No such filter: 'x'").
-pub(crate) fn with_ffmpeg_errors<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
-    let outer = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+/// `line` without FFmpeg's "[context @ 0x…] " prefixes: the caller names the source.
+fn without_context(line: &str) -> &str {
+    let mut text = line;
+    while let Some((_, rest)) = text.strip_prefix('[').and_then(|t| t.split_once("] ")) {
+        text = rest;
+    }
+    text
+}
+
+/// Ends a capture when dropped (also if the call panics), restoring an outer one.
+struct Capture(Option<Vec<String>>);
+
+impl Capture {
+    fn start() -> Self {
+        Self(CAPTURED.with(|c| c.borrow_mut().replace(Vec::new())))
+    }
+
+    fn lines(&mut self) -> Vec<String> {
+        CAPTURED
+            .with(|c| c.borrow_mut().replace(Vec::new()))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let outer = self.0.take();
+        CAPTURED.with(|c| *c.borrow_mut() = outer);
+    }
+}
+
+/// Runs `f`, holding back the error lines FFmpeg logs on this thread meanwhile (URLs
+/// redacted): FFmpeg's error codes are generic ("Invalid argument"), its log says what was
+/// wrong ("No such filter: 'x'"). On failure the lines come with the error, without their
+/// "[context @ 0x…]" prefixes, for the caller's message (logged once, there); on success
+/// they are logged as usual. Lines from FFmpeg's other threads are logged as usual. Only
+/// where FFmpeg's log is routed into `tracing` (x86-64 Unix) are there lines to capture.
+pub(crate) fn with_ffmpeg_errors<T, E>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, (E, Vec<String>)> {
+    let mut capture = Capture::start();
     let result = f();
-    let lines = CAPTURED.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
-    (result, lines.unwrap_or_default())
+    let lines = capture.lines();
+    drop(capture);
+    match result {
+        Ok(v) => {
+            for line in lines {
+                tracing::error!(target: "ffmpeg", "{line}");
+            }
+            Ok(v)
+        }
+        Err(e) => Err((
+            e,
+            lines
+                .iter()
+                .map(|l| without_context(l).to_owned())
+                .collect(),
+        )),
+    }
 }
 
 thread_local! {

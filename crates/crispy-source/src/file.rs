@@ -45,8 +45,8 @@ impl FileSource {
         check_file(&path)?;
         crate::init();
 
-        let (opened, said) = crate::ffi::with_ffmpeg_errors(|| crate::ffi::open_file(&path));
-        let input = opened.map_err(|source| {
+        let opened = crate::ffi::with_ffmpeg_errors(|| crate::ffi::open_file(&path));
+        let input = opened.map_err(|(source, said)| {
             // An MP4/MOV whose recording was cut off before it was finalised: the media is
             // there, the index (`moov`) is not. Damaged, not "not a video file".
             if said.iter().any(|l| l.contains("moov atom not found")) && starts_like_mp4(&path) {

@@ -97,7 +97,7 @@ impl SyntheticSource {
         };
         let format = ffi::lavfi_format()
             .map_err(|e| bad(format!("FFmpeg's lavfi input device is unavailable ({e})")))?;
-        let (opened, said) = ffi::with_ffmpeg_errors(|| {
+        let opened = ffi::with_ffmpeg_errors(|| {
             ffmpeg::format::open_with(
                 &graph,
                 &ffmpeg::Format::Input(format),
@@ -107,7 +107,7 @@ impl SyntheticSource {
         let input = match opened {
             Ok(ffmpeg::format::context::Context::Input(i)) => i,
             Ok(_) => return Err(bad("not an input".to_owned())),
-            Err(e) => {
+            Err((e, said)) => {
                 return Err(SourceError::InvalidUrl {
                     url: format!("lavfi:{}", config.graph),
                     reason: match said.is_empty() {
