@@ -26,6 +26,26 @@ pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     .filter(|n| !n.is_empty())
 }
 
+/// True when `data` is an Annex B access unit (H.264, or H.265 with `hevc`) whose NAL units
+/// hold neither a picture nor a parameter set: only delimiters, SEI and the like. Such a
+/// packet is no frame. A live demuxer hands one out when a connection ends just after the
+/// next frame's access unit delimiter arrived. False for data without any start code.
+pub fn lacks_picture(data: &[u8], hevc: bool) -> bool {
+    let mut nals = annexb_nals(data).peekable();
+    if nals.peek().is_none() {
+        return false;
+    }
+    !nals.any(|nal| {
+        if hevc {
+            // VCL 0..=31; VPS, SPS, PPS 32..=34.
+            ((nal[0] >> 1) & 0x3f) <= 34
+        } else {
+            // Slices 1..=5; SPS 7, PPS 8.
+            matches!(nal[0] & 0x1f, 1..=5 | 7 | 8)
+        }
+    })
+}
+
 /// Position and length of the next `00 00 01` or `00 00 00 01` start code.
 ///
 /// A SIMD substring search (memchr) for `00 00 01`: a camera's access units are scanned
@@ -56,6 +76,37 @@ mod tests {
             vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]
         );
         assert_eq!(annexb_nals(&[1, 2, 3]).count(), 0);
+    }
+
+    #[test]
+    fn tells_access_units_without_a_picture() {
+        // An access unit delimiter alone (6 bytes, as a dying RTSP connection leaves it).
+        assert!(lacks_picture(&[0, 0, 0, 1, 0x09, 0x10], false));
+        // Delimiter and SEI, no slice.
+        assert!(lacks_picture(
+            &[0, 0, 0, 1, 0x09, 0x10, 0, 0, 1, 0x06, 5, 1, 0x80],
+            false
+        ));
+        // With a slice, an IDR, or parameter sets: kept.
+        assert!(!lacks_picture(
+            &[0, 0, 0, 1, 0x09, 0x10, 0, 0, 1, 0x41, 0x9a],
+            false
+        ));
+        assert!(!lacks_picture(&[0, 0, 1, 0x65, 0x88], false));
+        assert!(!lacks_picture(
+            &[0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce],
+            false
+        ));
+        // Not Annex B at all: not judged.
+        assert!(!lacks_picture(&[0, 0, 0, 5, 0x65, 1, 2, 3, 4], false));
+        assert!(!lacks_picture(&[], false));
+        // H.265: AUD (35) alone vs a TRAIL_R slice (1) or a VPS (32).
+        assert!(lacks_picture(&[0, 0, 0, 1, 0x46, 0x01, 0x50], true));
+        assert!(!lacks_picture(
+            &[0, 0, 0, 1, 0x46, 0x01, 0x50, 0, 0, 1, 0x02, 0x01, 0xd0],
+            true
+        ));
+        assert!(!lacks_picture(&[0, 0, 1, 0x40, 0x01, 0x0c], true));
     }
 
     /// The byte-by-byte scanner the SIMD search replaced: the reference.

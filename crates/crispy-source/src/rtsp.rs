@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use crispy_core::{EncodedPacket, PacketSource, Secret, StreamInfo};
+use crispy_core::{Codec, EncodedPacket, PacketSource, Secret, StreamInfo};
 use ffmpeg_next as ffmpeg;
 
 use crate::demux::{Demuxer, ReadError, SelectError};
@@ -407,7 +407,21 @@ impl PacketSource for RtspSource {
             return Err(SourceError::Shutdown);
         }
         self.interrupt.rearm(self.stall_timeout);
-        let read = self.demuxer.read();
+        let hevc = match self.demuxer.info.codec {
+            Codec::H264 => Some(false),
+            Codec::H265 => Some(true),
+            _ => None,
+        };
+        let mut read = self.demuxer.read();
+        // When the connection ends, FFmpeg's parser hands out what it held: possibly just
+        // the next frame's delimiter, which is no frame and must not end a chunk.
+        while let (Ok(Some(p)), Some(hevc)) = (&read, hevc) {
+            if !crispy_core::annexb::lacks_picture(&p.data, hevc) {
+                break;
+            }
+            tracing::debug!(url = %self.display, bytes = p.data.len(), "dropping a packet without a picture");
+            read = self.demuxer.read();
+        }
         if read.is_ok() && self.interrupt.reason() != Reason::None {
             // After an aborted read FFmpeg flushes its parser and hands out whatever it had
             // buffered, possibly a fragment of a frame: never let that into a chunk.
