@@ -31,19 +31,27 @@ pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// packet is no frame. A live demuxer hands one out when a connection ends just after the
 /// next frame's access unit delimiter arrived. False for data without any start code.
 pub fn lacks_picture(data: &[u8], hevc: bool) -> bool {
-    let mut nals = annexb_nals(data).peekable();
-    if nals.peek().is_none() {
-        return false;
-    }
-    !nals.any(|nal| {
-        if hevc {
+    // Only the header byte after each start code is looked at, and the search stops at the
+    // first picture or parameter set: a frame's slice data is not scanned (this runs on
+    // every packet of every camera).
+    let mut rest = data;
+    let mut any_nal = false;
+    while let Some((pos, len)) = find_start_code(rest) {
+        rest = &rest[pos + len..];
+        let Some(&header) = rest.first() else { break };
+        any_nal = true;
+        let wanted = if hevc {
             // VCL 0..=31; VPS, SPS, PPS 32..=34.
-            ((nal[0] >> 1) & 0x3f) <= 34
+            (header >> 1) & 0x3f <= 34
         } else {
             // Slices 1..=5; SPS 7, PPS 8.
-            matches!(nal[0] & 0x1f, 1..=5 | 7 | 8)
+            matches!(header & 0x1f, 1..=5 | 7 | 8)
+        };
+        if wanted {
+            return false;
         }
-    })
+    }
+    any_nal
 }
 
 /// Position and length of the next `00 00 01` or `00 00 00 01` start code.
