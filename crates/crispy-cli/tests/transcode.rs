@@ -366,3 +366,75 @@ fn boundaries_follow_timestamps_across_a_jump() {
         assert_eq!(decode_errors(&file).expect("ffmpeg"), "");
     }
 }
+
+/// Byte offsets of the video packets of `path`, in decode order (ffprobe).
+fn packet_offsets(path: &Path) -> Vec<u64> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=pos", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_end_matches(',')
+                .parse()
+                .expect("a packet offset")
+        })
+        .collect()
+}
+
+/// A file whose decoder refuses some packets is not a success: every chunk with every other
+/// frame is stored, then the run ends with exit 16 naming how many packets were lost.
+#[test]
+fn undecodable_packets_are_reported_after_every_chunk_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = clip(dir.path(), 25, 4, "libx264");
+    let offsets = packet_offsets(&source);
+    assert_eq!(offsets.len(), 100, "{offsets:?}");
+    // A NAL unit length far past the packet's end: the decoder cannot split the packet.
+    let mut bytes = std::fs::read(&source).expect("read");
+    for packet in [30usize, 60] {
+        let at = usize::try_from(offsets[packet]).expect("offset");
+        bytes[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+    }
+    let damaged = dir.path().join("damaged.mp4");
+    std::fs::write(&damaged, bytes).expect("write");
+    let sink = dir.path().join("out");
+    let out = run(&damaged, &sink, &["--chunk", "1s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    let said = "the decoder could not read 2 of its 100 video packets (the first around packet ";
+    let first: u64 = err
+        .split_once(said)
+        .and_then(|(_, rest)| rest.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no '{said}' in {err}"));
+    // Packet 31 (a frame-threaded decoder reports it a few packets late).
+    assert!((31..=36).contains(&first), "{err}");
+    assert!(
+        err.contains("the 4 chunk(s) holding every other frame were stored"),
+        "{err}"
+    );
+    let all = manifests(&sink);
+    assert_eq!(all.len(), 4, "{all:#?}");
+    let frames: u64 = all.iter().filter_map(|m| m["frame_count"].as_u64()).sum();
+    assert_eq!(frames, 98, "every frame but the two lost is stored");
+    for file in files_with_ext(&sink, "mp4").expect("list") {
+        assert_eq!(
+            decode_errors(&file).expect("ffmpeg"),
+            "",
+            "{}",
+            file.display()
+        );
+    }
+
+    // The same file undamaged succeeds: the exit code comes from the damage.
+    let clean = run(&source, &dir.path().join("clean"), &["--chunk", "1s"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+}

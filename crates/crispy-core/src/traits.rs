@@ -15,6 +15,13 @@ pub trait PacketSource: Send {
 
     /// The next packet, or `None` at the end of the stream.
     fn next_packet(&mut self) -> Result<Option<EncodedPacket>, Self::Error>;
+
+    /// Asked once after [`next_packet`](Self::next_packet) returned `None`: damage met while
+    /// reading that did not stop it (packets a decoder had to skip), to be reported once every
+    /// chunk is stored. Sources that stop at the first damage have none (the default).
+    fn damage_at_end(&mut self) -> Option<Self::Error> {
+        None
+    }
 }
 
 /// Groups packets into standalone chunks.

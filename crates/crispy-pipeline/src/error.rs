@@ -8,7 +8,7 @@ use crispy_source::SourceError;
 pub enum PipelineError {
     /// The source could not be opened or read. Chunks completed before the failure were
     /// uploaded first.
-    #[error("{error}{}", discarded_note(*.discarded_frames, *.chunks_stored))]
+    #[error("{error}{}", discarded_note(error, *.discarded_frames, *.chunks_stored))]
     Source {
         /// The source's error (shown in this error's message, not as its `source()`).
         error: SourceError,
@@ -57,8 +57,11 @@ pub enum PipelineError {
     Internal(String),
 }
 
-fn discarded_note(discarded: u64, stored: u64) -> String {
-    if discarded == 0 && stored == 0 {
+fn discarded_note(error: &SourceError, discarded: u64, stored: u64) -> String {
+    if let SourceError::Undecodable { .. } = error {
+        // Found at the end: every chunk, with every frame that could be decoded, is stored.
+        format!("; the {stored} chunk(s) holding every other frame were stored")
+    } else if discarded == 0 && stored == 0 {
         String::new()
     } else {
         format!(

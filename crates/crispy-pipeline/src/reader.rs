@@ -440,10 +440,18 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
-            out.send(chunk, &mut timeline);
+            if !out.send(chunk, &mut timeline) {
+                return;
+            }
         }
         Ok(None) => {}
-        Err(e) => out.fail(ReaderFailure::Chunker(e)),
+        Err(e) => return out.fail(ReaderFailure::Chunker(e)),
+    }
+    if let Some(error) = source.damage_at_end() {
+        out.fail(ReaderFailure::Source {
+            error,
+            discarded_frames: 0,
+        });
     }
 }
 

@@ -74,6 +74,23 @@ pub enum SourceError {
         /// What FFmpeg reported.
         reason: String,
     },
+    /// Transcode mode: the decoder could not read some packets of a file, and their frames are
+    /// missing from the chunks (every other frame was stored).
+    #[error(
+        "source file {path:?} is damaged: the decoder could not read {count} of its {packets} \
+         video packets (the first around packet {first}), so their frames are missing from the chunks"
+    )]
+    Undecodable {
+        /// The path as given.
+        path: PathBuf,
+        /// Video packets read.
+        packets: u64,
+        /// Packets the decoder refused.
+        count: u64,
+        /// The first refused packet, counting from 1. Approximate: a frame-threaded decoder
+        /// reports a packet's failure a few packets later.
+        first: u64,
+    },
     /// A live source URL that cannot be used.
     #[error("invalid source URL {url}: {reason}")]
     InvalidUrl {
@@ -144,6 +161,7 @@ impl SourceError {
                 | Self::NoVideo { .. }
                 | Self::BadStream { .. }
                 | Self::Damaged { .. }
+                | Self::Undecodable { .. }
         )
     }
 }

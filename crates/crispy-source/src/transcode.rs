@@ -163,7 +163,14 @@ pub struct TranscodeSource {
     input_done: bool,
     flushed: bool,
     frames_in: u64,
+    /// The first packet the decoder refused, counting from 1 (a frame-threaded decoder
+    /// reports a failure a few packets late).
+    first_skipped: Option<u64>,
 }
+
+/// Undecodable packets logged one by one; the rest are only counted (the run's error at the
+/// end gives the total).
+const SKIPS_LOGGED: u64 = 10;
 
 impl std::fmt::Debug for TranscodeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +240,7 @@ impl TranscodeSource {
             input_done: false,
             flushed: false,
             frames_in: 0,
+            first_skipped: None,
         };
         while source.stage.info().is_none() && !source.flushed {
             source.step()?;
@@ -270,8 +278,21 @@ impl TranscodeSource {
                 self.frames_in += 1;
                 let skipped = self.stage.packets_skipped;
                 self.stage.push(&packet).map_err(|e| self.fail(e.0))?;
-                if self.stage.packets_skipped > skipped {
-                    tracing::warn!(path = %self.path.display(), packet = self.frames_in, "undecodable packet skipped");
+                let now = self.stage.packets_skipped;
+                if now > skipped {
+                    self.first_skipped.get_or_insert(self.frames_in);
+                    if now <= SKIPS_LOGGED {
+                        tracing::warn!(
+                            path = %self.path.display(),
+                            packet = self.frames_in,
+                            "undecodable packet skipped: its frame is missing from the chunks{}",
+                            if now == SKIPS_LOGGED {
+                                " (further ones are counted, not logged)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
             }
             Ok(()) => {}
@@ -299,6 +320,16 @@ impl PacketSource for TranscodeSource {
             }
             self.step()?;
         }
+    }
+
+    fn damage_at_end(&mut self) -> Option<SourceError> {
+        let first = self.first_skipped?;
+        Some(SourceError::Undecodable {
+            path: self.path.clone(),
+            packets: self.frames_in,
+            count: self.stage.packets_skipped,
+            first,
+        })
     }
 }
 
