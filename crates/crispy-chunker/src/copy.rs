@@ -57,6 +57,9 @@ pub struct CopyChunker {
     skipped_before_keyframe: u64,
     /// The chunk in progress started after a timestamp reset.
     pending_discontinuity: bool,
+    /// DTS of the first frame of the chunk in progress that is shown (a trimmed file's
+    /// lead-in is not): the chunk's length counts from it.
+    first_shown_dts: Option<i64>,
     /// PTS of the next wall-clock grid line (with `align_offset_ms`).
     grid_next: Option<i64>,
     /// A timestamp reset was seen; waiting for a keyframe to start the next chunk.
@@ -97,6 +100,7 @@ impl CopyChunker {
             nominal_frame_ticks,
             skipped_before_keyframe: 0,
             pending_discontinuity: false,
+            first_shown_dts: None,
             grid_next: None,
             awaiting_keyframe_after_reset: false,
             // Where keyframes are placed on the boundaries (transcoding), a chunk longer than
@@ -130,6 +134,7 @@ impl CopyChunker {
 
     fn close(&mut self, next_dts: Option<i64>) -> Result<Chunk, ChunkerError> {
         let pending = std::mem::take(&mut self.pending);
+        self.first_shown_dts = None;
         self.pending.reserve(pending.len());
         let tb = self.info.time_base;
         let scale = i64::from(tb.num);
@@ -147,6 +152,20 @@ impl CopyChunker {
             .map(|p| p.pts)
             .min()
             .unwrap_or(pending[0].pts);
+        // A trimmed file's lead-in: frames the source's edit list does not show, decoded only
+        // for the first frame that is. The chunk's edit list hides them too, and the manifest
+        // describes what is shown. (Discarded frames after the first shown one would need
+        // more than one edit; they are rare and stay shown.)
+        let (start_pts, hidden) = match pending.iter().filter(|p| !p.discard).map(|p| p.pts).min() {
+            Some(shown) => (
+                shown,
+                pending
+                    .iter()
+                    .filter(|p| p.discard && p.pts < shown)
+                    .count(),
+            ),
+            None => (min_pts, 0),
+        };
         let mut samples = Vec::with_capacity(pending.len());
         let mut duration_ts: i64 = 0;
         let mut last_delta = self.nominal_frame_ticks;
@@ -173,12 +192,14 @@ impl CopyChunker {
             });
         }
         let presentation_start = u32::try_from(
-            min_pts
+            start_pts
                 .saturating_sub(first_dts)
                 .saturating_mul(scale)
                 .max(0),
         )
         .map_err(|_| too_large("the presentation offset"))?;
+        // The presentation still ends where the last frame ends: only its start moves.
+        let duration_ts = duration_ts.saturating_sub(start_pts - min_pts).max(0);
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
             config_box: codec.config_box,
@@ -187,9 +208,10 @@ impl CopyChunker {
             height: u16::try_from(self.info.height).map_err(|_| too_large("the height"))?,
             timescale: u32::try_from(tb.den).map_err(|_| too_large("the timescale"))?,
         };
-        let payload = write_mp4(&track, &samples, presentation_start)?;
+        let presented = u64::try_from(duration_ts.saturating_mul(scale)).unwrap_or(0);
+        let payload = write_mp4(&track, &samples, presentation_start, presented)?;
 
-        let frame_count = pending.len() as u64;
+        let frame_count = (pending.len() - hidden) as u64;
         let duration_ms = tb.ticks_to_millis(duration_ts).max(0) as u64;
         let seconds = duration_ts as f64 * tb.as_f64();
         let fps = if seconds > 0.0 {
@@ -223,7 +245,7 @@ impl CopyChunker {
             start_time: epoch,
             end_time: epoch,
             clock: ClockSource::RunStart,
-            start_pts: min_pts,
+            start_pts,
             time_base: tb,
             duration_ts,
             duration_ms,
@@ -260,7 +282,14 @@ impl CopyChunker {
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
-        self.pending.push(keyframe);
+        self.hold(keyframe);
+    }
+
+    fn hold(&mut self, packet: EncodedPacket) {
+        if !packet.discard && self.first_shown_dts.is_none() {
+            self.first_shown_dts = Some(packet.dts);
+        }
+        self.pending.push(packet);
     }
 }
 
@@ -322,15 +351,17 @@ impl Chunker for CopyChunker {
                 (true, _) => true,
                 (false, Some(grid)) => packet.pts >= grid,
                 (false, None) => {
-                    packet.dts.saturating_sub(self.pending[0].dts) >= self.target_ticks
+                    let from = self.first_shown_dts.unwrap_or(self.pending[0].dts);
+                    packet.dts.saturating_sub(from) >= self.target_ticks
                 }
             };
         if let Some(offset) = self
             .config
             .align_offset_ms
-            .filter(|_| self.grid_next.is_none())
+            .filter(|_| self.grid_next.is_none() && !packet.discard)
         {
-            // The grid is anchored on the first frame: its wall time is the clock origin.
+            // The grid is anchored on the first frame shown: its wall time is the clock
+            // origin.
             let first = packet.pts + self.info.time_base.millis_to_ticks(offset as i64);
             self.grid_next = Some(if offset == 0 {
                 first + self.target_ticks
@@ -361,7 +392,7 @@ impl Chunker for CopyChunker {
                  GOPs or use --mode transcode"
             );
         }
-        self.pending.push(packet);
+        self.hold(packet);
         Ok(chunk)
     }
 
@@ -409,6 +440,7 @@ mod tests {
             dts,
             duration: 3600,
             keyframe,
+            discard: false,
         }
     }
 
@@ -419,6 +451,55 @@ mod tests {
             CopyChunkerConfig::new(id, target.parse().expect("duration")),
         )
         .expect("chunker")
+    }
+
+    #[test]
+    fn a_trimmed_files_lead_in_is_hidden_and_not_counted() {
+        // Keyframes every 25 frames (1 s); the source's edit list starts at frame 10.
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for i in 0..100 {
+            let mut p = packet(i * 3600, i % 25 == 0);
+            p.discard = i < 10;
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        // The first chunk runs 1 s from its first frame shown: to the keyframe at frame 50.
+        let facts: Vec<_> = m
+            .iter()
+            .map(|m| (m.start_pts, m.duration_ts, m.frame_count))
+            .collect();
+        assert_eq!(
+            facts,
+            [
+                (10 * 3600, 40 * 3600, 40),
+                (50 * 3600, 25 * 3600, 25),
+                (75 * 3600, 25 * 3600, 25)
+            ]
+        );
+        // The chunk's edit list hides the lead-in: it starts 10 frames in and shows 40.
+        let bytes = out[0].payload.to_bytes();
+        let mp4 = mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64)
+            .expect("mp4");
+        let track = mp4.tracks().values().next().expect("track");
+        let elst = track
+            .trak
+            .edts
+            .as_ref()
+            .and_then(|e| e.elst.as_ref())
+            .expect("elst");
+        assert_eq!(elst.entries.len(), 1);
+        assert_eq!(
+            (elst.entries[0].media_time, elst.entries[0].segment_duration),
+            (10 * 3600, 40 * 3600)
+        );
+        assert_eq!(
+            track.sample_count(),
+            50,
+            "the lead-in is still there to decode"
+        );
+        assert_eq!(mp4.moov.mvhd.duration, 40 * 3600);
     }
 
     #[test]

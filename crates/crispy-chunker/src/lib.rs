@@ -29,7 +29,8 @@
 //! let mut chunks = Vec::new();
 //! for i in 0..60i64 {
 //!     let packet = EncodedPacket { data: Bytes::from_static(&[0, 0, 0, 1, 0x65]), pts: i * 3000,
-//!                                  dts: i * 3000, duration: 3000, keyframe: i % 15 == 0 };
+//!                                  dts: i * 3000, duration: 3000, keyframe: i % 15 == 0,
+//!                                  discard: false };
 //!     chunks.extend(chunker.push(packet)?);
 //! }
 //! chunks.extend(chunker.finish()?);

@@ -60,7 +60,8 @@ pub struct Sample {
 ///
 /// `presentation_start` is the composition time (relative to the first sample's decode time)
 /// of the first frame to show; an edit list skips everything before it, so that presentation
-/// begins at zero and lasts exactly the sum of the sample durations.
+/// begins at zero. It lasts `presented` ticks: the sum of the sample durations, less the
+/// frames at the start that are decoded but not shown (a trimmed file's lead-in).
 ///
 /// Length-prefixed frames of 16 KiB or more are not copied: the payload shares their buffers
 /// (FFmpeg's packets), so they live as long as the payload does.
@@ -68,6 +69,7 @@ pub fn write_mp4(
     track: &VideoTrack<'_>,
     samples: &[Sample],
     presentation_start: u32,
+    presented: u64,
 ) -> Result<Payload, ChunkerError> {
     let too_large = |reason: &str| ChunkerError::TooLarge {
         reason: reason.to_owned(),
@@ -104,7 +106,7 @@ pub fn write_mp4(
         track,
         samples,
         &sizes,
-        duration,
+        (duration, presented.min(duration)),
         presentation_start,
         0,
         large,
@@ -114,7 +116,7 @@ pub fn write_mp4(
         track,
         samples,
         &sizes,
-        duration,
+        (duration, presented.min(duration)),
         presentation_start,
         offset,
         large,
@@ -263,7 +265,7 @@ fn moov(
     track: &VideoTrack<'_>,
     samples: &[Sample],
     sizes: &[u32],
-    duration: u64,
+    (duration, presented): (u64, u64),
     presentation_start: u32,
     chunk_offset: u64,
     large: bool,
@@ -276,7 +278,7 @@ fn moov(
             time(o, v1, 0); // creation
             time(o, v1, 0); // modification
             o.u32(track.timescale);
-            time(o, v1, duration);
+            time(o, v1, presented);
             o.u32(0x0001_0000); // rate 1.0
             o.u16(0x0100); // volume 1.0
             o.zeros(10);
@@ -290,7 +292,7 @@ fn moov(
                 time(o, v1, 0);
                 o.u32(1); // track_ID
                 o.u32(0);
-                time(o, v1, duration);
+                time(o, v1, presented);
                 o.zeros(8);
                 o.u16(0); // layer
                 o.u16(0); // alternate_group
@@ -303,7 +305,7 @@ fn moov(
             boxed(o, b"edts", |o| {
                 full_box(o, b"elst", version, 0, |o| {
                     o.u32(1);
-                    time(o, v1, duration);
+                    time(o, v1, presented);
                     time(o, v1, u64::from(presentation_start));
                     o.u16(1); // media_rate_integer
                     o.u16(0);
@@ -476,7 +478,9 @@ mod tests {
         let prefixed: [u8; 19] = [
             0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 2, 0x65, 4,
         ];
-        let out = write_mp4(&track(), &[annexb], 0).expect("mux").to_bytes();
+        let out = write_mp4(&track(), &[annexb], 0, u64::MAX)
+            .expect("mux")
+            .to_bytes();
         assert_eq!(&out[out.len() - 19..], &prefixed);
         assert_eq!(&out[out.len() - 23..out.len() - 19], b"mdat");
         // stsz after its version/flags: sample_size 0, count 1, then the rewritten size.
@@ -511,7 +515,7 @@ mod tests {
                 ..frame(0, NalFraming::AnnexB)
             },
         ];
-        let out = write_mp4(&track(), &samples, 0).expect("mux");
+        let out = write_mp4(&track(), &samples, 0, u64::MAX).expect("mux");
         let parts = out.parts();
         // header | frame 0 | frames 1+2 | frame 3 | frame 4 rewritten
         assert_eq!(parts.len(), 5, "{out:?}");
@@ -545,7 +549,9 @@ mod tests {
                 keyframe: i == 0,
             })
             .collect();
-        let out = write_mp4(&track(), &samples, 0).expect("mux").to_bytes();
+        let out = write_mp4(&track(), &samples, 0, u64::MAX)
+            .expect("mux")
+            .to_bytes();
         let ftyp_len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
         assert_eq!(&out[4..8], b"ftyp");
         assert_eq!(&out[ftyp_len + 4..ftyp_len + 8], b"moov");

@@ -101,7 +101,15 @@ fn print_text(
         "duration    {:.3} s",
         report.duration_ms as f64 / 1000.0
     )?;
-    writeln!(out, "frames      {}", report.frames)?;
+    if report.hidden_frames > 0 {
+        writeln!(
+            out,
+            "frames      {} shown (+{} before the edit list's start: decoded, not shown)",
+            report.frames, report.hidden_frames
+        )?;
+    } else {
+        writeln!(out, "frames      {}", report.frames)?;
+    }
     writeln!(out, "keyframes   {}", report.keyframes)?;
     let gop = match (report.gop_min_frames, report.gop_max_frames, report.gop_ms) {
         (Some(a), Some(b), Some(ms)) if a == b => format!("{b} frames ({ms} ms)"),
@@ -113,12 +121,22 @@ fn print_text(
     if let Some(mp4) = mp4 {
         writeln!(
             out,
-            "mp4         {} samples, {} keyframes, {} ms ({} ticks at 1/{}){}",
+            "mp4         {} samples{}, {} keyframes, {} ms ({} ticks at 1/{}){}{}",
             mp4.samples,
+            if mp4.shown == mp4.samples {
+                String::new()
+            } else {
+                format!(" ({} shown)", mp4.shown)
+            },
             mp4.keyframes,
             mp4.duration_ms,
             mp4.duration_ts,
             mp4.timescale,
+            if mp4.presented_ts == mp4.duration_ts {
+                String::new()
+            } else {
+                format!(", {} ticks shown", mp4.presented_ts)
+            },
             if mp4.starts_with_keyframe {
                 ""
             } else {

@@ -189,6 +189,101 @@ fn long_gop_file_to_local_sink() {
     check_run(Fixture::H264LongGop250, "3s");
 }
 
+/// The MD5 of every frame `path` shows, decoded by the ffmpeg CLI (which applies edit lists).
+fn shown_frame_md5s(path: &Path) -> Vec<String> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_owned()))
+        .collect()
+}
+
+/// A file cut without re-encoding (`ffmpeg -ss 1.3 -c copy`) starts at the keyframe before
+/// the cut, and its edit list hides the frames up to it. The chunks hide them too: together
+/// they show exactly the frames the file shows, and the manifests count and time only those.
+#[test]
+fn a_trimmed_file_is_chunked_as_it_is_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trimmed = dir.path().join("trimmed.mp4");
+    let src = Fixture::H264_720pBframesAac.path().expect("fixture");
+    ffmpeg(&[
+        "-ss",
+        "1.3",
+        "-i",
+        src.to_str().expect("utf8"),
+        "-map",
+        "0:v",
+        "-c",
+        "copy",
+        trimmed.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg trims");
+    let shown = shown_frame_md5s(&trimmed);
+    // GOP 60 (2 s): the cut at 1.3 s keeps the lead-in from the keyframe at 0.
+    assert_eq!(shown.len(), 300 - 39, "the file shows 8.7 s");
+
+    let sink = dir.path().join("out");
+    let out = run(&trimmed, &sink, &["--chunk", "2s", "--source-id", "cut"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    let mut from_chunks = Vec::new();
+    for (_, m) in &ms {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        let frames = shown_frame_md5s(&chunk);
+        assert_eq!(Some(frames.len() as u64), m["frame_count"].as_u64(), "{m}");
+        let probe = ffprobe_video(&chunk).expect("ffprobe");
+        let d = m["duration_ms"].as_u64().expect("duration_ms");
+        assert!(
+            (probe.duration_s * 1000.0 - d as f64).abs() <= 1.0,
+            "{probe:?} vs {m}"
+        );
+        from_chunks.extend(frames);
+    }
+    assert_eq!(
+        from_chunks, shown,
+        "every frame shown, once, in order, and no other"
+    );
+    let total: u64 = ms
+        .iter()
+        .filter_map(|(_, m)| m["duration_ms"].as_u64())
+        .sum();
+    assert_eq!(total, 8700);
+    assert_eq!(ms[0].1["start_pts"], 0, "presentation starts at the cut");
+
+    // crispy's own readings agree: verify (the `mp4` crate) and probe.
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let out = crispy()
+        .args(["probe", "--json"])
+        .arg(&trimmed)
+        .output()
+        .expect("probe");
+    let probe: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(probe["frames"], 261, "{probe}");
+    assert_eq!(probe["hidden_frames"], 39, "{probe}");
+    assert_eq!(probe["duration_ms"], 8700, "{probe}");
+}
+
 #[test]
 fn json_logs_have_one_line_per_chunk_and_a_summary() {
     let dir = tempfile::tempdir().expect("tempdir");

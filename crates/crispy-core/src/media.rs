@@ -142,6 +142,10 @@ pub struct EncodedPacket {
     pub duration: i64,
     /// True when decoding can start at this frame.
     pub keyframe: bool,
+    /// Decoded, but never shown: a frame an MP4 edit list leaves out of the presentation.
+    /// A file trimmed without re-encoding starts at the keyframe before its cut, and the
+    /// frames up to the cut are only there to decode the first one shown.
+    pub discard: bool,
 }
 
 impl fmt::Debug for EncodedPacket {
@@ -152,6 +156,7 @@ impl fmt::Debug for EncodedPacket {
             .field("dts", &self.dts)
             .field("duration", &self.duration)
             .field("keyframe", &self.keyframe)
+            .field("discard", &self.discard)
             .finish()
     }
 }

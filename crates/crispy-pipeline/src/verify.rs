@@ -646,10 +646,10 @@ fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
         Err(e) => return Some(e.to_string()),
     };
     let mut diffs = Vec::new();
-    if mp4.samples != m.frame_count {
+    if mp4.shown != m.frame_count {
         diffs.push(format!(
-            "{} frames (manifest {})",
-            mp4.samples, m.frame_count
+            "{} frames shown (manifest {})",
+            mp4.shown, m.frame_count
         ));
     }
     if (mp4.width, mp4.height) != (m.width, m.height) {
@@ -666,16 +666,17 @@ fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
         ));
     }
     let same_clock = m.time_base.num == 1 && i64::from(mp4.timescale) == i64::from(m.time_base.den);
-    if same_clock && i64::try_from(mp4.duration_ts).ok() != Some(m.duration_ts) {
+    if same_clock && i64::try_from(mp4.presented_ts).ok() != Some(m.duration_ts) {
         diffs.push(format!(
             "{} ticks long (manifest {})",
-            mp4.duration_ts, m.duration_ts
+            mp4.presented_ts, m.duration_ts
         ));
-    } else if !same_clock && mp4.duration_ms.abs_diff(m.duration_ms) > 1 {
-        diffs.push(format!(
-            "{} ms long (manifest {})",
-            mp4.duration_ms, m.duration_ms
-        ));
+    } else if !same_clock {
+        let ts = u128::from(mp4.timescale.max(1));
+        let ms = (u128::from(mp4.presented_ts) * 1000 + ts / 2) / ts;
+        if ms.abs_diff(u128::from(m.duration_ms)) > 1 {
+            diffs.push(format!("{ms} ms long (manifest {})", m.duration_ms));
+        }
     }
     if m.keyframe_aligned && !mp4.starts_with_keyframe {
         diffs.push("does not start on a keyframe (manifest says it does)".to_owned());

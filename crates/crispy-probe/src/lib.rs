@@ -16,7 +16,7 @@
 //! let mut stats = StreamStats::new(Rational::new(1, 30));
 //! for i in 0..90 {
 //!     stats.record(&EncodedPacket { data: Default::default(), pts: i, dts: i, duration: 1,
-//!                                   keyframe: i % 30 == 0 });
+//!                                   keyframe: i % 30 == 0, discard: false });
 //! }
 //! assert_eq!(stats.frames(), 90);
 //! assert_eq!(stats.gop_frames(), Some((30, 30)));

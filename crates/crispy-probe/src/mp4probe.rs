@@ -25,6 +25,11 @@ pub struct Mp4Report {
     pub duration_ms: u64,
     /// Number of samples (frames).
     pub samples: u64,
+    /// Samples the edit list shows: all of them, less a lead-in that one edit starting after
+    /// the first sample hides (a file trimmed without re-encoding).
+    pub shown: u64,
+    /// What the edit list shows, in `timescale` ticks: `duration_ts`, or one edit's length.
+    pub presented_ts: u64,
     /// Number of sync samples; every sample when the file has no sync-sample table.
     pub keyframes: u64,
     /// True when the first sample is a sync sample (the chunk can be decoded on its own).
@@ -153,6 +158,33 @@ impl Mp4Probe {
         };
         let ts = u128::from(mdhd.timescale);
         let duration_ms = (u128::from(mdhd.duration) * 1000 + ts / 2) / ts;
+        // (The `mp4` crate does not export its box types: the tables go over as tuples.)
+        let edits: Vec<(u64, u64, u16)> = track
+            .trak
+            .edts
+            .iter()
+            .flat_map(|e| e.elst.iter())
+            .flat_map(|l| l.entries.iter())
+            .map(|e| (e.media_time, e.segment_duration, e.media_rate))
+            .collect();
+        let (hidden, presented_ts) = match single_edit(&edits, reader.moov.mvhd.timescale) {
+            Some((media_time, length)) => {
+                let durations: Vec<(u64, i128)> = (stbl.stts.entries.iter())
+                    .map(|e| (u64::from(e.sample_count), i128::from(e.sample_delta)))
+                    .collect();
+                let offsets: Option<Vec<(u64, i128)>> = stbl.ctts.as_ref().map(|c| {
+                    (c.entries.iter())
+                        .map(|e| (u64::from(e.sample_count), i128::from(e.sample_offset)))
+                        .collect()
+                });
+                let hidden = hidden_samples(&durations, offsets.as_deref(), media_time);
+                let length = u128::from(length) * ts;
+                let mvhd_ts = u128::from(reader.moov.mvhd.timescale);
+                let length = u64::try_from((length + mvhd_ts / 2) / mvhd_ts).unwrap_or(u64::MAX);
+                (hidden.min(samples), length)
+            }
+            None => (0, mdhd.duration),
+        };
         Ok(Mp4Report {
             codec: codec.map(str::to_owned),
             width: u32::from(width),
@@ -161,11 +193,77 @@ impl Mp4Probe {
             duration_ts: mdhd.duration,
             duration_ms: u64::try_from(duration_ms).unwrap_or(u64::MAX),
             samples,
+            shown: samples - hidden,
+            presented_ts,
             keyframes,
             starts_with_keyframe,
             sps,
         })
     }
+}
+
+/// The one edit (`(media_time, segment_duration, media_rate)`) of an edit list that shows
+/// media from `media_time` on, for `length` ticks of the movie timescale (`movie_ts`,
+/// non-zero); `None` without an edit list, or with one that is more than that (empty edits,
+/// several edits, another rate).
+fn single_edit(edits: &[(u64, u64, u16)], movie_ts: u32) -> Option<(u64, u64)> {
+    let [(media_time, length, rate)] = *edits else {
+        return None;
+    };
+    // An empty edit's media time is -1, read as an unsigned 32- or 64-bit number.
+    let empty = media_time == u64::from(u32::MAX) || media_time == u64::MAX;
+    (movie_ts > 0 && !empty && rate == 1).then_some((media_time, length))
+}
+
+/// Samples whose composition time (decode time plus `ctts` offset) falls before
+/// `media_time`. Walks the runs of both tables together, never sample by sample: a hostile
+/// table may declare billions of samples in one run.
+///
+/// `durations` are the `stts` runs and `offsets` the `ctts` runs, as (samples, ticks).
+fn hidden_samples(
+    durations: &[(u64, i128)],
+    offsets: Option<&[(u64, i128)]>,
+    media_time: u64,
+) -> u64 {
+    let mut durations = durations.iter().copied();
+    let offsets = offsets.unwrap_or_default();
+    let no_offsets = offsets.is_empty();
+    let mut offsets = offsets.iter().copied();
+    let (mut run, mut offset_run) = (durations.next(), offsets.next());
+    let (mut dts, mut hidden) = (0i128, 0u64);
+    let media_time = i128::from(media_time);
+    while let Some((left, delta)) = run {
+        if left == 0 {
+            run = durations.next();
+            continue;
+        }
+        let (offset_left, offset) = match offset_run {
+            Some((0, _)) => {
+                offset_run = offsets.next();
+                continue;
+            }
+            Some(r) => r,
+            None if no_offsets => (u64::MAX, 0),
+            None => break, // a `ctts` shorter than the samples: the rest is not read
+        };
+        let n = left.min(offset_left);
+        // Samples k = 0..n of this stretch are composed at dts + k * delta + offset.
+        let first = dts + offset;
+        if first < media_time {
+            let before = if delta == 0 {
+                i128::from(n)
+            } else {
+                ((media_time - first + delta - 1) / delta).min(i128::from(n))
+            };
+            hidden = hidden.saturating_add(u64::try_from(before).unwrap_or(u64::MAX));
+        }
+        dts += i128::from(n) * delta;
+        run = Some((left - n, delta));
+        if let Some((l, o)) = offset_run {
+            offset_run = Some((l - n, o));
+        }
+    }
+    hidden
 }
 
 /// A video track's first sample entry, read from the box tree directly (the `mp4` crate
@@ -341,5 +439,56 @@ impl<R: Seek> Seek for Budgeted<R> {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         self.spend()?;
         self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lead_in_before_the_edit_is_hidden() {
+        // 30 frames of 512 ticks, shown from the 15th on.
+        let runs = [(30, 512)];
+        assert_eq!(hidden_samples(&runs, None, 0), 0);
+        assert_eq!(hidden_samples(&runs, None, 15 * 512), 15);
+        assert_eq!(hidden_samples(&runs, None, 15 * 512 + 1), 16);
+        assert_eq!(
+            hidden_samples(&runs, None, 1 << 40),
+            30,
+            "never more than there are"
+        );
+    }
+
+    #[test]
+    fn composition_offsets_decide_what_is_shown() {
+        // Decode times 0, 100, 200, 300; composed at 200, 600, 200, 400.
+        let durations = [(4, 100)];
+        let offsets = [(1, 200), (1, 500), (1, 0), (1, 100)];
+        assert_eq!(hidden_samples(&durations, Some(&offsets), 300), 2);
+        // B-frame chunks as we write them: the edit starts at the first frame shown.
+        assert_eq!(hidden_samples(&durations, Some(&offsets), 200), 0);
+        // A `ctts` that ends early: what it does not cover is not counted.
+        assert_eq!(hidden_samples(&durations, Some(&offsets[..1]), 300), 1);
+    }
+
+    #[test]
+    fn huge_runs_are_counted_not_walked() {
+        let runs = [(u64::from(u32::MAX), 1), (u64::from(u32::MAX), 0)];
+        assert_eq!(hidden_samples(&runs, None, 10), 10);
+        assert_eq!(
+            hidden_samples(&runs, None, u64::MAX),
+            2 * u64::from(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn only_one_plain_edit_counts() {
+        assert_eq!(single_edit(&[(1024, 9000, 1)], 1000), Some((1024, 9000)));
+        assert_eq!(single_edit(&[], 1000), None);
+        assert_eq!(single_edit(&[(1024, 9000, 1)], 0), None);
+        assert_eq!(single_edit(&[(u64::from(u32::MAX), 500, 1)], 1000), None);
+        assert_eq!(single_edit(&[(0, 500, 1), (0, 500, 1)], 1000), None);
+        assert_eq!(single_edit(&[(0, 500, 2)], 1000), None);
     }
 }

@@ -14,6 +14,10 @@ pub struct StreamStats {
     frames_since_key: Option<u64>,
     gop_min: Option<u64>,
     gop_max: u64,
+    /// Frames decoded but not shown (before an MP4 edit list's start).
+    hidden: u64,
+    min_pts: Option<i64>,
+    min_shown_pts: Option<i64>,
 }
 
 impl StreamStats {
@@ -30,12 +34,21 @@ impl StreamStats {
             frames_since_key: None,
             gop_min: None,
             gop_max: 0,
+            hidden: 0,
+            min_pts: None,
+            min_shown_pts: None,
         }
     }
 
     /// Records one packet (decode order).
     pub fn record(&mut self, p: &EncodedPacket) {
         self.frames += 1;
+        self.min_pts = Some(self.min_pts.map_or(p.pts, |m| m.min(p.pts)));
+        if p.discard {
+            self.hidden += 1;
+        } else {
+            self.min_shown_pts = Some(self.min_shown_pts.map_or(p.pts, |m| m.min(p.pts)));
+        }
         self.bytes += p.data.len() as u64;
         self.first_dts.get_or_insert(p.dts);
         if p.keyframe {
@@ -61,6 +74,12 @@ impl StreamStats {
         self.frames
     }
 
+    /// Frames recorded as decoded but not shown: a file trimmed without re-encoding leads with
+    /// the frames from the keyframe before its cut, which its edit list hides.
+    pub fn hidden_frames(&self) -> u64 {
+        self.hidden
+    }
+
     /// Keyframes recorded.
     pub fn keyframes(&self) -> u64 {
         self.keyframes
@@ -72,12 +91,17 @@ impl StreamStats {
         self.gop_min.map(|min| (min, self.gop_max))
     }
 
-    /// Duration from the first frame's decode time to the end of the last frame, in ms.
+    /// Duration from the first frame's decode time to the end of the last frame, in ms, less
+    /// the hidden lead-in (what is shown).
     pub fn duration_ms(&self) -> u64 {
         let Some(first) = self.first_dts else {
             return 0;
         };
-        let ticks = self.last_dts + self.last_duration - first;
+        let lead_in = match (self.min_pts, self.min_shown_pts) {
+            (Some(all), Some(shown)) => shown - all,
+            _ => 0,
+        };
+        let ticks = self.last_dts + self.last_duration - first - lead_in;
         self.time_base.ticks_to_millis(ticks).max(0) as u64
     }
 
@@ -98,7 +122,8 @@ impl StreamStats {
             height: size.1,
             fps: fps.map(|f| (f * 1000.0).round() / 1000.0),
             duration_ms,
-            frames: self.frames,
+            frames: self.frames - self.hidden,
+            hidden_frames: self.hidden,
             keyframes: self.keyframes,
             gop_min_frames: gop.map(|g| g.0),
             gop_max_frames: gop.map(|g| g.1),
@@ -125,8 +150,11 @@ pub struct ProbeReport {
     pub fps: Option<f64>,
     /// Duration in milliseconds.
     pub duration_ms: u64,
-    /// Video frames.
+    /// Video frames shown.
     pub frames: u64,
+    /// Frames decoded but not shown (a trimmed file's lead-in, hidden by its edit list).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hidden_frames: u64,
     /// Keyframes.
     pub keyframes: u64,
     /// Shortest complete GOP, frames.
@@ -137,4 +165,8 @@ pub struct ProbeReport {
     pub gop_ms: Option<u64>,
     /// Average video bitrate.
     pub bitrate_kbps: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -203,12 +203,14 @@ impl Demuxer {
                 packet.duration(),
                 packet.is_key(),
             );
+            let discard = ffi::is_discarded(&packet);
             let raw = Raw {
                 data: ffi::packet_bytes(packet),
                 pts,
                 dts,
                 duration,
                 keyframe,
+                discard,
             };
             if raw.data.is_empty() {
                 continue;
@@ -286,6 +288,7 @@ impl Demuxer {
             dts,
             duration: raw.duration,
             keyframe: raw.keyframe,
+            discard: raw.discard,
         })
     }
 
@@ -314,6 +317,7 @@ pub(crate) struct Raw {
     dts: Option<i64>,
     duration: i64,
     keyframe: bool,
+    discard: bool,
 }
 
 /// Whether `raw` repeats the packet before it (`last`: its bytes and DTS): the same bytes
@@ -427,6 +431,7 @@ fn settle(held: Vec<Raw>, step: i64) -> Vec<EncodedPacket> {
             dts: dts[i],
             duration: r.duration,
             keyframe: r.keyframe,
+            discard: r.discard,
         })
         .collect()
 }
@@ -442,6 +447,7 @@ mod tests {
             dts,
             duration: 0,
             keyframe: false,
+            discard: false,
         }
     }
 

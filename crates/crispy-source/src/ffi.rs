@@ -461,6 +461,14 @@ impl AsRef<[u8]> for PacketBuffer {
     }
 }
 
+/// Whether the demuxer marked `packet` as decoded but never shown (`AV_PKT_FLAG_DISCARD`: the
+/// MOV demuxer's mark for frames before an edit list's start). ffmpeg-next's flags omit it.
+pub(crate) fn is_discarded(packet: &ffmpeg::Packet) -> bool {
+    // SAFETY: `as_ptr` points at the packet's live AVPacket, borrowed for this read only.
+    let flags = unsafe { (*ffmpeg::packet::Ref::as_ptr(packet)).flags };
+    flags & sys::AV_PKT_FLAG_DISCARD != 0
+}
+
 /// Turns a packet into `Bytes` sharing FFmpeg's reference-counted buffer.
 pub(crate) fn packet_bytes(packet: ffmpeg::Packet) -> Bytes {
     Bytes::from_owner(PacketBuffer(packet))
@@ -496,6 +504,7 @@ pub(crate) fn drain_encoder(
             dts,
             duration,
             keyframe,
+            discard: false,
         });
     }
 }
