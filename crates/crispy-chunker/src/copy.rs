@@ -24,6 +24,11 @@ pub struct CopyChunkerConfig {
     /// grid lines follow every `target`. A chunk then closes at the first keyframe at or after
     /// the next grid line instead of after `target`.
     pub align_offset_ms: Option<u64>,
+    /// Frame-exact cuts without decoding: boundaries every `target` from the first frame (or
+    /// on the grid lines), each chunk shown from the first frame at or after its boundary.
+    /// A chunk that starts between keyframes also carries the frames from the keyframe
+    /// before its boundary, which its edit list hides (stored twice: once shown, once not).
+    pub exact_cuts: bool,
 }
 
 impl CopyChunkerConfig {
@@ -35,6 +40,7 @@ impl CopyChunkerConfig {
             first_sequence: 0,
             cut_at_every_keyframe: false,
             align_offset_ms: None,
+            exact_cuts: false,
         }
     }
 }
@@ -60,6 +66,15 @@ pub struct CopyChunker {
     /// DTS of the first frame of the chunk in progress that is shown (a trimmed file's
     /// lead-in is not): the chunk's length counts from it.
     first_shown_dts: Option<i64>,
+    /// Exact cuts: PTS from which the chunk in progress is shown (`None` until the first
+    /// exact cut: then the first frame not discarded).
+    shown_from: Option<i64>,
+    /// Exact cuts: the smallest PTS at or after the next boundary seen so far, where the next
+    /// chunk will start.
+    next_start: Option<i64>,
+    /// Exact cuts: the first frame shown so far (smallest PTS not discarded) until the first
+    /// cut; the boundaries count from it.
+    anchor: Option<i64>,
     /// PTS of the next wall-clock grid line (with `align_offset_ms`).
     grid_next: Option<i64>,
     /// A timestamp reset was seen; waiting for a keyframe to start the next chunk.
@@ -78,7 +93,7 @@ impl CopyChunker {
                 time_base: tb.to_string(),
             });
         }
-        let exact_boundaries = config.cut_at_every_keyframe;
+        let exact_boundaries = config.cut_at_every_keyframe || config.exact_cuts;
         let target_ticks = tb.millis_to_ticks(config.target.as_millis() as i64).max(1);
         let nominal_frame_ticks = info
             .frame_rate
@@ -101,10 +116,14 @@ impl CopyChunker {
             skipped_before_keyframe: 0,
             pending_discontinuity: false,
             first_shown_dts: None,
+            shown_from: None,
+            next_start: None,
+            anchor: None,
             grid_next: None,
             awaiting_keyframe_after_reset: false,
             // Where keyframes are placed on the boundaries (transcoding), a chunk longer than
-            // asked is one frame longer than a too-short chunk: no advice to give.
+            // asked is one frame longer than a too-short chunk: no advice to give; nor where
+            // cuts do not wait for keyframes.
             warned_long_gop: exact_boundaries,
             warned_open_gop: false,
         })
@@ -120,6 +139,7 @@ impl CopyChunker {
     pub fn set_align_offset_ms(&mut self, offset: Option<u64>) {
         self.config.align_offset_ms = offset;
         self.grid_next = None;
+        self.anchor = None;
     }
 
     /// The sequence number the next chunk will get.
@@ -132,10 +152,26 @@ impl CopyChunker {
         self.pending.len()
     }
 
+    /// Closes the chunk in progress with everything pending, shown to its last frame.
     fn close(&mut self, next_dts: Option<i64>) -> Result<Chunk, ChunkerError> {
         let pending = std::mem::take(&mut self.pending);
         self.first_shown_dts = None;
+        self.next_start = None;
+        self.anchor = None;
         self.pending.reserve(pending.len());
+        let shown_from = self.shown_from.take();
+        self.build(&pending, next_dts, shown_from, None)
+    }
+
+    /// A chunk of `pending` (decode order, from a keyframe), shown from `shown_from` (by
+    /// default the first frame not discarded) to `shown_until` (by default its end).
+    fn build(
+        &mut self,
+        pending: &[EncodedPacket],
+        next_dts: Option<i64>,
+        shown_from: Option<i64>,
+        shown_until: Option<i64>,
+    ) -> Result<Chunk, ChunkerError> {
         let tb = self.info.time_base;
         let scale = i64::from(tb.num);
         let codec = match &self.codec {
@@ -155,17 +191,12 @@ impl CopyChunker {
         // A trimmed file's lead-in: frames the source's edit list does not show, decoded only
         // for the first frame that is. The chunk's edit list hides them too, and the manifest
         // describes what is shown. (Discarded frames after the first shown one would need
-        // more than one edit; they are rare and stay shown.)
-        let (start_pts, hidden) = match pending.iter().filter(|p| !p.discard).map(|p| p.pts).min() {
-            Some(shown) => (
-                shown,
-                pending
-                    .iter()
-                    .filter(|p| p.discard && p.pts < shown)
-                    .count(),
-            ),
-            None => (min_pts, 0),
-        };
+        // more than one edit; they are rare and stay shown.) Exact cuts hide the frames
+        // before the chunk's boundary the same way, and those after its end.
+        let start_pts = shown_from
+            .or_else(|| pending.iter().filter(|p| !p.discard).map(|p| p.pts).min())
+            .unwrap_or(min_pts);
+        let shown = |pts: i64| pts >= start_pts && shown_until.is_none_or(|end| pts < end);
         let mut samples = Vec::with_capacity(pending.len());
         let mut duration_ts: i64 = 0;
         let mut last_delta = self.nominal_frame_ticks;
@@ -198,8 +229,11 @@ impl CopyChunker {
                 .max(0),
         )
         .map_err(|_| too_large("the presentation offset"))?;
-        // The presentation still ends where the last frame ends: only its start moves.
-        let duration_ts = duration_ts.saturating_sub(start_pts - min_pts).max(0);
+        let duration_ts = match shown_until {
+            Some(end) => end.saturating_sub(start_pts).max(0),
+            // The presentation still ends where the last frame ends: only its start moves.
+            None => duration_ts.saturating_sub(start_pts - min_pts).max(0),
+        };
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
             config_box: codec.config_box,
@@ -211,7 +245,7 @@ impl CopyChunker {
         let presented = u64::try_from(duration_ts.saturating_mul(scale)).unwrap_or(0);
         let payload = write_mp4(&track, &samples, presentation_start, presented)?;
 
-        let frame_count = (pending.len() - hidden) as u64;
+        let frame_count = pending.iter().filter(|p| shown(p.pts)).count() as u64;
         let duration_ms = tb.ticks_to_millis(duration_ts).max(0) as u64;
         let seconds = duration_ts as f64 * tb.as_f64();
         let fps = if seconds > 0.0 {
@@ -285,6 +319,101 @@ impl CopyChunker {
         self.hold(keyframe);
     }
 
+    fn warn_open_gop(&mut self, packet: &EncodedPacket) {
+        if !self.warned_open_gop
+            && !packet.keyframe
+            && let Some(first) = self.pending.first()
+            && packet.pts < first.pts
+        {
+            self.warned_open_gop = true;
+            tracing::warn!(
+                source = %self.config.source_id,
+                "open-GOP stream: frames that follow a keyframe but are shown before it \
+                 cannot be decoded from their chunk alone; configure the camera for closed \
+                 GOPs or use --mode transcode"
+            );
+        }
+    }
+
+    /// Exact cuts: holds `packet`, and closes the chunk in progress once every frame it shows
+    /// has been read. Boundaries lie every `target` from the first frame shown (or on the
+    /// grid lines); a chunk is shown from the first frame at or after its boundary to the
+    /// first frame at or after the next one.
+    fn push_exact(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
+        // Until the first cut, the first frame shown anchors the boundaries: with B-frames it
+        // may come a few frames after the first one decoded.
+        if !packet.discard
+            && self.shown_from.is_none()
+            && self.anchor.is_none_or(|a| packet.pts < a)
+        {
+            let first_line = match self.config.align_offset_ms {
+                Some(ms) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
+                _ => self.target_ticks,
+            };
+            let boundary = packet.pts.saturating_add(first_line.max(1));
+            self.anchor = Some(packet.pts);
+            self.grid_next = Some(boundary);
+            self.next_start = (self.pending.iter().map(|p| p.pts))
+                .filter(|pts| *pts >= boundary)
+                .min();
+        }
+        if let Some(boundary) = self.grid_next
+            && packet.pts >= boundary
+        {
+            self.next_start = Some(self.next_start.map_or(packet.pts, |s| s.min(packet.pts)));
+        }
+        self.warn_open_gop(&packet);
+        let dts = packet.dts;
+        self.hold(packet);
+        // Frames come in decode order with PTS ≥ DTS: once a DTS reaches the smallest PTS
+        // seen at or after the boundary, no frame still to come is shown before it.
+        let Some(start) = self.next_start.filter(|s| dts >= *s) else {
+            return Ok(None);
+        };
+        let pending = std::mem::take(&mut self.pending);
+        // This chunk: in decode order up to the last frame shown before the next one starts.
+        let Some(last) = pending.iter().rposition(|p| p.pts < start) else {
+            // Nothing before the boundary (the stream began past it): keep going.
+            self.pending = pending;
+            self.advance_boundary(start);
+            return Ok(None);
+        };
+        // The next: from the keyframe before the first frame it shows.
+        let first = pending
+            .iter()
+            .position(|p| p.pts >= start)
+            .unwrap_or(pending.len() - 1);
+        let keyframe = pending[..=first]
+            .iter()
+            .rposition(|p| p.keyframe)
+            .unwrap_or(0);
+        let shown_from = self.shown_from.replace(start);
+        let next_dts = pending.get(last + 1).map(|p| p.dts);
+        let chunk = self.build(&pending[..=last], next_dts, shown_from, Some(start))?;
+        self.pending = pending[keyframe..].to_vec();
+        self.first_shown_dts = None;
+        self.advance_boundary(start);
+        Ok(Some(chunk))
+    }
+
+    /// Exact cuts: moves the boundary past `start` (whole chunks on, past any gap) and finds
+    /// the next chunk's start among the frames already held.
+    fn advance_boundary(&mut self, start: i64) {
+        let target = self.target_ticks.max(1);
+        let mut boundary = self.grid_next.unwrap_or(start);
+        if boundary <= start {
+            boundary =
+                boundary.saturating_add(((start - boundary) / target + 1).saturating_mul(target));
+        }
+        self.grid_next = Some(boundary);
+        self.next_start = self
+            .pending
+            .iter()
+            .map(|p| p.pts)
+            .filter(|pts| *pts >= boundary)
+            .min();
+    }
+
     fn hold(&mut self, packet: EncodedPacket) {
         if !packet.discard && self.first_shown_dts.is_none() {
             self.first_shown_dts = Some(packet.dts);
@@ -319,6 +448,10 @@ impl Chunker for CopyChunker {
             );
             let closed = self.close(None)?;
             self.awaiting_keyframe_after_reset = true;
+            if self.config.exact_cuts {
+                // The boundaries count again from the first frame after the reset.
+                self.grid_next = None;
+            }
             if packet.keyframe {
                 self.start_after_reset(packet);
             } else {
@@ -344,6 +477,9 @@ impl Chunker for CopyChunker {
         if self.codec.is_none() && packet.keyframe {
             // No extradata: parameter sets travel in-band (Annex B) with the keyframe.
             self.codec = Some(TrackCodec::from_annexb(&self.info.codec, &packet.data)?);
+        }
+        if self.config.exact_cuts {
+            return self.push_exact(packet);
         }
         let closes = packet.keyframe
             && !self.pending.is_empty()
@@ -379,19 +515,7 @@ impl Chunker for CopyChunker {
         } else {
             None
         };
-        if !self.warned_open_gop
-            && !packet.keyframe
-            && let Some(first) = self.pending.first()
-            && packet.pts < first.pts
-        {
-            self.warned_open_gop = true;
-            tracing::warn!(
-                source = %self.config.source_id,
-                "open-GOP stream: frames that follow a keyframe but are shown before it \
-                 cannot be decoded from their chunk alone; configure the camera for closed \
-                 GOPs or use --mode transcode"
-            );
-        }
+        self.warn_open_gop(&packet);
         self.hold(packet);
         Ok(chunk)
     }
@@ -451,6 +575,132 @@ mod tests {
             CopyChunkerConfig::new(id, target.parse().expect("duration")),
         )
         .expect("chunker")
+    }
+
+    fn exact(target: &str) -> CopyChunker {
+        let id = SourceId::new("t").expect("id");
+        let mut config = CopyChunkerConfig::new(id, target.parse().expect("duration"));
+        config.exact_cuts = true;
+        CopyChunker::new(&info(), config).expect("chunker")
+    }
+
+    /// (start PTS, duration, frames shown, samples, edit's media time) of each chunk.
+    fn exact_facts(out: &[Chunk]) -> Vec<(i64, i64, u64, u32, u64)> {
+        out.iter()
+            .map(|c| {
+                let bytes = c.payload.to_bytes();
+                let mp4 =
+                    mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64)
+                        .expect("mp4");
+                let track = mp4.tracks().values().next().expect("track");
+                let elst = track.trak.edts.as_ref().and_then(|e| e.elst.as_ref());
+                let edit = elst.expect("elst").entries[0].clone();
+                assert_eq!(
+                    edit.segment_duration, c.metadata.duration_ts as u64,
+                    "the edit shows what the manifest says"
+                );
+                let m = &c.metadata;
+                (
+                    m.start_pts,
+                    m.duration_ts,
+                    m.frame_count,
+                    track.sample_count(),
+                    edit.media_time,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_cuts_fall_on_frames_between_keyframes() {
+        // 25 fps, a keyframe every 2 s, chunks of 1 s: every other chunk starts mid-GOP and
+        // carries the 25 frames from the keyframe before it, hidden.
+        let mut c = exact("1s");
+        let mut out = Vec::new();
+        for i in 0..110 {
+            out.extend(c.push(packet(i * 3600, i % 50 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(
+            exact_facts(&out),
+            [
+                (0, 90_000, 25, 25, 0),
+                (90_000, 90_000, 25, 50, 90_000),
+                (180_000, 90_000, 25, 25, 0),
+                (270_000, 90_000, 25, 50, 90_000),
+                (360_000, 36_000, 10, 10, 0),
+            ]
+        );
+        assert!(out.iter().all(|c| c.metadata.keyframe_aligned));
+    }
+
+    #[test]
+    fn exact_cuts_with_b_frames_show_every_frame_once() {
+        // Presentation order I B B P B B P …, decoded as I P B B P B B …; a keyframe every
+        // 12 frames; 40 ms frames; chunks of 200 ms (5 frames): boundaries fall on B-frames.
+        let tick = 3600;
+        let mut packets = Vec::new();
+        for gop in 0..5 {
+            let base = gop * 12;
+            packets.push((base, true));
+            for j in (0..12).step_by(3).skip(1).chain(std::iter::once(12)) {
+                let p = (base + j).min(base + 11);
+                if packets.iter().any(|(q, _)| *q == p) {
+                    continue;
+                }
+                packets.push((p, false));
+                for b in (base + j - 2)..(base + j).min(base + 11) {
+                    if !packets.iter().any(|(q, _)| *q == b) {
+                        packets.push((b, false));
+                    }
+                }
+            }
+        }
+        let n = packets.len() as i64;
+        assert_eq!(n, 60);
+        let mut c = exact("200ms");
+        let mut out = Vec::new();
+        for (i, (pts, key)) in packets.iter().enumerate() {
+            let p = EncodedPacket {
+                pts: pts * tick,
+                dts: (i as i64 - 2) * tick,
+                ..packet(0, *key)
+            };
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let facts = exact_facts(&out);
+        assert_eq!(facts.len(), 12, "{facts:?}");
+        let mut next = 0;
+        for (start, duration, frames, _, _) in &facts {
+            assert_eq!(
+                (*start, *duration, *frames),
+                (next, 5 * tick, 5),
+                "{facts:?}"
+            );
+            next += duration;
+        }
+        assert_eq!(next, n * tick, "every frame shown once");
+    }
+
+    #[test]
+    fn exact_cuts_start_at_a_trimmed_files_first_frame_shown() {
+        let mut c = exact("1s");
+        let mut out = Vec::new();
+        for i in 0..60 {
+            let mut p = packet(i * 3600, i % 50 == 0);
+            p.discard = i < 10;
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(
+            exact_facts(&out),
+            [
+                (36_000, 90_000, 25, 35, 36_000),
+                // From the keyframe at 0 again: 35 frames hidden.
+                (126_000, 90_000, 25, 60, 126_000),
+            ]
+        );
     }
 
     #[test]

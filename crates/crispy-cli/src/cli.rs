@@ -152,8 +152,8 @@ pub struct RunArgs {
     )]
     pub source: Option<String>,
     /// A TOML file listing cameras and settings (see docs/config.md). The file's settings
-    /// are the run's: only --sink, --sink-opt, --spool-dir, --spool-max, --align and the
-    /// signing options may be added on the command line.
+    /// are the run's: only --sink, --sink-opt, --spool-dir, --spool-max, --align, --cut and
+    /// the signing options may be added on the command line.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to store chunks: gs://bucket/prefix, s3://bucket/prefix, az://container/prefix,
@@ -229,6 +229,13 @@ pub struct RunArgs {
     /// the first keyframe after each grid line in copy mode.
     #[arg(long, value_enum, default_value_t = Align::None)]
     pub align: Align,
+    /// keyframe: a copy-mode chunk closes at the first keyframe at or after its boundary.
+    /// exact: copy-mode chunks start and end on the first frame at or after each boundary,
+    /// still without decoding: a chunk that starts between keyframes also carries the frames
+    /// from the keyframe before it, hidden by its MP4 edit list (stored twice; a player that
+    /// ignores edit lists shows them). Transcode mode and testsrc/lavfi cut exactly anyway.
+    #[arg(long, value_enum, default_value_t = Cut::Keyframe)]
+    pub cut: Cut,
     /// Transcode: output size, e.g. 1280x720.
     #[arg(long, value_name = "WxH", value_parser = crispy_source::TranscodeConfig::parse_size, conflicts_with_all = ["config", "max_height"])]
     pub scale: Option<(u32, u32)>,
@@ -273,6 +280,15 @@ pub enum Align {
     None,
     /// Boundaries on multiples of the chunk length since the Unix epoch.
     Wall,
+}
+
+/// Where copy-mode chunks are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cut {
+    /// At the first keyframe at or after each boundary.
+    Keyframe,
+    /// On the first frame at or after each boundary (edit lists hide the lead-in).
+    Exact,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,7 +14,7 @@ use crispy_sink::{ObjectStoreSink, SinkError, SinkOptions};
 use crispy_source::{RtspConfig, RtspTransport, SyntheticConfig, TranscodeConfig};
 use indicatif::ProgressBar;
 
-use crate::cli::{Align, Mode, RunArgs, Transport};
+use crate::cli::{Align, Cut, Mode, RunArgs, Transport};
 use crate::exit::UsageError;
 use crate::logging::style_bar;
 
@@ -219,6 +219,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     if let Some(path) = &args.config {
         let mut config = Config::load(path)?;
         config.options.align_wall |= args.align == Align::Wall;
+        config.options.exact_cuts |= args.cut == Cut::Exact;
         return Ok((
             config.jobs,
             config.options,
@@ -234,6 +235,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         max_in_flight: usize::from(args.max_in_flight),
         drain_timeout: args.drain_timeout.as_duration(),
         align_wall: args.align == Align::Wall,
+        exact_cuts: args.cut == Cut::Exact,
         ..PipelineOptions::default()
     };
     if args.mode == Mode::Copy {

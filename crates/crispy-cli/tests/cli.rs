@@ -284,6 +284,81 @@ fn a_trimmed_file_is_chunked_as_it_is_shown() {
     assert_eq!(probe["duration_ms"], 8700, "{probe}");
 }
 
+/// `--cut exact`: stream-copy chunks of exactly the requested length, cut between
+/// keyframes. Together the chunks show exactly the frames of the file, pixel for pixel.
+fn exact_cuts(fixture: Fixture, chunk: &str, chunk_ms: u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = fixture.path().expect("fixture");
+    let sink = dir.path().join("out");
+    let out = run(&source, &sink, &["--chunk", chunk, "--cut", "exact"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    let mut from_chunks = Vec::new();
+    let mut lead_ins = 0;
+    for (_, m) in &ms {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "", "{m}");
+        let frames = shown_frame_md5s(&chunk);
+        assert_eq!(Some(frames.len() as u64), m["frame_count"].as_u64(), "{m}");
+        let probe = ffprobe_video(&chunk).expect("ffprobe");
+        let d = m["duration_ms"].as_u64().expect("duration_ms");
+        assert!(
+            (probe.duration_s * 1000.0 - d as f64).abs() <= 1.0,
+            "{probe:?} vs {m}"
+        );
+        if probe.packets > frames.len() as u64 {
+            lead_ins += 1;
+        }
+        from_chunks.extend(frames);
+    }
+    assert_eq!(
+        from_chunks,
+        shown_frame_md5s(&source),
+        "{fixture:?}: every frame once"
+    );
+    let (_, full) = ms.split_last().expect("chunks");
+    for (_, m) in full {
+        assert_eq!(
+            m["duration_ms"].as_u64(),
+            Some(chunk_ms),
+            "{fixture:?}: {m}"
+        );
+    }
+    assert!(
+        lead_ins > 0,
+        "{fixture:?}: some chunks start between keyframes"
+    );
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn exact_cuts_of_h264() {
+    // GOP 30 (1 s): 400 ms chunks.
+    exact_cuts(Fixture::H264_1080p30Gop30, "400ms", 400);
+}
+
+#[test]
+fn exact_cuts_of_h264_with_b_frames() {
+    // GOP 60 (2 s), B-frames: 700 ms chunks.
+    exact_cuts(Fixture::H264_720pBframesAac, "700ms", 700);
+}
+
+#[test]
+fn exact_cuts_of_hevc() {
+    // GOP 50 (2 s at 25 fps): 1 s chunks.
+    exact_cuts(Fixture::H265_720p, "1s", 1000);
+}
+
 #[test]
 fn json_logs_have_one_line_per_chunk_and_a_summary() {
     let dir = tempfile::tempdir().expect("tempdir");

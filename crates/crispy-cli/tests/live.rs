@@ -188,6 +188,68 @@ fn twenty_seconds_of_live_stream_then_sigterm_uploads_the_partial_chunk() {
     );
 }
 
+/// `--cut exact` on a camera with a keyframe every second: 400 ms chunks of 10 frames each,
+/// cut between keyframes without decoding (each carries its lead-in, hidden).
+#[test]
+fn exact_cuts_give_a_live_camera_chunks_of_the_requested_length() {
+    let server = RtspServer::start(None).expect("server");
+    let (_dir, sink, crispy) = live_run(
+        &server.url("/live"),
+        &["--chunk", "400ms", "--cut", "exact", "--source-id", "cam"],
+    );
+    crispy.wait_for("eight chunks", Duration::from_secs(30), |l| stored(l) >= 8);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+
+    let ms = manifests(&sink);
+    let mut lead_ins = 0;
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(m["sequence"].as_u64(), Some(i as u64), "gap-free sequence");
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        assert_eq!(decode_errors(&chunk).expect("ffmpeg"), "", "chunk {i}");
+        let shown = crispy_testkit::decoded_frames(&chunk).expect("ffprobe");
+        assert_eq!(Some(shown), m["frame_count"].as_u64(), "chunk {i}: {m}");
+        let p = ffprobe_video(&chunk).expect("ffprobe");
+        let d = m["duration_ms"].as_f64().expect("duration");
+        assert!(
+            (p.duration_s * 1000.0 - d).abs() <= 1.0,
+            "chunk {i}: {p:?} vs {m}"
+        );
+        if p.packets > shown {
+            lead_ins += 1;
+        }
+    }
+    let (_, full) = ms.split_last().expect("chunks");
+    assert!(full.len() >= 7, "{logs}");
+    for m in full {
+        assert_eq!(
+            (m["duration_ms"].as_u64(), m["frame_count"].as_u64()),
+            (Some(400), Some(10)),
+            "{m}"
+        );
+    }
+    assert!(
+        lead_ins >= 3,
+        "chunks that start between keyframes carry a lead-in"
+    );
+    for pair in ms.windows(2) {
+        assert_eq!(
+            pair[0]["end_time"], pair[1]["start_time"],
+            "continuous times"
+        );
+    }
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn crispy_lines(logs: &str) -> Vec<Value> {
     logs.lines()
         .filter_map(|l| serde_json::from_str(l).ok())

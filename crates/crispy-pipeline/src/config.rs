@@ -9,6 +9,7 @@
 //! stall_timeout = "10s"
 //! rtsp_transport = "tcp"            # or "udp"
 //! align = "wall"                    # optional: chunk boundaries on the UTC grid
+//! cut = "exact"                     # optional: frame-exact stream-copy cuts (edit lists)
 //! mode = "copy"                     # or "transcode" (exact chunks, any codec)
 //!
 //! [transcode]                       # settings of transcode mode, all optional
@@ -157,6 +158,13 @@ enum AlignName {
     Wall,
 }
 
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum CutName {
+    Keyframe,
+    Exact,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -171,6 +179,7 @@ struct FileConfig {
     stall_timeout: Option<Spanned<ChunkDuration>>,
     rtsp_transport: Option<TransportName>,
     align: Option<AlignName>,
+    cut: Option<CutName>,
     mode: Option<ModeName>,
     transcode: Option<Spanned<TranscodeSettings>>,
     #[serde(default)]
@@ -443,6 +452,7 @@ impl Config {
             options.drain_timeout = d.as_duration();
         }
         options.align_wall = file.align == Some(AlignName::Wall);
+        options.exact_cuts = file.cut == Some(CutName::Exact);
         options.spool.dir = file.spool_dir;
         if let Some(max) = &file.spool_max {
             let size: bytesize::ByteSize = max.get_ref().parse().map_err(|e| {
@@ -473,6 +483,7 @@ const PLAIN_FIELDS: &[&str] = &[
     "rtsp_transport",
     "transport",
     "align",
+    "cut",
     "mode",
     "spool_max",
     "prefix",

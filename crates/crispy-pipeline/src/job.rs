@@ -70,6 +70,11 @@ pub struct PipelineOptions {
     /// epoch): exact in transcode mode and for synthetic sources, at the first keyframe after
     /// each grid line in copy mode.
     pub align_wall: bool,
+    /// Copy mode: cut on the first frame at or after each boundary instead of at the first
+    /// keyframe, without decoding; a chunk starting between keyframes carries the frames
+    /// from the keyframe before it, hidden by its MP4 edit list. (Transcode mode and
+    /// synthetic sources are exact anyway.)
+    pub exact_cuts: bool,
     /// Signs every manifest; `None` leaves them hashed and chained but unsigned.
     pub signing_key: Option<std::sync::Arc<crispy_signer::SigningKey>>,
     /// Where accepted chunks wait for their upload.
@@ -113,6 +118,7 @@ impl Default for PipelineOptions {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             align_wall: false,
+            exact_cuts: false,
             signing_key: None,
             spool: SpoolOptions::default(),
             retry_min: Duration::from_millis(500),

@@ -526,6 +526,7 @@ pub(crate) fn read_live<S: ChunkSink>(
             out: &out,
             observer,
             align_wall: options.align_wall,
+            exact_cuts: options.exact_cuts,
             transcoded: transcode.is_some(),
         };
         let outcome = match source {
@@ -590,11 +591,21 @@ struct Session<'a, S> {
     out: &'a Outbox<S>,
     observer: &'a dyn Observer,
     align_wall: bool,
+    /// Copy mode: frame-exact cuts (see `PipelineOptions::exact_cuts`).
+    exact_cuts: bool,
     /// Keyframes come from our encoder, exactly on the boundaries.
     transcoded: bool,
 }
 
 impl<S: ChunkSink> Session<'_, S> {
+    fn cut(&self) -> Cut {
+        match (self.transcoded, self.exact_cuts) {
+            (true, _) => Cut::EveryKeyframe,
+            (false, true) => Cut::Exact,
+            (false, false) => Cut::Keyframe,
+        }
+    }
+
     /// Reads until the connection ends. Returns the next sequence number, the end time of the
     /// last chunk sent and whether any chunk was delivered.
     fn run<L: CameraSource>(
@@ -627,7 +638,7 @@ impl<S: ChunkSink> Session<'_, S> {
             connect_ms = connect_started.elapsed().as_millis() as u64,
             "camera connected"
         );
-        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence, self.transcoded)
+        let mut chunker = new_chunker(id, &info, self.chunk, first_sequence, self.cut())
             .map_err(|e| SessionEnd::Chunker(e, first_sequence, previous_end))?;
         let mut timeline: Option<Timeline> = None;
         // Receive time and PTS of this connection's first packet.
@@ -710,7 +721,7 @@ impl<S: ChunkSink> Session<'_, S> {
                     }
                     let next = chunker.next_sequence().max(next);
                     info = new_info;
-                    chunker = new_chunker(id, &info, self.chunk, next, self.transcoded)
+                    chunker = new_chunker(id, &info, self.chunk, next, self.cut())
                         .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
                     if self.align_wall
                         && let Some((received, first_pts)) = first_packet
@@ -793,17 +804,28 @@ fn clock_for(
     }
 }
 
+/// How a camera's chunker cuts.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// At the first keyframe at or after each boundary (stream copy).
+    Keyframe,
+    /// At every keyframe: the transcoder puts them exactly on the boundaries.
+    EveryKeyframe,
+    /// On the first frame at or after each boundary (stream copy, edit lists).
+    Exact,
+}
+
 fn new_chunker(
     id: &SourceId,
     info: &StreamInfo,
     chunk: ChunkDuration,
     first_sequence: u64,
-    transcoded: bool,
+    cut: Cut,
 ) -> Result<CopyChunker, ChunkerError> {
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
     config.first_sequence = first_sequence;
-    // The transcoder puts keyframes exactly on the boundaries.
-    config.cut_at_every_keyframe = transcoded;
+    config.cut_at_every_keyframe = matches!(cut, Cut::EveryKeyframe);
+    config.exact_cuts = matches!(cut, Cut::Exact);
     CopyChunker::new(info, config)
 }
 

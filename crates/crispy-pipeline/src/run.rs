@@ -253,7 +253,7 @@ where
                     &job.source_id,
                     path,
                     job.chunk,
-                    options.align_wall,
+                    (options.align_wall, options.exact_cuts),
                     observer.as_ref(),
                 )
                 .await?;
@@ -555,7 +555,7 @@ async fn open_file(
     id: &SourceId,
     path: PathBuf,
     chunk: ChunkDuration,
-    align_wall: bool,
+    (align_wall, exact_cuts): (bool, bool),
     observer: &dyn Observer,
 ) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
@@ -582,6 +582,7 @@ async fn open_file(
     );
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
     config.align_offset_ms = align_wall.then(|| grid_offset_ms(origin, chunk));
+    config.exact_cuts = exact_cuts;
     let chunker = CopyChunker::new(&info, config)?;
     Ok((source, chunker, Timeline::new(origin, clock)))
 }

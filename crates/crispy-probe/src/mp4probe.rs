@@ -167,7 +167,7 @@ impl Mp4Probe {
             .flat_map(|l| l.entries.iter())
             .map(|e| (e.media_time, e.segment_duration, e.media_rate))
             .collect();
-        let (hidden, presented_ts) = match single_edit(&edits, reader.moov.mvhd.timescale) {
+        let (shown, presented_ts) = match single_edit(&edits, reader.moov.mvhd.timescale) {
             Some((media_time, length)) => {
                 let durations: Vec<(u64, i128)> = (stbl.stts.entries.iter())
                     .map(|e| (u64::from(e.sample_count), i128::from(e.sample_delta)))
@@ -177,13 +177,14 @@ impl Mp4Probe {
                         .map(|e| (u64::from(e.sample_count), i128::from(e.sample_offset)))
                         .collect()
                 });
-                let hidden = hidden_samples(&durations, offsets.as_deref(), media_time);
                 let length = u128::from(length) * ts;
                 let mvhd_ts = u128::from(reader.moov.mvhd.timescale);
                 let length = u64::try_from((length + mvhd_ts / 2) / mvhd_ts).unwrap_or(u64::MAX);
-                (hidden.min(samples), length)
+                let until = media_time.saturating_add(length);
+                let shown = samples_between(&durations, offsets.as_deref(), media_time, until);
+                (shown.min(samples), length)
             }
-            None => (0, mdhd.duration),
+            None => (samples, mdhd.duration),
         };
         Ok(Mp4Report {
             codec: codec.map(str::to_owned),
@@ -193,7 +194,7 @@ impl Mp4Probe {
             duration_ts: mdhd.duration,
             duration_ms: u64::try_from(duration_ms).unwrap_or(u64::MAX),
             samples,
-            shown: samples - hidden,
+            shown,
             presented_ts,
             keyframes,
             starts_with_keyframe,
@@ -215,23 +216,25 @@ fn single_edit(edits: &[(u64, u64, u16)], movie_ts: u32) -> Option<(u64, u64)> {
     (movie_ts > 0 && !empty && rate == 1).then_some((media_time, length))
 }
 
-/// Samples whose composition time (decode time plus `ctts` offset) falls before
-/// `media_time`. Walks the runs of both tables together, never sample by sample: a hostile
-/// table may declare billions of samples in one run.
+/// Samples whose composition time (decode time plus `ctts` offset) falls in `from..until`:
+/// what an edit showing that stretch of the media shows. Walks the runs of both tables
+/// together, never sample by sample: a hostile table may declare billions of samples in one
+/// run.
 ///
 /// `durations` are the `stts` runs and `offsets` the `ctts` runs, as (samples, ticks).
-fn hidden_samples(
+fn samples_between(
     durations: &[(u64, i128)],
     offsets: Option<&[(u64, i128)]>,
-    media_time: u64,
+    from: u64,
+    until: u64,
 ) -> u64 {
     let mut durations = durations.iter().copied();
     let offsets = offsets.unwrap_or_default();
     let no_offsets = offsets.is_empty();
     let mut offsets = offsets.iter().copied();
     let (mut run, mut offset_run) = (durations.next(), offsets.next());
-    let (mut dts, mut hidden) = (0i128, 0u64);
-    let media_time = i128::from(media_time);
+    let (mut dts, mut shown) = (0i128, 0u64);
+    let (from, until) = (i128::from(from), i128::from(until));
     while let Some((left, delta)) = run {
         if left == 0 {
             run = durations.next();
@@ -249,21 +252,24 @@ fn hidden_samples(
         let n = left.min(offset_left);
         // Samples k = 0..n of this stretch are composed at dts + k * delta + offset.
         let first = dts + offset;
-        if first < media_time {
-            let before = if delta == 0 {
+        let before = |t: i128| {
+            if first >= t {
+                0
+            } else if delta == 0 {
                 i128::from(n)
             } else {
-                ((media_time - first + delta - 1) / delta).min(i128::from(n))
-            };
-            hidden = hidden.saturating_add(u64::try_from(before).unwrap_or(u64::MAX));
-        }
+                ((t - first + delta - 1) / delta).min(i128::from(n))
+            }
+        };
+        let inside = (before(until) - before(from)).max(0);
+        shown = shown.saturating_add(u64::try_from(inside).unwrap_or(u64::MAX));
         dts += i128::from(n) * delta;
         run = Some((left - n, delta));
         if let Some((l, o)) = offset_run {
             offset_run = Some((l - n, o));
         }
     }
-    hidden
+    shown
 }
 
 /// A video track's first sample entry, read from the box tree directly (the `mp4` crate
@@ -446,18 +452,19 @@ impl<R: Seek> Seek for Budgeted<R> {
 mod tests {
     use super::*;
 
+    const ALL: u64 = u64::MAX;
+
     #[test]
     fn a_lead_in_before_the_edit_is_hidden() {
         // 30 frames of 512 ticks, shown from the 15th on.
         let runs = [(30, 512)];
-        assert_eq!(hidden_samples(&runs, None, 0), 0);
-        assert_eq!(hidden_samples(&runs, None, 15 * 512), 15);
-        assert_eq!(hidden_samples(&runs, None, 15 * 512 + 1), 16);
-        assert_eq!(
-            hidden_samples(&runs, None, 1 << 40),
-            30,
-            "never more than there are"
-        );
+        assert_eq!(samples_between(&runs, None, 0, ALL), 30);
+        assert_eq!(samples_between(&runs, None, 15 * 512, ALL), 15);
+        assert_eq!(samples_between(&runs, None, 15 * 512 + 1, ALL), 14);
+        assert_eq!(samples_between(&runs, None, 1 << 40, ALL), 0);
+        // And frames after the edit's end.
+        assert_eq!(samples_between(&runs, None, 15 * 512, 20 * 512), 5);
+        assert_eq!(samples_between(&runs, None, 15 * 512, 20 * 512 + 1), 6);
     }
 
     #[test]
@@ -465,20 +472,22 @@ mod tests {
         // Decode times 0, 100, 200, 300; composed at 200, 600, 200, 400.
         let durations = [(4, 100)];
         let offsets = [(1, 200), (1, 500), (1, 0), (1, 100)];
-        assert_eq!(hidden_samples(&durations, Some(&offsets), 300), 2);
+        assert_eq!(samples_between(&durations, Some(&offsets), 300, ALL), 2);
         // B-frame chunks as we write them: the edit starts at the first frame shown.
-        assert_eq!(hidden_samples(&durations, Some(&offsets), 200), 0);
+        assert_eq!(samples_between(&durations, Some(&offsets), 200, ALL), 4);
+        // An exact cut's end hides the P-frame decoded before the B-frames shown first.
+        assert_eq!(samples_between(&durations, Some(&offsets), 200, 500), 3);
         // A `ctts` that ends early: what it does not cover is not counted.
-        assert_eq!(hidden_samples(&durations, Some(&offsets[..1]), 300), 1);
+        assert_eq!(samples_between(&durations, Some(&offsets[..1]), 0, ALL), 1);
     }
 
     #[test]
     fn huge_runs_are_counted_not_walked() {
         let runs = [(u64::from(u32::MAX), 1), (u64::from(u32::MAX), 0)];
-        assert_eq!(hidden_samples(&runs, None, 10), 10);
+        assert_eq!(samples_between(&runs, None, 0, 10), 10);
         assert_eq!(
-            hidden_samples(&runs, None, u64::MAX),
-            2 * u64::from(u32::MAX)
+            samples_between(&runs, None, 10, ALL),
+            2 * u64::from(u32::MAX) - 10
         );
     }
 
