@@ -172,6 +172,25 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     );
     std::fs::write(&manifest, &original).expect("restore");
 
+    // Members added after signing (ones this version does not know, or an empty list the
+    // writer leaves out) are covered by the signature too: the canonical form is the stored
+    // object's, not what a reader keeps of it.
+    for addition in [
+        "\"note\": \"reviewed, nothing found\",",
+        "\"dropped_sequences\": [],",
+    ] {
+        let edited = original.replacen('{', &format!("{{\n  {addition}"), 1);
+        std::fs::write(&manifest, &edited).expect("write");
+        let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+        assert_eq!(code, Some(30), "{addition}: {report}");
+        assert_eq!(
+            kinds(&report),
+            ["tampered-manifest", "broken-chain"],
+            "{addition}: {report}"
+        );
+    }
+    std::fs::write(&manifest, &original).expect("restore");
+
     // Two chunks' names swapped.
     let (a, b) = (&files[4], &files[5]);
     let tmp = with_ext(a, "swap");
@@ -492,7 +511,7 @@ fn unsigned_runs_verify_only_with_allow_unsigned() {
     assert_eq!(kinds(&report), ["content-mismatch"], "{report}");
     let detail = report["problems"][0]["detail"].as_str().unwrap_or("");
     assert!(
-        detail.contains("25 frames (manifest 26)") && detail.contains("manifest 640x"),
+        detail.contains("25 frames shown (manifest 26)") && detail.contains("manifest 640x"),
         "{detail}"
     );
 

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use crispy_core::{ChunkMetadata, ClockSource, SourceId};
 use crispy_probe::Mp4Probe;
-use crispy_signer::{VerifyError, VerifyingKeys, canonical_bytes, sha256_hex};
+use crispy_signer::{
+    VerifyError, VerifyingKeys, canonical_bytes, canonical_bytes_of_json, sha256_hex,
+};
 
 use crispy_sink::{ObjectStoreSink, SinkError};
 use futures::{StreamExt, TryStreamExt};
@@ -266,6 +268,8 @@ enum Fetched {
 struct Entry {
     manifest_path: String,
     metadata: ChunkMetadata,
+    /// The canonical form, from the stored text (members we do not know included).
+    canonical: Vec<u8>,
     check: ChunkCheck,
 }
 
@@ -287,6 +291,7 @@ async fn fetch(
         Ok(m) => m,
         Err(e) => return Ok(Fetched::Unreadable(path, format!("not a manifest: {e}"))),
     };
+    let canonical = canonical_bytes_of_json(&bytes).unwrap_or_else(|| canonical_bytes(&metadata));
     let other_source =
         !options.source_ids.is_empty() && !options.source_ids.contains(&metadata.source_id);
     if other_source || !in_window(metadata.start_time) {
@@ -306,6 +311,7 @@ async fn fetch(
     Ok(Fetched::Manifest(Box::new(Entry {
         manifest_path: path,
         metadata,
+        canonical,
         check,
     })))
 }
@@ -393,6 +399,7 @@ impl SourceWalk {
         let Entry {
             manifest_path,
             metadata: m,
+            canonical,
             check,
         } = entry;
         let object = m.object.as_str();
@@ -439,7 +446,6 @@ impl SourceWalk {
         if let Some(s) = &m.signature {
             self.key_ids.insert(s.key_id.clone());
         }
-        let canonical = canonical_bytes(&m);
         match options.keys.verify(&canonical, m.signature.as_ref()) {
             Ok(()) => {}
             Err(VerifyError::Unsigned) => {

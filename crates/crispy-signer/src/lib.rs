@@ -89,6 +89,18 @@ pub fn canonical_bytes(m: &ChunkMetadata) -> Vec<u8> {
     serde_jcs::to_vec(&value).unwrap_or_default()
 }
 
+/// The canonical form of a stored manifest, rebuilt from its JSON text: every member but
+/// `signature` and `signed_url`, including members this version does not know. A member
+/// added after signing therefore breaks the signature and the chain, as the format promises.
+/// `None` when the text is not a JSON object.
+pub fn canonical_bytes_of_json(json: &[u8]) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let object = value.as_object_mut()?;
+    object.remove("signature");
+    object.remove("signed_url");
+    serde_jcs::to_vec(&value).ok()
+}
+
 /// SHA-256 (lowercase hex) of a manifest's canonical form: the next manifest's
 /// `prev_sha256`.
 pub fn manifest_sha256(m: &ChunkMetadata) -> String {
@@ -196,6 +208,26 @@ mod tests {
                 .expect("utf8")
                 .contains(r#""fps":30,"#)
         );
+    }
+
+    #[test]
+    fn the_stored_text_gives_the_same_canonical_form_and_covers_added_members() {
+        let mut m = metadata();
+        m.fps = 29.97;
+        m.signature = SigningKey::hmac(b"0123456789abcdef")
+            .map(|k| k.sign(b"x"))
+            .ok();
+        let stored = serde_json::to_vec_pretty(&m).expect("json");
+        assert_eq!(
+            canonical_bytes_of_json(&stored),
+            Some(canonical_bytes(&m)),
+            "what the writer signed is what a reader rebuilds"
+        );
+        let mut added: serde_json::Value = serde_json::from_slice(&stored).expect("json");
+        added["note"] = "added later".into();
+        let added = serde_json::to_vec(&added).expect("json");
+        assert_ne!(canonical_bytes_of_json(&added), Some(canonical_bytes(&m)));
+        assert_eq!(canonical_bytes_of_json(b"[1, 2]"), None);
     }
 
     #[test]
