@@ -122,7 +122,9 @@ fn source_code(e: &SourceError) -> u8 {
         SourceError::NotAFile { .. } => SOURCE_NOT_A_FILE,
         SourceError::Empty { .. } => SOURCE_EMPTY,
         SourceError::NoVideo { .. } => SOURCE_NO_VIDEO_STREAM,
-        SourceError::Damaged { .. } | SourceError::Undecodable { .. } => SOURCE_DAMAGED,
+        SourceError::Damaged { .. }
+        | SourceError::Undecodable { .. }
+        | SourceError::CorruptPackets { .. } => SOURCE_DAMAGED,
         SourceError::InvalidUrl { .. } => SOURCE_NOT_FOUND,
         _ => SOURCE_NOT_VIDEO,
     }

@@ -632,6 +632,65 @@ fn truncated_file_stores_complete_chunks_then_fails() {
     }
 }
 
+/// An MPEG-TS recording that lost one 188-byte packet mid-file (a network hiccup while it was
+/// recorded): the damaged frame is kept as read, as `ffmpeg -c copy` keeps it, the file is
+/// read to its end, and the run then says what was damaged (exit 16). It used to stop at the
+/// damage, losing the rest of the file.
+#[test]
+fn a_damaged_packet_mid_file_loses_nothing_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let ts = dir.path().join("whole.ts");
+    ffmpeg(&[
+        "-i",
+        src.to_str().expect("utf8"),
+        "-map",
+        "0:v",
+        "-c",
+        "copy",
+        ts.to_str().expect("utf8"),
+    ])
+    .expect("remux");
+    let mut bytes = std::fs::read(&ts).expect("read");
+    let middle = bytes.len() / 188 / 2 * 188;
+    bytes.drain(middle..middle + 188);
+    let lossy = dir.path().join("lossy.ts");
+    std::fs::write(&lossy, &bytes).expect("write");
+    let packets = crispy_testkit::ffprobe_video(&lossy)
+        .expect("ffprobe")
+        .packets;
+    assert!(packets >= 299, "{packets}");
+
+    let sink = dir.path().join("out");
+    let out = run(&lossy, &sink, &["--chunk", "2s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(
+        err.contains("incomplete or corrupt") && err.contains("lossy.ts"),
+        "{err}"
+    );
+    assert!(err.contains("all 5 chunk(s) were stored"), "{err}");
+    let ms = manifests(&sink);
+    let frames: u64 = ms
+        .iter()
+        .filter_map(|(_, m)| m["frame_count"].as_u64())
+        .sum();
+    assert_eq!(
+        frames, packets,
+        "every packet read is stored, the damaged one too"
+    );
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A file without a creation time, run twice into one sink, in each mode: the second run
 /// finds every chunk already there (it wrote a second set under new names, which verify
 /// then reported as duplicate sequences).

@@ -61,6 +61,8 @@ fn discarded_note(error: &SourceError, discarded: u64, stored: u64) -> String {
     if let SourceError::Undecodable { .. } = error {
         // Found at the end: every chunk, with every frame that could be decoded, is stored.
         format!("; the {stored} chunk(s) holding every other frame were stored")
+    } else if let SourceError::CorruptPackets { .. } = error {
+        format!("; all {stored} chunk(s) were stored")
     } else if discarded == 0 && stored == 0 {
         String::new()
     } else {

@@ -62,7 +62,18 @@ pub(crate) struct Demuxer {
     pub(crate) repeats: u64,
     /// When the first packet of the stream was read (before any holding).
     pub(crate) first_read_at: Option<std::time::SystemTime>,
+    /// Video packets read from FFmpeg (before holding and repeats).
+    video_read: u64,
+    /// Packets FFmpeg flagged as corrupt (incomplete or damaged), kept as read.
+    pub(crate) corrupt: u64,
+    /// The first of them, counting video packets read from 1.
+    pub(crate) first_corrupt: Option<u64>,
+    /// The last video packet read was flagged corrupt.
+    last_corrupt: bool,
 }
+
+/// Corrupt packets logged one by one; the rest are counted.
+const CORRUPT_LOGGED: u64 = 10;
 
 /// Most leading packets held while waiting for the stream's timing.
 const MAX_HELD: usize = 32;
@@ -135,6 +146,10 @@ impl Demuxer {
             nudged: 0,
             repeats: 0,
             first_read_at: None,
+            video_read: 0,
+            corrupt: 0,
+            first_corrupt: None,
+            last_corrupt: false,
         })
     }
 
@@ -175,6 +190,11 @@ impl Demuxer {
             }
             if self.eof {
                 if self.held.is_empty() {
+                    // A stream that ends on a damaged packet was cut off mid-frame (a
+                    // truncated file): that is the end's damage, not a packet to pass over.
+                    if std::mem::take(&mut self.last_corrupt) {
+                        return Err(ReadError::Corrupt);
+                    }
                     return Ok(None);
                 }
                 self.release_held();
@@ -194,8 +214,26 @@ impl Demuxer {
             }
             self.first_read_at
                 .get_or_insert_with(std::time::SystemTime::now);
-            if packet.is_corrupt() {
-                return Err(ReadError::Corrupt);
+            self.video_read += 1;
+            // A damaged packet mid-stream (an MPEG-TS packet lost, two recordings joined) is
+            // kept as read, as `ffmpeg -c copy` keeps it: the decoder conceals what it can,
+            // and stopping would lose everything after it. It is counted and reported.
+            self.last_corrupt = packet.is_corrupt();
+            if self.last_corrupt {
+                self.corrupt += 1;
+                self.first_corrupt.get_or_insert(self.video_read);
+                if self.corrupt <= CORRUPT_LOGGED {
+                    tracing::warn!(
+                        packet = self.video_read,
+                        "FFmpeg flagged a video packet as damaged (incomplete or corrupt): kept as \
+                         read, it may not decode cleanly{}",
+                        if self.corrupt == CORRUPT_LOGGED {
+                            " (further ones are counted, not logged)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
             let (pts, dts, duration, keyframe) = (
                 packet.pts(),

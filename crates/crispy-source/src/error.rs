@@ -91,6 +91,23 @@ pub enum SourceError {
         /// reports a packet's failure a few packets later.
         first: u64,
     },
+    /// Copy mode: FFmpeg flagged packets of a file as damaged (incomplete or corrupt, as
+    /// when an MPEG-TS packet is lost); they were stored as read and the file read to its end.
+    #[error(
+        "source file {path:?} is damaged: {count} of its {packets} video packets are incomplete \
+         or corrupt (the first is packet {first}); they were stored as read and may not decode \
+         cleanly"
+    )]
+    CorruptPackets {
+        /// The path as given.
+        path: PathBuf,
+        /// Video packets read.
+        packets: u64,
+        /// Packets flagged as damaged.
+        count: u64,
+        /// The first of them, counting from 1.
+        first: u64,
+    },
     /// A live source URL that cannot be used.
     #[error("invalid source URL {url}: {reason}")]
     InvalidUrl {
@@ -162,6 +179,7 @@ impl SourceError {
                 | Self::BadStream { .. }
                 | Self::Damaged { .. }
                 | Self::Undecodable { .. }
+                | Self::CorruptPackets { .. }
         )
     }
 }

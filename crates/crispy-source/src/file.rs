@@ -144,6 +144,16 @@ impl PacketSource for FileSource {
             reason: e.describe(),
         })
     }
+
+    fn damage_at_end(&mut self) -> Option<SourceError> {
+        let first = self.demuxer.first_corrupt?;
+        Some(SourceError::CorruptPackets {
+            path: self.path.clone(),
+            packets: self.demuxer.packets,
+            count: self.demuxer.corrupt,
+            first,
+        })
+    }
 }
 
 /// Rejects what FFmpeg would report vaguely: absent paths, directories, empty files,
