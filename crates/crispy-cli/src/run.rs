@@ -324,7 +324,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         rtsp.stall_timeout = args.stall_timeout.as_duration();
         let id = args.source_id.clone().unwrap_or_else(|| {
             // Host and path only: user info and query tokens never reach object names.
-            SourceId::sanitize(rtsp.host_and_path())
+            SourceId::sanitize(&rtsp.host_and_path())
         });
         SourceJob {
             source_id: id,

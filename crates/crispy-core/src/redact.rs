@@ -41,9 +41,9 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
 }
 
 /// Query parameter names whose values are secrets: any name containing one of these (ASCII
-/// case ignored), as cameras and signed URLs use them (`password`, `pwd`, `passwd`,
+/// case ignored), as cameras and signed URLs use them (`password`, `pwd`, `pw`, `passwd`,
 /// `access_token`, `X-Amz-Signature`, `sig`, `apikey`, `auth`, `secret`).
-const SECRET_PARAMS: [&str; 7] = ["pass", "pwd", "token", "sig", "key", "auth", "secret"];
+const SECRET_PARAMS: [&str; 7] = ["pass", "pw", "token", "sig", "key", "auth", "secret"];
 
 /// Where a `name=value` pair of a URL ends (and the next may begin): query and fragment
 /// separators, and `,` for lists of URLs in one value.

@@ -126,13 +126,15 @@ impl RtspConfig {
         }
     }
 
-    /// Host and path without query or fragment, for deriving a default source id.
-    pub fn host_and_path(&self) -> &str {
+    /// Host and path without query or fragment, for deriving a default source id; the values
+    /// of secret-looking `name=value` pairs in the path (`/user=admin&password=x&channel=1`,
+    /// `/live;password=x`, as some recorders take credentials) become `***`.
+    pub fn host_and_path(&self) -> std::borrow::Cow<'_, str> {
         let rest = self
             .url
             .split_once("://")
             .map_or(self.url.as_str(), |(_, r)| r);
-        rest.split(['?', '#']).next().unwrap_or(rest)
+        crispy_core::redact::redact_query(rest.split(['?', '#']).next().unwrap_or(rest))
     }
 
     /// Why the URL's host cannot be reached by name, if it cannot: FFmpeg reports a failed
@@ -481,6 +483,20 @@ mod tests {
             "rtsp://admin:pa%2Fs%3Fs%23w@cam:554/s1?token=abc"
         );
         assert_eq!(c.host_and_path(), "cam:554/s1");
+        for (url, path) in [
+            (
+                "rtsp://cam:554/user=admin&password=ssW0rdX&channel=1&stream=0.sdp",
+                "cam:554/user=admin&password=***&channel=1&stream=0.sdp",
+            ),
+            (
+                "rtsp://cam/secure;password=ssW0rdX",
+                "cam/secure;password=***",
+            ),
+            ("rtsp://cam/s?pw=x#frag", "cam/s"),
+        ] {
+            let c = RtspConfig::parse(url).expect("valid");
+            assert_eq!(c.host_and_path(), path, "{url}");
+        }
 
         // Percent-escaped credentials are decoded once, re-encoded for FFmpeg.
         let c = RtspConfig::parse("rtsp://a%40b:p%3Aw@cam/x").expect("valid");
