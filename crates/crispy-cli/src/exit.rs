@@ -41,7 +41,8 @@ pub fn describe(err: &anyhow::Error) -> String {
             out.push_str(&text);
         }
     }
-    out
+    // Stores' errors quote the URLs they used, and an endpoint may carry credentials.
+    crispy_core::redact::redact_urls(&out).into_owned()
 }
 
 /// A command-line mistake found after parsing (exit code 2, like clap's own).

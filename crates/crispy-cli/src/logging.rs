@@ -64,11 +64,21 @@ struct BarWriter(ProgressBar);
 
 impl Write for BarWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The last line of defence for secrets: errors quoted from libraries (object_store,
+        // FFmpeg) name the URLs they used, and a custom endpoint may carry credentials.
+        let redacted;
+        let line = match std::str::from_utf8(buf) {
+            Ok(text) if text.contains("://") => {
+                redacted = crispy_core::redact::redact_urls(text);
+                redacted.as_bytes()
+            }
+            _ => buf,
+        };
         if self.0.is_hidden() {
-            let _ = std::io::stderr().write_all(buf);
+            let _ = std::io::stderr().write_all(line);
         } else {
             self.0.suspend(|| {
-                let _ = std::io::stderr().write_all(buf);
+                let _ = std::io::stderr().write_all(line);
             });
         }
         Ok(buf.len())

@@ -457,6 +457,58 @@ fn bad_sinks_fail_before_reading_with_distinct_exit_codes() {
     assert!(spooled(dir.path()).is_empty());
 }
 
+/// Credentials written into a custom endpoint URL stay out of the retry warnings, the final
+/// error and the spool's directory name (object_store quotes the URLs it used).
+#[test]
+fn credentials_in_an_endpoint_never_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let dead = crispy_testkit::free_port().expect("port");
+    let input = crispy_testkit::Fixture::H264LongGop250
+        .path()
+        .expect("fixture");
+    let mut cmd = crispy();
+    cmd.args(["--log-format", "json", "run", "--source"])
+        .arg(&input)
+        .args(["--sink", "s3://footage/x", "--drain-timeout", "1s"])
+        .args(sink_opts(&[
+            (
+                "aws_endpoint".to_owned(),
+                format!("http://minio:XYZSECRET1@127.0.0.1:{dead}"),
+            ),
+            ("aws_allow_http".to_owned(), "true".to_owned()),
+            ("aws_access_key_id".to_owned(), "id".to_owned()),
+            ("aws_secret_access_key".to_owned(), "key".to_owned()),
+            ("aws_region".to_owned(), "us-east-1".to_owned()),
+        ]))
+        .arg("--spool-dir")
+        .arg(&spool);
+    let run = LoggedChild::spawn(cmd, &dir.path().join("run.log")).expect("crispy starts");
+    run.wait_for("a retried upload", Duration::from_secs(60), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("upload failed, will retry"))
+        })
+    });
+    let (code, logs) = run.terminate();
+    assert_eq!(code, Some(23), "{logs}");
+    assert!(!logs.contains("XYZSECRET1"), "{logs}");
+    assert!(
+        logs.contains("127.0.0.1"),
+        "the endpoint is still named: {logs}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&spool)
+        .expect("spool")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| !n.contains("XYZSECRET1")),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn run_and_verify_on_azure_and_verify_on_gcs() {
     let input = crispy_testkit::Fixture::H264_1080p30Gop30

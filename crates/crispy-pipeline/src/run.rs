@@ -420,6 +420,7 @@ where
                 });
                 if let Err(e) = account(done, &mut summaries, &mut latencies) {
                     if matches!(e, PipelineError::Sink { .. }) {
+                        let e = crispy_core::redact::redact_urls(&e.to_string()).into_owned();
                         tracing::error!("{e}; stopping every source");
                         sink_failed = true;
                         shutdown.trigger();
@@ -797,7 +798,8 @@ async fn upload<S: ChunkSink + 'static>(
                 tracing::error!(
                     object = %chunk.metadata.object,
                     kept_in = %aside.display(),
-                    "{e}"
+                    "{}",
+                    crispy_core::redact::redact_urls(&e.to_string())
                 );
                 return Err(PipelineError::Sink {
                     error: Box::new(e),
@@ -816,7 +818,9 @@ async fn upload<S: ChunkSink + 'static>(
                     sequence = chunk.metadata.sequence,
                     attempt,
                     retry_in_ms = delay.as_millis() as u64,
-                    "upload failed, will retry ({kept}): {e}"
+                    "upload failed, will retry ({kept}): {}",
+                    // Stores' errors quote the URLs they used; an endpoint may hold credentials.
+                    crispy_core::redact::redact_urls(&e.to_string())
                 );
                 tokio::time::sleep(delay).await;
             }
