@@ -152,15 +152,20 @@ impl CopyChunker {
         self.pending.len()
     }
 
-    /// Closes the chunk in progress with everything pending, shown to its last frame.
-    fn close(&mut self, next_dts: Option<i64>) -> Result<Chunk, ChunkerError> {
+    /// Closes the chunk in progress with everything pending: shown to `next`'s PTS when the
+    /// keyframe `next` (its DTS, PTS) starts the next chunk, else to the end of its last frame.
+    fn close(&mut self, next: Option<(i64, i64)>) -> Result<Chunk, ChunkerError> {
         let pending = std::mem::take(&mut self.pending);
         self.first_shown_dts = None;
         self.next_start = None;
         self.anchor = None;
         self.pending.reserve(pending.len());
         let shown_from = self.shown_from.take();
-        self.build(&pending, next_dts, shown_from, None)
+        // The next chunk starts where its keyframe is shown (a closed GOP shows nothing of its
+        // own before it): with B-frames and uneven frame times that is not always where the
+        // decode times of this one add up to.
+        let (next_dts, shown_until) = (next.map(|n| n.0), next.map(|n| n.1));
+        self.build(&pending, next_dts, shown_from, shown_until)
     }
 
     /// A chunk of `pending` (decode order, from a keyframe), shown from `shown_from` (by
@@ -200,6 +205,8 @@ impl CopyChunker {
         let mut samples = Vec::with_capacity(pending.len());
         let mut duration_ts: i64 = 0;
         let mut last_delta = self.nominal_frame_ticks;
+        // Where the frame shown last ends.
+        let mut shown_end = i64::MIN;
         for (i, p) in pending.iter().enumerate() {
             let delta = match pending.get(i + 1).map(|n| n.dts).or(next_dts) {
                 Some(next) => next.saturating_sub(p.dts),
@@ -209,6 +216,7 @@ impl CopyChunker {
             }
             .max(0);
             last_delta = delta;
+            shown_end = shown_end.max(p.pts.saturating_add(delta));
             duration_ts = duration_ts.saturating_add(delta);
             samples.push(Sample {
                 data: p.data.clone(),
@@ -231,8 +239,13 @@ impl CopyChunker {
         .map_err(|_| too_large("the presentation offset"))?;
         let duration_ts = match shown_until {
             Some(end) => end.saturating_sub(start_pts).max(0),
-            // The presentation still ends where the last frame ends: only its start moves.
-            None => duration_ts.saturating_sub(start_pts - min_pts).max(0),
+            // To the end of the frame shown last: with B-frames and uneven frame times that
+            // may be later than the decode times add up to.
+            None => min_pts
+                .saturating_add(duration_ts)
+                .max(shown_end)
+                .saturating_sub(start_pts)
+                .max(0),
         };
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
@@ -265,7 +278,8 @@ impl CopyChunker {
                 gop_ms = duration_ms,
                 requested_ms = self.config.target.as_millis(),
                 "the source's keyframe interval is longer than the requested chunk, so stream-copy \
-                 chunks follow the keyframes; use --mode transcode for exact chunk lengths"
+                 chunks follow the keyframes; use --cut exact (still no decoding) or --mode transcode \
+                 for exact chunk lengths"
             );
         }
         let sequence = self.next_sequence;
@@ -511,7 +525,7 @@ impl Chunker for CopyChunker {
             }
         }
         let chunk = if closes {
-            Some(self.close(Some(packet.dts))?)
+            Some(self.close(Some((packet.dts, packet.pts)))?)
         } else {
             None
         };

@@ -106,7 +106,7 @@ pub fn write_mp4(
         track,
         samples,
         &sizes,
-        (duration, presented.min(duration)),
+        (duration, presented),
         presentation_start,
         0,
         large,
@@ -116,7 +116,7 @@ pub fn write_mp4(
         track,
         samples,
         &sizes,
-        (duration, presented.min(duration)),
+        (duration, presented),
         presentation_start,
         offset,
         large,
@@ -270,7 +270,7 @@ fn moov(
     chunk_offset: u64,
     large: bool,
 ) -> Vec<u8> {
-    let v1 = duration > u64::from(u32::MAX);
+    let v1 = duration.max(presented) > u64::from(u32::MAX);
     let version = u8::from(v1);
     let mut o = Vec::with_capacity(1024 + samples.len() * 12);
     boxed(&mut o, b"moov", |o| {
@@ -445,6 +445,11 @@ fn runs(values: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
 mod tests {
     use super::*;
 
+    /// What a chunk shows when nothing is hidden: the sum of the sample durations.
+    fn shown(samples: &[Sample]) -> u64 {
+        samples.iter().map(|s| u64::from(s.duration)).sum()
+    }
+
     fn track() -> VideoTrack<'static> {
         VideoTrack {
             sample_entry: FourCc(*b"avc1"),
@@ -478,7 +483,7 @@ mod tests {
         let prefixed: [u8; 19] = [
             0, 0, 0, 3, 0x67, 1, 2, 0, 0, 0, 2, 0x68, 3, 0, 0, 0, 2, 0x65, 4,
         ];
-        let out = write_mp4(&track(), &[annexb], 0, u64::MAX)
+        let out = write_mp4(&track(), &[annexb], 0, 3000)
             .expect("mux")
             .to_bytes();
         assert_eq!(&out[out.len() - 19..], &prefixed);
@@ -515,7 +520,7 @@ mod tests {
                 ..frame(0, NalFraming::AnnexB)
             },
         ];
-        let out = write_mp4(&track(), &samples, 0, u64::MAX).expect("mux");
+        let out = write_mp4(&track(), &samples, 0, shown(&samples)).expect("mux");
         let parts = out.parts();
         // header | frame 0 | frames 1+2 | frame 3 | frame 4 rewritten
         assert_eq!(parts.len(), 5, "{out:?}");
@@ -549,7 +554,7 @@ mod tests {
                 keyframe: i == 0,
             })
             .collect();
-        let out = write_mp4(&track(), &samples, 0, u64::MAX)
+        let out = write_mp4(&track(), &samples, 0, shown(&samples))
             .expect("mux")
             .to_bytes();
         let ftyp_len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;

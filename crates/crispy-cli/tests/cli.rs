@@ -353,6 +353,71 @@ fn exact_cuts_of_h264_with_b_frames() {
     exact_cuts(Fixture::H264_720pBframesAac, "700ms", 700);
 }
 
+/// B-frames with uneven frame times (frames dropped by the encoder, a stretch missing): each
+/// chunk ends where the next one's keyframe is shown and the last one where its last frame
+/// ends, so times join up and every frame is shown; `verify` agrees. (Chunks used to end where
+/// their decode times added up to: a time gap, and a frame hidden at the end.)
+#[test]
+fn b_frames_with_uneven_frame_times_join_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vfr = dir.path().join("vfr.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30:duration=20",
+        "-vf",
+        "select='not(eq(mod(n\\,7)\\,3))*not(between(n\\,100\\,130))'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "libx264",
+        "-g",
+        "30",
+        vfr.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg makes the clip");
+    for cut in ["keyframe", "exact"] {
+        let sink = dir.path().join(cut);
+        let out = run(&vfr, &sink, &["--chunk", "2s", "--cut", cut]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ms = manifests(&sink);
+        let mut shown = Vec::new();
+        for (_, m) in &ms {
+            let chunk = sink.join(m["object"].as_str().expect("object"));
+            let frames = shown_frame_md5s(&chunk);
+            assert_eq!(
+                Some(frames.len() as u64),
+                m["frame_count"].as_u64(),
+                "{cut}: {m}"
+            );
+            shown.extend(frames);
+        }
+        for pair in ms.windows(2) {
+            let (a, b) = (&pair[0].1, &pair[1].1);
+            assert_eq!(
+                a["start_pts"]
+                    .as_i64()
+                    .zip(a["duration_ts"].as_i64())
+                    .map(|(s, d)| s + d),
+                b["start_pts"].as_i64(),
+                "{cut}: {a} then {b}"
+            );
+        }
+        assert_eq!(shown, shown_frame_md5s(&vfr), "{cut}: every frame once");
+        let out = crispy()
+            .args(["verify", "--allow-unsigned"])
+            .arg(format!("file://{}", sink.display()))
+            .output()
+            .expect("verify");
+        assert!(
+            out.status.success(),
+            "{cut}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn exact_cuts_of_hevc() {
     // GOP 50 (2 s at 25 fps): 1 s chunks.
