@@ -741,6 +741,35 @@ fn synthetic_lavfi_source_is_paced_and_chunked_exactly() {
     }
 }
 
+/// Chunks that are not whole seconds: keyframes are forced on their boundaries too (they
+/// used to come once a second, so 400 ms chunks came out 1 s long).
+#[test]
+fn synthetic_chunks_of_a_fraction_of_a_second_are_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args([
+            "run",
+            "--source",
+            "lavfi:testsrc2=size=160x120:rate=25:duration=2",
+            "--chunk",
+            "400ms",
+            "--source-id",
+            "synth",
+        ])
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    out.assert().success();
+    let ms = manifests(&sink);
+    let facts: Vec<_> = ms
+        .iter()
+        .map(|m| (m["duration_ms"].as_u64(), m["frame_count"].as_u64()))
+        .collect();
+    assert_eq!(facts, vec![(Some(400), Some(10)); 5]);
+}
+
 #[test]
 fn testsrc_runs_until_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -648,6 +648,8 @@ async fn open_synthetic(
     let flag = shutdown.flag();
     if align_wall {
         config.align_ms = Some(chunk.as_millis());
+    } else {
+        config.chunk_ms = Some(chunk.as_millis());
     }
     let shown = format!("lavfi:{}", config.graph);
     let source = open_blocking(move || SyntheticSource::open(&config, flag)).await?;
@@ -667,9 +669,10 @@ async fn open_synthetic(
     );
     let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
     chunker_config.first_sequence = first_sequence;
+    // Keyframes sit exactly on the boundaries (the UTC grid's or every chunk length's): cut
+    // at each.
+    chunker_config.cut_at_every_keyframe = true;
     if align_wall {
-        // Keyframes sit exactly on the grid lines: cut at each.
-        chunker_config.cut_at_every_keyframe = true;
         chunker_config.align_offset_ms = Some(0);
     }
     let chunker = CopyChunker::new(&info, chunker_config)?;

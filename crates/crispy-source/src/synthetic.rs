@@ -26,6 +26,9 @@ pub struct SyntheticConfig {
     /// Wall-clock alignment: keyframes exactly on the UTC grid of this period (ms) instead of
     /// every `gop` frames, for chunks whose boundaries line up across cameras.
     pub align_ms: Option<u64>,
+    /// Keyframes exactly every this many ms of media time from the first frame (forced as
+    /// IDR) instead of every `gop` frames: chunks of exactly that length. `align_ms` wins.
+    pub chunk_ms: Option<u64>,
 }
 
 impl SyntheticConfig {
@@ -41,6 +44,7 @@ impl SyntheticConfig {
             gop: 0,
             realtime: true,
             align_ms: None,
+            chunk_ms: None,
         }
     }
 
@@ -71,6 +75,7 @@ pub struct SyntheticSource {
     /// Monotonic and wall-clock time of media time zero (taken together at open).
     epoch: (Instant, std::time::SystemTime),
     align_ms: Option<u64>,
+    chunk_ms: Option<u64>,
     next_grid_ms: Option<u64>,
     realtime: bool,
     input_done: bool,
@@ -158,8 +163,8 @@ impl SyntheticSource {
         let mut opts = ffmpeg::Dictionary::new();
         opts.set("preset", "ultrafast");
         opts.set("tune", "zerolatency");
-        if config.align_ms.is_some() {
-            // Keyframes only where the UTC grid puts them (forced as IDR).
+        if config.align_ms.is_some() || config.chunk_ms.is_some() {
+            // Keyframes only where the grid puts them (forced as IDR).
             opts.set("forced-idr", "1");
             opts.set("x264-params", "keyint=infinite:scenecut=0");
         } else {
@@ -195,6 +200,7 @@ impl SyntheticSource {
             queue: VecDeque::new(),
             epoch: (Instant::now(), std::time::SystemTime::now()),
             align_ms: config.align_ms,
+            chunk_ms: config.chunk_ms,
             next_grid_ms: None,
             realtime: config.realtime,
             input_done: false,
@@ -248,15 +254,21 @@ impl SyntheticSource {
             }
         }
         frame.set_pts(Some(pts));
-        // Raw frames arrive marked as I-pictures; libx264 would make each a keyframe. With
-        // alignment, force one on the first frame at or after every UTC grid line.
-        let kind = match self.align_ms {
-            Some(period) => {
-                let wall_ms =
-                    self.epoch_unix_ms() + (pts as u64) * 1000 / u64::from(TIME_BASE.den as u32);
+        // Raw frames arrive marked as I-pictures; libx264 would make each a keyframe. Force
+        // one on the first frame at or after every grid line: the UTC grid with alignment,
+        // else every chunk length of media time.
+        let media_ms = (pts as u64) * 1000 / u64::from(TIME_BASE.den as u32);
+        let grid = match (self.align_ms, self.chunk_ms) {
+            (Some(period), _) => Some((self.epoch_unix_ms() + media_ms, period)),
+            (None, Some(period)) => Some((media_ms, period)),
+            (None, None) => None,
+        };
+        let kind = match grid {
+            Some((clock_ms, period)) => {
+                let period = period.max(1);
                 let next = *self.next_grid_ms.get_or_insert(0);
-                if wall_ms >= next {
-                    self.next_grid_ms = Some((wall_ms / period + 1) * period);
+                if clock_ms >= next {
+                    self.next_grid_ms = Some((clock_ms / period + 1) * period);
                     ffmpeg::picture::Type::I
                 } else {
                     ffmpeg::picture::Type::None
