@@ -211,7 +211,7 @@ pub struct RunArgs {
         value_parser = parse_stall_timeout
     )]
     pub stall_timeout: ChunkDuration,
-    /// On SIGINT/SIGTERM, how long to wait for uploads to finish.
+    /// On SIGINT/SIGTERM/SIGHUP, how long to wait for uploads to finish.
     #[arg(
         long,
         value_name = "DURATION",

@@ -363,23 +363,51 @@ const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// a supervisor may do the same; a person pressing Ctrl-C again takes longer than this.
 const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// First SIGINT/SIGTERM: stop reading, send partial chunks, drain uploads. Second (after
+/// Whether this process was started with SIGHUP ignored (`nohup`): then a hangup must stay
+/// ignored, not become a shutdown. Read from `/proc/self/status` (`SigIgn`, bit 0 = signal 1).
+fn sighup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
+/// First SIGINT/SIGTERM (or SIGHUP: the terminal of an SSH session closing, unless started
+/// under `nohup`): stop reading, send partial chunks, drain uploads. Second (after
 /// [`REPEAT_WINDOW`]): exit now.
 async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot listen for SIGTERM: {e}");
             return;
         }
     };
-    let next = async |term: &mut tokio::signal::unix::Signal| {
+    // Without a handler a hangup kills the process at once, losing the chunks in progress.
+    let mut hup = if sighup_ignored() {
+        None
+    } else {
+        signal(SignalKind::hangup()).ok()
+    };
+    let next = async |term: &mut tokio::signal::unix::Signal,
+                      hup: &mut Option<tokio::signal::unix::Signal>| {
+        let hangup = async {
+            match hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => "SIGINT",
             _ = term.recv() => "SIGTERM",
+            _ = hangup => "SIGHUP",
         }
     };
-    let first = next(&mut term).await;
+    let first = next(&mut term, &mut hup).await;
     let first_at = tokio::time::Instant::now();
     // Shutdown first: nothing (not even a log line that cannot be written) may stand
     // between the signal and the sources stopping.
@@ -394,7 +422,7 @@ async fn watch_signals(shutdown: Shutdown, drain: std::time::Duration) {
     let deadline = drain + std::time::Duration::from_secs(15);
     loop {
         tokio::select! {
-            second = next(&mut term) => {
+            second = next(&mut term, &mut hup) => {
                 if first_at.elapsed() < REPEAT_WINDOW {
                     tracing::debug!(signal = second, "the same signal again at once: one request");
                     continue;

@@ -796,6 +796,65 @@ fn testsrc_runs_until_sigterm() {
     );
 }
 
+/// A hangup (the SSH session that started the run closing) shuts down like SIGTERM: the
+/// partial chunk is stored. It used to kill the process at once. Under `nohup` it stays
+/// ignored.
+#[test]
+fn a_hangup_shuts_down_gracefully_unless_under_nohup() {
+    let wait_exit = |child: &mut Child| {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(40) {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("crispy did not exit");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    let sink_url = format!("file://{}", sink.display());
+    let args = ["--source", "testsrc", "--sink", &sink_url, "--chunk", "1s"];
+    let mut crispy = Crispy::start(dir.path(), &args, &[]);
+    crispy.wait_for("a chunk", Duration::from_secs(20), |l| stored(l) >= 1);
+    signal(crispy.child.id(), "HUP").expect("kill -HUP");
+    assert_eq!(wait_exit(&mut crispy.child), Some(0), "{}", crispy.logs());
+    assert!(
+        crispy
+            .lines()
+            .iter()
+            .any(|l| l["message"] == "run finished"),
+        "{}",
+        crispy.logs()
+    );
+    let stored_chunks = manifests(&sink).len();
+    assert!(stored_chunks >= 2, "the partial chunk too: {stored_chunks}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink_url = format!("file://{}", dir.path().join("sink").display());
+    let log = dir.path().join("crispy.log");
+    let child = Command::new("nohup")
+        .arg(assert_cmd::cargo::cargo_bin("crispy"))
+        .args(["--log-format", "json", "run", "--source", "testsrc"])
+        .args(["--sink", &sink_url, "--chunk", "1s"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("nohup crispy starts");
+    let mut crispy = Crispy { child, log };
+    crispy.wait_for("a chunk", Duration::from_secs(20), |l| stored(l) >= 1);
+    signal(crispy.child.id(), "HUP").expect("kill -HUP");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        crispy.child.try_wait().expect("wait").is_none(),
+        "nohup: the hangup is ignored"
+    );
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+}
+
 #[test]
 fn a_closed_log_pipe_stops_neither_the_run_nor_its_shutdown() {
     let dir = tempfile::tempdir().expect("tempdir");
