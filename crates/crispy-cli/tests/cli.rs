@@ -756,6 +756,41 @@ fn a_damaged_packet_mid_file_loses_nothing_after_it() {
     );
 }
 
+/// The same file run again into the same sink with another `--chunk`: its first chunk
+/// conflicts (same name, other content), and nothing of the second cut is written, so the
+/// sink holds one consistent set.
+#[test]
+fn a_rerun_with_another_chunk_length_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let sink = dir.path().join("out");
+    let out = run(&src, &sink, &["--chunk", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = files_with_ext(&sink, "mp4").expect("list").len()
+        + files_with_ext(&sink, "json").expect("list").len();
+    assert_eq!(before, 8);
+    let out = run(&src, &sink, &["--chunk", "2s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(22), "{err}");
+    assert!(
+        err.contains("already exists with different content"),
+        "{err}"
+    );
+    let after = files_with_ext(&sink, "mp4").expect("list").len()
+        + files_with_ext(&sink, "json").expect("list").len();
+    assert_eq!(after, before, "nothing of the other cut: {err}");
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A file without a creation time, run twice into one sink, in each mode: the second run
 /// finds every chunk already there (it wrote a second set under new names, which verify
 /// then reported as duplicate sequences).

@@ -395,14 +395,20 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     let mut packets = 0u64;
     loop {
         if shutdown.is_triggered() {
-            tracing::info!("shutdown: closing the chunk in progress");
+            tracing::info!(
+                "stopping ({}): closing the chunk in progress",
+                shutdown.reason()
+            );
             break;
         }
         let packet = match source.next_packet() {
             Ok(Some(p)) => p,
             Ok(None) => break,
             Err(SourceError::Shutdown) => {
-                tracing::info!("shutdown: closing the chunk in progress");
+                tracing::info!(
+                    "stopping ({}): closing the chunk in progress",
+                    shutdown.reason()
+                );
                 break;
             }
             Err(error) => {
@@ -434,7 +440,8 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
         // one of the next run (same name, other content).
         tracing::info!(
             partial_frames = chunker.pending_frames(),
-            "shutdown: partial chunk of a file not stored"
+            "stopping ({}): partial chunk of a file not stored",
+            shutdown.reason()
         );
         return;
     }

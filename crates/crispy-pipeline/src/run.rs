@@ -333,8 +333,12 @@ where
     let (mut queued_bytes, mut in_flight_bytes) = (0u64, 0u64);
     // A sink failure (a conflict) stops new uploads even when another error came first.
     let mut sink_failed = false;
+    // The run's first put goes alone: a file run again with other settings (another
+    // `--chunk`) conflicts on its first chunk, and then nothing of the other cut is written.
+    let mut first_put_done = false;
     loop {
-        while uploads.len() < max_in_flight && !sink_failed {
+        let limit = if first_put_done { max_in_flight } else { 1 };
+        while uploads.len() < limit && !sink_failed {
             let Some(item) = backlog.pop_front() else {
                 break;
             };
@@ -414,16 +418,23 @@ where
                 None => readers_done = true,
             },
             Some(done) = uploads.join_next(), if !uploads.is_empty() => {
+                first_put_done = true;
                 let done = done.map(|(bytes, result)| {
                     in_flight_bytes -= bytes;
                     result
                 });
                 if let Err(e) = account(done, &mut summaries, &mut latencies) {
                     if matches!(e, PipelineError::Sink { .. }) {
-                        let e = crispy_core::redact::redact_urls(&e.to_string()).into_owned();
-                        tracing::error!("{e}; stopping every source");
+                        let shown = crispy_core::redact::redact_urls(&e.to_string()).into_owned();
+                        tracing::error!("{shown}; stopping every source");
                         sink_failed = true;
-                        shutdown.trigger();
+                        shutdown.trigger_because("the sink refused a chunk");
+                        // Nothing more goes into a store that refused a chunk: the puts still
+                        // in flight stop too (each is create-only and whole, or absent; a
+                        // spooled chunk stays in the spool).
+                        uploads.abort_all();
+                        while uploads.join_next().await.is_some() {}
+                        in_flight_bytes = 0;
                     }
                     failure.get_or_insert(e);
                 }

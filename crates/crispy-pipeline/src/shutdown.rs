@@ -1,5 +1,5 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// A cloneable stop switch shared by every source of a run.
@@ -8,6 +8,8 @@ pub struct Shutdown {
     flag: Arc<AtomicBool>,
     /// Wakes async waiters ([`Shutdown::triggered`]).
     notify: Arc<tokio::sync::Notify>,
+    /// Why it was triggered (the first reason given).
+    reason: Arc<OnceLock<&'static str>>,
 }
 
 impl Shutdown {
@@ -18,8 +20,19 @@ impl Shutdown {
 
     /// Asks every source to stop: readers close and send their partial chunks.
     pub fn trigger(&self) {
+        self.trigger_because("shutdown requested");
+    }
+
+    /// Like [`Shutdown::trigger`], saying why (for the log lines of the sources stopping).
+    pub fn trigger_because(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
         self.flag.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// Why the sources are stopping, once triggered.
+    pub fn reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("shutdown requested")
     }
 
     /// True once triggered.
