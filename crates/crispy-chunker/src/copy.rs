@@ -203,7 +203,8 @@ impl CopyChunker {
             .unwrap_or(min_pts);
         let shown = |pts: i64| pts >= start_pts && shown_until.is_none_or(|end| pts < end);
         let mut samples = Vec::with_capacity(pending.len());
-        let mut duration_ts: i64 = 0;
+        // The decode times' span: the media's duration.
+        let mut total: i64 = 0;
         let mut last_delta = self.nominal_frame_ticks;
         // Where the frame shown last ends.
         let mut shown_end = i64::MIN;
@@ -217,7 +218,7 @@ impl CopyChunker {
             .max(0);
             last_delta = delta;
             shown_end = shown_end.max(p.pts.saturating_add(delta));
-            duration_ts = duration_ts.saturating_add(delta);
+            total = total.saturating_add(delta);
             samples.push(Sample {
                 data: p.data.clone(),
                 framing: codec.framing,
@@ -242,11 +243,25 @@ impl CopyChunker {
             // To the end of the frame shown last: with B-frames and uneven frame times that
             // may be later than the decode times add up to.
             None => min_pts
-                .saturating_add(duration_ts)
+                .saturating_add(total)
                 .max(shown_end)
                 .saturating_sub(start_pts)
                 .max(0),
         };
+        // Shown past where the frames' durations add up to (B-frames with uneven timing, or
+        // frames missing before the last one shown): the last frame decoded lasts longer, so
+        // that the frames' durations cover what is shown, as players and ffprobe count them.
+        let excess = start_pts
+            .saturating_add(duration_ts)
+            .saturating_sub(min_pts.saturating_add(total));
+        if excess > 0
+            && let Some(last) = samples.last_mut()
+        {
+            last.duration = u64::from(last.duration)
+                .checked_add(u64::try_from(excess.saturating_mul(scale)).unwrap_or(u64::MAX))
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| too_large("a frame duration"))?;
+        }
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
             config_box: codec.config_box,

@@ -65,11 +65,12 @@ struct BarWriter(ProgressBar);
 impl Write for BarWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // The last line of defence for secrets: errors quoted from libraries (object_store,
-        // FFmpeg) name the URLs they used, and a custom endpoint may carry credentials.
+        // FFmpeg) name the URLs they used, and a custom endpoint may carry credentials. (Query
+        // parameters are left: a signed URL logged on purpose must stay usable.)
         let redacted;
         let line = match std::str::from_utf8(buf) {
             Ok(text) if text.contains("://") => {
-                redacted = crispy_core::redact::redact_urls(text);
+                redacted = crispy_core::redact::redact_userinfo(text);
                 redacted.as_bytes()
             }
             _ => buf,

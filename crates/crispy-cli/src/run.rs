@@ -271,6 +271,27 @@ fn plan(args: &RunArgs) -> Result<Plan> {
     if let Some(t) = &transcode {
         t.validate().map_err(UsageError)?;
     }
+    if source.trim() == "lavfi:" {
+        return Err(UsageError(
+            "lavfi: needs a filter graph after the colon, e.g. \
+             lavfi:testsrc2=size=640x360:rate=25"
+                .to_owned(),
+        )
+        .into());
+    }
+    if !source.contains("://") {
+        // Camera options on a file or test pattern would be ignored: say so instead.
+        let camera_only = [
+            ("--username", args.username.is_some()),
+            ("--password-env", args.password_env.is_some()),
+        ];
+        if let Some((name, _)) = camera_only.iter().find(|(_, given)| *given) {
+            return Err(UsageError(format!(
+                "{name} applies to rtsp:// cameras only, not to {source}"
+            ))
+            .into());
+        }
+    }
     let job = if let Some(synthetic) = SyntheticConfig::parse(&source) {
         if transcode.is_some() {
             return Err(UsageError(

@@ -697,6 +697,33 @@ fn truncated_file_stores_complete_chunks_then_fails() {
     }
 }
 
+/// Options that would be ignored are refused, and an empty lavfi graph is named as such.
+#[test]
+fn camera_options_on_a_file_and_an_empty_graph_are_usage_errors() {
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let src = src.to_str().expect("utf8");
+    for (args, said) in [
+        (
+            vec!["--source", src, "--username", "admin"],
+            "--username applies to rtsp:// cameras only",
+        ),
+        (
+            vec!["--source", "testsrc", "--password-env", "PW"],
+            "--password-env applies to rtsp:// cameras only",
+        ),
+        (vec!["--source", "lavfi:"], "lavfi: needs a filter graph"),
+    ] {
+        let out = crispy()
+            .arg("run")
+            .args(&args)
+            .args(["--sink", "memory://"])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{args:?}: {}", stderr(&out));
+    }
+}
+
 /// An MPEG-TS recording that lost one 188-byte packet mid-file (a network hiccup while it was
 /// recorded): the damaged frame is kept as read, as `ffmpeg -c copy` keeps it, the file is
 /// read to its end, and the run then says what was damaged (exit 16). It used to stop at the
@@ -789,6 +816,33 @@ fn a_rerun_with_another_chunk_length_writes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Garbage where frames of an MP4 were (a damaged disk, a bad copy): FFmpeg hands such samples
+/// over unflagged, but their NAL unit lengths do not fit them. They are stored as read, every
+/// chunk is stored, and the run ends with exit 16 saying so (it used to succeed silently).
+#[test]
+fn garbage_inside_an_mp4_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let mut bytes = std::fs::read(&src).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 200_000].fill(0xff);
+    let damaged = dir.path().join("garbage.mp4");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let sink = dir.path().join("out");
+    let out = run(&damaged, &sink, &["--chunk", "3s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(16), "{err}");
+    assert!(
+        err.contains("garbage.mp4") && err.contains("all 4 chunk(s) were stored"),
+        "{err}"
+    );
+    let frames: u64 = manifests(&sink)
+        .iter()
+        .filter_map(|(_, m)| m["frame_count"].as_u64())
+        .sum();
+    assert_eq!(frames, 300);
 }
 
 /// A file without a creation time, run twice into one sink, in each mode: the second run

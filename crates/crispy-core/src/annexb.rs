@@ -1,4 +1,35 @@
-//! Annex B byte-stream helpers (H.264 / H.265), pure functions over byte slices.
+//! Annex B byte-stream helpers (H.264 / H.265), pure functions over byte slices, and the
+//! length-prefixed framing of MP4 samples.
+
+/// Whether the NAL units of `data`, framed as MP4 frames them (`avcC`/`hvcC`: each after its
+/// length in `size` bytes, 1, 2 or 4), fit it: no length runs past its end. A frame
+/// overwritten with garbage (a damaged disk, a bad copy) almost never does. Lenient where
+/// decoders are: empty units and a few trailing zero bytes pass.
+///
+/// ```
+/// use crispy_core::annexb::length_prefixed_fits;
+/// assert!(length_prefixed_fits(&[0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x06], 4));
+/// assert!(length_prefixed_fits(&[0, 0, 0, 1, 0x65, 0, 0, 0, 0, 0, 0], 4), "zero padding");
+/// assert!(!length_prefixed_fits(&[0, 0, 0, 9, 0x65, 1], 4), "runs past the end");
+/// assert!(!length_prefixed_fits(&[0xff; 16], 4));
+/// ```
+pub fn length_prefixed_fits(data: &[u8], size: usize) -> bool {
+    if !matches!(size, 1 | 2 | 4) {
+        return false;
+    }
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some((head, body)) = rest.split_at_checked(size) else {
+            return rest.iter().all(|b| *b == 0);
+        };
+        let len = head.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        if len > body.len() {
+            return false;
+        }
+        rest = &body[len..];
+    }
+    true
+}
 
 /// NAL units of an Annex B byte stream, without start codes or trailing zero bytes.
 pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -13,7 +13,25 @@ use std::borrow::Cow;
 /// assert_eq!(redact_urls("no urls here"), "no urls here");
 /// ```
 pub fn redact_urls(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") || !(text.contains('@') || text.contains('=')) {
+    redact(text, true)
+}
+
+/// Like [`redact_urls`] for the user-info part only (`scheme://user:pass@host`): query
+/// parameters are left as they are. For text that may carry URLs meant to be shared, such as
+/// signed URLs (whose `X-Amz-Signature` is the point), where credentials of a store endpoint
+/// must still never show.
+///
+/// ```
+/// use crispy_core::redact::redact_userinfo;
+/// assert_eq!(redact_userinfo("GET http://minio:s3cr3t@10.0.0.5:9000/b?X-Amz-Signature=ab"),
+///            "GET http://***@10.0.0.5:9000/b?X-Amz-Signature=ab");
+/// ```
+pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
+    redact(text, false)
+}
+
+fn redact<'a>(text: &'a str, queries: bool) -> Cow<'a, str> {
+    if !text.contains("://") || !(text.contains('@') || (queries && text.contains('='))) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -27,12 +45,19 @@ pub fn redact_urls(text: &str) -> Cow<'_, str> {
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '`')
             .unwrap_or(tail.len());
         let url = &tail[..end];
+        let rest_of_url = |u: &'a str| {
+            if queries {
+                redact_query(u)
+            } else {
+                Cow::Borrowed(u)
+            }
+        };
         match url.rfind('@') {
             Some(at) => {
                 out.push_str("***");
-                out.push_str(&redact_query(&url[at..]));
+                out.push_str(&rest_of_url(&url[at..]));
             }
-            None => out.push_str(&redact_query(url)),
+            None => out.push_str(&rest_of_url(url)),
         }
         rest = &tail[end..];
     }

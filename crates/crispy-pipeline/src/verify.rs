@@ -530,7 +530,11 @@ impl SourceWalk {
                         id,
                         ProblemKind::Reordered,
                         object,
-                        format!("sequence {} follows {}", m.sequence, p.sequence),
+                        if m.sequence == p.sequence {
+                            format!("sequence {} appears twice (also {})", m.sequence, p.object)
+                        } else {
+                            format!("sequence {} follows {}", m.sequence, p.sequence)
+                        },
                     );
                 }
                 if let Some(detail) = broken_chain {

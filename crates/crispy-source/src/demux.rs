@@ -70,6 +70,9 @@ pub(crate) struct Demuxer {
     pub(crate) first_corrupt: Option<u64>,
     /// The last video packet read was flagged corrupt.
     last_corrupt: bool,
+    /// H.264/H.265 samples framed with lengths of this many bytes (MP4 and the like), whose
+    /// framing is checked: FFmpeg does not look inside a sample.
+    nal_length_size: Option<usize>,
 }
 
 /// Corrupt packets logged one by one; the rest are counted.
@@ -131,6 +134,15 @@ impl Demuxer {
             duration: Some(stream.duration()).filter(|d| *d > 0),
             frame_count: u64::try_from(stream.frames()).ok().filter(|n| *n > 0),
         };
+        // `avcC`/`hvcC` extradata (configuration version 1) means length-prefixed samples; the
+        // length size is in its low two bits at byte 4 (`avcC`) or 21 (`hvcC`).
+        let x = &info.extradata;
+        let nal_length_size = match (&info.codec, x.first()) {
+            (Codec::H264, Some(1)) => x.get(4).map(|b| usize::from(b & 3) + 1),
+            (Codec::H265, Some(1)) => x.get(21).map(|b| usize::from(b & 3) + 1),
+            _ => None,
+        }
+        .filter(|n| *n != 3);
         Ok(Self {
             input,
             stream_index,
@@ -150,6 +162,7 @@ impl Demuxer {
             corrupt: 0,
             first_corrupt: None,
             last_corrupt: false,
+            nal_length_size,
         })
     }
 
@@ -218,15 +231,20 @@ impl Demuxer {
             // A damaged packet mid-stream (an MPEG-TS packet lost, two recordings joined) is
             // kept as read, as `ffmpeg -c copy` keeps it: the decoder conceals what it can,
             // and stopping would lose everything after it. It is counted and reported.
-            self.last_corrupt = packet.is_corrupt();
+            // A sample whose NAL lengths do not add up is damaged too (garbage where a frame
+            // was): FFmpeg hands it over unflagged.
+            let misframed = self.nal_length_size.is_some_and(|n| {
+                !crispy_core::annexb::length_prefixed_fits(packet.data().unwrap_or_default(), n)
+            });
+            self.last_corrupt = packet.is_corrupt() || misframed;
             if self.last_corrupt {
                 self.corrupt += 1;
                 self.first_corrupt.get_or_insert(self.video_read);
                 if self.corrupt <= CORRUPT_LOGGED {
                     tracing::warn!(
                         packet = self.video_read,
-                        "FFmpeg flagged a video packet as damaged (incomplete or corrupt): kept as \
-                         read, it may not decode cleanly{}",
+                        "a video packet is damaged (incomplete, or its NAL unit lengths do not fit \
+                         it): kept as read, it may not decode cleanly{}",
                         if self.corrupt == CORRUPT_LOGGED {
                             " (further ones are counted, not logged)"
                         } else {

@@ -91,8 +91,9 @@ pub enum SourceError {
         /// reports a packet's failure a few packets later.
         first: u64,
     },
-    /// Copy mode: FFmpeg flagged packets of a file as damaged (incomplete or corrupt, as
-    /// when an MPEG-TS packet is lost); they were stored as read and the file read to its end.
+    /// Copy mode: packets of a file are damaged (FFmpeg flagged them incomplete, as when an
+    /// MPEG-TS packet is lost, or their NAL unit lengths do not fit them, as where garbage
+    /// overwrote a frame); they were stored as read and the file read to its end.
     #[error(
         "source file {path:?} is damaged: {count} of its {packets} video packets are incomplete \
          or corrupt (the first is packet {first}); they were stored as read and may not decode \

@@ -63,7 +63,9 @@ impl RtspConfig {
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid("not a URL"));
         };
-        if !matches!(scheme, "rtsp" | "rtsps") {
+        // Schemes are case-insensitive (`RTSP://` from a camera's manual).
+        let scheme = scheme.to_ascii_lowercase();
+        if !matches!(scheme.as_str(), "rtsp" | "rtsps") {
             return Err(invalid("the scheme must be rtsp:// or rtsps://"));
         }
         // User info runs to the LAST '@': passwords may hold '/', '?', '#' or '@'.
@@ -82,6 +84,14 @@ impl RtspConfig {
         let (host, path) = after.split_at(host_end);
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("no valid host"));
+        }
+        // A port, if any, after the host (or after `]` of an IPv6 literal).
+        let port = match host.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').and_then(|(_, p)| p.strip_prefix(':')),
+            None => host.rsplit_once(':').map(|(_, p)| p),
+        };
+        if port.is_some_and(|p| !p.parse::<u16>().is_ok_and(|p| p > 0)) {
+            return Err(invalid("the port must be a number from 1 to 65535"));
         }
         Ok(Self {
             url: format!("{scheme}://{host}{path}"),
@@ -456,6 +466,30 @@ impl PacketSource for RtspSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_and_scheme_case() {
+        for bad in [
+            "rtsp://cam:99999/s",
+            "rtsp://cam:0/s",
+            "rtsp://cam:x/s",
+            "rtsp://cam:/s",
+            "rtsp://[::1]:70000/s",
+        ] {
+            let e = RtspConfig::parse(bad).expect_err(bad);
+            assert!(e.to_string().contains("port"), "{bad}: {e}");
+        }
+        for good in [
+            "rtsp://cam:554/s",
+            "rtsp://[::1]:8554/s",
+            "rtsp://[::1]/s",
+            "rtsp://cam",
+        ] {
+            assert!(RtspConfig::parse(good).is_ok(), "{good}");
+        }
+        let c = RtspConfig::parse("RTSP://cam:554/s").expect("upper case scheme");
+        assert_eq!(c.display_url(), "rtsp://cam:554/s");
+    }
 
     #[test]
     fn credentials_never_show() {
