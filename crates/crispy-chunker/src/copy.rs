@@ -29,6 +29,9 @@ pub struct CopyChunkerConfig {
     /// A chunk that starts between keyframes also carries the frames from the keyframe
     /// before its boundary, which its edit list hides (stored twice: once shown, once not).
     pub exact_cuts: bool,
+    /// The source's display matrix (a rotated picture, as phones record it), written into
+    /// each chunk's track header; `None` for a picture shown as it is coded.
+    pub display_matrix: Option<[i32; 9]>,
 }
 
 impl CopyChunkerConfig {
@@ -41,6 +44,7 @@ impl CopyChunkerConfig {
             cut_at_every_keyframe: false,
             align_offset_ms: None,
             exact_cuts: false,
+            display_matrix: None,
         }
     }
 }
@@ -269,6 +273,10 @@ impl CopyChunker {
             width: u16::try_from(self.info.width).map_err(|_| too_large("the width"))?,
             height: u16::try_from(self.info.height).map_err(|_| too_large("the height"))?,
             timescale: u32::try_from(tb.den).map_err(|_| too_large("the timescale"))?,
+            matrix: self
+                .config
+                .display_matrix
+                .unwrap_or(crate::mp4::IDENTITY_MATRIX),
         };
         let presented = u64::try_from(duration_ts.saturating_mul(scale)).unwrap_or(0);
         let payload = write_mp4(&track, &samples, presentation_start, presented)?;

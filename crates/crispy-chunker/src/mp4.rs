@@ -39,7 +39,13 @@ pub struct VideoTrack<'a> {
     pub height: u16,
     /// Ticks per second of all durations and offsets (track and movie timescale).
     pub timescale: u32,
+    /// The track header's transformation matrix (rotation): the source's display matrix,
+    /// else identity.
+    pub matrix: [i32; 9],
 }
+
+/// The identity transformation: a picture shown as it is coded.
+pub const IDENTITY_MATRIX: [i32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
 /// One frame, in decode order.
 #[derive(Debug, Clone)]
@@ -241,8 +247,6 @@ impl Put for Vec<u8> {
     }
 }
 
-const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
-
 fn ftyp(track: &VideoTrack<'_>) -> Vec<u8> {
     let mut o = Vec::with_capacity(32);
     boxed(&mut o, b"ftyp", |o| {
@@ -282,7 +286,7 @@ fn moov(
             o.u32(0x0001_0000); // rate 1.0
             o.u16(0x0100); // volume 1.0
             o.zeros(10);
-            MATRIX.iter().for_each(|m| o.u32(*m));
+            IDENTITY_MATRIX.iter().for_each(|m| o.u32(*m as u32));
             o.zeros(24);
             o.u32(2); // next_track_ID
         });
@@ -298,7 +302,7 @@ fn moov(
                 o.u16(0); // alternate_group
                 o.u16(0); // volume
                 o.u16(0);
-                MATRIX.iter().for_each(|m| o.u32(*m));
+                track.matrix.iter().for_each(|m| o.u32(*m as u32));
                 o.u32(u32::from(track.width) << 16);
                 o.u32(u32::from(track.height) << 16);
             });
@@ -458,6 +462,7 @@ mod tests {
             width: 320,
             height: 240,
             timescale: 90_000,
+            matrix: IDENTITY_MATRIX,
         }
     }
 

@@ -845,6 +845,51 @@ fn garbage_inside_an_mp4_is_reported() {
     assert_eq!(frames, 300);
 }
 
+/// A file recorded rotated (a phone held upright): the chunks keep its display matrix in
+/// both modes, so players turn them as they turn the file (they were stored sideways).
+#[test]
+fn a_rotated_recording_stays_rotated() {
+    let rotation = |path: &Path| {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["stream_side_data=rotation", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .expect("ffprobe runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let rotated = dir.path().join("upright.mp4");
+    ffmpeg(&[
+        "-i",
+        src.to_str().expect("utf8"),
+        "-c",
+        "copy",
+        "-metadata:s:v:0",
+        "rotate=90",
+        rotated.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let turned = rotation(&rotated);
+    assert!(!turned.is_empty(), "the fixture is rotated");
+    for mode in ["copy", "transcode"] {
+        let sink = dir.path().join(mode);
+        let out = run(&rotated, &sink, &["--chunk", "5s", "--mode", mode]);
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let chunks = files_with_ext(&sink, "mp4").expect("list");
+        assert_eq!(chunks.len(), 2, "{mode}");
+        for c in &chunks {
+            assert_eq!(rotation(c), turned, "{mode}: {}", c.display());
+        }
+    }
+    // A chunk of an unrotated file has no display matrix at all.
+    let plain = dir.path().join("plain");
+    assert!(run(&src, &plain, &["--chunk", "5s"]).status.success());
+    let chunks = files_with_ext(&plain, "mp4").expect("list");
+    assert_eq!(rotation(&chunks[0]), "");
+}
+
 /// A file without a creation time, run twice into one sink, in each mode: the second run
 /// finds every chunk already there (it wrote a second set under new names, which verify
 /// then reported as duplicate sequences).

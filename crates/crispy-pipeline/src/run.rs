@@ -595,6 +595,7 @@ async fn open_file(
     let mut config = CopyChunkerConfig::new(id.clone(), chunk);
     config.align_offset_ms = align_wall.then(|| grid_offset_ms(origin, chunk));
     config.exact_cuts = exact_cuts;
+    config.display_matrix = source.display_matrix();
     let chunker = CopyChunker::new(&info, config)?;
     Ok((source, chunker, Timeline::new(origin, clock)))
 }
@@ -642,6 +643,7 @@ async fn open_transcode(
     let mut chunker_config = CopyChunkerConfig::new(id.clone(), chunk);
     chunker_config.cut_at_every_keyframe = true;
     chunker_config.align_offset_ms = align_wall.then_some(0);
+    chunker_config.display_matrix = source.display_matrix();
     let chunker = CopyChunker::new(&info, chunker_config)?;
     Ok((source, chunker, Timeline::new(origin, clock)))
 }

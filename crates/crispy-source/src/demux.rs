@@ -73,10 +73,30 @@ pub(crate) struct Demuxer {
     /// H.264/H.265 samples framed with lengths of this many bytes (MP4 and the like), whose
     /// framing is checked: FFmpeg does not look inside a sample.
     nal_length_size: Option<usize>,
+    /// The stream's display matrix, when it is rotated.
+    pub(crate) display_matrix: Option<[i32; 9]>,
 }
 
 /// Corrupt packets logged one by one; the rest are counted.
 const CORRUPT_LOGGED: u64 = 10;
+
+/// The display matrix of `stream` (a rotated picture, as phones record it), unless it shows
+/// the picture as coded: nine 32-bit values, as FFmpeg and MP4's track header hold them.
+pub(crate) fn display_matrix(stream: &ffmpeg::format::stream::Stream<'_>) -> Option<[i32; 9]> {
+    const IDENTITY: [i32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
+    let side = stream
+        .side_data()
+        .find(|d| d.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)?;
+    let data = side.data();
+    if data.len() < 36 {
+        return None;
+    }
+    let mut m = [0i32; 9];
+    for (v, c) in m.iter_mut().zip(data.chunks_exact(4)) {
+        *v = i32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    (m != IDENTITY).then_some(m)
+}
 
 /// Most leading packets held while waiting for the stream's timing.
 const MAX_HELD: usize = 32;
@@ -99,6 +119,7 @@ impl Demuxer {
             }));
         };
         let stream_index = stream.index();
+        let rotation = display_matrix(&stream);
         let params = stream.parameters();
         let raw = ffi::raw_params(&params);
         let tb = stream.time_base();
@@ -163,6 +184,7 @@ impl Demuxer {
             first_corrupt: None,
             last_corrupt: false,
             nal_length_size,
+            display_matrix: rotation,
         })
     }
 

@@ -114,6 +114,12 @@ impl FileSource {
         &self.path
     }
 
+    /// The video stream's display matrix when the picture is to be shown rotated (phones
+    /// record portrait video this way); `None` when it is shown as coded.
+    pub fn display_matrix(&self) -> Option<[i32; 9]> {
+        self.demuxer.display_matrix
+    }
+
     /// The container's `creation_time` tag, verbatim, when present.
     pub fn creation_time(&self) -> Option<&str> {
         self.creation_time.as_deref()

@@ -166,6 +166,7 @@ pub struct TranscodeSource {
     /// The first packet the decoder refused, counting from 1 (a frame-threaded decoder
     /// reports a failure a few packets late).
     first_skipped: Option<u64>,
+    display_matrix: Option<[i32; 9]>,
 }
 
 /// Undecodable packets logged one by one; the rest are only counted (the run's error at the
@@ -218,6 +219,7 @@ impl TranscodeSource {
             .best(ffmpeg::media::Type::Video)
             .ok_or_else(|| bad("no video stream".to_owned()))?;
         let stream_index = stream.index();
+        let display_matrix = crate::demux::display_matrix(&stream);
         let tb = stream.time_base();
         let in_tb = Rational::new(tb.numerator(), tb.denominator());
         let rate = [stream.avg_frame_rate(), stream.rate()]
@@ -241,6 +243,7 @@ impl TranscodeSource {
             flushed: false,
             frames_in: 0,
             first_skipped: None,
+            display_matrix,
         };
         while source.stage.info().is_none() && !source.flushed {
             source.step()?;
@@ -250,6 +253,12 @@ impl TranscodeSource {
             None => return Err(source.fail("no frame could be decoded")),
         }
         Ok(source)
+    }
+
+    /// The source's display matrix when its picture is to be shown rotated: decoding and
+    /// re-encoding keep the picture as coded, so the chunks carry the same matrix.
+    pub fn display_matrix(&self) -> Option<[i32; 9]> {
+        self.display_matrix
     }
 
     fn fail(&self, reason: impl Into<String>) -> SourceError {
