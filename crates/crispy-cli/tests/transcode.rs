@@ -438,3 +438,52 @@ fn undecodable_packets_are_reported_after_every_chunk_is_stored() {
         String::from_utf8_lossy(&clean.stderr)
     );
 }
+
+/// Non-square pixels (PAL 16:9: 720x576 with 64:45 pixels) keep the picture's shape through
+/// transcoding and scaling; it used to come out squashed to 5:4.
+#[test]
+fn non_square_pixels_keep_the_picture_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("pal.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=720x576:rate=25:duration=2",
+        "-vf",
+        "setsar=64/45",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        src.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg makes the clip");
+    let shape = |path: &Path| {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["stream=width,height,sample_aspect_ratio", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .expect("ffprobe runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(shape(&src), "720,576,64:45");
+    for (extra, expected) in [
+        (vec![], "720,576,64:45"),
+        (vec!["--max-height", "288"], "360,288,64:45"),
+    ] {
+        let sink = dir.path().join(format!("out{}", extra.len()));
+        let mut args = vec!["--chunk", "1s"];
+        args.extend(extra.iter().copied());
+        let out = run(&src, &sink, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for chunk in files_with_ext(&sink, "mp4").expect("list") {
+            assert_eq!(shape(&chunk), expected, "{extra:?}");
+        }
+    }
+}

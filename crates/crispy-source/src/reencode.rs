@@ -61,6 +61,27 @@ pub(crate) struct Reencoder {
     pub(crate) packets_skipped: u64,
 }
 
+/// The pixel aspect ratio that shows `output` (width, height) with the display shape `input`
+/// has with pixels of `sar`; `None` for square or unknown pixels that stay square.
+fn output_sar(sar: (i32, i32), input: (u32, u32), output: (u32, u32)) -> Option<(i32, i32)> {
+    let (sn, sd) = (i128::from(sar.0), i128::from(sar.1));
+    if sn <= 0 || sd <= 0 {
+        return None;
+    }
+    let mut num = sn * i128::from(input.0) * i128::from(output.1);
+    let mut den = sd * i128::from(output.0) * i128::from(input.1);
+    if num == 0 || den == 0 {
+        return None;
+    }
+    let g = gcd(num, den);
+    (num, den) = (num / g, den / g);
+    (num != den).then(|| Some((i32::try_from(num).ok()?, i32::try_from(den).ok()?)))?
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 impl Reencoder {
     /// A stage decoding the stream described by `params` (time base `in_tb`).
     pub(crate) fn new(
@@ -163,8 +184,9 @@ impl Reencoder {
         Ok(())
     }
 
-    /// Opens libx264 for frames of `in_w`x`in_h`.
-    fn open_encoder(&mut self, in_w: u32, in_h: u32) -> Result<(), ReencodeError> {
+    /// Opens libx264 for frames of `in_w`x`in_h` whose pixels have the aspect ratio `sar`
+    /// (`0/1` when unknown).
+    fn open_encoder(&mut self, in_w: u32, in_h: u32, sar: (i32, i32)) -> Result<(), ReencodeError> {
         let (out_w, out_h) = self.config.output_size(in_w, in_h);
         let rate = self
             .config
@@ -181,6 +203,11 @@ impl Reencoder {
             .map_err(|e| ReencodeError(format!("encoder: {e}")))?;
         enc.set_width(out_w);
         enc.set_height(out_h);
+        // Non-square pixels (PAL/NTSC SD, anamorphic): keep the picture's shape through the
+        // scaling, or it is shown squashed.
+        if let Some((num, den)) = output_sar(sar, (in_w, in_h), (out_w, out_h)) {
+            enc.set_aspect_ratio(ffmpeg::Rational::new(num, den));
+        }
         enc.set_format(Pixel::YUV420P);
         enc.set_time_base(ffmpeg::Rational::new(OUT_TB.num, OUT_TB.den));
         enc.set_frame_rate(Some(rate));
@@ -295,7 +322,12 @@ impl Reencoder {
             return self.check_backward(pts);
         }
         if self.encoder.is_none() {
-            self.open_encoder(frame.width(), frame.height())?;
+            let sar = frame.aspect_ratio();
+            self.open_encoder(
+                frame.width(),
+                frame.height(),
+                (sar.numerator(), sar.denominator()),
+            )?;
         }
         self.fit_scaler(frame)?;
         let boundary = match self.next_boundary {
@@ -387,5 +419,20 @@ mod tests {
         assert_eq!(rescale(512, Rational::new(1, 15360), OUT_TB), 3000);
         assert_eq!(rescale(1, Rational::new(1, 25), OUT_TB), 3600);
         assert_eq!(rescale(-512, Rational::new(1, 15360), OUT_TB), -3000);
+    }
+
+    #[test]
+    fn pixel_shapes_survive_scaling() {
+        // PAL 16:9: 720x576 with 64:45 pixels.
+        let pal = (64, 45);
+        assert_eq!(output_sar(pal, (720, 576), (720, 576)), Some((64, 45)));
+        assert_eq!(output_sar(pal, (720, 576), (360, 288)), Some((64, 45)));
+        // Scaled to square pixels of the same shape: nothing to say.
+        assert_eq!(output_sar(pal, (720, 576), (1024, 576)), None);
+        assert_eq!(output_sar(pal, (720, 576), (1280, 720)), None);
+        // Square pixels stretched by --scale keep the picture's shape.
+        assert_eq!(output_sar((1, 1), (1920, 1080), (1280, 1080)), Some((3, 2)));
+        assert_eq!(output_sar((0, 1), (720, 576), (360, 288)), None, "unknown");
+        assert_eq!(output_sar((1, 1), (640, 360), (640, 360)), None);
     }
 }
