@@ -205,7 +205,17 @@ impl CopyChunker {
         let start_pts = shown_from
             .or_else(|| pending.iter().filter(|p| !p.discard).map(|p| p.pts).min())
             .unwrap_or(min_pts);
-        let shown = |pts: i64| pts >= start_pts && shown_until.is_none_or(|end| pts < end);
+        // Frames the source's edit list hides after its end (a file trimmed at its end) stay
+        // hidden too: nothing is shown past the last frame not discarded.
+        let last_kept = pending.iter().filter(|p| !p.discard).map(|p| p.pts).max();
+        // A boundary at or before the start (hostile timestamps) shows to the end instead of
+        // nothing.
+        let shown_until = shown_until.filter(|end| *end > start_pts);
+        let shown = |pts: i64| {
+            pts >= start_pts
+                && shown_until.is_none_or(|end| pts < end)
+                && last_kept.is_none_or(|last| pts <= last)
+        };
         let mut samples = Vec::with_capacity(pending.len());
         // The decode times' span: the media's duration.
         let mut total: i64 = 0;
@@ -221,7 +231,9 @@ impl CopyChunker {
             }
             .max(0);
             last_delta = delta;
-            shown_end = shown_end.max(p.pts.saturating_add(delta));
+            if last_kept.is_none_or(|last| p.pts <= last) {
+                shown_end = shown_end.max(p.pts.saturating_add(delta));
+            }
             total = total.saturating_add(delta);
             samples.push(Sample {
                 data: p.data.clone(),
@@ -246,6 +258,9 @@ impl CopyChunker {
             Some(end) => end.saturating_sub(start_pts).max(0),
             // To the end of the frame shown last: with B-frames and uneven frame times that
             // may be later than the decode times add up to.
+            None if last_kept.is_some_and(|last| pending.iter().any(|p| p.pts > last)) => {
+                shown_end.saturating_sub(start_pts).max(0)
+            }
             None => min_pts
                 .saturating_add(total)
                 .max(shown_end)
@@ -353,7 +368,32 @@ impl CopyChunker {
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
+        if self.config.exact_cuts {
+            self.anchor_exact(&keyframe);
+        }
         self.hold(keyframe);
+    }
+
+    /// Exact cuts: until the first cut, the first frame shown anchors the boundaries (with
+    /// B-frames it may come a few frames after the first one decoded).
+    fn anchor_exact(&mut self, packet: &EncodedPacket) {
+        if !packet.discard
+            && self.shown_from.is_none()
+            && self.anchor.is_none_or(|a| packet.pts < a)
+        {
+            let first_line = match self.config.align_offset_ms {
+                Some(ms) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
+                _ => self.target_ticks,
+            };
+            let boundary = packet.pts.saturating_add(first_line.max(1));
+            self.anchor = Some(packet.pts);
+            self.grid_next = Some(boundary);
+            self.next_start = (self.pending.iter())
+                .filter(|p| !p.discard)
+                .map(|p| p.pts)
+                .filter(|pts| *pts >= boundary)
+                .min();
+        }
     }
 
     fn warn_open_gop(&mut self, packet: &EncodedPacket) {
@@ -366,8 +406,9 @@ impl CopyChunker {
             tracing::warn!(
                 source = %self.config.source_id,
                 "open-GOP stream: frames that follow a keyframe but are shown before it \
-                 cannot be decoded from their chunk alone; configure the camera for closed \
-                 GOPs or use --mode transcode"
+                 cannot be decoded from their chunk alone, so chunks hide them (a few frames \
+                 at each chunk start are not shown); configure the camera for closed GOPs or \
+                 use --mode transcode"
             );
         }
     }
@@ -377,25 +418,11 @@ impl CopyChunker {
     /// grid lines); a chunk is shown from the first frame at or after its boundary to the
     /// first frame at or after the next one.
     fn push_exact(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
-        // Until the first cut, the first frame shown anchors the boundaries: with B-frames it
-        // may come a few frames after the first one decoded.
-        if !packet.discard
-            && self.shown_from.is_none()
-            && self.anchor.is_none_or(|a| packet.pts < a)
-        {
-            let first_line = match self.config.align_offset_ms {
-                Some(ms) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
-                _ => self.target_ticks,
-            };
-            let boundary = packet.pts.saturating_add(first_line.max(1));
-            self.anchor = Some(packet.pts);
-            self.grid_next = Some(boundary);
-            self.next_start = (self.pending.iter().map(|p| p.pts))
-                .filter(|pts| *pts >= boundary)
-                .min();
-        }
+        self.anchor_exact(&packet);
+        // (A frame the source's edit list hides never starts a chunk.)
         if let Some(boundary) = self.grid_next
             && packet.pts >= boundary
+            && !packet.discard
         {
             self.next_start = Some(self.next_start.map_or(packet.pts, |s| s.min(packet.pts)));
         }
@@ -439,13 +466,12 @@ impl CopyChunker {
         let target = self.target_ticks.max(1);
         let mut boundary = self.grid_next.unwrap_or(start);
         if boundary <= start {
-            boundary =
-                boundary.saturating_add(((start - boundary) / target + 1).saturating_mul(target));
+            let steps = start.saturating_sub(boundary) / target + 1;
+            boundary = boundary.saturating_add(steps.saturating_mul(target));
         }
         self.grid_next = Some(boundary);
-        self.next_start = self
-            .pending
-            .iter()
+        self.next_start = (self.pending.iter())
+            .filter(|p| !p.discard)
             .map(|p| p.pts)
             .filter(|pts| *pts >= boundary)
             .min();
@@ -548,7 +574,12 @@ impl Chunker for CopyChunker {
             }
         }
         let chunk = if closes {
-            Some(self.close(Some((packet.dts, packet.pts)))?)
+            let closed = self.close(Some((packet.dts, packet.pts)))?;
+            // The next chunk is shown from its keyframe on, where this one ends. Frames after
+            // it that are shown before it (an open GOP's leading pictures) need the previous
+            // GOP to decode: hidden rather than shown broken, or the chunks would overlap.
+            self.shown_from = Some(packet.pts);
+            Some(closed)
         } else {
             None
         };
@@ -718,6 +749,41 @@ mod tests {
             next += duration;
         }
         assert_eq!(next, n * tick, "every frame shown once");
+    }
+
+    #[test]
+    fn exact_cuts_count_again_from_the_first_frame_after_a_reset() {
+        let mut c = exact("1s");
+        let mut out = Vec::new();
+        for i in 0..30 {
+            out.extend(c.push(packet(i * 3600, i % 50 == 0)).expect("push"));
+        }
+        // The encoder restarts: timestamps from 0 again, a keyframe every 2 s.
+        for i in 0..60 {
+            out.extend(c.push(packet(i * 3600, i % 50 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let facts: Vec<_> = out
+            .iter()
+            .map(|c| {
+                (
+                    c.metadata.start_pts,
+                    c.metadata.duration_ts,
+                    c.metadata.frame_count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            facts,
+            [
+                (0, 90_000, 25),
+                (90_000, 18_000, 5),
+                (0, 90_000, 25),
+                (90_000, 90_000, 25),
+                (180_000, 36_000, 10),
+            ]
+        );
+        assert!(out[2].metadata.discontinuity);
     }
 
     #[test]

@@ -418,6 +418,51 @@ fn b_frames_with_uneven_frame_times_join_up() {
     }
 }
 
+/// An open-GOP stream (x264 `open-gop`, x265's default): each chunk hides the pictures after
+/// its keyframe that are shown before it (they need the previous GOP), so chunks neither
+/// overlap nor leave gaps, count what they show, and verify passes.
+#[test]
+fn open_gop_chunks_join_up_and_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("open.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=30:duration=6",
+        "-c:v",
+        "libx264",
+        "-x264-params",
+        "open-gop=1:keyint=30:min-keyint=30:scenecut=0:bframes=3",
+        src.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg makes the clip");
+    let sink = dir.path().join("out");
+    let out = run(&src, &sink, &["--chunk", "2s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    assert!(ms.len() >= 2);
+    for pair in ms.windows(2) {
+        let (a, b) = (&pair[0].1, &pair[1].1);
+        assert_eq!(a["end_time"], b["start_time"], "{a} then {b}");
+    }
+    for (_, m) in &ms {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        let shown = crispy_testkit::decoded_frames(&chunk).expect("ffprobe");
+        assert_eq!(Some(shown), m["frame_count"].as_u64(), "{m}");
+    }
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn exact_cuts_of_hevc() {
     // GOP 50 (2 s at 25 fps): 1 s chunks.

@@ -4,7 +4,7 @@
 /// Whether the NAL units of `data`, framed as MP4 frames them (`avcC`/`hvcC`: each after its
 /// length in `size` bytes, 1, 2 or 4), fit it: no length runs past its end. A frame
 /// overwritten with garbage (a damaged disk, a bad copy) almost never does. Lenient where
-/// decoders are: empty units and a few trailing zero bytes pass.
+/// FFmpeg's decoders are: empty units pass, and so do trailing bytes too few for a length.
 ///
 /// ```
 /// use crispy_core::annexb::length_prefixed_fits;
@@ -20,7 +20,7 @@ pub fn length_prefixed_fits(data: &[u8], size: usize) -> bool {
     let mut rest = data;
     while !rest.is_empty() {
         let Some((head, body)) = rest.split_at_checked(size) else {
-            return rest.iter().all(|b| *b == 0);
+            return true;
         };
         let len = head.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
         if len > body.len() {

@@ -87,10 +87,7 @@ const PAIR_ENDS: [char; 6] = ['?', '&', ';', '#', ',', '@'];
 /// assert_eq!(redact_query("rtsp://cam/s?channel=1"), "rtsp://cam/s?channel=1");
 /// ```
 pub fn redact_query(url: &str) -> Cow<'_, str> {
-    let secret = |name: &str| {
-        let name = percent_decoded_lowercase(name);
-        SECRET_PARAMS.iter().any(|s| name.contains(s))
-    };
+    let secret = is_secret_name;
     let is_secret_pair = |piece: &str| piece.split_once('=').is_some_and(|(name, _)| secret(name));
     if !url.split(PAIR_ENDS).any(is_secret_pair) {
         return Cow::Borrowed(url);
@@ -109,6 +106,20 @@ pub fn redact_query(url: &str) -> Cow<'_, str> {
         out.push_str(&piece[pair.len()..]);
     }
     Cow::Owned(out)
+}
+
+/// Whether a `name=value` pair with this name holds a secret (`password`, `pwd`, `pw`,
+/// `token`, `sig`, `key`, `auth`, `secret` anywhere in it; ASCII case and `%XX` escapes
+/// ignored).
+///
+/// ```
+/// use crispy_core::redact::is_secret_name;
+/// assert!(is_secret_name("Password") && is_secret_name("access_token"));
+/// assert!(!is_secret_name("channel"));
+/// ```
+pub fn is_secret_name(name: &str) -> bool {
+    let name = percent_decoded_lowercase(name);
+    SECRET_PARAMS.iter().any(|s| name.contains(s))
 }
 
 /// `name` with `%XX` escapes decoded (invalid ones kept as written), ASCII-lowercased.

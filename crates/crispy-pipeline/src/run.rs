@@ -433,7 +433,12 @@ where
                         // in flight stop too (each is create-only and whole, or absent; a
                         // spooled chunk stays in the spool).
                         uploads.abort_all();
-                        while uploads.join_next().await.is_some() {}
+                        while let Some(done) = uploads.join_next().await {
+                            // Those that finished first are stored: count them.
+                            if let Ok((_, Ok(report))) = done {
+                                let _ = account(Ok(Ok(report)), &mut summaries, &mut latencies);
+                            }
+                        }
                         in_flight_bytes = 0;
                     }
                     failure.get_or_insert(e);

@@ -96,8 +96,8 @@ pub enum SourceError {
     /// overwrote a frame); they were stored as read and the file read to its end.
     #[error(
         "source file {path:?} is damaged: {count} of its {packets} video packets are incomplete \
-         or corrupt (the first is packet {first}); they were stored as read and may not decode \
-         cleanly"
+         or corrupt (the first is packet {first}); they were kept as read, and their frames may \
+         not show cleanly"
     )]
     CorruptPackets {
         /// The path as given.

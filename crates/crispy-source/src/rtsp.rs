@@ -53,6 +53,41 @@ impl std::fmt::Debug for RtspConfig {
     }
 }
 
+/// `path` with the values of secret-looking `name=value` pairs replaced by `***`. A name
+/// runs back to the previous `/`, `&`, `;` or `_`; a value runs to the next `/`, `&` or `;`,
+/// or to a `_` that starts another `name=` (`user=admin_password=x_channel=1`).
+fn blank_secret_values(path: &str) -> String {
+    const NAME_START: [char; 4] = ['/', '&', ';', '_'];
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(eq) = rest.find('=') {
+        let (before, after) = rest.split_at(eq);
+        let value = &after[1..];
+        let name = &before[before.rfind(NAME_START).map_or(0, |i| i + 1)..];
+        // The value ends at a separator, or at `_` followed by letters and digits and `=`.
+        let end = value
+            .char_indices()
+            .find(|&(i, c)| {
+                matches!(c, '/' | '&' | ';')
+                    || (c == '_'
+                        && value[i + 1..].split_once('=').is_some_and(|(n, _)| {
+                            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric())
+                        }))
+            })
+            .map_or(value.len(), |(i, _)| i);
+        out.push_str(before);
+        out.push('=');
+        if crispy_core::redact::is_secret_name(name) {
+            out.push_str("***");
+        } else {
+            out.push_str(&value[..end]);
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl RtspConfig {
     /// Parses an `rtsp://` or `rtsps://` URL; user info in it becomes the credentials.
     pub fn parse(url: &str) -> Result<Self, SourceError> {
@@ -138,13 +173,14 @@ impl RtspConfig {
 
     /// Host and path without query or fragment, for deriving a default source id; the values
     /// of secret-looking `name=value` pairs in the path (`/user=admin&password=x&channel=1`,
-    /// `/live;password=x`, as some recorders take credentials) become `***`.
-    pub fn host_and_path(&self) -> std::borrow::Cow<'_, str> {
+    /// `/live;password=x`, `/user=admin_password=x_channel=1`, as some recorders take
+    /// credentials) become `***`.
+    pub fn host_and_path(&self) -> String {
         let rest = self
             .url
             .split_once("://")
             .map_or(self.url.as_str(), |(_, r)| r);
-        crispy_core::redact::redact_query(rest.split(['?', '#']).next().unwrap_or(rest))
+        blank_secret_values(rest.split(['?', '#']).next().unwrap_or(rest))
     }
 
     /// Why the URL's host cannot be reached by name, if it cannot: FFmpeg reports a failed
@@ -527,6 +563,16 @@ mod tests {
                 "cam/secure;password=***",
             ),
             ("rtsp://cam/s?pw=x#frag", "cam/s"),
+            (
+                "rtsp://nvr/user=admin_password=my_pa55_channel=1_stream=0.sdp",
+                "nvr/user=admin_password=***_channel=1_stream=0.sdp",
+            ),
+            // Names, not hosts or paths, are judged: no secret in these.
+            ("rtsp://keycam/channel=1", "keycam/channel=1"),
+            (
+                "rtsp://design-cam/live/channel=2",
+                "design-cam/live/channel=2",
+            ),
         ] {
             let c = RtspConfig::parse(url).expect("valid");
             assert_eq!(c.host_and_path(), path, "{url}");

@@ -167,6 +167,9 @@ pub struct TranscodeSource {
     /// reports a failure a few packets late).
     first_skipped: Option<u64>,
     display_matrix: Option<[i32; 9]>,
+    /// Packets FFmpeg flagged as damaged mid-file (decoded as well as they go), the first
+    /// of them, and whether the last packet read was one.
+    corrupt: (u64, Option<u64>, bool),
 }
 
 /// Undecodable packets logged one by one; the rest are only counted (the run's error at the
@@ -244,6 +247,7 @@ impl TranscodeSource {
             frames_in: 0,
             first_skipped: None,
             display_matrix,
+            corrupt: (0, None, false),
         };
         while source.stage.info().is_none() && !source.flushed {
             source.step()?;
@@ -279,12 +283,15 @@ impl TranscodeSource {
         let mut packet = ffmpeg::Packet::empty();
         match packet.read(&mut self.input) {
             Ok(()) if packet.stream() == self.stream_index => {
-                // A packet the demuxer could not read whole (a truncated file): the same
-                // failure as in copy mode, not a quietly shorter last chunk.
-                if packet.is_corrupt() {
-                    return Err(self.fail(crate::demux::ReadError::Corrupt.describe()));
-                }
                 self.frames_in += 1;
+                // A packet the demuxer could not read whole: mid-file (a lost MPEG-TS packet)
+                // it is decoded as well as it goes and the file read on, as in copy mode; at
+                // the very end (a truncated file) it ends the run, below.
+                self.corrupt.2 = packet.is_corrupt();
+                if self.corrupt.2 {
+                    self.corrupt.0 += 1;
+                    self.corrupt.1.get_or_insert(self.frames_in);
+                }
                 let skipped = self.stage.packets_skipped;
                 self.stage.push(&packet).map_err(|e| self.fail(e.0))?;
                 let now = self.stage.packets_skipped;
@@ -305,6 +312,10 @@ impl TranscodeSource {
                 }
             }
             Ok(()) => {}
+            Err(ffmpeg::Error::Eof) if self.corrupt.2 => {
+                // Not a quietly shorter last chunk: the same failure as in copy mode.
+                return Err(self.fail(crate::demux::ReadError::Corrupt.describe()));
+            }
             Err(ffmpeg::Error::Eof) => self.input_done = true,
             Err(e) => return Err(self.fail(e.to_string())),
         }
@@ -332,7 +343,15 @@ impl PacketSource for TranscodeSource {
     }
 
     fn damage_at_end(&mut self) -> Option<SourceError> {
-        let first = self.first_skipped?;
+        let Some(first) = self.first_skipped else {
+            let (count, first, _) = self.corrupt;
+            return first.map(|first| SourceError::CorruptPackets {
+                path: self.path.clone(),
+                packets: self.frames_in,
+                count,
+                first,
+            });
+        };
         Some(SourceError::Undecodable {
             path: self.path.clone(),
             packets: self.frames_in,
