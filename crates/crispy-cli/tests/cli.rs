@@ -32,6 +32,21 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `crispy verify --allow-unsigned` on the directory `dir` passes; `what` names the case.
+fn assert_verifies(dir: &Path, what: &str) {
+    let out = crispy()
+        .args(["verify", "--allow-unsigned"])
+        .arg(format!("file://{}", dir.display()))
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
 fn manifests(dir: &Path) -> Vec<(PathBuf, Value)> {
     let mut all: Vec<(PathBuf, Value)> = files_with_ext(dir, "json")
         .expect("list")
@@ -135,17 +150,7 @@ fn check_run(fixture: Fixture, chunk: &str) {
     );
     assert_eq!(probe["mp4"]["sps"]["width"], first["width"], "{probe}");
     assert_eq!(probe["mp4"]["sps"]["height"], first["height"], "{probe}");
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", dir.path().display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{fixture:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    assert_verifies(dir.path(), &format!("{fixture:?}"));
 }
 
 fn sha256sum_of(bytes: &[u8]) -> String {
@@ -262,17 +267,7 @@ fn a_trimmed_file_is_chunked_as_it_is_shown() {
     assert_eq!(ms[0].1["start_pts"], 0, "presentation starts at the cut");
 
     // crispy's own readings agree: verify (the `mp4` crate) and probe.
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", sink.display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    assert_verifies(&sink, "");
     let out = crispy()
         .args(["probe", "--json"])
         .arg(&trimmed)
@@ -328,17 +323,7 @@ fn exact_cuts(fixture: Fixture, chunk: &str, chunk_ms: u64) {
         lead_ins > 0,
         "{fixture:?}: some chunks start between keyframes"
     );
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", sink.display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    assert_verifies(&sink, "");
 }
 
 #[test]
@@ -405,16 +390,7 @@ fn b_frames_with_uneven_frame_times_join_up() {
             );
         }
         assert_eq!(shown, shown_frame_md5s(&vfr), "{cut}: every frame once");
-        let out = crispy()
-            .args(["verify", "--allow-unsigned"])
-            .arg(format!("file://{}", sink.display()))
-            .output()
-            .expect("verify");
-        assert!(
-            out.status.success(),
-            "{cut}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_verifies(&sink, cut);
     }
 }
 
@@ -451,16 +427,7 @@ fn open_gop_chunks_join_up_and_verify() {
         let shown = crispy_testkit::decoded_frames(&chunk).expect("ffprobe");
         assert_eq!(Some(shown), m["frame_count"].as_u64(), "{m}");
     }
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", sink.display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&sink, "");
 }
 
 #[test]
@@ -816,16 +783,7 @@ fn a_damaged_packet_mid_file_loses_nothing_after_it() {
         frames, packets,
         "every packet read is stored, the damaged one too"
     );
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", sink.display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&sink, "");
 }
 
 /// The same file run again into the same sink with another `--chunk`: its first chunk
@@ -851,16 +809,7 @@ fn a_rerun_with_another_chunk_length_writes_nothing() {
     let after = files_with_ext(&sink, "mp4").expect("list").len()
         + files_with_ext(&sink, "json").expect("list").len();
     assert_eq!(after, before, "nothing of the other cut: {err}");
-    let out = crispy()
-        .args(["verify", "--allow-unsigned"])
-        .arg(format!("file://{}", sink.display()))
-        .output()
-        .expect("verify");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_verifies(&sink, "");
 }
 
 /// Garbage where frames of an MP4 were (a damaged disk, a bad copy): FFmpeg hands such samples
