@@ -786,16 +786,23 @@ mod tests {
         assert!(out[2].metadata.discontinuity);
     }
 
-    #[test]
-    fn exact_cuts_start_at_a_trimmed_files_first_frame_shown() {
-        let mut c = exact("1s");
+    /// Feeds `frames` 25 fps frames with a keyframe every `gop`, the first 10 hidden by the
+    /// source's edit list (a trimmed file's lead-in), then finishes.
+    fn feed_trimmed(c: &mut CopyChunker, frames: i64, gop: i64) -> Vec<Chunk> {
         let mut out = Vec::new();
-        for i in 0..60 {
-            let mut p = packet(i * 3600, i % 50 == 0);
+        for i in 0..frames {
+            let mut p = packet(i * 3600, i % gop == 0);
             p.discard = i < 10;
             out.extend(c.push(p).expect("push"));
         }
         out.extend(c.finish().expect("finish"));
+        out
+    }
+
+    #[test]
+    fn exact_cuts_start_at_a_trimmed_files_first_frame_shown() {
+        let mut c = exact("1s");
+        let out = feed_trimmed(&mut c, 60, 50);
         assert_eq!(
             exact_facts(&out),
             [
@@ -810,13 +817,7 @@ mod tests {
     fn a_trimmed_files_lead_in_is_hidden_and_not_counted() {
         // Keyframes every 25 frames (1 s); the source's edit list starts at frame 10.
         let mut c = chunker("1s");
-        let mut out = Vec::new();
-        for i in 0..100 {
-            let mut p = packet(i * 3600, i % 25 == 0);
-            p.discard = i < 10;
-            out.extend(c.push(p).expect("push"));
-        }
-        out.extend(c.finish().expect("finish"));
+        let out = feed_trimmed(&mut c, 100, 25);
         let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
         // The first chunk runs 1 s from its first frame shown: to the keyframe at frame 50.
         let facts: Vec<_> = m
