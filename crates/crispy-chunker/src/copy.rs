@@ -346,6 +346,7 @@ impl CopyChunker {
             aligned: self.config.align_offset_ms.is_some(),
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             gap_ms: None,
+            run_end: None,
             dropped_sequences: Vec::new(),
             bytes: payload.len() as u64,
             sha256: String::new(),

@@ -77,7 +77,7 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
         };
         writeln!(
             out,
-            "{}: {} chunks, sequence {}..{}, {} .. {}, {signed}{}, {} discontinuities, {} problems",
+            "{}: {} chunks, sequence {}..{}, {} .. {}, {signed}{}, {} discontinuities{}, {} problems",
             s.source_id,
             s.chunks,
             s.sequences.0,
@@ -92,6 +92,10 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
                 String::new()
             },
             s.discontinuities,
+            match s.run_end {
+                Some(end) => format!(", run ended ({end})"),
+                None => String::new(),
+            },
             s.problems
         )?;
     }

@@ -313,6 +313,17 @@ fn server_restart_flushes_the_chunk_and_continues_with_a_discontinuity() {
         "the chunk in progress was uploaded partial: {before}"
     );
     assert!(before["frame_count"].as_u64().expect("frames") > 0);
+    // A dropped connection does not end the run; the shutdown does, on the last chunk.
+    let ends: Vec<&Value> = ms.iter().map(|m| &m["run_end"]).collect();
+    assert_eq!(
+        ends.last().copied(),
+        Some(&Value::from("stopped")),
+        "{ms:#?}"
+    );
+    assert!(
+        ends[..ends.len() - 1].iter().all(|e| e.is_null()),
+        "{ends:?}"
+    );
 }
 
 #[test]

@@ -587,6 +587,11 @@ fn an_unusable_key_is_a_clear_error_before_anything_runs() {
 
 /// Runs a paced synthetic live source for `secs`, then SIGTERM.
 fn live_run(sink: &Path, key: &Path, secs: u64) {
+    live_run_with(sink, Some(key), secs)
+}
+
+/// [`live_run`], unsigned without a key.
+fn live_run_with(sink: &Path, key: Option<&Path>, secs: u64) {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"))
         .args([
             "-q",
@@ -599,9 +604,12 @@ fn live_run(sink: &Path, key: &Path, secs: u64) {
             "1s",
             "--sink",
             &sink_url(sink),
-            "--signing-key",
         ])
-        .arg(key)
+        .args(
+            key.map(|k| [std::ffi::OsStr::new("--signing-key"), k.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .env_remove("CRISPY_SIGNING_KEY")
         .stdin(std::process::Stdio::null())
         .spawn()
@@ -641,6 +649,141 @@ fn a_restarted_live_source_continues_its_chain_across_a_key_rotation() {
     // Only one key trusted: the other run's manifests are reported.
     let (code, _) = verify(&sink, &["--public-key", p1], &[]);
     assert_eq!(code, Some(30));
+    // Each run's last chunk says it was stopped.
+    let ends = run_ends(&sink);
+    let stopped: Vec<usize> = (0..ends.len()).filter(|&i| ends[i] == "stopped").collect();
+    assert_eq!(stopped, [first - 1, ends.len() - 1], "{ends:?}");
+    assert_eq!(report["sources"][0]["run_end"], "stopped", "{report}");
+    // A live source's last chunks deleted: nothing tells them from a camera still recording.
+    let files = chunks(&sink);
+    let last = files.last().expect("chunks");
+    std::fs::remove_file(last).expect("rm");
+    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    let (code, report) = verify(&sink, &["--public-key", p1, "--public-key", p2], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["run_end"], Value::Null, "{report}");
+}
+
+/// Every manifest's `run_end`, in object order.
+fn run_ends(sink: &Path) -> Vec<Value> {
+    chunks(sink)
+        .iter()
+        .map(|c| {
+            let m: Value =
+                serde_json::from_slice(&std::fs::read(with_ext(c, "json")).expect("read"))
+                    .expect("manifest");
+            m["run_end"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_run_marks_its_end_and_verify_reports_a_lost_tail() {
+    let (dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let ends = run_ends(&sink);
+    assert_eq!(ends.len(), 8);
+    assert_eq!(ends[7], "end-of-input", "{ends:?}");
+    assert!(ends[..7].iter().all(Value::is_null), "{ends:?}");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["run_end"], "end-of-input", "{report}");
+
+    // The last chunk deleted with its manifest: the chain, sequences and times of what is
+    // left are whole, and only the missing end tells.
+    let files = chunks(&sink);
+    let (last, before) = (&files[7], &files[6]);
+    std::fs::remove_file(last).expect("rm");
+    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["unfinished"], "{report}");
+    let object = report["problems"][0]["object"].as_str().expect("object");
+    assert!(before.ends_with(object), "{object} is {}", before.display());
+
+    // A window that ends where the chunks left end cannot hold the next one; one that ends
+    // later should.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(with_ext(before, "json")).expect("read"))
+            .expect("manifest");
+    let end = manifest["end_time"].as_str().expect("end_time");
+    let (code, report) = verify(&sink, &["--public-key", pk, "--to", end], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let later = "2100-01-01T00:00:00Z";
+    let (code, report) = verify(&sink, &["--public-key", pk, "--to", later], &[]);
+    assert_eq!(kinds(&report), ["unfinished"], "{report}");
+    assert_eq!(code, Some(30));
+
+    // Running the same file again stores what is missing.
+    let key = dir.path().join("signing.key");
+    run_file(
+        &dir.path().join("clip.mp4"),
+        &sink,
+        &["--signing-key", key.to_str().expect("utf8")],
+        &[],
+    );
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(0), "{report}");
+}
+
+/// Manifests of a version that wrote no `run_end` are not judged by it: their last chunk
+/// may well be the file's last.
+#[test]
+fn manifests_without_run_end_are_not_reported_unfinished() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = input(dir.path());
+    let sink = dir.path().join("sink");
+    run_file(&source, &sink, &[], &[]);
+    // Rewritten as an older version wrote them: no member, chain links over the old text.
+    let mut prev: Option<String> = None;
+    let files = chunks(&sink);
+    for chunk in &files {
+        let path = with_ext(chunk, "json");
+        let mut m: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("manifest");
+        let object = m.as_object_mut().expect("object");
+        assert!(object.remove("run_end").is_some());
+        if let Some(link) = &prev {
+            object.insert("prev_sha256".into(), Value::from(link.as_str()));
+        }
+        let text = serde_json::to_vec_pretty(&m).expect("json");
+        let canonical = crispy_signer::canonical_bytes_of_json(&text).expect("canonical");
+        prev = Some(crispy_signer::sha256_hex(&canonical));
+        std::fs::write(&path, text).expect("write");
+    }
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    let last = files.last().expect("chunks");
+    std::fs::remove_file(last).expect("rm");
+    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["run_end"], Value::Null, "{report}");
+}
+
+/// A restarted live source links its chain to the last manifest as stored, even when
+/// another version of crispy wrote it with members this one does not know.
+#[test]
+fn a_restart_links_to_the_stored_text_of_the_last_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    live_run_with(&sink, None, 3);
+    let files = chunks(&sink);
+    let newest = with_ext(files.last().expect("chunks"), "json");
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(&newest).expect("read")).expect("manifest");
+    m.as_object_mut()
+        .expect("object")
+        .insert("written_by_a_later_version".into(), Value::from(true));
+    std::fs::write(&newest, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    live_run_with(&sink, None, 3);
+    assert!(
+        chunks(&sink).len() > files.len(),
+        "the second run stored chunks"
+    );
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["chain_starts"], 1, "{report}");
 }
 
 #[test]

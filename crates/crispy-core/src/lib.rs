@@ -31,7 +31,10 @@ mod traits;
 
 pub use duration::{ChunkDuration, parse_millis};
 pub use error::Error;
-pub use manifest::{ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, SignedUrl};
+pub use manifest::{
+    ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, RunEnd, SignedUrl,
+    StoredManifest,
+};
 pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo};
 pub use payload::Payload;
 pub use secret::Secret;

@@ -39,6 +39,47 @@ impl std::fmt::Display for ClockSource {
     }
 }
 
+/// Why a run of a source ended with a chunk (`run_end` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RunEnd {
+    /// The source ended: a file read to its end (its last chunk is the file's last).
+    EndOfInput,
+    /// The run was stopped (SIGINT, SIGTERM, SIGHUP) and the chunk in progress closed: a
+    /// live source's or a `testsrc` stream's last chunk of the run.
+    Stopped,
+}
+
+impl std::fmt::Display for RunEnd {
+    /// The manifest's name for it (`end-of-input`, `stopped`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::EndOfInput => "end-of-input",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
+/// A manifest read back from a sink or a spool: its fields, and the text as stored. The
+/// chain link to it is the SHA-256 of the canonical form of that text (members this version
+/// does not know included, members it would add left out), not of the fields written anew.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredManifest {
+    /// The fields this version knows.
+    pub metadata: ChunkMetadata,
+    /// The stored JSON text.
+    pub json: bytes::Bytes,
+}
+
+impl StoredManifest {
+    /// Parses a stored manifest; `None` when the text is not one.
+    pub fn parse(json: bytes::Bytes) -> Option<Self> {
+        let metadata = serde_json::from_slice(&json).ok()?;
+        Some(Self { metadata, json })
+    }
+}
+
 /// Everything recorded about one chunk; serialized as the chunk's JSON manifest.
 ///
 /// Stages fill it in turn: the chunker (media facts), the probe (`width`, `height`), the
@@ -95,6 +136,13 @@ pub struct ChunkMetadata {
     /// With `discontinuity`: wall-clock milliseconds between the previous chunk's end and
     /// this chunk's start. `null` otherwise.
     pub gap_ms: Option<u64>,
+    /// Set on the last chunk of a run of this source, saying why the run ended there;
+    /// `null` on every other chunk. Always written, so a manifest without the member comes
+    /// from an older version (which did not mark ends), and a source whose newest manifest
+    /// says `null` has a run that did not end there: still going, cut off, or its later
+    /// chunks are missing.
+    #[serde(default)]
+    pub run_end: Option<RunEnd>,
     /// Sequence numbers of earlier chunks of this source that were accepted and then
     /// dropped from a full spool before they could be uploaded: a recorded, signed gap.
     /// Absent (empty) almost always.
@@ -221,6 +269,7 @@ mod tests {
             aligned: false,
             discontinuity: false,
             gap_ms: None,
+            run_end: None,
             dropped_sequences: Vec::new(),
             bytes: 10,
             sha256: "00".into(),
@@ -239,6 +288,8 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"clock\": \"run-start\""), "{json}");
+        // Written as null on every chunk but a run's last: its absence marks an older writer.
+        assert!(json.contains("\"run_end\": null"), "{json}");
         let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, m);
         // `prev_unknown` appears only when true, so manifests without it keep their bytes

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Chunk, ChunkMetadata, EncodedPacket, SourceId, StreamInfo};
+use crate::{Chunk, ChunkMetadata, EncodedPacket, SourceId, StoredManifest, StreamInfo};
 
 /// A source of encoded video packets in decode order (a file, a camera).
 ///
@@ -81,13 +81,13 @@ pub trait ChunkSink: Send + Sync {
     }
 
     /// The newest manifest stored for `source_id` (under the source's own `prefix`, if
-    /// any): where a restarted live source continues its sequence and hash chain. Sinks
-    /// that cannot be read back return `None`.
+    /// any), with its stored text: where a restarted live source continues its sequence and
+    /// hash chain. Sinks that cannot be read back return `None`.
     async fn last_manifest(
         &self,
         prefix: Option<&str>,
         source_id: &SourceId,
-    ) -> Result<Option<ChunkMetadata>, Self::Error> {
+    ) -> Result<Option<StoredManifest>, Self::Error> {
         let _ = (prefix, source_id);
         Ok(None)
     }

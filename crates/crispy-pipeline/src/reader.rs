@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use crispy_chunker::{ChunkerError, CopyChunker, CopyChunkerConfig};
 use crispy_core::{
     Chunk, ChunkDuration, ChunkMetadata, ChunkSink, Chunker, ClockSource, Codec, MetadataSigner,
-    PacketSource, ResolutionProbe, SourceId, StreamInfo,
+    PacketSource, ResolutionProbe, RunEnd, SourceId, StreamInfo,
 };
 use crispy_probe::SpsProbe;
 use crispy_signer::Sealer;
@@ -393,12 +393,15 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     let tb = source.stream_info().time_base;
     let mut first_dts = None;
     let mut packets = 0u64;
+    // Whether a shutdown, not the end of the source, ended the reading.
+    let mut stopped = false;
     loop {
         if shutdown.is_triggered() {
             tracing::info!(
                 "stopping ({}): closing the chunk in progress",
                 shutdown.reason()
             );
+            stopped = true;
             break;
         }
         let packet = match source.next_packet() {
@@ -409,6 +412,7 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
                     "stopping ({}): closing the chunk in progress",
                     shutdown.reason()
                 );
+                stopped = true;
                 break;
             }
             Err(error) => {
@@ -435,9 +439,10 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             Err(e) => return out.fail(ReaderFailure::Chunker(e)),
         }
     }
-    if shutdown.is_triggered() && !flush_on_shutdown {
+    if stopped && !flush_on_shutdown {
         // A file can be read again: a partial last chunk would collide with the complete
-        // one of the next run (same name, other content).
+        // one of the next run (same name, other content). Its last stored chunk then does
+        // not mark the run's end, and `crispy verify` reports the file as unfinished.
         tracing::info!(
             partial_frames = chunker.pending_frames(),
             "stopping ({}): partial chunk of a file not stored",
@@ -447,7 +452,15 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
-            if !out.send(chunk, &mut timeline) {
+            let end = if stopped {
+                RunEnd::Stopped
+            } else {
+                RunEnd::EndOfInput
+            };
+            if out
+                .send_with(chunk, &mut timeline, |m| m.run_end = Some(end))
+                .is_none()
+            {
                 return;
             }
         }
@@ -657,25 +670,28 @@ impl<S: ChunkSink> Session<'_, S> {
         let mut first_keyframe_logged = false;
         let mut pending_gap = previous_end;
 
-        let send =
-            |chunk: Chunk, timeline: &mut Timeline, pending_gap: &mut Option<DateTime<Utc>>| {
-                let gap_from = pending_gap.take();
-                let sent = self.out.send_with(chunk, timeline, |m| {
-                    if let Some(prev) = gap_from {
-                        // First chunk after a reconnect: flag it and record the gap.
-                        m.discontinuity = true;
-                        m.gap_ms = Some((m.start_time - prev).num_milliseconds().max(0) as u64);
-                    }
-                });
-                match sent {
-                    Some(end) => {
-                        last_end.set(Some(end));
-                        delivered.set(true);
-                        true
-                    }
-                    None => false,
+        let send = |chunk: Chunk,
+                    timeline: &mut Timeline,
+                    pending_gap: &mut Option<DateTime<Utc>>,
+                    run_end: Option<RunEnd>| {
+            let gap_from = pending_gap.take();
+            let sent = self.out.send_with(chunk, timeline, |m| {
+                if let Some(prev) = gap_from {
+                    // First chunk after a reconnect: flag it and record the gap.
+                    m.discontinuity = true;
+                    m.gap_ms = Some((m.start_time - prev).num_milliseconds().max(0) as u64);
                 }
-            };
+                m.run_end = run_end;
+            });
+            match sent {
+                Some(end) => {
+                    last_end.set(Some(end));
+                    delivered.set(true);
+                    true
+                }
+                None => false,
+            }
+        };
 
         let end_reason = loop {
             let packet = match source.next_packet() {
@@ -722,7 +738,7 @@ impl<S: ChunkSink> Session<'_, S> {
                         let tl = timeline.get_or_insert_with(|| {
                             clock_for(&source, first_packet, self.align_wall)
                         });
-                        if !send(c, tl, &mut pending_gap) {
+                        if !send(c, tl, &mut pending_gap, None) {
                             return Err(SessionEnd::UploadStageGone);
                         }
                     }
@@ -747,7 +763,7 @@ impl<S: ChunkSink> Session<'_, S> {
             if let Some(c) = pushed {
                 let tl = timeline
                     .get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
-                if !send(c, tl, &mut pending_gap) {
+                if !send(c, tl, &mut pending_gap, None) {
                     return Err(SessionEnd::UploadStageGone);
                 }
             }
@@ -757,10 +773,13 @@ impl<S: ChunkSink> Session<'_, S> {
         let finished = chunker
             .finish()
             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+        // The run's last chunk of this camera says so (a dropped connection's does not: the
+        // run goes on).
+        let run_end = (end_reason == "shutdown").then_some(RunEnd::Stopped);
         if let Some(c) = finished {
             let tl =
                 timeline.get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
-            if !send(c, tl, &mut pending_gap) {
+            if !send(c, tl, &mut pending_gap, run_end) {
                 return Err(SessionEnd::UploadStageGone);
             }
         }

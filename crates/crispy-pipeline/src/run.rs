@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
-    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, ClockSource, PacketSource, PutOutcome, SourceId,
+    Chunk, ChunkDuration, ChunkMetadata, ChunkSink, ClockSource, PacketSource, PutOutcome,
+    SourceId, StoredManifest,
 };
 use crispy_signer::Sealer;
 use crispy_sink::{Spool, SpoolEntry};
@@ -92,7 +93,7 @@ const LAST_MANIFEST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the sink said of a live source's last stored manifest at start.
 enum Stored {
     /// It answered: this manifest, or none (the source is new to the sink).
-    Known(Option<Box<ChunkMetadata>>),
+    Known(Option<Box<StoredManifest>>),
     /// It failed or did not answer in time.
     Unknown,
 }
@@ -186,7 +187,12 @@ where
             let spooled = spool.last_manifest(&job.source_id);
             match stored {
                 Stored::Known(Some(a)) => Some(match spooled {
-                    Some(b) if (b.end_time, b.sequence) > (a.end_time, a.sequence) => b,
+                    Some(b)
+                        if (b.metadata.end_time, b.metadata.sequence)
+                            > (a.metadata.end_time, a.metadata.sequence) =>
+                    {
+                        b
+                    }
                     _ => *a,
                 }),
                 Stored::Known(None) => spooled,
@@ -205,18 +211,20 @@ where
             );
         }
         let (first_sequence, prev_link, restarted_after) = match &resume {
-            Some(m) => {
+            Some(stored) => {
+                let m = &stored.metadata;
                 tracing::info!(
                     source = %job.source_id,
                     last_sequence = m.sequence,
                     last_object = %m.object,
                     "continuing the sequence and hash chain of the last stored chunk"
                 );
-                (
-                    m.sequence + 1,
-                    Some(crispy_signer::manifest_sha256(m)),
-                    Some(m.end_time),
-                )
+                // The link is to the text as stored (as `crispy verify` reads it), which may
+                // come from another version of crispy, with members this one lacks or adds.
+                let link = crispy_signer::canonical_bytes_of_json(&stored.json)
+                    .map(|c| crispy_signer::sha256_hex(&c))
+                    .unwrap_or_else(|| crispy_signer::manifest_sha256(m));
+                (m.sequence + 1, Some(link), Some(m.end_time))
             }
             None => (0, None, None),
         };

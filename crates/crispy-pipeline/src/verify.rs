@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use crispy_core::{ChunkMetadata, ClockSource, SourceId};
+use crispy_core::{ChunkMetadata, ClockSource, RunEnd, SourceId};
 use crispy_probe::Mp4Probe;
 use crispy_signer::{
     VerifyError, VerifyingKeys, canonical_bytes, canonical_bytes_of_json, sha256_hex,
@@ -54,6 +54,12 @@ pub enum ProblemKind {
     Dropped,
     /// Sequence numbers go back or repeat: chunks are reordered or duplicated.
     Reordered,
+    /// A file run's last stored chunk does not mark the end of the run (`run_end` null):
+    /// the chunks after it are missing, or the run stopped before the file's end (stopped,
+    /// killed, a damaged file) or is still going. Judged only where the chunk after it would
+    /// start inside the window (`--to`), and only on manifests that carry `run_end` (older
+    /// versions did not write it).
+    Unfinished,
     /// A live source's hash chain starts again (sequence 0, no `prev_sha256`) after earlier
     /// chunks of that source: what came between cannot be proven complete. A restarted
     /// camera continues its chain; it starts a new one only when its run could not learn the
@@ -111,6 +117,10 @@ pub struct SourceSummary {
     pub chain_starts: u64,
     /// Recorded discontinuities (reconnects, restarts).
     pub discontinuities: u64,
+    /// How its last chunk in the range says its run ended (`end-of-input`, `stopped`);
+    /// `null` when it does not (a live source still running, a run cut off) or comes from
+    /// a version that did not record it.
+    pub run_end: Option<RunEnd>,
     /// Problems found for this source.
     pub problems: u64,
 }
@@ -200,7 +210,7 @@ pub async fn verify(
     }
     let sources: Vec<SourceSummary> = sources
         .into_iter()
-        .filter_map(|(id, walk)| walk.finish(&id, &mut problems))
+        .filter_map(|(id, walk)| walk.finish(&id, options.to, &mut problems))
         .collect();
     // In object order (a source's problems together, since its objects share its folder);
     // the problems of one object in the order they were found.
@@ -270,6 +280,8 @@ struct Entry {
     metadata: ChunkMetadata,
     /// The canonical form, from the stored text (members we do not know included).
     canonical: Vec<u8>,
+    /// The stored text has a `run_end` member (null or not): its writer marks run ends.
+    marks_ends: bool,
     check: ChunkCheck,
 }
 
@@ -292,6 +304,10 @@ async fn fetch(
         Err(e) => return Ok(Fetched::Unreadable(path, format!("not a manifest: {e}"))),
     };
     let canonical = canonical_bytes_of_json(&bytes).unwrap_or_else(|| canonical_bytes(&metadata));
+    let marks_ends = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.contains_key("run_end")))
+        .unwrap_or(false);
     let other_source =
         !options.source_ids.is_empty() && !options.source_ids.contains(&metadata.source_id);
     if other_source || !in_window(metadata.start_time) {
@@ -312,6 +328,7 @@ async fn fetch(
         manifest_path: path,
         metadata,
         canonical,
+        marks_ends,
         check,
     })))
 }
@@ -346,6 +363,25 @@ struct Link {
     object: String,
     /// From a live source (clock `rtcp` or `receive`): its chain goes on across restarts.
     live: bool,
+    /// Its `run_end`, and whether its writer records one at all.
+    run_end: Option<RunEnd>,
+    marks_ends: bool,
+}
+
+impl Link {
+    /// A file run's chunk whose writer marks run ends, not marked as one: when no chunk of
+    /// its run follows, the run did not finish.
+    fn leaves_a_file_run_open(&self) -> bool {
+        !self.live && self.marks_ends && self.run_end.is_none()
+    }
+}
+
+/// What a file run that did not finish is reported as, at its last stored chunk.
+fn unfinished_detail(p: &Link) -> String {
+    format!(
+        "sequence {} is the last stored chunk of a run of a file, and it does not mark the          run's end (run_end null): the chunks after it are missing, or the run stopped before          the end of the file (stopped, killed, a damaged file) or is still going; a run of the          same file stores what is missing",
+        p.sequence
+    )
 }
 
 /// True for the clocks of live sources, whose chains go on across restarts (a file run
@@ -400,6 +436,7 @@ impl SourceWalk {
             manifest_path,
             metadata: m,
             canonical,
+            marks_ends,
             check,
         } = entry;
         let object = m.object.as_str();
@@ -483,6 +520,12 @@ impl SourceWalk {
             let restarts = |p: &&Link| {
                 p.live && live_clock(m.clock) && object_prefix(&p.object) == object_prefix(object)
             };
+            // The file run before this chain did not get to its end.
+            if let Some(p) = self.prev.as_ref().filter(|p| p.leaves_a_file_run_open()) {
+                let detail = unfinished_detail(p);
+                let at = p.object.clone();
+                self.push(problems, id, ProblemKind::Unfinished, &at, detail);
+            }
             if let Some(p) = self.prev.as_ref().filter(restarts) {
                 let why = if m.prev_unknown {
                     "the run that stored it could not read the sink's last manifest when it \
@@ -558,12 +601,27 @@ impl SourceWalk {
             end_time: m.end_time,
             object: m.object,
             live: live_clock(m.clock),
+            run_end: m.run_end,
+            marks_ends,
         });
     }
 
     /// Judges the gaps (now that every manifest that could record them as dropped has been
-    /// read) and sums the source up; `None` when it had no manifest.
-    fn finish(mut self, id: &SourceId, problems: &mut Vec<Problem>) -> Option<SourceSummary> {
+    /// read) and whether a file run's last chunk ends it, where a chunk after it would start
+    /// before `to`; sums the source up. `None` when it had no manifest.
+    fn finish(
+        mut self,
+        id: &SourceId,
+        to: Option<DateTime<Utc>>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SourceSummary> {
+        let open = self.prev.as_ref().filter(|p| {
+            // A chunk following it would start at its end: inside the window, or not.
+            p.leaves_a_file_run_open() && to.is_none_or(|to| p.end_time < to)
+        });
+        if let Some((at, detail)) = open.map(|p| (p.object.clone(), unfinished_detail(p))) {
+            self.push(problems, id, ProblemKind::Unfinished, &at, detail);
+        }
         for gap in std::mem::take(&mut self.gaps) {
             let missing = gap.after + 1..gap.at;
             if missing.clone().all(|s| self.dropped.contains(&s)) {
@@ -617,6 +675,7 @@ impl SourceWalk {
             unsigned: self.unsigned,
             chain_starts: self.chain_starts,
             discontinuities: self.discontinuities,
+            run_end: self.prev.and_then(|p| p.run_end),
             problems: self.problems,
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use crispy_core::{Chunk, ChunkMetadata, ChunkSink, Payload, PutOutcome, SourceId};
+use crispy_core::{Chunk, ChunkMetadata, ChunkSink, Payload, PutOutcome, SourceId, StoredManifest};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -873,7 +873,7 @@ impl ChunkSink for ObjectStoreSink {
         &self,
         prefix: Option<&str>,
         source_id: &SourceId,
-    ) -> Result<Option<ChunkMetadata>, SinkError> {
+    ) -> Result<Option<StoredManifest>, SinkError> {
         // Object names are `<id>/yyyy/mm/dd/<stamp>-<seq>.json`: descend year, month and day,
         // newest first, instead of listing the source's whole history.
         let base = self.under(&match prefix {
@@ -891,8 +891,8 @@ impl ChunkSink for ObjectStoreSink {
                         let Some(bytes) = self.get(name).await? else {
                             continue;
                         };
-                        match serde_json::from_slice::<ChunkMetadata>(&bytes) {
-                            Ok(m) if m.source_id == *source_id => return Ok(Some(m)),
+                        match StoredManifest::parse(bytes) {
+                            Some(m) if m.metadata.source_id == *source_id => return Ok(Some(m)),
                             _ => tracing::warn!(
                                 object = %name,
                                 "not a manifest of this source; looking further back"

@@ -21,7 +21,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crispy_core::{ChunkMetadata, Payload, SourceId};
+use crispy_core::{ChunkMetadata, Payload, SourceId, StoredManifest};
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -661,7 +661,7 @@ impl Spool {
 
     /// The newest manifest this spool accepted for `source_id` (pending or already
     /// uploaded), if any.
-    pub fn last_manifest(&self, source_id: &SourceId) -> Option<ChunkMetadata> {
+    pub fn last_manifest(&self, source_id: &SourceId) -> Option<StoredManifest> {
         let pending = {
             let state = self.lock();
             state
@@ -678,10 +678,10 @@ impl Spool {
             return state
                 .last
                 .get(source_id)
-                .and_then(|b| serde_json::from_slice(b).ok());
+                .and_then(|b| StoredManifest::parse(b.clone()));
         }
-        let read = |p: PathBuf| -> Option<ChunkMetadata> {
-            serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+        let read = |p: PathBuf| -> Option<StoredManifest> {
+            StoredManifest::parse(std::fs::read(p).ok()?.into())
         };
         let last = read(
             self.dir
@@ -690,7 +690,11 @@ impl Spool {
                 .join("last.json"),
         );
         match (pending.and_then(read), last) {
-            (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+            (Some(a), Some(b)) => Some(if b.metadata.sequence > a.metadata.sequence {
+                b
+            } else {
+                a
+            }),
             (a, b) => a.or(b),
         }
     }
@@ -895,7 +899,10 @@ mod tests {
             serde_json::to_vec(&meta_of("cam", 3, "dd")).expect("json"),
         )
         .expect("write");
-        assert_eq!(spool.last_manifest(&cam).map(|m| m.sequence), Some(3));
+        assert_eq!(
+            spool.last_manifest(&cam).map(|m| m.metadata.sequence),
+            Some(3)
+        );
     }
 
     #[test]
@@ -942,7 +949,10 @@ mod tests {
         big.accept(&meta(0), &chunk, &manifest, false, &|| false)
             .expect("a");
         let cam: SourceId = "cam".parse().expect("id");
-        assert_eq!(big.last_manifest(&cam).map(|m| m.sequence), Some(0));
+        assert_eq!(
+            big.last_manifest(&cam).map(|m| m.metadata.sequence),
+            Some(0)
+        );
     }
 
     #[test]

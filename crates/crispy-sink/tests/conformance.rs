@@ -134,7 +134,7 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
         sink.last_manifest(None, &id)
             .await
             .expect("last")
-            .map(|m| m.sequence),
+            .map(|m| m.metadata.sequence),
         Some(3)
     );
     for (day, seq) in [((2025, 12, 31), 2), ((2026, 2, 3), 4)] {
@@ -143,7 +143,7 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
         sink.put(&c, m).await.expect("put");
     }
     let last = sink.last_manifest(None, &id).await.expect("last");
-    assert_eq!(last.map(|m| m.sequence), Some(4));
+    assert_eq!(last.map(|m| m.metadata.sequence), Some(4));
     let other = crispy_core::SourceId::new("nobody").expect("id");
     assert_eq!(sink.last_manifest(None, &other).await.expect("none"), None);
 
@@ -374,7 +374,10 @@ async fn gcs_configuration_and_reads_on_fake_gcs_server() {
         .last_manifest(None, &c.metadata.source_id)
         .await
         .expect("last manifest");
-    assert_eq!(last.map(|m| m.sha256), Some(c.metadata.sha256.clone()));
+    assert_eq!(
+        last.map(|m| m.metadata.sha256),
+        Some(c.metadata.sha256.clone())
+    );
 
     // A bucket that does not exist fails the preflight with a clear error.
     let missing = ObjectStoreSink::from_url_opts("gs://no-such-bucket/x", &options).expect("sink");
