@@ -17,7 +17,9 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid
 file, 4 unusable key file or secret, 10 source not found or invalid source URL, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
-damage were stored; with damaged packets mid-file, every chunk), 20 invalid sink URL, 21 sink not writable, 22 upload refused (other content at the name, or \
+damage were stored; with damaged packets mid-file, every chunk), 17 a camera stored no chunk \
+in the whole run (it could not be reached or read), 18 a camera refused the credentials and \
+stored nothing, 19 a camera has no such stream and stored nothing, 20 invalid sink URL, 21 sink not writable, 22 upload refused (other content at the name, or \
 damaged by the store), 23 uploads unfinished at the drain timeout, \
 24 sink not readable (verify), 25 sink refused the credentials, 26 bucket or container \
 missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \

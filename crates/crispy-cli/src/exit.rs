@@ -1,8 +1,8 @@
 //! Exit codes, one per kind of failure (documented in docs/cli.md and `crispy --help`).
 
 use crispy_chunker::ChunkerError;
-use crispy_pipeline::PipelineError;
 use crispy_pipeline::config::ConfigError;
+use crispy_pipeline::{CameraProblem, PipelineError};
 use crispy_sink::SinkError;
 use crispy_source::SourceError;
 
@@ -17,6 +17,9 @@ pub const SOURCE_NOT_VIDEO: u8 = 13;
 pub const SOURCE_NO_VIDEO_STREAM: u8 = 14;
 pub const CODEC_UNSUPPORTED: u8 = 15;
 pub const SOURCE_DAMAGED: u8 = 16;
+pub const CAMERA_GAVE_NOTHING: u8 = 17;
+pub const CAMERA_CREDENTIALS: u8 = 18;
+pub const CAMERA_NO_SUCH_STREAM: u8 = 19;
 pub const SINK_INVALID: u8 = 20;
 pub const SINK_UNWRITABLE: u8 = 21;
 pub const UPLOAD_FAILED: u8 = 22;
@@ -110,11 +113,23 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 PipelineError::Sink { error, .. } => error
                     .downcast_ref::<SinkError>()
                     .map_or(UPLOAD_FAILED, sink_code),
+                PipelineError::CameraGaveNothing { problem, .. } => camera_code(problem),
                 _ => INTERNAL,
             };
         }
     }
     INTERNAL
+}
+
+/// A camera that stored nothing in the run: refused credentials and unknown paths have
+/// codes of their own, a stream that cannot be stream-copied that of any source.
+fn camera_code(problem: &CameraProblem) -> u8 {
+    match problem {
+        CameraProblem::Source(SourceError::Unauthorized { .. }) => CAMERA_CREDENTIALS,
+        CameraProblem::Source(SourceError::RemoteNotFound { .. }) => CAMERA_NO_SUCH_STREAM,
+        CameraProblem::Chunker(ChunkerError::UnsupportedCodec { .. }) => CODEC_UNSUPPORTED,
+        _ => CAMERA_GAVE_NOTHING,
+    }
 }
 
 fn source_code(e: &SourceError) -> u8 {

@@ -390,7 +390,13 @@ fn a_mistyped_camera_host_is_named() {
         })
     });
     let (code, logs) = crispy.terminate();
-    assert_eq!(code, Some(0), "{logs}");
+    // Stopped without a chunk from it: the exit code says so, the error names it.
+    assert_eq!(code, Some(17), "{logs}");
+    assert!(
+        logs.contains("camera gate stored no chunk in this run")
+            && logs.contains("cannot resolve the host name"),
+        "{logs}"
+    );
     assert!(
         !logs.contains("Sup3r-S3cret"),
         "the password leaked:\n{logs}"
@@ -425,10 +431,12 @@ fn wrong_password_is_reported_clearly_and_never_shown() {
         })
     });
     let (code, logs) = crispy.terminate();
-    assert_eq!(
-        code,
-        Some(0),
-        "a bad camera never crashes the process: {logs}"
+    // The process ran until stopped (a bad camera never ends it), then says what was wrong.
+    assert_eq!(code, Some(18), "{logs}");
+    assert!(
+        logs.contains("camera cam stored no chunk in this run")
+            && logs.contains("rejected the credentials"),
+        "{logs}"
     );
     assert!(!logs.contains(secret), "the password leaked:\n{logs}");
     assert!(
@@ -456,7 +464,7 @@ fn wrong_password_is_reported_clearly_and_never_shown() {
             .any(|l| l["message"].as_str().is_some_and(|m| m.contains("401")))
     });
     let (code, logs) = crispy.terminate();
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(18), "{logs}");
     assert!(!logs.contains(secret), "the password leaked:\n{logs}");
 }
 
@@ -485,7 +493,8 @@ fn unknown_path_is_reported_clearly() {
         })
     });
     let (code, logs) = crispy.terminate();
-    assert_eq!(code, Some(0), "{logs}");
+    assert_eq!(code, Some(19), "{logs}");
+    assert!(logs.contains("no such stream (404 Not Found)"), "{logs}");
     assert!(!logs.contains(secret), "the password leaked:\n{logs}");
 }
 
@@ -538,7 +547,12 @@ fn eight_cameras_from_one_config_file() {
         },
     );
     let (code, logs) = crispy.terminate();
-    assert_eq!(code, Some(0), "{logs}");
+    // The dead camera, named as the run ends: the others' chunks are all stored.
+    assert_eq!(code, Some(17), "{logs}");
+    assert!(
+        logs.contains("camera cam-dead stored no chunk in this run"),
+        "{logs}"
+    );
     assert!(!logs.contains(RTSP_PASSWORD));
     for id in (0..7)
         .map(|i| format!("cam-{i}"))
@@ -1076,8 +1090,9 @@ fn copy_mode_on_an_mjpeg_camera_says_to_use_transcode() {
         })
     });
     let (code, logs) = crispy.terminate();
-    assert_eq!(code, Some(0), "{logs}");
-    assert!(manifests(&sink).is_empty(), "nothing stored");
+    assert_eq!(code, Some(15), "{logs}");
+    // Nothing stored, and a failed run that stored nothing leaves no sink directory behind.
+    assert!(!sink.exists(), "{logs}");
     // Stopping it says once more why this camera gave nothing.
     let stopped = crispy_lines(&logs)
         .into_iter()

@@ -33,7 +33,7 @@ mod shutdown;
 pub mod verify;
 
 pub use backoff::Backoff;
-pub use error::PipelineError;
+pub use error::{CameraProblem, PipelineError};
 pub use job::{PipelineOptions, SourceJob, SourceSpec, SpoolOptions};
 pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted, UploadStage};
 pub use run::{FileRun, run_file, run_sources};

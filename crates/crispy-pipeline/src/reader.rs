@@ -16,6 +16,7 @@ use crispy_source::{
 };
 use tokio::sync::mpsc;
 
+use crate::error::CameraProblem;
 use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
 
 /// Packets between two progress events.
@@ -70,6 +71,8 @@ pub(crate) enum ReaderFailure {
     Chunker(ChunkerError),
     Signer(crispy_signer::SignerError),
     Spool(SpoolError),
+    /// A live camera stored nothing in the whole run; why its last attempt failed.
+    CameraGaveNothing(SourceId, CameraProblem),
 }
 
 /// Maps media time to wall-clock time for one connection of a source.
@@ -509,8 +512,8 @@ pub(crate) fn read_live<S: ChunkSink>(
     let mut last_end: Option<DateTime<Utc>> = None;
     let mut failures = 0u64;
     // The last reason no chunk came: an operator stopping a camera that never delivered one
-    // in this run is told why once more.
-    let mut last_problem: Option<String> = None;
+    // in this run is told why once more, and the run's exit code says so.
+    let mut last_problem: Option<CameraProblem> = None;
     while !shutdown.is_triggered() {
         let connect_started = std::time::Instant::now();
         let opened = RtspSource::open(&config, shutdown.flag()).map(|camera| match &transcode {
@@ -535,7 +538,7 @@ pub(crate) fn read_live<S: ChunkSink>(
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot open camera: {e}"
                 );
-                last_problem = Some(format!("cannot open camera: {e}"));
+                last_problem = Some(e.into());
                 shutdown.sleep(delay);
                 continue;
             }
@@ -554,12 +557,15 @@ pub(crate) fn read_live<S: ChunkSink>(
             Connection::Transcode(s) => session.run(*s, next_sequence, last_end, connect_started),
         };
         match outcome {
-            Ok((next, end, delivered)) => {
-                next_sequence = next;
-                last_end = end.or(last_end);
-                if delivered {
+            Ok(session) => {
+                next_sequence = session.next_sequence;
+                last_end = session.last_end.or(last_end);
+                if session.delivered {
                     backoff.reset();
                     failures = 0;
+                }
+                if let Some(e) = session.ended_by {
+                    last_problem = Some(e.into());
                 }
             }
             Err(SessionEnd::UploadStageGone) => return,
@@ -567,7 +573,7 @@ pub(crate) fn read_live<S: ChunkSink>(
                 next_sequence = next.max(next_sequence);
                 last_end = end.or(last_end);
                 tracing::error!(source = %source_id, url = %url, "cannot chunk this camera's stream: {e}");
-                last_problem = Some(format!("cannot chunk this camera's stream: {e}"));
+                last_problem = Some(e.into());
                 shutdown.sleep(backoff.next_slow_delay());
                 continue;
             }
@@ -581,13 +587,23 @@ pub(crate) fn read_live<S: ChunkSink>(
     }
     if next_sequence > first_sequence {
         tracing::info!(source = %source_id, "camera stopped");
-    } else {
-        let why = last_problem.as_deref().unwrap_or("no chunk was completed");
-        tracing::warn!(
+        return;
+    }
+    match last_problem {
+        Some(problem) => {
+            tracing::warn!(
+                source = %source_id,
+                url = %url,
+                "camera stopped without a chunk in this run; last problem: {problem}"
+            );
+            out.fail(ReaderFailure::CameraGaveNothing(source_id, problem));
+        }
+        // Stopped before its first chunk could be closed, with nothing wrong.
+        None => tracing::warn!(
             source = %source_id,
             url = %url,
-            "camera stopped without a chunk in this run; last problem: {why}"
-        );
+            "camera stopped without a chunk in this run; last problem: no chunk was completed"
+        ),
     }
 }
 
@@ -595,6 +611,18 @@ pub(crate) fn read_live<S: ChunkSink>(
 enum Connection {
     Copy(Box<RtspSource>),
     Transcode(Box<LiveTranscoder>),
+}
+
+/// How a connection that ended normally went.
+struct SessionOutcome {
+    /// The sequence number of the next chunk.
+    next_sequence: u64,
+    /// The end time of the last chunk sent.
+    last_end: Option<DateTime<Utc>>,
+    /// Whether any chunk was delivered.
+    delivered: bool,
+    /// Why the connection ended; `None` for a shutdown.
+    ended_by: Option<SourceError>,
 }
 
 enum SessionEnd {
@@ -626,15 +654,14 @@ impl<S: ChunkSink> Session<'_, S> {
         }
     }
 
-    /// Reads until the connection ends. Returns the next sequence number, the end time of the
-    /// last chunk sent and whether any chunk was delivered.
+    /// Reads until the connection ends.
     fn run<L: CameraSource>(
         &self,
         mut source: L,
         first_sequence: u64,
         previous_end: Option<DateTime<Utc>>,
         connect_started: std::time::Instant,
-    ) -> Result<(u64, Option<DateTime<Utc>>, bool), SessionEnd> {
+    ) -> Result<SessionOutcome, SessionEnd> {
         let id = self.source_id;
         let mut info = source.stream_info().clone();
         apply_probe(id, &mut info);
@@ -693,12 +720,19 @@ impl<S: ChunkSink> Session<'_, S> {
             }
         };
 
-        let end_reason = loop {
+        // Why the connection ended; `None` for a shutdown.
+        let ended_by = loop {
             let packet = match source.next_packet() {
                 Ok(Some(p)) => p,
-                Ok(None) => break "end of stream".to_owned(),
-                Err(SourceError::Shutdown) => break "shutdown".to_owned(),
-                Err(e) => break e.to_string(),
+                Ok(None) => {
+                    break Some(SourceError::Disconnected {
+                        url: source.display_url().to_owned(),
+                        packets: source.packets_read(),
+                        reason: "the camera ended the stream".to_owned(),
+                    });
+                }
+                Err(SourceError::Shutdown) => break None,
+                Err(e) => break Some(e),
             };
             let received = source
                 .first_packet_received()
@@ -775,7 +809,7 @@ impl<S: ChunkSink> Session<'_, S> {
             .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
         // The run's last chunk of this camera says so (a dropped connection's does not: the
         // run goes on).
-        let run_end = (end_reason == "shutdown").then_some(RunEnd::Stopped);
+        let run_end = ended_by.is_none().then_some(RunEnd::Stopped);
         if let Some(c) = finished {
             let tl =
                 timeline.get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
@@ -783,18 +817,24 @@ impl<S: ChunkSink> Session<'_, S> {
                 return Err(SessionEnd::UploadStageGone);
             }
         }
-        if end_reason == "shutdown" {
-            tracing::info!(source = %id, partial_frames = pending, "shutdown: partial chunk sent");
-        } else {
-            tracing::warn!(
+        match &ended_by {
+            None => {
+                tracing::info!(source = %id, partial_frames = pending, "shutdown: partial chunk sent")
+            }
+            Some(e) => tracing::warn!(
                 source = %id,
                 url = %source.display_url(),
                 packets = source.packets_read(),
                 partial_frames = pending,
-                "camera stream ended ({end_reason}); the chunk in progress was closed"
-            );
+                "camera stream ended ({e}); the chunk in progress was closed"
+            ),
         }
-        Ok((chunker.next_sequence(), last_end.get(), delivered.get()))
+        Ok(SessionOutcome {
+            next_sequence: chunker.next_sequence(),
+            last_end: last_end.get(),
+            delivered: delivered.get(),
+            ended_by,
+        })
     }
 }
 

@@ -409,7 +409,7 @@ where
                     }
                 }
                 Some(ReaderMsg::Failed(f)) => {
-                    failure.get_or_insert(match f {
+                    note_failure(&mut failure, match f {
                         ReaderFailure::Source {
                             error,
                             discarded_frames,
@@ -421,6 +421,9 @@ where
                         ReaderFailure::Chunker(e) => e.into(),
                         ReaderFailure::Signer(e) => e.into(),
                         ReaderFailure::Spool(e) => e.into(),
+                        ReaderFailure::CameraGaveNothing(source_id, problem) => {
+                            PipelineError::CameraGaveNothing { source_id, problem }
+                        }
                     });
                 }
                 None => readers_done = true,
@@ -449,7 +452,7 @@ where
                         }
                         in_flight_bytes = 0;
                     }
-                    failure.get_or_insert(e);
+                    note_failure(&mut failure, e);
                 }
             }
             () = sleep_until_some(deadline) => {
@@ -464,7 +467,7 @@ where
                     "drain timeout: {}",
                     crate::error::left_behind(pending, &dir, in_memory)
                 );
-                failure.get_or_insert(PipelineError::DrainTimeout {
+                note_failure(&mut failure, PipelineError::DrainTimeout {
                     timeout: options.drain_timeout,
                     pending,
                     spool: dir,
@@ -530,6 +533,18 @@ where
         return Err(e);
     }
     Ok(out)
+}
+
+/// Keeps the first failure of the run, except that any other failure wins over a camera
+/// that gave nothing (reported at shutdown, while chunks may still be at risk).
+fn note_failure(failure: &mut Option<PipelineError>, e: PipelineError) {
+    let replaceable = matches!(
+        failure,
+        None | Some(PipelineError::CameraGaveNothing { .. })
+    ) && !matches!(e, PipelineError::CameraGaveNothing { .. });
+    if failure.is_none() || replaceable {
+        *failure = Some(e);
+    }
 }
 
 /// Starts the thread that reads a file-like source (file, transcode, synthetic) to its end.
