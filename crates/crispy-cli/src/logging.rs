@@ -26,7 +26,10 @@ pub fn init(global: &Global) -> ProgressBar {
     } else {
         ProgressBar::hidden()
     };
-    let writer = BarWriter(bar.clone());
+    let writer = BarWriter {
+        bar: bar.clone(),
+        colours: interactive,
+    };
     // A log line that cannot be written (stderr closed: a dead pipe, a restarted journal)
     // is lost, and that is all: reporting it would itself write to stderr, and a panic there
     // would stop whatever thread was logging (a camera's reader, the signal handler).
@@ -60,26 +63,31 @@ pub fn style_bar(bar: &ProgressBar, total_ms: u64) {
 /// Writes log lines above the progress bar instead of through it. A line stderr does not
 /// take is dropped: logging never fails the program.
 #[derive(Clone)]
-struct BarWriter(ProgressBar);
+struct BarWriter {
+    bar: ProgressBar,
+    /// Lines carry the formatter's own colour codes (a terminal).
+    colours: bool,
+}
 
 impl Write for BarWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // The last line of defence for secrets: errors quoted from libraries (object_store,
         // FFmpeg) name the URLs they used, and a custom endpoint may carry credentials. (Query
         // parameters are left: a signed URL logged on purpose must stay usable.)
-        let redacted;
-        let line = match std::str::from_utf8(buf) {
-            Ok(text) if text.contains("://") => {
-                redacted = crispy_core::redact::redact_userinfo(text);
-                redacted.as_bytes()
-            }
-            _ => buf,
-        };
-        if self.0.is_hidden() {
-            let _ = std::io::stderr().write_all(line);
+        // Each call is one whole event. Names from outside (a file called
+        // "x.mp4\n…  INFO forged line") are written as escapes, so one event is one line.
+        let text = String::from_utf8_lossy(buf);
+        let text = if text.contains("://") {
+            std::borrow::Cow::Owned(crispy_core::redact::redact_userinfo(&text).into_owned())
         } else {
-            self.0.suspend(|| {
-                let _ = std::io::stderr().write_all(line);
+            text
+        };
+        let line = escape_controls(&text, self.colours);
+        if self.bar.is_hidden() {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        } else {
+            self.bar.suspend(|| {
+                let _ = std::io::stderr().write_all(line.as_bytes());
             });
         }
         Ok(buf.len())
@@ -99,7 +107,85 @@ impl<'a> MakeWriter<'a> for BarWriter {
 }
 
 /// Writes `text` to stderr; like a log line, it is dropped when stderr does not take it
-/// (where `eprintln!` would panic).
+/// (where `eprintln!` would panic), and control characters in it are escaped.
 pub fn to_stderr(text: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{text}");
+    let text = text.to_string();
+    let _ = writeln!(std::io::stderr(), "{}", escape_controls(&text, false));
+}
+
+/// `text` with its control characters written as Rust escapes (`\n`, `\r`, `\u{1b}`), so
+/// that a name from outside cannot start a line of its own or move a terminal's cursor:
+/// all but a final newline, tabs, and (with `colours`) the formatter's own colour codes
+/// (`ESC [ digits ; … m`), which only colour what follows.
+fn escape_controls(text: &str, colours: bool) -> std::borrow::Cow<'_, str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let needs = |c: char| c.is_control() && c != '\t';
+    if !body.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = body;
+    while let Some(c) = rest.chars().next() {
+        let len = c.len_utf8();
+        if colours && c == '\x1b' {
+            let sgr = rest[1..]
+                .strip_prefix('[')
+                .map(|r| {
+                    r.len()
+                        - r.trim_start_matches(|d: char| d.is_ascii_digit() || d == ';')
+                            .len()
+                })
+                .filter(|&n| rest[2 + n..].starts_with('m'));
+            if let Some(n) = sgr {
+                out.push_str(&rest[..3 + n]);
+                rest = &rest[3 + n..];
+                continue;
+            }
+        }
+        if needs(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+        rest = &rest[len..];
+    }
+    if body.len() < text.len() {
+        out.push('\n');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn a_line_stays_one_line_whatever_the_names_in_it() {
+        let forged = "file=evil\n2026-11-24T00:00:00Z  INFO forged\r\x1b[1A\x1b[2Kx\u{85}y\n";
+        let plain = escape_controls(forged, false);
+        assert_eq!(
+            plain,
+            "file=evil\\n2026-11-24T00:00:00Z  INFO forged\\r\\u{1b}[1A\\u{1b}[2Kx\\u{85}y\n"
+        );
+        assert_eq!(plain.matches('\n').count(), 1);
+        // On a terminal the formatter's colours stay; cursor movements do not.
+        let coloured = "\x1b[32m INFO\x1b[0m \x1b[2mcrispy:\x1b[0m x\x1b[1Ay\x1b[31mz\n";
+        assert_eq!(
+            escape_controls(coloured, true),
+            "\x1b[32m INFO\x1b[0m \x1b[2mcrispy:\x1b[0m x\\u{1b}[1Ay\x1b[31mz\n"
+        );
+        assert_eq!(
+            escape_controls(coloured, false).matches('\x1b').count(),
+            0,
+            "no colours asked for: every escape character is shown"
+        );
+        // Ordinary lines are left as they are, tabs and all.
+        assert!(matches!(
+            escape_controls("a\tb ünïcode\n", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // A lone escape character at the end, and an unfinished colour code.
+        assert_eq!(escape_controls("a\x1b", true), "a\\u{1b}");
+        assert_eq!(escape_controls("a\x1b[12", true), "a\\u{1b}[12");
+    }
 }

@@ -538,6 +538,36 @@ fn default_source_id_is_the_sanitized_file_stem() {
     assert_eq!(ms[0].1["source_id"], "Front_door_cam_2");
 }
 
+/// A file name cannot forge log lines: its newline and escape characters are shown as
+/// escapes in text logs, in the run's lines and in its errors.
+#[test]
+fn hostile_file_names_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forged = "2026-01-01T00:00:00.000000Z  INFO crispy: forged";
+    let src = dir
+        .path()
+        .join(format!("cam\n{forged}\r\x1b[1A\x1b[2K.mp4"));
+    std::fs::copy(Fixture::H264LongGop250.path().expect("fixture"), &src).expect("copy");
+    let sink = dir.path().join("out");
+    let out = run(&src, &sink, &["--chunk", "2s"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // Not a name that is not a video either: the error quotes it the same way.
+    let bad = dir.path().join(format!("notes\n{forged}.mp4"));
+    std::fs::write(&bad, b"not a video at all").expect("write");
+    let failed = run(&bad, &sink, &[]);
+    let err_bad = stderr(&failed);
+    assert_eq!(failed.status.code(), Some(13), "{err_bad}");
+    for text in [&err, &err_bad] {
+        assert!(text.contains("forged"), "the name is shown: {text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        for line in text.lines() {
+            assert!(!line.starts_with(forged), "a forged line: {text}");
+        }
+    }
+    assert!(err.contains("cam\\n2026-01-01"), "{err}");
+}
+
 #[test]
 fn probe_reports_stream_facts() {
     let out = crispy()
