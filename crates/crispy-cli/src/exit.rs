@@ -2,7 +2,7 @@
 
 use crispy_chunker::ChunkerError;
 use crispy_pipeline::config::ConfigError;
-use crispy_pipeline::{CameraProblem, PipelineError};
+use crispy_pipeline::{CameraFault, CameraFaultKind, PipelineError};
 use crispy_sink::SinkError;
 use crispy_source::SourceError;
 
@@ -73,6 +73,19 @@ pub struct ChunksDropped {
     pub per_source: String,
 }
 
+/// A live camera stored no chunk in the whole run (exit code 17, or 18, 19, 15 by its
+/// last problem); other cameras ran as usual.
+#[derive(Debug, thiserror::Error)]
+#[error("camera {source_id} stored no chunk in this run{others}; its last problem: {fault}")]
+pub struct CameraGaveNothing {
+    /// The first such camera, in the order they were given.
+    pub source_id: String,
+    /// Why its last attempt failed.
+    pub fault: CameraFault,
+    /// Other cameras that gave nothing, in words (empty when none).
+    pub others: String,
+}
+
 /// The exit code for an error anywhere in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -100,6 +113,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<ChunksDropped>().is_some() {
             return CHUNKS_DROPPED;
         }
+        if let Some(e) = cause.downcast_ref::<CameraGaveNothing>() {
+            return camera_code(&e.fault);
+        }
         if let Some(e) = cause.downcast_ref::<ChunkerError>() {
             return chunker_code(e);
         }
@@ -113,7 +129,6 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
                 PipelineError::Sink { error, .. } => error
                     .downcast_ref::<SinkError>()
                     .map_or(UPLOAD_FAILED, sink_code),
-                PipelineError::CameraGaveNothing { problem, .. } => camera_code(problem),
                 _ => INTERNAL,
             };
         }
@@ -123,11 +138,11 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
 
 /// A camera that stored nothing in the run: refused credentials and unknown paths have
 /// codes of their own, a stream that cannot be stream-copied that of any source.
-fn camera_code(problem: &CameraProblem) -> u8 {
-    match problem {
-        CameraProblem::Source(SourceError::Unauthorized { .. }) => CAMERA_CREDENTIALS,
-        CameraProblem::Source(SourceError::RemoteNotFound { .. }) => CAMERA_NO_SUCH_STREAM,
-        CameraProblem::Chunker(ChunkerError::UnsupportedCodec { .. }) => CODEC_UNSUPPORTED,
+fn camera_code(fault: &CameraFault) -> u8 {
+    match fault.kind {
+        CameraFaultKind::Credentials => CAMERA_CREDENTIALS,
+        CameraFaultKind::NoSuchStream => CAMERA_NO_SUCH_STREAM,
+        CameraFaultKind::Codec => CODEC_UNSUPPORTED,
         _ => CAMERA_GAVE_NOTHING,
     }
 }

@@ -29,6 +29,7 @@ pub fn init(global: &Global) -> ProgressBar {
     let writer = BarWriter {
         bar: bar.clone(),
         colours: interactive,
+        json: global.log_is_json(),
     };
     // A log line that cannot be written (stderr closed: a dead pipe, a restarted journal)
     // is lost, and that is all: reporting it would itself write to stderr, and a panic there
@@ -67,6 +68,9 @@ struct BarWriter {
     bar: ProgressBar,
     /// Lines carry the formatter's own colour codes (a terminal).
     colours: bool,
+    /// Lines are JSON objects: their strings escape what must be (a Rust escape in one
+    /// would make the line invalid JSON).
+    json: bool,
 }
 
 impl Write for BarWriter {
@@ -82,7 +86,11 @@ impl Write for BarWriter {
         } else {
             text
         };
-        let line = escape_controls(&text, self.colours);
+        let line = if self.json {
+            text
+        } else {
+            escape_controls(&text, self.colours)
+        };
         if self.bar.is_hidden() {
             let _ = std::io::stderr().write_all(line.as_bytes());
         } else {

@@ -143,6 +143,24 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
             }
             .into());
         }
+        // Cameras that gave nothing (each one's last problem was logged when it stopped):
+        // the first one given names the exit code.
+        let mut silent = summaries
+            .iter()
+            .filter_map(|s| s.gave_nothing.as_ref().map(|f| (s.source_id.as_str(), f)));
+        if let Some((id, fault)) = silent.next() {
+            let others: Vec<&str> = silent.map(|(id, _)| id).collect();
+            return Err(crate::exit::CameraGaveNothing {
+                source_id: id.to_owned(),
+                fault: fault.clone(),
+                others: if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (nor did {})", others.join(", "))
+                },
+            }
+            .into());
+        }
         Ok(())
     });
     if outcome.is_err() {

@@ -566,6 +566,20 @@ fn hostile_file_names_cannot_forge_log_lines() {
         }
     }
     assert!(err.contains("cam\\n2026-01-01"), "{err}");
+    // JSON lines escape as JSON does, every control character included: each line parses.
+    let odd = dir.path().join("odd\u{85}\u{7f}\n\x1b.mp4");
+    std::fs::copy(Fixture::H264LongGop250.path().expect("fixture"), &odd).expect("copy");
+    let out = run(&odd, &sink, &["--chunk", "2s", "--log-format", "json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for line in err.lines() {
+        let parsed: Result<Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not JSON: {line:?}");
+    }
+    assert!(
+        err.contains("odd\\u0085") || err.contains("odd\u{85}"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -218,6 +218,8 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert!(k.contains(&"gap".to_owned()), "{report}");
     assert!(k.contains(&"broken-chain".to_owned()), "{report}");
     assert!(k.contains(&"time-gap".to_owned()), "{report}");
+    // The run goes on after the gap to its end: it is not unfinished.
+    assert!(!k.contains(&"unfinished".to_owned()), "{report}");
 
     // A chunk without its manifest, and a manifest without its chunk.
     std::fs::remove_file(with_ext(&files[1], "json")).expect("rm");

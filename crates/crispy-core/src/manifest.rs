@@ -49,6 +49,10 @@ pub enum RunEnd {
     /// The run was stopped (SIGINT, SIGTERM, SIGHUP) and the chunk in progress closed: a
     /// live source's or a `testsrc` stream's last chunk of the run.
     Stopped,
+    /// A reason this version does not know (written by a later one): still an end. Never
+    /// written by this version.
+    #[serde(other)]
+    Other,
 }
 
 impl std::fmt::Display for RunEnd {
@@ -57,6 +61,7 @@ impl std::fmt::Display for RunEnd {
         f.write_str(match self {
             Self::EndOfInput => "end-of-input",
             Self::Stopped => "stopped",
+            Self::Other => "other",
         })
     }
 }
@@ -290,6 +295,10 @@ mod tests {
         assert!(json.contains("\"clock\": \"run-start\""), "{json}");
         // Written as null on every chunk but a run's last: its absence marks an older writer.
         assert!(json.contains("\"run_end\": null"), "{json}");
+        // A reason from a later version still reads as an end.
+        let later = json.replace("\"run_end\": null", "\"run_end\": \"camera-removed\"");
+        let back: ChunkMetadata = serde_json::from_str(&later).expect("parse");
+        assert_eq!(back.run_end, Some(RunEnd::Other));
         let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, m);
         // `prev_unknown` appears only when true, so manifests without it keep their bytes

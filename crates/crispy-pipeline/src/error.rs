@@ -23,16 +23,6 @@ pub enum PipelineError {
     /// A chunk could not be sealed.
     #[error(transparent)]
     Signer(#[from] SignerError),
-    /// A live camera stored no chunk in the whole run (the run was stopped while it could
-    /// not be opened, read or chunked): its last problem. Other cameras ran as usual; any
-    /// other failure of the run is reported instead of this one.
-    #[error("camera {source_id} stored no chunk in this run; its last problem: {problem}")]
-    CameraGaveNothing {
-        /// The camera.
-        source_id: crispy_core::SourceId,
-        /// Why its last attempt failed.
-        problem: CameraProblem,
-    },
     /// A chunk could not be stored.
     #[error("{error}")]
     Sink {
@@ -81,18 +71,6 @@ fn discarded_note(error: &SourceError, discarded: u64, stored: u64) -> String {
              of the incomplete chunk after them were not"
         )
     }
-}
-
-/// Why a camera gave no chunk.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CameraProblem {
-    /// It could not be opened or read.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// Its stream cannot be chunked as it is.
-    #[error("cannot chunk this camera's stream: {0}")]
-    Chunker(#[from] ChunkerError),
 }
 
 /// What becomes of the chunks a drain timeout leaves behind.

@@ -33,9 +33,12 @@ mod shutdown;
 pub mod verify;
 
 pub use backoff::Backoff;
-pub use error::{CameraProblem, PipelineError};
+pub use error::PipelineError;
 pub use job::{PipelineOptions, SourceJob, SourceSpec, SpoolOptions};
-pub use observer::{ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted, UploadStage};
+pub use observer::{
+    CameraFault, CameraFaultKind, ChunkReport, NoopObserver, Observer, RunSummary, SourceStarted,
+    UploadStage,
+};
 pub use run::{FileRun, run_file, run_sources};
 pub use shutdown::Shutdown;
 

@@ -56,6 +56,66 @@ pub struct RunSummary {
     pub latency_p50: Option<Duration>,
     /// 99th percentile chunk latency.
     pub latency_p99: Option<Duration>,
+    /// A live camera that stored no chunk in the whole run (it was retried until the run
+    /// was stopped): why its last attempt failed. `None` otherwise.
+    pub gave_nothing: Option<CameraFault>,
+}
+
+/// Why a live camera gave no chunk: its last attempt's problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraFault {
+    /// What kind of problem it was.
+    pub kind: CameraFaultKind,
+    /// The problem in words (URLs without credentials).
+    pub message: String,
+}
+
+/// Kinds of [`CameraFault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CameraFaultKind {
+    /// The camera refused the credentials (401).
+    Credentials,
+    /// The camera has no stream at that path (404).
+    NoSuchStream,
+    /// The stream's codec cannot be stream-copied into MP4.
+    Codec,
+    /// Anything else: unreachable, stalled, broke off, a stream that cannot be chunked.
+    Other,
+}
+
+impl CameraFault {
+    /// The fault a camera's source error describes.
+    pub fn from_source(e: &crispy_source::SourceError) -> Self {
+        use crispy_source::SourceError;
+        let kind = match e {
+            SourceError::Unauthorized { .. } => CameraFaultKind::Credentials,
+            SourceError::RemoteNotFound { .. } => CameraFaultKind::NoSuchStream,
+            _ => CameraFaultKind::Other,
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+
+    /// The fault a chunker error on a camera's stream describes.
+    pub fn from_chunker(e: &crispy_chunker::ChunkerError) -> Self {
+        let kind = match e {
+            crispy_chunker::ChunkerError::UnsupportedCodec { .. } => CameraFaultKind::Codec,
+            _ => CameraFaultKind::Other,
+        };
+        Self {
+            kind,
+            message: format!("cannot chunk this camera's stream: {e}"),
+        }
+    }
+}
+
+impl std::fmt::Display for CameraFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl RunSummary {
@@ -73,6 +133,7 @@ impl RunSummary {
             wall: Duration::ZERO,
             latency_p50: None,
             latency_p99: None,
+            gave_nothing: None,
         }
     }
 

@@ -16,8 +16,7 @@ use crispy_source::{
 };
 use tokio::sync::mpsc;
 
-use crate::error::CameraProblem;
-use crate::{Backoff, Observer, PipelineOptions, Shutdown, SourceStarted};
+use crate::{Backoff, CameraFault, Observer, PipelineOptions, Shutdown, SourceStarted};
 
 /// Packets between two progress events.
 const PROGRESS_EVERY: u64 = 64;
@@ -29,6 +28,8 @@ pub(crate) enum ReaderMsg {
     /// Chunks dropped from a full spool (or not accepted: a full disk), per source.
     Dropped(Vec<(SourceId, u64)>),
     Failed(ReaderFailure),
+    /// A live camera stored no chunk in the whole run; why its last attempt failed.
+    GaveNothing(SourceId, CameraFault),
 }
 
 /// A spooled chunk to upload; its bytes ride along when the reader still has them, else
@@ -71,8 +72,6 @@ pub(crate) enum ReaderFailure {
     Chunker(ChunkerError),
     Signer(crispy_signer::SignerError),
     Spool(SpoolError),
-    /// A live camera stored nothing in the whole run; why its last attempt failed.
-    CameraGaveNothing(SourceId, CameraProblem),
 }
 
 /// Maps media time to wall-clock time for one connection of a source.
@@ -201,11 +200,21 @@ impl<S: ChunkSink> Outbox<S> {
     /// end time, `None` when the upload stage is gone.
     fn send_with(
         &self,
-        mut chunk: Chunk,
+        chunk: Chunk,
         timeline: &mut Timeline,
         adjust: impl FnOnce(&mut ChunkMetadata),
     ) -> Option<DateTime<Utc>> {
-        let ready_at = std::time::Instant::now();
+        self.send_ready(chunk, std::time::Instant::now(), timeline, adjust)
+    }
+
+    /// Like [`Self::send_with`], for a chunk the chunker handed over at `ready_at`.
+    fn send_ready(
+        &self,
+        mut chunk: Chunk,
+        ready_at: std::time::Instant,
+        timeline: &mut Timeline,
+        adjust: impl FnOnce(&mut ChunkMetadata),
+    ) -> Option<DateTime<Utc>> {
         timeline.stamp(&mut chunk.metadata);
         adjust(&mut chunk.metadata);
         if let Some(start) = self.start.take() {
@@ -398,6 +407,21 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     let mut packets = 0u64;
     // Whether a shutdown, not the end of the source, ended the reading.
     let mut stopped = false;
+    // A file's chunk is sent once the next one is complete: whichever is last can then say
+    // it ends the run, even when the chunker has nothing left at the end (frames after a
+    // timestamp reset that never reach a keyframe). Paced sources send at once.
+    let hold = !flush_on_shutdown;
+    let mut held: Option<(Chunk, std::time::Instant)> = None;
+    let send_held = |held: &mut Option<(Chunk, std::time::Instant)>,
+                     timeline: &mut Timeline,
+                     end: Option<RunEnd>| {
+        match held.take() {
+            Some((chunk, ready_at)) => out
+                .send_ready(chunk, ready_at, timeline, |m| m.run_end = end)
+                .is_some(),
+            None => true,
+        }
+    };
     loop {
         if shutdown.is_triggered() {
             tracing::info!(
@@ -419,6 +443,10 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
                 break;
             }
             Err(error) => {
+                // The complete chunks before the damage are stored first.
+                if !send_held(&mut held, &mut timeline, None) {
+                    return;
+                }
                 let discarded_frames = chunker.pending_frames() as u64;
                 out.fail(ReaderFailure::Source {
                     error,
@@ -434,14 +462,30 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
         }
         match chunker.push(packet) {
             Ok(None) => {}
+            Ok(Some(chunk)) if hold => {
+                if !send_held(&mut held, &mut timeline, None) {
+                    return;
+                }
+                held = Some((chunk, std::time::Instant::now()));
+            }
             Ok(Some(chunk)) => {
                 if !out.send(chunk, &mut timeline) {
                     return;
                 }
             }
-            Err(e) => return out.fail(ReaderFailure::Chunker(e)),
+            Err(e) => {
+                if send_held(&mut held, &mut timeline, None) {
+                    out.fail(ReaderFailure::Chunker(e));
+                }
+                return;
+            }
         }
     }
+    let end = if stopped {
+        RunEnd::Stopped
+    } else {
+        RunEnd::EndOfInput
+    };
     if stopped && !flush_on_shutdown {
         // A file can be read again: a partial last chunk would collide with the complete
         // one of the next run (same name, other content). Its last stored chunk then does
@@ -451,24 +495,31 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             "stopping ({}): partial chunk of a file not stored",
             shutdown.reason()
         );
+        send_held(&mut held, &mut timeline, None);
         return;
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
-            let end = if stopped {
-                RunEnd::Stopped
-            } else {
-                RunEnd::EndOfInput
-            };
-            if out
-                .send_with(chunk, &mut timeline, |m| m.run_end = Some(end))
-                .is_none()
+            if !send_held(&mut held, &mut timeline, None)
+                || out
+                    .send_with(chunk, &mut timeline, |m| m.run_end = Some(end))
+                    .is_none()
             {
                 return;
             }
         }
-        Ok(None) => {}
-        Err(e) => return out.fail(ReaderFailure::Chunker(e)),
+        // Nothing left in the chunker: the chunk held is the last.
+        Ok(None) => {
+            if !send_held(&mut held, &mut timeline, Some(end)) {
+                return;
+            }
+        }
+        Err(e) => {
+            if send_held(&mut held, &mut timeline, None) {
+                out.fail(ReaderFailure::Chunker(e));
+            }
+            return;
+        }
     }
     if let Some(error) = source.damage_at_end() {
         out.fail(ReaderFailure::Source {
@@ -513,7 +564,7 @@ pub(crate) fn read_live<S: ChunkSink>(
     let mut failures = 0u64;
     // The last reason no chunk came: an operator stopping a camera that never delivered one
     // in this run is told why once more, and the run's exit code says so.
-    let mut last_problem: Option<CameraProblem> = None;
+    let mut last_problem: Option<CameraFault> = None;
     while !shutdown.is_triggered() {
         let connect_started = std::time::Instant::now();
         let opened = RtspSource::open(&config, shutdown.flag()).map(|camera| match &transcode {
@@ -538,7 +589,7 @@ pub(crate) fn read_live<S: ChunkSink>(
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot open camera: {e}"
                 );
-                last_problem = Some(e.into());
+                last_problem = Some(CameraFault::from_source(&e));
                 shutdown.sleep(delay);
                 continue;
             }
@@ -564,16 +615,16 @@ pub(crate) fn read_live<S: ChunkSink>(
                     backoff.reset();
                     failures = 0;
                 }
-                if let Some(e) = session.ended_by {
-                    last_problem = Some(e.into());
-                }
+                // What this connection ended with is the camera's last problem (none when
+                // the run was stopped while it streamed).
+                last_problem = session.ended_by.as_ref().map(CameraFault::from_source);
             }
             Err(SessionEnd::UploadStageGone) => return,
             Err(SessionEnd::Chunker(e, next, end)) => {
                 next_sequence = next.max(next_sequence);
                 last_end = end.or(last_end);
                 tracing::error!(source = %source_id, url = %url, "cannot chunk this camera's stream: {e}");
-                last_problem = Some(e.into());
+                last_problem = Some(CameraFault::from_chunker(&e));
                 shutdown.sleep(backoff.next_slow_delay());
                 continue;
             }
@@ -596,7 +647,9 @@ pub(crate) fn read_live<S: ChunkSink>(
                 url = %url,
                 "camera stopped without a chunk in this run; last problem: {problem}"
             );
-            out.fail(ReaderFailure::CameraGaveNothing(source_id, problem));
+            let _ = out
+                .tx
+                .blocking_send(ReaderMsg::GaveNothing(source_id, problem));
         }
         // Stopped before its first chunk could be closed, with nothing wrong.
         None => tracing::warn!(

@@ -409,7 +409,7 @@ where
                     }
                 }
                 Some(ReaderMsg::Failed(f)) => {
-                    note_failure(&mut failure, match f {
+                    failure.get_or_insert(match f {
                         ReaderFailure::Source {
                             error,
                             discarded_frames,
@@ -421,10 +421,13 @@ where
                         ReaderFailure::Chunker(e) => e.into(),
                         ReaderFailure::Signer(e) => e.into(),
                         ReaderFailure::Spool(e) => e.into(),
-                        ReaderFailure::CameraGaveNothing(source_id, problem) => {
-                            PipelineError::CameraGaveNothing { source_id, problem }
-                        }
                     });
+                }
+                Some(ReaderMsg::GaveNothing(id, fault)) => {
+                    summaries
+                        .entry(id.clone())
+                        .or_insert_with(|| RunSummary::empty(id))
+                        .gave_nothing = Some(fault);
                 }
                 None => readers_done = true,
             },
@@ -452,7 +455,7 @@ where
                         }
                         in_flight_bytes = 0;
                     }
-                    note_failure(&mut failure, e);
+                    failure.get_or_insert(e);
                 }
             }
             () = sleep_until_some(deadline) => {
@@ -467,7 +470,7 @@ where
                     "drain timeout: {}",
                     crate::error::left_behind(pending, &dir, in_memory)
                 );
-                note_failure(&mut failure, PipelineError::DrainTimeout {
+                failure.get_or_insert(PipelineError::DrainTimeout {
                     timeout: options.drain_timeout,
                     pending,
                     spool: dir,
@@ -533,18 +536,6 @@ where
         return Err(e);
     }
     Ok(out)
-}
-
-/// Keeps the first failure of the run, except that any other failure wins over a camera
-/// that gave nothing (reported at shutdown, while chunks may still be at risk).
-fn note_failure(failure: &mut Option<PipelineError>, e: PipelineError) {
-    let replaceable = matches!(
-        failure,
-        None | Some(PipelineError::CameraGaveNothing { .. })
-    ) && !matches!(e, PipelineError::CameraGaveNothing { .. });
-    if failure.is_none() || replaceable {
-        *failure = Some(e);
-    }
 }
 
 /// Starts the thread that reads a file-like source (file, transcode, synthetic) to its end.
@@ -738,8 +729,13 @@ async fn with_signed_url<S: ChunkSink>(
         Ok(Some(url)) => {
             let expires_at = Utc::now()
                 + chrono::Duration::from_std(ttl).unwrap_or_else(|_| chrono::Duration::days(7));
-            chunk.metadata.signed_url = Some(crispy_core::SignedUrl { url, expires_at });
-            let manifest = bytes::Bytes::from(chunk.metadata.to_json());
+            let signed = crispy_core::SignedUrl { url, expires_at };
+            // Added to the text as sealed (a chunk recovered from the spool may have been
+            // sealed by another version, with members this one would write differently).
+            let manifest = with_member(&manifest, "signed_url", &signed)
+                .map(bytes::Bytes::from)
+                .unwrap_or(manifest);
+            chunk.metadata.signed_url = Some(signed);
             (chunk, manifest)
         }
         Ok(None) => (chunk, manifest),
@@ -748,6 +744,29 @@ async fn with_signed_url<S: ChunkSink>(
             (chunk, manifest)
         }
     }
+}
+
+/// `manifest` (a JSON object) with the member `name` set to `value`, every other member as it
+/// is. Outside the canonical form, like `signed_url`, it leaves signature and chain intact.
+/// `None` when the text is not a JSON object.
+fn with_member(manifest: &[u8], name: &str, value: &impl serde::Serialize) -> Option<Vec<u8>> {
+    let mut parsed: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let object = parsed.as_object_mut()?;
+    let value = serde_json::to_value(value).ok()?;
+    if object.contains_key(name) {
+        // Replaced: the members come out in name order, their values unchanged.
+        object.insert(name.to_owned(), value);
+        return serde_json::to_vec_pretty(&parsed).ok();
+    }
+    // Appended to the text, so the members keep the order they were written in.
+    let text = std::str::from_utf8(manifest).ok()?.trim_end();
+    let body = text.strip_suffix('}')?.trim_end();
+    let value = serde_json::to_string_pretty(&value)
+        .ok()?
+        .replace('\n', "\n  ");
+    let separator = if object.is_empty() { "" } else { "," };
+    let name = serde_json::to_string(name).ok()?;
+    Some(format!("{body}{separator}\n  {name}: {value}\n}}").into_bytes())
 }
 
 /// Opens the spool: the sink's own directory under `dir`, or one in memory.
@@ -996,6 +1015,46 @@ fn tenth_ms(d: Duration) -> f64 {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A signed URL added to a manifest sealed by another version keeps that version's
+    /// members as they are: the canonical form (what signature and chain cover) is unchanged.
+    #[test]
+    fn a_signed_url_is_added_to_the_manifest_as_sealed() {
+        let mut stored: serde_json::Value =
+            serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+        let object = stored.as_object_mut().expect("object");
+        object.remove("run_end"); // written by a version that had no such member
+        object.insert("from_a_later_version".into(), serde_json::Value::from(7));
+        let stored = serde_json::to_vec_pretty(&stored).expect("json");
+        let url = crispy_core::SignedUrl {
+            url: "https://example.test/x.mp4?sig=1".to_owned(),
+            expires_at: Utc::now(),
+        };
+        let out = with_member(&stored, "signed_url", &url).expect("added");
+        assert_eq!(
+            crispy_signer::canonical_bytes_of_json(&out),
+            crispy_signer::canonical_bytes_of_json(&stored)
+        );
+        let back: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(back["signed_url"]["url"], url.url.as_str());
+        assert_eq!(back["from_a_later_version"], 7);
+        assert!(back.get("run_end").is_none());
+        // The members keep their order: the text only grew at its end.
+        let text = String::from_utf8(out).expect("utf8");
+        let head = String::from_utf8(stored).expect("utf8");
+        let head = head.trim_end().trim_end_matches('}').trim_end();
+        assert!(text.starts_with(head), "{text}");
+        // Set again (a newer URL), it is replaced, not repeated.
+        let again = with_member(text.as_bytes(), "signed_url", &url).expect("replaced");
+        assert_eq!(
+            String::from_utf8(again)
+                .expect("utf8")
+                .matches("signed_url")
+                .count(),
+            1
+        );
+        assert!(with_member(b"[1]", "signed_url", &url).is_none());
+    }
 
     #[test]
     fn the_queue_forgets_dropped_chunks_once_they_are_half_of_it() {

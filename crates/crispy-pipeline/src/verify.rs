@@ -352,6 +352,18 @@ struct SourceWalk {
     dropped: BTreeSet<u64>,
     /// Sequence gaps seen, judged at the end: a later manifest may record them as dropped.
     gaps: Vec<Gap>,
+    /// File runs' chunks not marked as their run's end that no later chunk of their run has
+    /// followed yet, by their canonical SHA-256 (a successor's `prev_sha256`): what is left
+    /// at the end are runs that did not finish. One entry per run being walked, whatever
+    /// the order of the objects (a file's chunks may interleave with live ones of the id).
+    open_runs: std::collections::HashMap<String, OpenRun>,
+}
+
+/// The last chunk seen of a file run that has not ended.
+struct OpenRun {
+    sequence: u64,
+    object: String,
+    end_time: DateTime<Utc>,
 }
 
 /// What a manifest's successor is checked against.
@@ -363,24 +375,19 @@ struct Link {
     object: String,
     /// From a live source (clock `rtcp` or `receive`): its chain goes on across restarts.
     live: bool,
-    /// Its `run_end`, and whether its writer records one at all.
+    /// Its `run_end`.
     run_end: Option<RunEnd>,
-    marks_ends: bool,
-}
-
-impl Link {
-    /// A file run's chunk whose writer marks run ends, not marked as one: when no chunk of
-    /// its run follows, the run did not finish.
-    fn leaves_a_file_run_open(&self) -> bool {
-        !self.live && self.marks_ends && self.run_end.is_none()
-    }
 }
 
 /// What a file run that did not finish is reported as, at its last stored chunk.
-fn unfinished_detail(p: &Link) -> String {
+fn unfinished_detail(run: &OpenRun) -> String {
     format!(
-        "sequence {} is the last stored chunk of a run of a file, and it does not mark the          run's end (run_end null): the chunks after it are missing, or the run stopped before          the end of the file (stopped, killed, a damaged file) or is still going; a run of the          same file stores what is missing",
-        p.sequence
+        "sequence {} is the last stored chunk of a run of a file, and it does not mark the \
+         run's end (run_end null): the chunks after it are missing, or the run stopped before \
+         the end of the file (stopped, killed, a damaged file) or is still going; running the \
+         same file again stores what is missing where its chunk times come from the file \
+         (clock file or file-mtime), as they do unless the file was copied without its times",
+        run.sequence
     )
 }
 
@@ -520,12 +527,6 @@ impl SourceWalk {
             let restarts = |p: &&Link| {
                 p.live && live_clock(m.clock) && object_prefix(&p.object) == object_prefix(object)
             };
-            // The file run before this chain did not get to its end.
-            if let Some(p) = self.prev.as_ref().filter(|p| p.leaves_a_file_run_open()) {
-                let detail = unfinished_detail(p);
-                let at = p.object.clone();
-                self.push(problems, id, ProblemKind::Unfinished, &at, detail);
-            }
             if let Some(p) = self.prev.as_ref().filter(restarts) {
                 let why = if m.prev_unknown {
                     "the run that stored it could not read the sink's last manifest when it \
@@ -540,6 +541,19 @@ impl SourceWalk {
                 );
                 self.push(problems, id, ProblemKind::ChainRestart, object, detail);
             }
+        }
+        // The run this chunk continues is not open at the chunk before it any more: the one
+        // it links to, or (chunks missing or altered between) the one before it of the run.
+        if let Some(link) = &m.prev_sha256 {
+            self.open_runs.remove(link);
+        }
+        if let Some(p) = &self.prev
+            && !starts_chain
+            && !live_clock(m.clock)
+            && !p.live
+            && m.sequence > p.sequence
+        {
+            self.open_runs.remove(&p.sha256);
         }
         self.dropped.extend(m.dropped_sequences.iter().copied());
         if let Some(p) = self.prev.take().filter(|_| !starts_chain) {
@@ -595,14 +609,27 @@ impl SourceWalk {
         });
         self.start_time.get_or_insert(m.start_time);
         self.end_time = Some(m.end_time);
+        let sha256 = sha256_hex(&canonical);
+        let live = live_clock(m.clock);
+        // Writers that record run ends say `null` on every chunk but a run's last; older
+        // ones write no member, and their runs are not judged.
+        if !live && marks_ends && m.run_end.is_none() {
+            self.open_runs.insert(
+                sha256.clone(),
+                OpenRun {
+                    sequence: m.sequence,
+                    object: m.object.clone(),
+                    end_time: m.end_time,
+                },
+            );
+        }
         self.prev = Some(Link {
             sequence: m.sequence,
-            sha256: sha256_hex(&canonical),
+            sha256,
             end_time: m.end_time,
             object: m.object,
-            live: live_clock(m.clock),
+            live,
             run_end: m.run_end,
-            marks_ends,
         });
     }
 
@@ -615,12 +642,15 @@ impl SourceWalk {
         to: Option<DateTime<Utc>>,
         problems: &mut Vec<Problem>,
     ) -> Option<SourceSummary> {
-        let open = self.prev.as_ref().filter(|p| {
+        let mut open: Vec<OpenRun> = std::mem::take(&mut self.open_runs)
+            .into_values()
             // A chunk following it would start at its end: inside the window, or not.
-            p.leaves_a_file_run_open() && to.is_none_or(|to| p.end_time < to)
-        });
-        if let Some((at, detail)) = open.map(|p| (p.object.clone(), unfinished_detail(p))) {
-            self.push(problems, id, ProblemKind::Unfinished, &at, detail);
+            .filter(|run| to.is_none_or(|to| run.end_time < to))
+            .collect();
+        open.sort_by(|a, b| a.object.cmp(&b.object));
+        for run in open {
+            let detail = unfinished_detail(&run);
+            self.push(problems, id, ProblemKind::Unfinished, &run.object, detail);
         }
         for gap in std::mem::take(&mut self.gaps) {
             let missing = gap.after + 1..gap.at;
