@@ -728,6 +728,28 @@ fn a_file_run_marks_its_end_and_verify_reports_a_lost_tail() {
     assert_eq!(code, Some(0), "{report}");
 }
 
+/// A camera run under the id of a file run continues its chain; the file run whose tail
+/// was lost is still unfinished.
+#[test]
+fn a_live_run_after_an_unfinished_file_run_does_not_hide_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = input(dir.path());
+    let sink = dir.path().join("sink");
+    run_file(&clip, &sink, &["--source-id", "cam"], &[]);
+    let files = chunks(&sink);
+    let last = files.last().expect("chunks");
+    std::fs::remove_file(last).expect("rm");
+    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    live_run_with(&sink, None, 3);
+    assert!(
+        chunks(&sink).len() > files.len(),
+        "the live run stored chunks"
+    );
+    let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["unfinished"], "{report}");
+}
+
 /// Manifests of a version that wrote no `run_end` are not judged by it: their last chunk
 /// may well be the file's last.
 #[test]

@@ -544,7 +544,9 @@ impl SourceWalk {
         }
         // The run this chunk continues is not open at the chunk before it any more: the one
         // it links to, or (chunks missing or altered between) the one before it of the run.
-        if let Some(link) = &m.prev_sha256 {
+        // (A live source restarted under the id of a file run continues its chain, but the
+        // file run is not finished by it.)
+        if let Some(link) = m.prev_sha256.as_ref().filter(|_| !live_clock(m.clock)) {
             self.open_runs.remove(link);
         }
         if let Some(p) = &self.prev
