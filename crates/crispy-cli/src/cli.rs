@@ -89,7 +89,8 @@ pub struct VerifyArgs {
     /// Name of an environment variable holding a trusted HMAC secret.
     #[arg(long, value_name = "VAR")]
     pub hmac_key_env: Vec<String>,
-    /// Accept manifests without a signature (still checks hashes, chain and timing).
+    /// Accept manifests without a signature (still checks hashes, chain and timing), except
+    /// one that follows a signed manifest in its chain (a stripped signature).
     #[arg(long)]
     pub allow_unsigned: bool,
     /// Print the report as JSON on stdout.

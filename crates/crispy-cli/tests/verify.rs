@@ -530,6 +530,50 @@ fn unsigned_runs_verify_only_with_allow_unsigned() {
     assert_eq!(kinds(&report), ["content-mismatch"], "{report}");
 }
 
+/// `--allow-unsigned` accepts chains unsigned from their start, not a signed chain with a
+/// manifest whose signature was stripped: the chain's links do not cover the signature, so
+/// the last manifest could otherwise be edited at will.
+#[test]
+fn allow_unsigned_does_not_accept_a_signature_stripped_from_a_signed_chain() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let manifests: Vec<PathBuf> = chunks(&sink).iter().map(|c| with_ext(c, "json")).collect();
+    let strip = |path: &Path, edit: &dyn Fn(&mut Value)| {
+        let mut value: Value =
+            serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
+        assert!(value["signature"].is_object(), "{value}");
+        value["signature"] = Value::Null;
+        edit(&mut value);
+        std::fs::write(path, serde_json::to_vec_pretty(&value).expect("json")).expect("write");
+    };
+    // The last manifest, stripped and edited where neither its chunk nor a later link can
+    // contradict it: how the run ended.
+    let last = manifests.last().expect("manifests");
+    strip(last, &|v| v["run_end"] = "stopped".into());
+    let (code, report) = verify(&sink, &["--public-key", pk, "--allow-unsigned"], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["unsigned"], "{report}");
+    let problem = &report["problems"][0];
+    assert!(
+        problem["object"].as_str().is_some_and(|o| last
+            .to_string_lossy()
+            .ends_with(&o.replace(".mp4", ".json"))),
+        "{report}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("the one before it in its chain")),
+        "{report}"
+    );
+    // A middle one, only stripped: still reported, once (the next manifest is signed again).
+    strip(&manifests[3], &|_| {});
+    let (code, report) = verify(&sink, &["--public-key", pk, "--allow-unsigned"], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["unsigned", "unsigned"], "{report}");
+    assert_eq!(report["sources"][0]["unsigned"], 2, "{report}");
+}
+
 #[test]
 fn hmac_signed_runs_verify_with_the_same_secret_only() {
     let dir = tempfile::tempdir().expect("tempdir");

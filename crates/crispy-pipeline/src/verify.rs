@@ -377,6 +377,8 @@ struct Link {
     live: bool,
     /// Its `run_end`.
     run_end: Option<RunEnd>,
+    /// It carries a signature (valid or not: an invalid one is reported by itself).
+    signed: bool,
 }
 
 /// What a file run that did not finish is reported as, at its last stored chunk.
@@ -490,8 +492,35 @@ impl SourceWalk {
         if let Some(s) = &m.signature {
             self.key_ids.insert(s.key_id.clone());
         }
+        let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
+        // The manifest before in the same chain was signed: `--allow-unsigned` accepts chains
+        // that are unsigned from their start, not one whose signatures stop (a stripped
+        // signature leaves the chain's links whole, and the last manifest free to edit).
+        let signed_before = self.prev.as_ref().is_some_and(|p| {
+            p.signed && !starts_chain && m.prev_sha256.as_deref() == Some(p.sha256.as_str())
+        });
         match options.keys.verify(&canonical, m.signature.as_ref()) {
             Ok(()) => {}
+            Err(VerifyError::Unsigned) if signed_before => {
+                self.unsigned += 1;
+                let p = self
+                    .prev
+                    .as_ref()
+                    .map(|p| p.object.as_str())
+                    .unwrap_or_default();
+                self.push(
+                    problems,
+                    id,
+                    ProblemKind::Unsigned,
+                    object,
+                    format!(
+                        "the manifest is not signed, but the one before it in its chain ({p}) \
+                         is: its signature may have been stripped and the manifest edited (a \
+                         live source restarted without its key looks the same); \
+                         --allow-unsigned accepts only chains unsigned from their start"
+                    ),
+                );
+            }
             Err(VerifyError::Unsigned) => {
                 self.unsigned += 1;
                 if !options.allow_unsigned {
@@ -518,7 +547,6 @@ impl SourceWalk {
         if m.discontinuity {
             self.discontinuities += 1;
         }
-        let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
         if starts_chain {
             self.chain_starts += 1;
             // Each run of a file starts its own chain; a live source's chain goes on across
@@ -632,6 +660,7 @@ impl SourceWalk {
             object: m.object,
             live,
             run_end: m.run_end,
+            signed: m.signature.is_some(),
         });
     }
 
