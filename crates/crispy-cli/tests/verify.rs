@@ -574,6 +574,31 @@ fn allow_unsigned_does_not_accept_a_signature_stripped_from_a_signed_chain() {
     assert_eq!(report["sources"][0]["unsigned"], 2, "{report}");
 }
 
+/// An object whose name no object path can hold (S3 and GCS take any key) is reported,
+/// and everything else is still checked: it used to stop verify with no report.
+#[test]
+fn an_odd_object_name_is_reported_and_everything_else_checked() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    let day = chunks(&sink)[0].parent().expect("day folder").to_owned();
+    std::fs::write(day.join("forged\nchunk ok.json"), b"{}").expect("odd file");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["unreadable"], "{report}");
+    let object = report["problems"][0]["object"].as_str().unwrap_or_default();
+    assert!(object.ends_with("forged\\nchunk ok.json"), "{report}");
+    assert_eq!(report["sources"][0]["chunks"], 8, "{report}");
+    // The text report writes the name escaped: it cannot forge a line.
+    let out = crispy()
+        .args(["verify", &sink_url(&sink), "--public-key", pk])
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.lines().any(|l| l.starts_with("chunk ok")), "{text}");
+    assert!(text.contains("forged\\nchunk ok.json"), "{text}");
+}
+
 #[test]
 fn hmac_signed_runs_verify_with_the_same_secret_only() {
     let dir = tempfile::tempdir().expect("tempdir");

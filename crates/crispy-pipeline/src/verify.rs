@@ -10,7 +10,7 @@ use crispy_signer::{
     VerifyError, VerifyingKeys, canonical_bytes, canonical_bytes_of_json, sha256_hex,
 };
 
-use crispy_sink::{ObjectStoreSink, SinkError};
+use crispy_sink::{ObjectStoreSink, SinkError, Walked};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -165,7 +165,13 @@ pub async fn verify(
     // path order (hashing on the blocking pool).
     let found = sink
         .walk_window(options.from, options.to)
-        .map_ok(|folder| futures::stream::iter(in_folder(&folder, &in_scope_path)).map(Ok))
+        .map_ok(|walked| {
+            let listed = match walked {
+                Walked::Objects(folder) => in_folder(&folder, &in_scope_path),
+                Walked::Unlisted { folder, detail } => vec![Listed::Unlisted(folder, detail)],
+            };
+            futures::stream::iter(listed).map(Ok)
+        })
         .try_flatten()
         .map_ok(|listed| fetch(sink, listed, options, &in_window))
         .try_buffered(FETCHES_IN_FLIGHT);
@@ -240,6 +246,8 @@ enum Listed {
     Manifest(String),
     /// A chunk without a manifest next to it.
     OrphanChunk(String),
+    /// A name the listing could not hold, where, and what that left unchecked.
+    Unlisted(String, String),
 }
 
 /// The manifests of a folder in scope, and its chunks in scope without a manifest, in path
@@ -294,6 +302,7 @@ async fn fetch(
 ) -> Result<Fetched, SinkError> {
     let path = match listed {
         Listed::OrphanChunk(path) => return Ok(Fetched::OrphanChunk(path)),
+        Listed::Unlisted(at, detail) => return Ok(Fetched::Unreadable(at, detail)),
         Listed::Manifest(path) => path,
     };
     let Some(bytes) = sink.get(&path).await? else {

@@ -30,5 +30,5 @@ mod spool;
 pub use error::SinkError;
 pub use naming::{chunk_object_path, manifest_path_for, object_source, object_start};
 pub use open::{Backend, SinkOptions};
-pub use sink::{ObjectStoreSink, clean_prefix};
+pub use sink::{ObjectStoreSink, Walked, clean_prefix};
 pub use spool::{Accepted, Spool, SpoolEntry, SpoolError};

@@ -360,7 +360,22 @@ impl ObjectStoreSink {
         if from.is_none() && to.is_none() {
             return self.list("").await;
         }
-        let mut out: Vec<(String, u64)> = self.walk_window(from, to).try_concat().await?;
+        let mut out: Vec<(String, u64)> = self
+            .walk_window(from, to)
+            .and_then(|walked| async move {
+                match walked {
+                    Walked::Objects(objects) => Ok(objects),
+                    Walked::Unlisted { folder, detail } => Err(self.read_err(
+                        &folder,
+                        object_store::Error::Generic {
+                            store: "listing",
+                            source: detail.into(),
+                        },
+                    )),
+                }
+            })
+            .try_concat()
+            .await?;
         out.sort();
         out.dedup();
         Ok(out)
@@ -372,6 +387,13 @@ impl ObjectStoreSink {
     /// can work through a bucket holding months of many cameras while holding one folder's
     /// names at a time.
     ///
+    /// An object whose name no object path can hold (a control character, `.` or `..`,
+    /// which S3 and GCS accept in keys) does not stop the walk: it comes out as
+    /// [`Walked::Unlisted`], where it was found, and the walk goes on. In a local directory
+    /// only that name is left out; a cloud store's listing fails for the whole page (up to
+    /// 1,000 names) holding it, so the rest of that folder is not listed, and the item says
+    /// so.
+    ///
     /// Date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not listed, so a
     /// day's check of such a bucket lists that day, not the months. Everything else is
     /// listed. A folder is skipped as a date only when an object in it proves it one: its
@@ -382,12 +404,15 @@ impl ObjectStoreSink {
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
-    ) -> impl futures::Stream<Item = Result<Vec<(String, u64)>, SinkError>> + Send + '_ {
+    ) -> impl futures::Stream<Item = Result<Walked, SinkError>> + Send + '_ {
         let start = vec![Step::Folder(Folder::Plain(self.prefix.clone()))];
         futures::stream::try_unfold(start, move |mut stack| async move {
             while let Some(step) = stack.pop() {
                 match step {
-                    Step::Objects(objects) => return Ok(Some((objects, stack))),
+                    Step::Objects(objects) => return Ok(Some((Walked::Objects(objects), stack))),
+                    Step::Unlisted(folder, detail) => {
+                        return Ok(Some((Walked::Unlisted { folder, detail }, stack)));
+                    }
                     Step::Folder(folder) => self.expand(folder, (from, to), &mut stack).await?,
                 }
             }
@@ -421,15 +446,25 @@ impl ObjectStoreSink {
                 return Ok(());
             }
             if span == Span::Day {
-                let mut objects = self.list_under(&dir).await?;
+                let (mut objects, odd) = self.list_under(&dir).await?;
                 objects.sort();
+                // Reported before the folder's objects: they pop after.
                 if !objects.is_empty() {
                     stack.push(Step::Objects(objects));
                 }
+                stack.extend(
+                    odd.into_iter()
+                        .rev()
+                        .map(|o| Step::Unlisted(o.at, o.detail)),
+                );
                 return Ok(());
             }
         }
-        let (subdirs, objects) = self.children(&dir).await?;
+        let Children {
+            dirs: subdirs,
+            objects,
+            odd,
+        } = self.children(&dir).await?;
         let folders = subdirs.into_iter().map(|sub| {
             let part = last_segment(&sub).and_then(|v| date_part(v, 2));
             let next_level = date.and_then(|(first, span)| match span {
@@ -444,6 +479,11 @@ impl ObjectStoreSink {
             }
         });
         push_in_order(stack, folders.collect(), objects);
+        stack.extend(
+            odd.into_iter()
+                .rev()
+                .map(|o| Step::Unlisted(o.at, o.detail)),
+        );
         Ok(())
     }
 
@@ -452,12 +492,12 @@ impl ObjectStoreSink {
     /// agree (`<parent>/<yyyy>/<mm>/<dd>/<name>`).
     async fn proves_date(&self, dir: &str, span: Span) -> Result<bool, SinkError> {
         use futures::TryStreamExt;
-        let witness = self
-            .store
-            .list(Some(&Path::from(dir)))
-            .try_next()
-            .await
-            .map_err(|e| self.read_err(dir, e))?;
+        let witness = match self.store.list(Some(&Path::from(dir))).try_next().await {
+            Ok(witness) => witness,
+            // Listed as a plain folder instead, where the name is reported.
+            Err(object_store::Error::InvalidPath { .. }) => return Ok(false),
+            Err(e) => return Err(self.read_err(dir, e)),
+        };
         let Some(witness) = witness else {
             return Ok(true);
         };
@@ -485,14 +525,31 @@ impl ObjectStoreSink {
         Ok(path == expected)
     }
 
-    /// The folders and the objects (with sizes) directly under `dir`, a full path.
-    async fn children(&self, dir: &str) -> Result<(Vec<String>, Vec<(String, u64)>), SinkError> {
+    /// The folders and the objects (with sizes) directly under `dir`, a full path, and the
+    /// names there that no object path can hold ([`Self::walk_window`]).
+    async fn children(&self, dir: &str) -> Result<Children, SinkError> {
         let prefix = (!dir.is_empty()).then(|| Path::from(dir));
-        let listing = self
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| self.read_err(dir, e))?;
+        let listing = match self.store.list_with_delimiter(prefix.as_ref()).await {
+            Ok(listing) => listing,
+            Err(object_store::Error::InvalidPath { source }) => {
+                if self.local_dir.is_some() {
+                    return self.local_listing(dir, false).await;
+                }
+                return Ok(Children {
+                    odd: vec![OddName {
+                        at: dir.to_owned(),
+                        detail: format!(
+                            "this folder could not be listed, so nothing in it was checked: \
+                             the store returned a name that no object path can hold ({}); \
+                             rename or delete that object",
+                            escape_controls(&source.to_string())
+                        ),
+                    }],
+                    ..Children::default()
+                });
+            }
+            Err(e) => return Err(self.read_err(dir, e)),
+        };
         let dirs = listing
             .common_prefixes
             .iter()
@@ -503,17 +560,58 @@ impl ObjectStoreSink {
             .iter()
             .map(|m| (m.location.to_string(), m.size))
             .collect();
-        Ok((dirs, objects))
+        Ok(Children {
+            dirs,
+            objects,
+            odd: Vec::new(),
+        })
     }
 
-    /// Every object under `dir`, a full path.
-    async fn list_under(&self, dir: &str) -> Result<Vec<(String, u64)>, SinkError> {
-        use futures::TryStreamExt;
-        self.store
-            .list(Some(&Path::from(dir)))
-            .map_ok(|m| (m.location.to_string(), m.size))
-            .try_collect()
+    /// Every object under `dir`, a full path, and what could not be listed
+    /// ([`Self::walk_window`]): a local directory's listing leaves out only the odd name, a
+    /// cloud store's stops at the page holding it.
+    async fn list_under(&self, dir: &str) -> Result<(Vec<(String, u64)>, Vec<OddName>), SinkError> {
+        use futures::StreamExt;
+        let mut listing = self.store.list(Some(&Path::from(dir)));
+        let mut objects = Vec::new();
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(m) => objects.push((m.location.to_string(), m.size)),
+                // The listing ends at such an error (a local one too): a local directory
+                // is read again by hand, a cloud store's rest of the folder is lost.
+                Err(object_store::Error::InvalidPath { .. }) if self.local_dir.is_some() => {
+                    let listing = self.local_listing(dir, true).await?;
+                    return Ok((listing.objects, listing.odd));
+                }
+                Err(object_store::Error::InvalidPath { source }) => {
+                    let odd = OddName {
+                        at: dir.to_owned(),
+                        detail: format!(
+                            "an object under this folder has a name that no object path can \
+                             hold ({}): the listing of this folder stopped at it, so the \
+                             objects listed with it and after it were not checked; rename or \
+                             delete it",
+                            escape_controls(&source.to_string())
+                        ),
+                    };
+                    return Ok((objects, vec![odd]));
+                }
+                Err(e) => return Err(self.read_err(dir, e)),
+            }
+        }
+        Ok((objects, Vec::new()))
+    }
+
+    /// A local sink's folder `dir` read by hand ([`local_listing`]), for when object_store's
+    /// listing fails on a name no object path can hold.
+    async fn local_listing(&self, dir: &str, recursive: bool) -> Result<Children, SinkError> {
+        let Some(root) = self.local_dir.clone() else {
+            return Ok(Children::default());
+        };
+        let at = dir.to_owned();
+        tokio::task::spawn_blocking(move || local_listing(&root, &at, recursive))
             .await
+            .map_err(|e| self.read_err(dir, object_store::Error::JoinError { source: e }))?
             .map_err(|e| self.read_err(dir, e))
     }
 
@@ -533,7 +631,24 @@ impl ObjectStoreSink {
 
     /// Names directly under `dir` (sub-directories, then objects), each sorted descending.
     async fn children_desc(&self, dir: &str) -> Result<(Vec<String>, Vec<String>), SinkError> {
-        let (mut dirs, objects) = self.children(dir).await?;
+        let Children {
+            mut dirs,
+            objects,
+            odd,
+        } = self.children(dir).await?;
+        // A name left out of a local listing hides nothing else; a cloud folder that could
+        // not be listed might hold the newest manifest.
+        if self.local_dir.is_none()
+            && let Some(o) = odd.into_iter().next()
+        {
+            return Err(self.read_err(
+                &o.at,
+                object_store::Error::Generic {
+                    store: "listing",
+                    source: o.detail.into(),
+                },
+            ));
+        }
         let mut objects: Vec<String> = objects.into_iter().map(|(path, _)| path).collect();
         dirs.sort_by(|a, b| b.cmp(a));
         objects.sort_by(|a, b| b.cmp(a));
@@ -954,10 +1069,118 @@ enum Folder {
     Date(String, NaiveDate, Span),
 }
 
-/// What is left of a walk: a folder to list, or objects listed, ready to hand out.
+/// What is left of a walk: a folder to list, or objects listed (or a name that could not
+/// be), ready to hand out.
 enum Step {
     Folder(Folder),
     Objects(Vec<(String, u64)>),
+    Unlisted(String, String),
+}
+
+/// One item of [`ObjectStoreSink::walk_window`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Walked {
+    /// Objects of one folder, full paths and sizes, sorted.
+    Objects(Vec<(String, u64)>),
+    /// Something at or under `folder` that could not be listed: an object whose name no
+    /// object path can hold. `folder` is a full path, and carries the odd name (escaped)
+    /// where it is known; `detail` says what was left out.
+    Unlisted {
+        /// Where (escaped, never raw control characters).
+        folder: String,
+        /// What could not be listed, and what that left unchecked.
+        detail: String,
+    },
+}
+
+/// A folder's listing ([`ObjectStoreSink::walk_window`]).
+#[derive(Default)]
+struct Children {
+    dirs: Vec<String>,
+    objects: Vec<(String, u64)>,
+    odd: Vec<OddName>,
+}
+
+/// A name in a listing that no object path can hold, and where.
+struct OddName {
+    at: String,
+    detail: String,
+}
+
+/// A local directory's listing, for when object_store's fails on a name no object path can
+/// hold: the same folders and objects as object_store lists (staging files `<name>#<n>` and
+/// broken links left out; `recursive`: every object below `dir`, no folders), and each odd
+/// name reported instead of failing the listing.
+fn local_listing(
+    root: &FsPath,
+    dir: &str,
+    recursive: bool,
+) -> Result<Children, object_store::Error> {
+    let generic = |source: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
+    };
+    let mut out = Children::default();
+    let join = |name: &str| match dir {
+        "" => name.to_owned(),
+        d => format!("{d}/{name}"),
+    };
+    for entry in std::fs::read_dir(root.join(dir)).map_err(generic)? {
+        let entry = entry.map_err(generic)?;
+        let raw = entry.file_name();
+        let valid = raw
+            .to_str()
+            .filter(|name| object_store::path::PathPart::parse(name).is_ok());
+        let Some(name) = valid else {
+            let shown = raw.to_string_lossy().escape_debug().to_string();
+            out.odd.push(OddName {
+                at: join(&shown),
+                detail: format!(
+                    "the name {:?} cannot be an object path (a control character, invalid \
+                     UTF-8, or `.`/`..`): it was not checked; rename or delete it",
+                    raw
+                ),
+            });
+            continue;
+        };
+        // Followed through links, as object_store does; a broken link is left out.
+        let Ok(meta) = std::fs::metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_dir() && recursive {
+            let below = local_listing(root, &join(name), true)?;
+            out.objects.extend(below.objects);
+            out.odd.extend(below.odd);
+        } else if meta.is_dir() {
+            out.dirs.push(join(name));
+        } else if !is_staging_name(name) {
+            out.objects.push((join(name), meta.len()));
+        }
+    }
+    out.dirs.sort();
+    out.objects.sort();
+    out.odd.sort_by(|a, b| a.at.cmp(&b.at));
+    Ok(out)
+}
+
+/// `text` with its control characters written as escapes (`\t`, `\u{1}`): names from a
+/// listing go into reports and logs.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// object_store's local staging files, `<name>#<digits>`, which its listings leave out.
+fn is_staging_name(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Folder {
@@ -1066,6 +1289,7 @@ mod tests {
             match step {
                 Step::Objects(o) => order.extend(o.into_iter().map(|(p, _)| p)),
                 Step::Folder(f) => order.push(format!("{}/", f.dir())),
+                Step::Unlisted(at, _) => order.push(at),
             }
         }
         // `-` sorts before `.`, which sorts before `/`.

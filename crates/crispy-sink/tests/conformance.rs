@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use chrono::TimeZone;
 use crispy_core::{Chunk, ChunkMetadata, ChunkSink, Payload, PutOutcome};
-use crispy_sink::{Backend, ObjectStoreSink, SinkError, SinkOptions, manifest_path_for};
+use crispy_sink::{Backend, ObjectStoreSink, SinkError, SinkOptions, Walked, manifest_path_for};
 use crispy_testkit::emulators::{Emulator, Kind};
 use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStoreExt};
@@ -225,6 +225,10 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
             use futures::TryStreamExt;
             let folders: Vec<Vec<(String, u64)>> = sink
                 .walk_window(from, to)
+                .map_ok(|walked| match walked {
+                    Walked::Objects(objects) => objects,
+                    other => panic!("nothing odd was stored: {other:?}"),
+                })
                 .try_collect()
                 .await
                 .expect("walk");
@@ -519,4 +523,143 @@ async fn hostile_ids_and_prefixes_never_write_outside_the_sink_root() {
         !sink.list("").await.expect("list").is_empty(),
         "the accepted prefixes did store their chunks inside the root"
     );
+}
+
+/// Stores two days of chunks of `cam`, then an object with a name no object path can hold in
+/// the newest day's folder (through `store_odd`, given the name relative to the sink's
+/// root): the walk reports it and goes on. Returns what the walk found, split into objects
+/// (paths and sizes) and `(folder, detail)` of what it could not list.
+async fn walk_past_an_odd_name(
+    sink: &ObjectStoreSink,
+    store_odd: impl FnOnce(&str),
+) -> (
+    Vec<(String, u64)>,
+    Vec<(String, u64)>,
+    Vec<(String, String)>,
+) {
+    use futures::TryStreamExt;
+    for (day, sequence) in [(1, 3), (2, 4)] {
+        let c = chunk_at(sink, b"payload", (2026, 1, day), sequence);
+        let m = Bytes::from(c.metadata.to_json());
+        sink.put(&c, m).await.expect("put");
+    }
+    let before = sink.list("").await.expect("list");
+    assert_eq!(before.len(), 4, "{before:?}");
+    store_odd("cam/2026/01/02/odd\tname.json");
+    let walked: Vec<Walked> = sink
+        .walk_window(None, None)
+        .try_collect()
+        .await
+        .expect("the walk goes on past an odd name");
+    let mut objects = Vec::new();
+    let mut odd = Vec::new();
+    for w in walked {
+        match w {
+            Walked::Objects(o) => objects.extend(o),
+            Walked::Unlisted { folder, detail } => {
+                assert!(
+                    !folder.contains(char::is_control) && !detail.contains(char::is_control),
+                    "{detail}"
+                );
+                odd.push((folder, detail));
+            }
+        }
+    }
+    assert_eq!(odd.len(), 1, "{odd:?}");
+    // Within a window, the day folder is listed whole, the same way.
+    let day = |d| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 1, d, 0, 0, 0)
+            .single()
+            .expect("t")
+    };
+    let windowed: Vec<Walked> = sink
+        .walk_window(Some(day(2)), Some(day(3)))
+        .try_collect()
+        .await
+        .expect("the walk goes on past an odd name");
+    assert!(
+        windowed
+            .iter()
+            .any(|w| matches!(w, Walked::Unlisted { detail, .. } if detail.contains("name"))),
+        "{windowed:?}"
+    );
+    assert_eq!(before.iter().filter(|(p, _)| p.contains("/02/")).count(), 2);
+    (before, objects, odd)
+}
+
+#[tokio::test]
+async fn an_odd_name_in_a_local_directory_is_reported_and_everything_else_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("out");
+    let sink = ObjectStoreSink::from_url(&format!("file://{}", root.display())).expect("sink");
+    let (before, objects, odd) = walk_past_an_odd_name(&sink, |name| {
+        std::fs::write(root.join(name), b"x").expect("odd file");
+    })
+    .await;
+    // Only the odd name is left out.
+    assert_eq!(objects, before);
+    assert_eq!(odd[0].0, "cam/2026/01/02/odd\\tname.json", "{odd:?}");
+    assert!(odd[0].1.contains("rename or delete it"), "{odd:?}");
+    // A restart still finds the newest manifest.
+    let id = "cam".parse().expect("id");
+    let last = sink.last_manifest(None, &id).await.expect("last manifest");
+    assert_eq!(last.map(|m| m.metadata.sequence), Some(4));
+    // At the top, in a folder listed level by level, the same.
+    std::fs::write(root.join("top\u{1}level"), b"x").expect("odd file");
+    let walked: Vec<Walked> = {
+        use futures::TryStreamExt;
+        sink.walk_window(None, None)
+            .try_collect()
+            .await
+            .expect("walk")
+    };
+    let mut odd: Vec<&str> = walked
+        .iter()
+        .filter_map(|w| match w {
+            Walked::Unlisted { folder, .. } => Some(folder.as_str()),
+            Walked::Objects(_) => None,
+        })
+        .collect();
+    odd.sort();
+    assert_eq!(odd, ["cam/2026/01/02/odd\\tname.json", "top\\u{1}level"]);
+    let listed: usize = walked
+        .iter()
+        .map(|w| match w {
+            Walked::Objects(o) => o.len(),
+            Walked::Unlisted { .. } => 0,
+        })
+        .sum();
+    assert_eq!(listed, 4);
+}
+
+#[tokio::test]
+async fn an_odd_key_in_a_bucket_is_reported_and_the_walk_goes_on() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    let sink = cloud_sink(&moto, "footage", "site-a");
+    let (_, objects, odd) = walk_past_an_odd_name(&sink, |name| {
+        let key = name.replace('\t', "%09");
+        let (status, body) = crispy_testkit::emulators::http(
+            moto.port(),
+            "PUT",
+            &format!("/footage/site-a/{key}"),
+            &[],
+            b"x",
+        )
+        .expect("put through moto's own API");
+        assert_eq!(status, 200, "{body}");
+    })
+    .await;
+    // The odd day's folder could not be listed; the other day's objects were.
+    assert_eq!(odd[0].0, "site-a/cam/2026/01/02", "{odd:?}");
+    assert!(odd[0].1.contains("not checked"), "{odd:?}");
+    let paths: Vec<&str> = objects.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(paths.iter().any(|p| p.contains("/01/01/")), "{paths:?}");
+    // A restart cannot know the newest manifest: an error, not an older manifest.
+    let id = "cam".parse().expect("id");
+    let err = sink
+        .last_manifest(None, &id)
+        .await
+        .expect_err("the newest day could not be listed");
+    assert!(err.to_string().contains("site-a/cam/2026/01/02"), "{err}");
 }
