@@ -97,6 +97,17 @@ pub fn redact_query(url: &str) -> Cow<'_, str> {
         // Keep whichever separator ended the pair.
         let pair = piece.trim_end_matches(PAIR_ENDS);
         match pair.split_once('=') {
+            // Already redacted, in text that goes on after the URL (`…?password=***: refused`):
+            // the punctuation is the text's, not part of a secret.
+            Some((_, value))
+                if value.strip_prefix("***").is_some_and(|after| {
+                    after
+                        .chars()
+                        .all(|c| matches!(c, ':' | '.' | ')' | ']' | '!'))
+                }) =>
+            {
+                out.push_str(pair);
+            }
             Some((name, _)) if secret(name) => {
                 out.push_str(name);
                 out.push_str("=***");
@@ -199,6 +210,32 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(redact_urls(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn redacting_twice_keeps_the_text_after_a_url() {
+        // A URL shown redacted, then a message after it; the whole text redacted again.
+        let url = redact_urls("rtsp://cam/live?password=hunter2");
+        let once = format!("cannot connect to {url}: refused");
+        assert_eq!(
+            once,
+            "cannot connect to rtsp://cam/live?password=***: refused"
+        );
+        assert_eq!(redact_urls(&once), once);
+        // In raw text a trailing `:` may be the password's own: hidden with it.
+        assert_eq!(
+            redact_urls("rtsp://cam/live?password=hunter2: refused"),
+            "rtsp://cam/live?password=*** refused"
+        );
+        assert_eq!(
+            redact_urls("at rtsp://cam/live?pwd=***. Then rtsp://cam/x?pwd=***)."),
+            "at rtsp://cam/live?pwd=***. Then rtsp://cam/x?pwd=***)."
+        );
+        // Anything else after `***` is a value to hide.
+        assert_eq!(
+            redact_urls("rtsp://cam/live?pwd=***x: refused"),
+            "rtsp://cam/live?pwd=*** refused"
+        );
     }
 
     #[test]
