@@ -52,8 +52,16 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    if informational || !json_logs_requested() {
+    if informational {
         e.exit();
+    }
+    if !json_logs_requested() {
+        let Some(text) = escaped_usage_text(e) else {
+            e.exit();
+        };
+        use std::io::Write;
+        let _ = write!(std::io::stderr(), "{text}");
+        return ExitCode::from(exit::USAGE);
     }
     let global = cli::Global {
         log_format: cli::LogFormat::Json,
@@ -73,6 +81,66 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let text = joined.strip_prefix("error: ").unwrap_or(&joined);
     tracing::error!(exit_code = exit::USAGE, "{text}");
     ExitCode::from(exit::USAGE)
+}
+
+/// clap's text for a refused command line whose arguments hold control characters (a file
+/// name or id with a newline or an escape sequence), with those written as escapes, so
+/// that they cannot forge lines or move the terminal's cursor; without colours. `None` when
+/// no argument holds one (clap prints its text itself).
+fn escaped_usage_text(e: &clap::Error) -> Option<String> {
+    // clap quotes `--opt=value` by its value, and writes what it quotes without escape
+    // sequences and the control characters other than line breaks and tabs.
+    let mut odd: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .flat_map(|a| {
+            let value = a.split_once('=').map(|(_, v)| v.to_owned());
+            std::iter::once(a).chain(value)
+        })
+        .map(|a| as_clap_shows(&a))
+        .filter(|a| a.chars().any(char::is_control))
+        .collect();
+    if odd.is_empty() {
+        return None;
+    }
+    // Longest first: an argument containing another is replaced whole.
+    odd.sort_by_key(|a| std::cmp::Reverse(a.len()));
+    let mut text = e.render().to_string();
+    for arg in odd {
+        let escaped: String = arg
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        text = text.replace(&arg, &escaped);
+    }
+    // clap's own text never holds a carriage return.
+    Some(text.replace('\r', "\\r"))
+}
+
+/// `arg` as clap's error text shows it: escape sequences (`ESC [ … final`) and control
+/// characters other than `\n`, `\r` and `\t` left out.
+fn as_clap_shows(arg: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut chars = arg.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for f in chars.by_ref() {
+                if ('@'..='~').contains(&f) {
+                    break;
+                }
+            }
+        } else if !c.is_control() || matches!(c, '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether the command line or the environment asks for JSON logs, read without clap (which

@@ -526,6 +526,43 @@ fn json_logs_report_usage_errors_as_json() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
 }
 
+/// A refused command line quotes the argument: its line breaks are written as escapes, so
+/// a hostile id cannot start a line of its own; clap's own lines stay lines.
+#[test]
+fn usage_errors_escape_line_breaks_in_arguments() {
+    for args in [
+        &[
+            "run",
+            "--source",
+            "x.mp4",
+            "--source-id",
+            "bad\nERROR forged\r",
+        ][..],
+        &[
+            "run",
+            "--source",
+            "x.mp4",
+            "--source-id=bad\nERROR forged\x1b[2J",
+        ],
+        &["run", "--source", "x.mp4", "--bogus\nERROR forged"],
+    ] {
+        let out = crispy().args(args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.starts_with("error: ") && text.contains("bad\\nERROR forged")
+                || text.contains("--bogus\\nERROR forged"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("ERROR")), "{text}");
+        assert!(!text.contains('\r') && !text.contains('\x1b'), "{text:?}");
+        assert!(
+            text.contains("For more information, try '--help'."),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn default_source_id_is_the_sanitized_file_stem() {
     let dir = tempfile::tempdir().expect("tempdir");
