@@ -797,6 +797,91 @@ fn a_file_run_marks_its_end_and_verify_reports_a_lost_tail() {
     assert_eq!(code, Some(0), "{report}");
 }
 
+/// Two different files run under one id whose times overlap: their chunks interleave in
+/// the sink, and each file's chain is followed on its own (they used to be reported as
+/// broken chains, time gaps and reordered sequences). A lost chunk of either is still a gap,
+/// and a lost tail still unfinished.
+#[test]
+fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "signing.key");
+    let pk = public.to_str().expect("utf8");
+    let sink = dir.path().join("sink");
+    for (name, graph, created) in [
+        ("a.mp4", "testsrc2", "2026-01-01T00:00:00.000000Z"),
+        ("b.mp4", "mandelbrot", "2026-01-01T00:00:02.000000Z"),
+    ] {
+        let path = dir.path().join(name);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("{graph}=size=160x120:rate=25"),
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-metadata",
+            &format!("creation_time={created}"),
+            path.to_str().expect("utf8 path"),
+        ])
+        .expect("ffmpeg");
+        run_file(
+            &path,
+            &sink,
+            &[
+                "--source-id",
+                "door",
+                "--signing-key",
+                key.to_str().expect("utf8"),
+            ],
+            &[],
+        );
+    }
+    let files = chunks(&sink);
+    assert_eq!(files.len(), 8, "{files:?}");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sources"][0]["chunks"], 8, "{report}");
+    assert_eq!(report["sources"][0]["chain_starts"], 2, "{report}");
+
+    // (MP4 keeps creation times in whole seconds.) In path order: a0 a1 b0 a2 b1 a3 b2 b3.
+    // b's second chunk lost: a gap in b's chain only.
+    std::fs::remove_file(&files[4]).expect("rm");
+    std::fs::remove_file(with_ext(&files[4], "json")).expect("rm");
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(
+        kinds(&report),
+        ["gap", "broken-chain", "time-gap"],
+        "{report}"
+    );
+    assert!(
+        report["problems"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("sequence 2 follows 0")),
+        "{report}"
+    );
+
+    // a's last chunk lost: a's run is unfinished.
+    std::fs::remove_file(&files[5]).expect("rm");
+    std::fs::remove_file(with_ext(&files[5], "json")).expect("rm");
+    let (_, report) = verify(&sink, &["--public-key", pk], &[]);
+    let mut found = kinds(&report);
+    found.sort();
+    assert_eq!(
+        found,
+        ["broken-chain", "gap", "time-gap", "unfinished"],
+        "{report}"
+    );
+}
+
 /// A camera run under the id of a file run continues its chain; the file run whose tail
 /// was lost is still unfinished.
 #[test]

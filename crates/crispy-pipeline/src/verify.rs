@@ -366,6 +366,10 @@ struct SourceWalk {
     /// at the end are runs that did not finish. One entry per run being walked, whatever
     /// the order of the objects (a file's chunks may interleave with live ones of the id).
     open_runs: std::collections::HashMap<String, OpenRun>,
+    /// Manifests that the next one in path order did not continue (another chain of the id
+    /// came between), by canonical SHA-256: where their chains may go on. Those never
+    /// continued end runs that did not mark their end, or follow problems.
+    tails: std::collections::HashMap<String, Link>,
 }
 
 /// The last chunk seen of a file run that has not ended.
@@ -376,6 +380,7 @@ struct OpenRun {
 }
 
 /// What a manifest's successor is checked against.
+#[derive(Clone)]
 struct Link {
     sequence: u64,
     /// The canonical SHA-256 of the manifest: the successor's `prev_sha256`.
@@ -502,21 +507,58 @@ impl SourceWalk {
             self.key_ids.insert(s.key_id.clone());
         }
         let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
+        // What this manifest is checked against: the one before it in path order, or the one
+        // it links to when that was set aside because another chain's manifests came between
+        // (two files run under one id, their times overlapping; a file run's chunks among a
+        // camera's).
+        let path_prev = self.prev.take();
+        let continues_path = path_prev
+            .as_ref()
+            .is_some_and(|p| m.prev_sha256.as_deref() == Some(p.sha256.as_str()));
+        if let Some(p) = path_prev
+            .as_ref()
+            .filter(|p| !continues_path && p.run_end.is_none())
+        {
+            self.tails.insert(p.sha256.clone(), p.clone());
+        }
+        let pred = if continues_path || starts_chain {
+            path_prev.clone()
+        } else {
+            let linked = m.prev_sha256.as_ref().and_then(|l| self.tails.remove(l));
+            // What it links to is missing (or altered): a file run's manifest is judged
+            // against the nearest file run's before it (its own, when several interleave),
+            // anything else against the one before it in path order.
+            let nearest = || {
+                let sha = self
+                    .tails
+                    .values()
+                    .filter(|t| !t.live && !live_clock(m.clock))
+                    .filter(|t| t.sequence < m.sequence && t.end_time <= m.start_time)
+                    .max_by_key(|t| (t.sequence, t.end_time))
+                    .map(|t| t.sha256.clone())?;
+                self.tails.remove(&sha)
+            };
+            match linked.or_else(nearest) {
+                Some(t) => Some(t),
+                None => {
+                    if let Some(p) = &path_prev {
+                        self.tails.remove(&p.sha256);
+                    }
+                    path_prev.clone()
+                }
+            }
+        };
         // The manifest before in the same chain was signed: `--allow-unsigned` accepts chains
         // that are unsigned from their start, not one whose signatures stop (a stripped
         // signature leaves the chain's links whole, and the last manifest free to edit).
-        let signed_before = self.prev.as_ref().is_some_and(|p| {
+        let signed_before = pred.as_ref().is_some_and(|p| {
             p.signed && !starts_chain && m.prev_sha256.as_deref() == Some(p.sha256.as_str())
         });
         match options.keys.verify(&canonical, m.signature.as_ref()) {
             Ok(()) => {}
             Err(VerifyError::Unsigned) if signed_before => {
                 self.unsigned += 1;
-                let p = self
-                    .prev
-                    .as_ref()
-                    .map(|p| p.object.as_str())
-                    .unwrap_or_default();
+                let p = pred.as_ref().map(|p| p.object.as_str()).unwrap_or_default();
                 self.push(
                     problems,
                     id,
@@ -564,7 +606,7 @@ impl SourceWalk {
             let restarts = |p: &&Link| {
                 p.live && live_clock(m.clock) && object_prefix(&p.object) == object_prefix(object)
             };
-            if let Some(p) = self.prev.as_ref().filter(restarts) {
+            if let Some(p) = path_prev.as_ref().filter(restarts) {
                 let why = if m.prev_unknown {
                     "the run that stored it could not read the sink's last manifest when it \
                      started (prev_unknown)"
@@ -586,7 +628,7 @@ impl SourceWalk {
         if let Some(link) = m.prev_sha256.as_ref().filter(|_| !live_clock(m.clock)) {
             self.open_runs.remove(link);
         }
-        if let Some(p) = &self.prev
+        if let Some(p) = &pred
             && !starts_chain
             && !live_clock(m.clock)
             && !p.live
@@ -595,7 +637,7 @@ impl SourceWalk {
             self.open_runs.remove(&p.sha256);
         }
         self.dropped.extend(m.dropped_sequences.iter().copied());
-        if let Some(p) = self.prev.take().filter(|_| !starts_chain) {
+        if let Some(p) = pred.filter(|_| !starts_chain) {
             let broken_chain = (m.prev_sha256.as_deref() != Some(p.sha256.as_str())).then(|| {
                 format!(
                     "prev_sha256 {} does not match the previous manifest ({}, {})",
