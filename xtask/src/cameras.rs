@@ -1,4 +1,5 @@
-//! `cargo xtask cameras [--count N] [--seconds S] [--chunk D]`: N simulated cameras (the
+//! `cargo xtask cameras [--count N] [--seconds S] [--chunk D] [--transport tcp|udp]`: N
+//! simulated cameras (the
 //! 720p30 CCTV-like fixture served by the local GStreamer RTSP server, one RTSP session each)
 //! stream-copied by one `crispy run --config` process into a local directory, with hashing and
 //! Ed25519 signing on. Reports the process's CPU time per camera (from `/proc/<pid>/stat`, over
@@ -20,6 +21,7 @@ struct Options {
     count: usize,
     seconds: u64,
     chunk: String,
+    transport: String,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -27,6 +29,7 @@ fn parse(args: &[String]) -> Result<Options> {
         count: 32,
         seconds: 60,
         chunk: "3s".to_owned(),
+        transport: "tcp".to_owned(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -35,6 +38,10 @@ fn parse(args: &[String]) -> Result<Options> {
             "--count" => o.count = value()?.parse().context("--count")?,
             "--seconds" => o.seconds = value()?.parse().context("--seconds")?,
             "--chunk" => o.chunk = value()?.clone(),
+            "--transport" => match value()?.as_str() {
+                t @ ("tcp" | "udp") => o.transport = t.to_owned(),
+                other => bail!("cameras: --transport is tcp or udp, not {other:?}"),
+            },
             other => bail!("cameras: unknown argument {other:?}"),
         }
     }
@@ -99,8 +106,9 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
     );
     for i in 0..o.count {
         config.push_str(&format!(
-            "\n[[camera]]\nid = \"cam{i:02}\"\nurl = \"{}\"\n",
-            server.url("/file")
+            "\n[[camera]]\nid = \"cam{i:02}\"\nurl = \"{}\"\ntransport = \"{}\"\n",
+            server.url("/file"),
+            o.transport
         ));
     }
     let config_path = work.join("cameras.toml");
@@ -109,9 +117,10 @@ pub fn cameras(work: &Path, crispy: PathBuf, args: &[String]) -> Result<()> {
     let log = std::fs::File::create(&log_path)?;
 
     eprintln!(
-        "cameras: {} cameras (720p30, GOP 30, 2 Mbit/s, RTSP over TCP from {}), chunk {}, \
+        "cameras: {} cameras (720p30, GOP 30, 2 Mbit/s, RTSP over {} from {}), chunk {}, \
          warm-up {} s, then {} s measured",
         o.count,
+        o.transport.to_uppercase(),
         server.url("/file"),
         o.chunk,
         WARM_UP.as_secs(),

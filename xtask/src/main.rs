@@ -9,7 +9,7 @@
 //! - `compare`  crispy vs the ffmpeg CLI on the same input, alternating, medians and ratios
 //!   (`cargo xtask compare [--pairs N] [--check] [copy|transcode|read]`)
 //! - `cameras`  N simulated RTSP cameras in one crispy process: CPU per camera and RSS
-//!   (`cargo xtask cameras [--count 32] [--seconds 60] [--chunk 3s]`)
+//!   (`cargo xtask cameras [--count 32] [--seconds 60] [--chunk 3s] [--transport tcp|udp]`)
 //! - `fuzz`     seed corpora from real encoders, then `cargo +nightly fuzz run` each target
 //!   (`cargo xtask fuzz [SECONDS per target, default 60] [TARGET...]`)
 //! - `ci`       fmt --check, clippy -D warnings, cargo deny, then `test`
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <deps|fixtures [--bench]|test [nextest args]|demo|bench|\
                  compare [--pairs N] [--check] [copy|transcode|read]|\
-                 cameras [--count N] [--seconds S] [--chunk D]|fuzz [SECONDS] [TARGET...]|ci>"
+                 cameras [--count N] [--seconds S] [--chunk D] [--transport tcp|udp]|fuzz [SECONDS] [TARGET...]|ci>"
             );
             return ExitCode::from(2);
         }
