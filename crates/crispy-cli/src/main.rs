@@ -56,7 +56,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         e.exit();
     }
     if !json_logs_requested() {
-        let Some(text) = escaped_usage_text(e) else {
+        let Some(text) = escaped_usage_text() else {
             e.exit();
         };
         use std::io::Write;
@@ -84,69 +84,62 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 }
 
 /// clap's text for a refused command line whose arguments hold control characters (a file
-/// name or id with a newline or an escape sequence), with those written as escapes, so
-/// that they cannot forge lines or move the terminal's cursor; without colours. `None` when
-/// no argument holds one (clap prints its text itself).
-fn escaped_usage_text(e: &clap::Error) -> Option<String> {
-    // clap quotes `--opt=value` by its value, and writes what it quotes without escape
-    // sequences and the control characters other than line breaks and tabs.
-    let mut odd: Vec<String> = std::env::args_os()
-        .skip(1)
+/// name or id with a newline or an escape sequence), without colours: the command line is
+/// parsed again with those characters written as escapes, so that whatever clap quotes
+/// (a value, an option's name, part of either) cannot forge lines or move the terminal's
+/// cursor. `None` when no argument holds one (clap prints its text itself).
+fn escaped_usage_text() -> Option<String> {
+    let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
-        .flat_map(|a| {
-            let value = a.split_once('=').map(|(_, v)| v.to_owned());
-            std::iter::once(a).chain(value)
-        })
-        .map(|a| as_clap_shows(&a))
-        .filter(|a| a.chars().any(char::is_control))
         .collect();
-    if odd.is_empty() {
+    if !args.iter().skip(1).any(|a| a.contains(needs_escape)) {
         return None;
     }
-    // Longest first: an argument containing another is replaced whole.
-    odd.sort_by_key(|a| std::cmp::Reverse(a.len()));
-    let mut text = e.render().to_string();
-    for arg in odd {
-        let escaped: String = arg
-            .chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_debug().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
-        text = text.replace(&arg, &escaped);
-    }
-    // clap's own text never holds a carriage return.
-    Some(text.replace('\r', "\\r"))
+    let escaped: Vec<String> = args.iter().map(|a| escape_text(a)).collect();
+    Some(match cli::Cli::try_parse_from(&escaped) {
+        Err(e) => e.render().to_string(),
+        // Refused for the characters themselves.
+        Ok(_) => {
+            let odd: Vec<String> = args
+                .iter()
+                .skip(1)
+                .filter(|a| a.contains(needs_escape))
+                .map(|a| format!("'{}'", escape_text(a)))
+                .collect();
+            format!(
+                "error: invalid argument {}\n\nFor more information, try '--help'.\n",
+                odd.join(", ")
+            )
+        }
+    })
 }
 
-/// `arg` as clap's error text shows it: escape sequences (`ESC [ … final`) and control
-/// characters other than `\n`, `\r` and `\t` left out.
-fn as_clap_shows(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len());
-    let mut chars = arg.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for f in chars.by_ref() {
-                if ('@'..='~').contains(&f) {
-                    break;
-                }
+/// Characters shown as escapes: control characters (C0 and C1) and the Unicode line and
+/// paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with [`needs_escape`] characters written as Rust escapes (`\n`, `\u{9b}`).
+fn escape_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if needs_escape(c) {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
             }
-        } else if !c.is_control() || matches!(c, '\n' | '\r' | '\t') {
-            out.push(c);
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// Whether the command line or the environment asks for JSON logs, read without clap (which
 /// has just refused the command line).
 fn json_logs_requested() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: a name that is not UTF-8 must not make this panic.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let flag = args
         .windows(2)
         .any(|w| w[0] == "--log-format" && w[1] == "json")

@@ -597,6 +597,58 @@ fn an_odd_object_name_is_reported_and_everything_else_checked() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.lines().any(|l| l.starts_with("chunk ok")), "{text}");
     assert!(text.contains("forged\\nchunk ok.json"), "{text}");
+
+    // Names object paths can hold but terminals act on (a C1 control, U+2028) are printed
+    // escaped; a manifest naming its chunk with a path no object can have is reported, not
+    // the end of the check.
+    let last = with_ext(chunks(&sink).last().expect("chunks"), "json");
+    std::fs::write(day.join("z\u{9b}31m\u{2028}.mp4"), b"x").expect("odd chunk");
+    let text = std::fs::read_to_string(&last).expect("read");
+    let mut value: Value = serde_json::from_str(&text).expect("json");
+    value["object"] = "a//b\n.mp4".into();
+    std::fs::write(&last, serde_json::to_vec(&value).expect("json")).expect("write");
+    let out = crispy()
+        .args(["verify", &sink_url(&sink), "--public-key", pk])
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(30), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(['\u{9b}', '\u{2028}']) && text.contains("z\\u{9b}31m\\u{2028}.mp4"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("PROBLEM unreadable") && l.contains("a//b\\n.mp4")),
+        "{text}"
+    );
+}
+
+/// A file run's first chunks deleted: the run starts at sequence 0, so that is a gap.
+#[test]
+fn a_file_run_missing_its_first_chunks_is_reported() {
+    let (_dir, sink, public) = signed_run();
+    let pk = public.to_str().expect("utf8");
+    for f in &chunks(&sink)[..2] {
+        std::fs::remove_file(f).expect("rm");
+        std::fs::remove_file(with_ext(f, "json")).expect("rm");
+    }
+    let (code, report) = verify(&sink, &["--public-key", pk], &[]);
+    assert_eq!(code, Some(30), "{report}");
+    assert_eq!(kinds(&report), ["gap"], "{report}");
+    assert!(
+        report["problems"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("2 chunk(s) missing: sequence 2 is the first")),
+        "{report}"
+    );
+    // A window starting later does not hold them.
+    let first: Value =
+        serde_json::from_slice(&std::fs::read(with_ext(&chunks(&sink)[0], "json")).expect("read"))
+            .expect("json");
+    let from = first["start_time"].as_str().expect("start_time");
+    let (code, report) = verify(&sink, &["--public-key", pk, "--from", from], &[]);
+    assert_eq!(code, Some(0), "{report}");
 }
 
 #[test]

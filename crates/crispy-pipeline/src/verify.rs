@@ -322,6 +322,14 @@ async fn fetch(
     if other_source || !in_window(metadata.start_time) {
         return Ok(Fetched::Nothing);
     }
+    if !crispy_sink::is_object_path(&metadata.object) {
+        let detail = format!(
+            "the manifest names its chunk {:?}, which cannot be an object path (an empty \
+             segment, `.`/`..`, or a control character)",
+            metadata.object
+        );
+        return Ok(Fetched::Unreadable(path, detail));
+    }
     let check = match sink.get(&metadata.object).await? {
         None => ChunkCheck::Missing,
         Some(chunk) => {
@@ -370,6 +378,8 @@ struct SourceWalk {
     /// came between), by canonical SHA-256: where their chains may go on. Those never
     /// continued end runs that did not mark their end, or follow problems.
     tails: std::collections::HashMap<String, Link>,
+    /// The last manifest of a live source, in path order.
+    last_live: Option<Link>,
 }
 
 /// The last chunk seen of a file run that has not ended.
@@ -517,7 +527,9 @@ impl SourceWalk {
             .is_some_and(|p| m.prev_sha256.as_deref() == Some(p.sha256.as_str()));
         if let Some(p) = path_prev
             .as_ref()
-            .filter(|p| !continues_path && p.run_end.is_none())
+            // A file run that marked its end goes on nowhere; a camera's chain goes on
+            // across restarts.
+            .filter(|p| !continues_path && (p.live || p.run_end.is_none()))
         {
             self.tails.insert(p.sha256.clone(), p.clone());
         }
@@ -548,6 +560,24 @@ impl SourceWalk {
                 }
             }
         };
+        // A file run starts at sequence 0: one whose first stored chunk comes later lost its
+        // head (unless the window starts after it).
+        if pred.is_none() && !starts_chain && !live_clock(m.clock) && options.from.is_none() {
+            self.push(
+                problems,
+                id,
+                ProblemKind::Gap,
+                object,
+                format!(
+                    "{} chunk(s) missing: sequence {} is the first stored chunk of a run of a \
+                     file, which starts at sequence 0 (prev_sha256 {} names a manifest that \
+                     is not there)",
+                    m.sequence,
+                    m.sequence,
+                    m.prev_sha256.as_deref().unwrap_or("null")
+                ),
+            );
+        }
         // The manifest before in the same chain was signed: `--allow-unsigned` accepts chains
         // that are unsigned from their start, not one whose signatures stop (a stripped
         // signature leaves the chain's links whole, and the last manifest free to edit).
@@ -606,7 +636,9 @@ impl SourceWalk {
             let restarts = |p: &&Link| {
                 p.live && live_clock(m.clock) && object_prefix(&p.object) == object_prefix(object)
             };
-            if let Some(p) = path_prev.as_ref().filter(restarts) {
+            // Against the source's last live manifest, whatever came between (a file run's
+            // chunks under the same id).
+            if let Some(p) = self.last_live.as_ref().filter(restarts) {
                 let why = if m.prev_unknown {
                     "the run that stored it could not read the sink's last manifest when it \
                      started (prev_unknown)"
@@ -704,7 +736,7 @@ impl SourceWalk {
                 },
             );
         }
-        self.prev = Some(Link {
+        let link = Link {
             sequence: m.sequence,
             sha256,
             end_time: m.end_time,
@@ -712,7 +744,11 @@ impl SourceWalk {
             live,
             run_end: m.run_end,
             signed: m.signature.is_some(),
-        });
+        };
+        if live {
+            self.last_live = Some(link.clone());
+        }
+        self.prev = Some(link);
     }
 
     /// Judges the gaps (now that every manifest that could record them as dropped has been

@@ -28,7 +28,9 @@ mod sink;
 mod spool;
 
 pub use error::SinkError;
-pub use naming::{chunk_object_path, manifest_path_for, object_source, object_start};
+pub use naming::{
+    chunk_object_path, is_object_path, manifest_path_for, object_source, object_start,
+};
 pub use open::{Backend, SinkOptions};
 pub use sink::{ObjectStoreSink, Walked, clean_prefix};
 pub use spool::{Accepted, Spool, SpoolEntry, SpoolError};

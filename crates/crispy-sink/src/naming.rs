@@ -48,6 +48,12 @@ pub fn object_source(path: &str) -> Option<SourceId> {
     segments.get(at)?.parse().ok()
 }
 
+/// Whether `path` can name an object: no empty segment, no `.`/`..`, no control character
+/// (a manifest's `object` comes from whoever wrote the sink).
+pub fn is_object_path(path: &str) -> bool {
+    object_store::path::Path::parse(path).is_ok() && !path.is_empty()
+}
+
 /// The manifest path beside a chunk: the chunk path with `.json` in place of its extension.
 pub fn manifest_path_for(chunk_path: &str) -> String {
     match chunk_path.rsplit_once('.') {

@@ -1116,11 +1116,28 @@ fn local_listing(
     dir: &str,
     recursive: bool,
 ) -> Result<Children, object_store::Error> {
+    let mut seen = std::collections::HashSet::new();
+    local_listing_in(root, dir, recursive, &mut seen)
+}
+
+/// [`local_listing`], skipping the directories in `seen` (device and inode): links that
+/// lead back up the tree are followed once.
+fn local_listing_in(
+    root: &FsPath,
+    dir: &str,
+    recursive: bool,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) -> Result<Children, object_store::Error> {
+    use std::os::unix::fs::MetadataExt;
     let generic = |source: std::io::Error| object_store::Error::Generic {
         store: "LocalFileSystem",
         source: Box::new(source),
     };
     let mut out = Children::default();
+    let here = std::fs::metadata(root.join(dir)).map_err(generic)?;
+    if !seen.insert((here.dev(), here.ino())) {
+        return Ok(out);
+    }
     let join = |name: &str| match dir {
         "" => name.to_owned(),
         d => format!("{d}/{name}"),
@@ -1148,12 +1165,12 @@ fn local_listing(
             continue;
         };
         if meta.is_dir() && recursive {
-            let below = local_listing(root, &join(name), true)?;
+            let below = local_listing_in(root, &join(name), true, seen)?;
             out.objects.extend(below.objects);
             out.odd.extend(below.odd);
         } else if meta.is_dir() {
             out.dirs.push(join(name));
-        } else if !is_staging_name(name) {
+        } else if meta.is_file() && !is_staging_name(name) {
             out.objects.push((join(name), meta.len()));
         }
     }
@@ -1272,6 +1289,30 @@ fn scheme_like(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_listing_by_hand_follows_links_back_up_the_tree_once() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let day = root.path().join("cam/2026/01/02");
+        std::fs::create_dir_all(day.join("sub")).expect("dirs");
+        std::fs::write(day.join("a.mp4"), b"abc").expect("file");
+        std::fs::write(day.join("sub/b.mp4"), b"b").expect("file");
+        std::fs::write(day.join("odd\nname.json"), b"x").expect("file");
+        std::os::unix::fs::symlink(".", day.join("again")).expect("link");
+        std::os::unix::fs::symlink("../..", day.join("sub/up")).expect("link");
+        let listing = local_listing(root.path(), "cam/2026/01/02", true).expect("listing");
+        assert_eq!(
+            listing.objects,
+            [
+                ("cam/2026/01/02/a.mp4".to_owned(), 3),
+                ("cam/2026/01/02/sub/b.mp4".to_owned(), 1)
+            ]
+        );
+        assert_eq!(listing.odd.len(), 1);
+        assert_eq!(listing.odd[0].at, "cam/2026/01/02/odd\\nname.json");
+        let top = local_listing(root.path(), "cam/2026/01/02", false).expect("listing");
+        assert_eq!(top.dirs, ["cam/2026/01/02/again", "cam/2026/01/02/sub"]);
+    }
 
     #[test]
     fn a_walk_pops_objects_and_folders_in_path_order() {
