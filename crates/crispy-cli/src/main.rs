@@ -120,7 +120,9 @@ fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
-/// `text` with [`needs_escape`] characters written as Rust escapes (`\n`, `\u{9b}`).
+/// `text` with [`needs_escape`] characters written as Rust escapes (`\n`, `\u{9b}`): for
+/// usage errors, and for `verify`'s text report (key ids, object names and details come
+/// from the sink's manifests, which whoever writes to the sink controls).
 fn escape_text(text: &str) -> String {
     text.chars()
         .map(|c| {

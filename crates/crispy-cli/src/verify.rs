@@ -60,25 +60,6 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     }
 }
 
-/// `line` with control characters written as escapes: key ids, object names and details
-/// come from the sink's manifests, which whoever writes to the sink controls.
-fn escape_controls(line: &str) -> std::borrow::Cow<'_, str> {
-    let needs = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
-    if !line.contains(needs) {
-        return std::borrow::Cow::Borrowed(line);
-    }
-    line.chars()
-        .map(|c| {
-            if needs(c) {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<String>()
-        .into()
-}
-
 fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
     for p in &report.problems {
         let source = p.source_id.as_deref().unwrap_or("-");
@@ -87,7 +68,7 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let line = format!("PROBLEM {kind} [{source}] {}: {}", p.object, p.detail);
-        writeln!(out, "{}", escape_controls(&line))?;
+        writeln!(out, "{}", crate::escape_text(&line))?;
     }
     for s in &report.sources {
         let signed = if s.key_ids.is_empty() {
@@ -117,7 +98,7 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
             },
             s.problems
         );
-        writeln!(out, "{}", escape_controls(&line))?;
+        writeln!(out, "{}", crate::escape_text(&line))?;
     }
     if report.ok {
         writeln!(out, "OK: {} verified", report.sink)
