@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use crispy_core::redact::{escape_controls, is_escaped};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -92,10 +93,13 @@ fn escaped_usage_text() -> Option<String> {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    if !args.iter().skip(1).any(|a| a.contains(needs_escape)) {
+    if !args.iter().skip(1).any(|a| a.contains(is_escaped)) {
         return None;
     }
-    let escaped: Vec<String> = args.iter().map(|a| escape_text(a)).collect();
+    let escaped: Vec<String> = args
+        .iter()
+        .map(|a| escape_controls(a).into_owned())
+        .collect();
     Some(match cli::Cli::try_parse_from(&escaped) {
         Err(e) => e.render().to_string(),
         // Refused for the characters themselves.
@@ -103,8 +107,8 @@ fn escaped_usage_text() -> Option<String> {
             let odd: Vec<String> = args
                 .iter()
                 .skip(1)
-                .filter(|a| a.contains(needs_escape))
-                .map(|a| format!("'{}'", escape_text(a)))
+                .filter(|a| a.contains(is_escaped))
+                .map(|a| format!("'{}'", escape_controls(a)))
                 .collect();
             format!(
                 "error: invalid argument {}\n\nFor more information, try '--help'.\n",
@@ -112,27 +116,6 @@ fn escaped_usage_text() -> Option<String> {
             )
         }
     })
-}
-
-/// Characters shown as escapes: control characters (C0 and C1) and the Unicode line and
-/// paragraph separators.
-fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
-/// `text` with [`needs_escape`] characters written as Rust escapes (`\n`, `\u{9b}`): for
-/// usage errors, and for `verify`'s text report (key ids, object names and details come
-/// from the sink's manifests, which whoever writes to the sink controls).
-fn escape_text(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if needs_escape(c) {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Whether the command line or the environment asks for JSON logs, read without clap (which

@@ -68,7 +68,7 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let line = format!("PROBLEM {kind} [{source}] {}: {}", p.object, p.detail);
-        writeln!(out, "{}", crate::escape_text(&line))?;
+        writeln!(out, "{}", crispy_core::redact::escape_controls(&line))?;
     }
     for s in &report.sources {
         let signed = if s.key_ids.is_empty() {
@@ -98,7 +98,7 @@ fn print_report(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
             },
             s.problems
         );
-        writeln!(out, "{}", crate::escape_text(&line))?;
+        writeln!(out, "{}", crispy_core::redact::escape_controls(&line))?;
     }
     if report.ok {
         writeln!(out, "OK: {} verified", report.sink)

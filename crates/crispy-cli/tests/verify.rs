@@ -106,6 +106,12 @@ fn with_ext(p: &Path, ext: &str) -> PathBuf {
     p.with_extension(ext)
 }
 
+/// Deletes a chunk and its manifest.
+fn remove_chunk(chunk: &Path) {
+    std::fs::remove_file(chunk).expect("rm chunk");
+    std::fs::remove_file(with_ext(chunk, "json")).expect("rm manifest");
+}
+
 /// A signed run of the 8 s clip; returns (tempdir, sink, public key path).
 fn signed_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -210,8 +216,7 @@ fn a_signed_run_verifies_and_every_tampering_is_reported() {
     assert_eq!(verify(&sink, &["--public-key", pk], &[]).0, Some(0));
 
     // A middle chunk deleted with its manifest: a gap, and the next link points nowhere.
-    std::fs::remove_file(&files[6]).expect("rm");
-    std::fs::remove_file(with_ext(&files[6], "json")).expect("rm");
+    remove_chunk(&files[6]);
     let (code, report) = verify(&sink, &["--public-key", pk], &[]);
     assert_eq!(code, Some(30));
     let k = kinds(&report);
@@ -630,8 +635,7 @@ fn a_file_run_missing_its_first_chunks_is_reported() {
     let (_dir, sink, public) = signed_run();
     let pk = public.to_str().expect("utf8");
     for f in &chunks(&sink)[..2] {
-        std::fs::remove_file(f).expect("rm");
-        std::fs::remove_file(with_ext(f, "json")).expect("rm");
+        remove_chunk(f);
     }
     let (code, report) = verify(&sink, &["--public-key", pk], &[]);
     assert_eq!(code, Some(30), "{report}");
@@ -780,8 +784,7 @@ fn a_restarted_live_source_continues_its_chain_across_a_key_rotation() {
     // A live source's last chunks deleted: nothing tells them from a camera still recording.
     let files = chunks(&sink);
     let last = files.last().expect("chunks");
-    std::fs::remove_file(last).expect("rm");
-    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    remove_chunk(last);
     let (code, report) = verify(&sink, &["--public-key", p1, "--public-key", p2], &[]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["sources"][0]["run_end"], Value::Null, "{report}");
@@ -816,8 +819,7 @@ fn a_file_run_marks_its_end_and_verify_reports_a_lost_tail() {
     // left are whole, and only the missing end tells.
     let files = chunks(&sink);
     let (last, before) = (&files[7], &files[6]);
-    std::fs::remove_file(last).expect("rm");
-    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    remove_chunk(last);
     let (code, report) = verify(&sink, &["--public-key", pk], &[]);
     assert_eq!(code, Some(30), "{report}");
     assert_eq!(kinds(&report), ["unfinished"], "{report}");
@@ -905,8 +907,7 @@ fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
 
     // (MP4 keeps creation times in whole seconds.) In path order: a0 a1 b0 a2 b1 a3 b2 b3.
     // b's second chunk lost: a gap in b's chain only.
-    std::fs::remove_file(&files[4]).expect("rm");
-    std::fs::remove_file(with_ext(&files[4], "json")).expect("rm");
+    remove_chunk(&files[4]);
     let (code, report) = verify(&sink, &["--public-key", pk], &[]);
     assert_eq!(code, Some(30), "{report}");
     assert_eq!(
@@ -922,8 +923,7 @@ fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
     );
 
     // a's last chunk lost: a's run is unfinished.
-    std::fs::remove_file(&files[5]).expect("rm");
-    std::fs::remove_file(with_ext(&files[5], "json")).expect("rm");
+    remove_chunk(&files[5]);
     let (_, report) = verify(&sink, &["--public-key", pk], &[]);
     let mut found = kinds(&report);
     found.sort();
@@ -944,8 +944,7 @@ fn a_live_run_after_an_unfinished_file_run_does_not_hide_it() {
     run_file(&clip, &sink, &["--source-id", "cam"], &[]);
     let files = chunks(&sink);
     let last = files.last().expect("chunks");
-    std::fs::remove_file(last).expect("rm");
-    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    remove_chunk(last);
     live_run_with(&sink, None, 3);
     assert!(
         chunks(&sink).len() > files.len(),
@@ -984,8 +983,7 @@ fn manifests_without_run_end_are_not_reported_unfinished() {
     let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
     assert_eq!(code, Some(0), "{report}");
     let last = files.last().expect("chunks");
-    std::fs::remove_file(last).expect("rm");
-    std::fs::remove_file(with_ext(last, "json")).expect("rm");
+    remove_chunk(last);
     let (code, report) = verify(&sink, &["--allow-unsigned"], &[]);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["sources"][0]["run_end"], Value::Null, "{report}");

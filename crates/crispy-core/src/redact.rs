@@ -65,6 +65,36 @@ fn redact<'a>(text: &'a str, queries: bool) -> Cow<'a, str> {
     Cow::Owned(out)
 }
 
+/// Whether `c` is shown as an escape by [`escape_controls`]: control characters (C0 and C1)
+/// and the Unicode line and paragraph separators.
+pub fn is_escaped(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with the characters of [`is_escaped`] written as Rust escapes (`\n`, `\u{9b}`),
+/// so that a name from outside (a file, an object, an argument) cannot start a line of its
+/// own or move a terminal's cursor. Text without any is returned unchanged (borrowed).
+///
+/// ```
+/// use crispy_core::redact::escape_controls;
+/// assert_eq!(escape_controls("cam\nINFO forged\u{1b}[2J"), "cam\\nINFO forged\\u{1b}[2J");
+/// assert_eq!(escape_controls("plain"), "plain");
+/// ```
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.contains(is_escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_escaped(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Query parameter names whose values are secrets: any name containing one of these (ASCII
 /// case ignored), as cameras and signed URLs use them (`password`, `pwd`, `pw`, `passwd`,
 /// `access_token`, `X-Amz-Signature`, `sig`, `apikey`, `auth`, `secret`).

@@ -457,6 +457,48 @@ impl SourceWalk {
         });
     }
 
+    /// What `m` is checked against: the manifest before it in path order, or the one it
+    /// links to when that was set aside because another chain's manifests came between (two
+    /// files run under one id, their times overlapping; a file run's chunks among a
+    /// camera's). Takes the one before in path order out of `self.prev`.
+    fn predecessor(&mut self, m: &ChunkMetadata, starts_chain: bool) -> Option<Link> {
+        let path_prev = self.prev.take();
+        let continues_path = path_prev
+            .as_ref()
+            .is_some_and(|p| m.prev_sha256.as_deref() == Some(p.sha256.as_str()));
+        if let Some(p) = path_prev
+            .as_ref()
+            // A file run that marked its end goes on nowhere; a camera's chain goes on
+            // across restarts.
+            .filter(|p| !continues_path && (p.live || p.run_end.is_none()))
+        {
+            self.tails.insert(p.sha256.clone(), p.clone());
+        }
+        if continues_path || starts_chain {
+            return path_prev;
+        }
+        if let Some(linked) = m.prev_sha256.as_ref().and_then(|l| self.tails.remove(l)) {
+            return Some(linked);
+        }
+        // What it links to is missing (or altered): a file run's manifest is judged against
+        // the nearest file run's before it (its own, when several interleave), anything else
+        // against the one before it in path order.
+        let nearest = self
+            .tails
+            .values()
+            .filter(|t| !t.live && !live_clock(m.clock))
+            .filter(|t| t.sequence < m.sequence && t.end_time <= m.start_time)
+            .max_by_key(|t| (t.sequence, t.end_time))
+            .map(|t| t.sha256.clone());
+        if let Some(tail) = nearest.and_then(|sha| self.tails.remove(&sha)) {
+            return Some(tail);
+        }
+        if let Some(p) = &path_prev {
+            self.tails.remove(&p.sha256);
+        }
+        path_prev
+    }
+
     /// Checks the next manifest of the source (in path order).
     fn add(
         &mut self,
@@ -517,49 +559,7 @@ impl SourceWalk {
             self.key_ids.insert(s.key_id.clone());
         }
         let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
-        // What this manifest is checked against: the one before it in path order, or the one
-        // it links to when that was set aside because another chain's manifests came between
-        // (two files run under one id, their times overlapping; a file run's chunks among a
-        // camera's).
-        let path_prev = self.prev.take();
-        let continues_path = path_prev
-            .as_ref()
-            .is_some_and(|p| m.prev_sha256.as_deref() == Some(p.sha256.as_str()));
-        if let Some(p) = path_prev
-            .as_ref()
-            // A file run that marked its end goes on nowhere; a camera's chain goes on
-            // across restarts.
-            .filter(|p| !continues_path && (p.live || p.run_end.is_none()))
-        {
-            self.tails.insert(p.sha256.clone(), p.clone());
-        }
-        let pred = if continues_path || starts_chain {
-            path_prev.clone()
-        } else {
-            let linked = m.prev_sha256.as_ref().and_then(|l| self.tails.remove(l));
-            // What it links to is missing (or altered): a file run's manifest is judged
-            // against the nearest file run's before it (its own, when several interleave),
-            // anything else against the one before it in path order.
-            let nearest = || {
-                let sha = self
-                    .tails
-                    .values()
-                    .filter(|t| !t.live && !live_clock(m.clock))
-                    .filter(|t| t.sequence < m.sequence && t.end_time <= m.start_time)
-                    .max_by_key(|t| (t.sequence, t.end_time))
-                    .map(|t| t.sha256.clone())?;
-                self.tails.remove(&sha)
-            };
-            match linked.or_else(nearest) {
-                Some(t) => Some(t),
-                None => {
-                    if let Some(p) = &path_prev {
-                        self.tails.remove(&p.sha256);
-                    }
-                    path_prev.clone()
-                }
-            }
-        };
+        let pred = self.predecessor(&m, starts_chain);
         // A file run starts at sequence 0: one whose first stored chunk comes later lost its
         // head (unless the window starts after it).
         if pred.is_none() && !starts_chain && !live_clock(m.clock) && options.from.is_none() {

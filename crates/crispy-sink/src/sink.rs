@@ -390,9 +390,9 @@ impl ObjectStoreSink {
     /// An object whose name no object path can hold (a control character, `.` or `..`,
     /// which S3 and GCS accept in keys) does not stop the walk: it comes out as
     /// [`Walked::Unlisted`], where it was found, and the walk goes on. In a local directory
-    /// only that name is left out; a cloud store's listing fails for the whole page (up to
-    /// 1,000 names) holding it, so the rest of that folder is not listed, and the item says
-    /// so.
+    /// only that name is left out. A cloud store's listing fails for the page (up to 1,000
+    /// names) holding it: a day folder is not listed from that page on, any other folder
+    /// not at all (with what is below it), and the item says so.
     ///
     /// Date folders (`<yyyy>/<mm>/<dd>`) wholly outside the window are not listed, so a
     /// day's check of such a bucket lists that day, not the months. Everything else is
@@ -452,11 +452,7 @@ impl ObjectStoreSink {
                 if !objects.is_empty() {
                     stack.push(Step::Objects(objects));
                 }
-                stack.extend(
-                    odd.into_iter()
-                        .rev()
-                        .map(|o| Step::Unlisted(o.at, o.detail)),
-                );
+                push_unlisted(stack, odd);
                 return Ok(());
             }
         }
@@ -479,11 +475,7 @@ impl ObjectStoreSink {
             }
         });
         push_in_order(stack, folders.collect(), objects);
-        stack.extend(
-            odd.into_iter()
-                .rev()
-                .map(|o| Step::Unlisted(o.at, o.detail)),
-        );
+        push_unlisted(stack, odd);
         Ok(())
     }
 
@@ -542,7 +534,7 @@ impl ObjectStoreSink {
                             "this folder could not be listed, so nothing in it was checked: \
                              the store returned a name that no object path can hold ({}); \
                              rename or delete that object",
-                            escape_controls(&source.to_string())
+                            crispy_core::redact::escape_controls(&source.to_string())
                         ),
                     }],
                     ..Children::default()
@@ -591,7 +583,7 @@ impl ObjectStoreSink {
                              hold ({}): the listing of this folder stopped at it, so the \
                              objects listed with it and after it were not checked; rename or \
                              delete it",
-                            escape_controls(&source.to_string())
+                            crispy_core::redact::escape_controls(&source.to_string())
                         ),
                     };
                     return Ok((objects, vec![odd]));
@@ -1180,20 +1172,6 @@ fn local_listing_in(
     Ok(out)
 }
 
-/// `text` with its control characters written as escapes (`\t`, `\u{1}`): names from a
-/// listing go into reports and logs.
-fn escape_controls(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// object_store's local staging files, `<name>#<digits>`, which its listings leave out.
 fn is_staging_name(name: &str) -> bool {
     name.split_once('#')
@@ -1233,6 +1211,16 @@ fn push_in_order(stack: &mut Vec<Step>, folders: Vec<Folder>, mut objects: Vec<(
         steps.push(Step::Objects(rest));
     }
     stack.extend(steps.into_iter().rev());
+}
+
+/// Pushes a folder's odd names onto a walk's stack, to pop (in order) before what the
+/// folder holds.
+fn push_unlisted(stack: &mut Vec<Step>, odd: Vec<OddName>) {
+    stack.extend(
+        odd.into_iter()
+            .rev()
+            .map(|o| Step::Unlisted(o.at, o.detail)),
+    );
 }
 
 /// Whether the dates `[first, next)` overlap the window `[from, to)` (either bound open).
