@@ -904,6 +904,12 @@ fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["sources"][0]["chunks"], 8, "{report}");
     assert_eq!(report["sources"][0]["chain_starts"], 2, "{report}");
+    // A window starting inside both runs: each chain's first chunk in it links to one
+    // before the window, whatever came between in path order.
+    for from in ["2026-01-01T00:00:02Z", "2026-01-01T00:00:03Z"] {
+        let (code, report) = verify(&sink, &["--public-key", pk, "--from", from], &[]);
+        assert_eq!(code, Some(0), "--from {from}: {report}");
+    }
 
     // (MP4 keeps creation times in whole seconds.) In path order: a0 a1 b0 a2 b1 a3 b2 b3.
     // b's second chunk lost: a gap in b's chain only.
@@ -919,6 +925,17 @@ fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
         report["problems"][0]["detail"]
             .as_str()
             .is_some_and(|d| d.contains("sequence 2 follows 0")),
+        "{report}"
+    );
+    // The same from inside the window (b0 is its first chunk, b1 a chunk later).
+    let (_, report) = verify(
+        &sink,
+        &["--public-key", pk, "--from", "2026-01-01T00:00:02Z"],
+        &[],
+    );
+    assert_eq!(
+        kinds(&report),
+        ["gap", "broken-chain", "time-gap"],
         "{report}"
     );
 

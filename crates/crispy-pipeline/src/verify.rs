@@ -428,6 +428,18 @@ fn object_prefix(object: &str) -> &str {
     object.rsplitn(6, '/').nth(5).unwrap_or_default()
 }
 
+/// True when the chunk before `m` in its chain may have started before `from`: `m` starts
+/// within one and a half chunks (of its own length or the one asked for, whichever is
+/// longer) plus its recorded gap after `from`.
+fn may_follow_one_before(m: &ChunkMetadata, from: DateTime<Utc>) -> bool {
+    let chunk = m.duration_ms.max(m.requested_ms);
+    let reach = chunk
+        .saturating_add(chunk / 2)
+        .saturating_add(m.gap_ms.unwrap_or(0));
+    let after = m.start_time.signed_duration_since(from).num_milliseconds();
+    after < i64::try_from(reach).unwrap_or(i64::MAX)
+}
+
 /// Sequences missing before a manifest, and what its link and time would be reported as
 /// unless a later manifest records the missing ones as dropped.
 struct Gap {
@@ -460,8 +472,15 @@ impl SourceWalk {
     /// What `m` is checked against: the manifest before it in path order, or the one it
     /// links to when that was set aside because another chain's manifests came between (two
     /// files run under one id, their times overlapping; a file run's chunks among a
-    /// camera's). Takes the one before in path order out of `self.prev`.
-    fn predecessor(&mut self, m: &ChunkMetadata, starts_chain: bool) -> Option<Link> {
+    /// camera's). Takes the one before in path order out of `self.prev`. `None` for the
+    /// first manifest, and for one that may be the first of its chain in a window starting
+    /// at `from` (what it links to lies before the window).
+    fn predecessor(
+        &mut self,
+        m: &ChunkMetadata,
+        starts_chain: bool,
+        from: Option<DateTime<Utc>>,
+    ) -> Option<Link> {
         let path_prev = self.prev.take();
         let continues_path = path_prev
             .as_ref()
@@ -479,6 +498,15 @@ impl SourceWalk {
         }
         if let Some(linked) = m.prev_sha256.as_ref().and_then(|l| self.tails.remove(l)) {
             return Some(linked);
+        }
+        // What it links to is not in the window: near the window's start, the first
+        // manifest of another chain of the id (two files' runs interleaving) than the one
+        // before it in path order, unless that one could precede it in its chain.
+        if from.is_some_and(|from| may_follow_one_before(m, from)) {
+            let could_precede = |p: &Link| p.sequence < m.sequence && p.end_time <= m.start_time;
+            return path_prev.filter(could_precede).inspect(|p| {
+                self.tails.remove(&p.sha256);
+            });
         }
         // What it links to is missing (or altered): a file run's manifest is judged against
         // the nearest file run's before it (its own, when several interleave), anything else
@@ -559,7 +587,7 @@ impl SourceWalk {
             self.key_ids.insert(s.key_id.clone());
         }
         let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
-        let pred = self.predecessor(&m, starts_chain);
+        let pred = self.predecessor(&m, starts_chain, options.from);
         // A file run starts at sequence 0: one whose first stored chunk comes later lost its
         // head (unless the window starts after it).
         if pred.is_none() && !starts_chain && !live_clock(m.clock) && options.from.is_none() {
