@@ -1031,26 +1031,101 @@ fn a_restart_links_to_the_stored_text_of_the_last_manifest() {
     assert_eq!(report["sources"][0]["chain_starts"], 1, "{report}");
 }
 
+/// Copies every chunk and manifest under `from` into `to`; their paths, sorted.
+fn merge_into(from: &Path, to: &Path) -> Vec<PathBuf> {
+    let mut merged = Vec::new();
+    for ext in ["mp4", "json"] {
+        for file in files_with_ext(from, ext).expect("list") {
+            let rel = file.strip_prefix(from).expect("inside");
+            let dest = to.join(rel);
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&file, &dest).expect("copy");
+            merged.push(rel.to_owned());
+        }
+    }
+    merged.sort();
+    merged
+}
+
+/// A live chain starting again is judged against the source's last live chunk, even when
+/// a file run's chunks under the same id lie between them.
+#[test]
+fn a_live_restart_is_reported_across_a_file_run_between() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "k");
+    let key_arg = key.to_str().expect("utf8");
+    let sink = dir.path().join("sink");
+    live_run(&sink, &key, 3);
+    // A recording of the camera dated just after the first live run, stored under its id.
+    let created = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let clip = dir.path().join("recording.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-metadata",
+        &format!("creation_time={created}"),
+        clip.to_str().expect("utf8 path"),
+    ])
+    .expect("ffmpeg");
+    let files = dir.path().join("files");
+    run_file(
+        &clip,
+        &files,
+        &["--source-id", "cam", "--signing-key", key_arg],
+        &[],
+    );
+    merge_into(&files, &sink);
+    // A second live run that could not see the first: a chain of its own from sequence 0,
+    // starting after the recording's first chunk.
+    let other = dir.path().join("other");
+    live_run(&other, &key, 3);
+    let merged = merge_into(&other, &sink);
+    let all = chunks(&sink);
+    let position = |rel: &Path| all.iter().position(|c| c.ends_with(rel));
+    let first_of_second = merged
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .expect("the second run stored chunks");
+    let first_file = files_with_ext(&files, "mp4")
+        .expect("list")
+        .into_iter()
+        .map(|f| f.strip_prefix(&files).expect("inside").to_owned())
+        .min()
+        .expect("the file run stored chunks");
+    assert!(
+        position(&first_file) < position(first_of_second),
+        "a file chunk lies between the live runs: {all:?}"
+    );
+    let public = public.to_str().expect("utf8");
+    let (code, report) = verify(&sink, &["--public-key", public], &[]);
+    assert_eq!(code, Some(30), "{report:#}");
+    assert_eq!(kinds(&report), ["chain-restart"], "{report:#}");
+    assert_eq!(
+        report["problems"][0]["object"].as_str(),
+        first_of_second.to_str(),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "k");
     let key_arg = key.to_str().expect("utf8");
-    // Copies every chunk and manifest under `from` into `to`; their paths, sorted.
-    let merge = |from: &Path, to: &Path| {
-        let mut merged = Vec::new();
-        for ext in ["mp4", "json"] {
-            for file in files_with_ext(from, ext).expect("list") {
-                let rel = file.strip_prefix(from).expect("inside");
-                let dest = to.join(rel);
-                std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-                std::fs::copy(&file, &dest).expect("copy");
-                merged.push(rel.to_owned());
-            }
-        }
-        merged.sort();
-        merged
-    };
     // A recording of the same camera, stored under its id and dated before its live chunks:
     // a file's chain is its own, so the live chain starting after it is no restart.
     let clip = input(dir.path());
@@ -1064,11 +1139,11 @@ fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
     let sink = dir.path().join("sink");
     let other = dir.path().join("other");
     live_run(&sink, &key, 3);
-    merge(&files, &sink);
+    merge_into(&files, &sink);
     // A second run that could not see the first one's chunks: a chain of its own from
     // sequence 0. Its objects, merged into the first sink, follow the first run's by name.
     live_run(&other, &key, 3);
-    let merged = merge(&other, &sink);
+    let merged = merge_into(&other, &sink);
     let first_of_second = merged
         .iter()
         .find(|p| p.extension().is_some_and(|e| e == "mp4"))
