@@ -377,7 +377,7 @@ struct SourceWalk {
     /// Manifests that the next one in path order did not continue (another chain of the id
     /// came between), by canonical SHA-256: where their chains may go on. Those never
     /// continued end runs that did not mark their end, or follow problems.
-    tails: std::collections::HashMap<String, Link>,
+    tails: Tails,
     /// The last manifest of a live source, in path order.
     last_live: Option<Link>,
 }
@@ -403,6 +403,54 @@ struct Link {
     run_end: Option<RunEnd>,
     /// It carries a signature (valid or not: an invalid one is reported by itself).
     signed: bool,
+}
+
+/// Manifests set aside as chains' possible ends, by canonical SHA-256, with the file runs'
+/// ones also ordered by sequence and end time: finding the nearest one before a manifest
+/// does not scan them all.
+#[derive(Default)]
+struct Tails {
+    by_sha256: std::collections::HashMap<String, Link>,
+    files: BTreeSet<(u64, DateTime<Utc>, String)>,
+}
+
+impl Tails {
+    /// How many file runs' ends the nearest-end search looks at before it gives up (a
+    /// hostile sink full of broken chains must not make verify quadratic).
+    const NEAREST_SCAN: usize = 64;
+
+    fn insert(&mut self, link: Link) {
+        // The same manifest text twice (a copy stored under another name): the later one.
+        self.remove(&link.sha256);
+        if !link.live {
+            self.files
+                .insert((link.sequence, link.end_time, link.sha256.clone()));
+        }
+        self.by_sha256.insert(link.sha256.clone(), link);
+    }
+
+    fn remove(&mut self, sha256: &str) -> Option<Link> {
+        let link = self.by_sha256.remove(sha256)?;
+        if !link.live {
+            self.files
+                .remove(&(link.sequence, link.end_time, link.sha256.clone()));
+        }
+        Some(link)
+    }
+
+    /// Takes the file run's end with the highest sequence (then end time) below `sequence`
+    /// that ended by `start`: the run of a chunk with that sequence and start, when several
+    /// interleave.
+    fn take_file_run_before(&mut self, sequence: u64, start: DateTime<Utc>) -> Option<Link> {
+        let sha256 = self
+            .files
+            .range(..(sequence, DateTime::<Utc>::MIN_UTC, String::new()))
+            .rev()
+            .take(Self::NEAREST_SCAN)
+            .find(|(_, end, _)| *end <= start)
+            .map(|(_, _, sha)| sha.clone())?;
+        self.remove(&sha256)
+    }
 }
 
 /// What a file run that did not finish is reported as, at its last stored chunk.
@@ -491,7 +539,7 @@ impl SourceWalk {
             // across restarts.
             .filter(|p| !continues_path && (p.live || p.run_end.is_none()))
         {
-            self.tails.insert(p.sha256.clone(), p.clone());
+            self.tails.insert(p.clone());
         }
         if continues_path || starts_chain {
             return path_prev;
@@ -511,14 +559,9 @@ impl SourceWalk {
         // What it links to is missing (or altered): a file run's manifest is judged against
         // the nearest file run's before it (its own, when several interleave), anything else
         // against the one before it in path order.
-        let nearest = self
-            .tails
-            .values()
-            .filter(|t| !t.live && !live_clock(m.clock))
-            .filter(|t| t.sequence < m.sequence && t.end_time <= m.start_time)
-            .max_by_key(|t| (t.sequence, t.end_time))
-            .map(|t| t.sha256.clone());
-        if let Some(tail) = nearest.and_then(|sha| self.tails.remove(&sha)) {
+        if !live_clock(m.clock)
+            && let Some(tail) = self.tails.take_file_run_before(m.sequence, m.start_time)
+        {
             return Some(tail);
         }
         if let Some(p) = &path_prev {
@@ -933,6 +976,48 @@ fn content_mismatch(m: &ChunkMetadata, bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_nearest_file_run_end_is_found_without_scanning_them_all() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 24, 10, 0, 0)
+            .single()
+            .expect("time");
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let link = |sequence: u64, end: i64, live: bool| Link {
+            sequence,
+            sha256: format!("{sequence}-{end}-{live}"),
+            end_time: at(end),
+            object: String::new(),
+            live,
+            run_end: None,
+            signed: false,
+        };
+        let mut tails = Tails::default();
+        for (sequence, end, live) in [(3, 4, false), (5, 9, false), (4, 5, false), (6, 6, true)] {
+            tails.insert(link(sequence, end, live));
+        }
+        // Sequence 7 starting at 8 s: 5 ended too late, the camera's end is not a file's.
+        let found = tails.take_file_run_before(7, at(8)).expect("found");
+        assert_eq!((found.sequence, found.end_time), (4, at(5)));
+        assert!(tails.remove("4-5-false").is_none(), "taken");
+        assert!(tails.take_file_run_before(3, at(100)).is_none());
+        assert!(
+            tails.remove("6-6-true").is_some(),
+            "live ends stay findable by link"
+        );
+        // Thousands of ends that ended too late: the search gives up (5, which ended in
+        // time, lies past them) instead of scanning them all.
+        for sequence in 10..10_000 {
+            tails.insert(link(sequence, 1_000_000, false));
+        }
+        assert!(tails.take_file_run_before(10_000, at(10)).is_none());
+        assert!(tails.take_file_run_before(10, at(10)).is_some());
+        assert_eq!(tails.files.len(), tails.by_sha256.len());
+        // The same text again replaces the entry.
+        tails.insert(link(3, 4, false));
+        assert_eq!(tails.files.len(), tails.by_sha256.len());
+    }
 
     #[test]
     fn object_prefixes_are_what_lies_above_the_source() {
