@@ -340,6 +340,10 @@ impl CopyChunker {
             fps,
             width: self.info.width,
             height: self.info.height,
+            rotation: self
+                .config
+                .display_matrix
+                .map_or(0, |m| crispy_core::display_rotation(&m)),
             codec: self.info.codec.name().to_owned(),
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,

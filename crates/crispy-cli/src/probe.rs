@@ -22,6 +22,9 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     }
     let mut source = FileSource::open(&args.file)?;
     let info = source.stream_info().clone();
+    let rotation = source
+        .display_matrix()
+        .map_or(0, |m| crispy_core::display_rotation(&m));
     let mut stats = StreamStats::new(info.time_base);
     while let Some(packet) = source.next_packet()? {
         stats.record(&packet);
@@ -44,18 +47,20 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["file"] = args.file.display().to_string().into();
+        value["rotation"] = rotation.into();
         value["sps"] = serde_json::to_value(&sps)?;
         value["mp4"] = serde_json::to_value(&mp4)?;
         let text = serde_json::to_string_pretty(&value)?;
         return to_stdout(|out| writeln!(out, "{text}"));
     }
-    to_stdout(|out| print_text(out, &args, &report, sps.as_ref(), mp4.as_ref()))
+    to_stdout(|out| print_text(out, &args, &report, rotation, sps.as_ref(), mp4.as_ref()))
 }
 
 fn print_text(
     out: &mut dyn Write,
     args: &ProbeArgs,
     report: &ProbeReport,
+    rotation: u16,
     sps: Option<&SpsReport>,
     mp4: Option<&Mp4Report>,
 ) -> io::Result<()> {
@@ -66,6 +71,17 @@ fn print_text(
         None => writeln!(out, "codec       {}", report.codec)?,
     }
     writeln!(out, "resolution  {}x{}", report.width, report.height)?;
+    if rotation != 0 {
+        let (w, h) = if rotation % 180 == 90 {
+            (report.height, report.width)
+        } else {
+            (report.width, report.height)
+        };
+        writeln!(
+            out,
+            "rotation    {rotation}° counterclockwise (players show it {w}x{h})"
+        )?;
+    }
     if let Some(sps) = sps {
         let tier = sps
             .tier

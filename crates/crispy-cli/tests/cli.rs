@@ -956,13 +956,39 @@ fn a_rotated_recording_stays_rotated() {
         assert_eq!(chunks.len(), 2, "{mode}");
         for c in &chunks {
             assert_eq!(rotation(c), turned, "{mode}: {}", c.display());
+            // The manifest says so too, as ffprobe reads the angle, modulo 360.
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(c.with_extension("json")).expect("read"))
+                    .expect("manifest");
+            let degrees: i64 = turned.parse().expect("ffprobe's rotation");
+            assert_eq!(
+                m["rotation"].as_i64(),
+                Some(degrees.rem_euclid(360)),
+                "{mode}: {m}"
+            );
         }
     }
+    let probed = crispy()
+        .args(["probe", "--json"])
+        .arg(&rotated)
+        .output()
+        .expect("probe");
+    let probed: serde_json::Value = serde_json::from_slice(&probed.stdout).expect("json");
+    assert_eq!(probed["rotation"], 90, "{probed}");
+    let text = crispy().arg("probe").arg(&rotated).output().expect("probe");
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("rotation    90° counterclockwise (players show it 1080x1920)"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
     // A chunk of an unrotated file has no display matrix at all.
     let plain = dir.path().join("plain");
     assert!(run(&src, &plain, &["--chunk", "5s"]).status.success());
     let chunks = files_with_ext(&plain, "mp4").expect("list");
     assert_eq!(rotation(&chunks[0]), "");
+    let manifest = std::fs::read_to_string(chunks[0].with_extension("json")).expect("read");
+    assert!(!manifest.contains("rotation"), "{manifest}");
 }
 
 /// A file without a creation time, run twice into one sink, in each mode: the second run

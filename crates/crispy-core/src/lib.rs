@@ -35,7 +35,7 @@ pub use manifest::{
     ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, RunEnd, SignedUrl,
     StoredManifest,
 };
-pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo};
+pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo, display_rotation};
 pub use payload::Payload;
 pub use secret::Secret;
 pub use source_id::SourceId;

@@ -39,6 +39,11 @@ impl std::fmt::Display for ClockSource {
     }
 }
 
+/// For `skip_serializing_if`: members that are absent when zero.
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+
 /// Why a run of a source ended with a chunk (`run_end` in the manifest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -126,6 +131,12 @@ pub struct ChunkMetadata {
     pub width: u32,
     /// Picture height in pixels.
     pub height: u32,
+    /// How far players turn the picture counterclockwise to show it, in degrees (0 to 359;
+    /// 90 or 270 for a phone held upright): the source's display matrix, which each chunk
+    /// keeps. Absent (0) for a picture shown as it is coded, so it is not part of the
+    /// canonical form of other manifests.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotation: u16,
     /// Codec name (`h264`, `hevc`).
     pub codec: String,
     /// Codec profile, when known.
@@ -268,6 +279,7 @@ mod tests {
             fps: 30.0,
             width: 1920,
             height: 1080,
+            rotation: 0,
             codec: "h264".into(),
             profile: Some("High".into()),
             keyframe_aligned: true,
@@ -304,12 +316,19 @@ mod tests {
         // `prev_unknown` appears only when true, so manifests without it keep their bytes
         // (and their canonical form, which the chain and signatures cover).
         assert!(!json.contains("prev_unknown"), "{json}");
+        // So does `rotation`, which follows `height` when set.
+        assert!(!json.contains("rotation"), "{json}");
         let flagged = ChunkMetadata {
             prev_unknown: true,
+            rotation: 270,
             ..m
         };
         let json = String::from_utf8(flagged.to_json()).expect("utf8");
         assert!(json.contains("\"prev_unknown\": true"), "{json}");
+        assert!(
+            json.contains("\"height\": 1080,\n  \"rotation\": 270,\n"),
+            "{json}"
+        );
         let back: ChunkMetadata = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, flagged);
     }

@@ -97,6 +97,27 @@ impl Codec {
     }
 }
 
+/// How far a player turns the picture counterclockwise to show it, in whole degrees from 0
+/// to 359, from a display matrix as FFmpeg and MP4 store it (16.16 fixed point, row-major):
+/// the angle ffprobe prints as `rotation`, modulo 360. 0 for a matrix that turns nothing or
+/// cannot be read (a zero scale).
+pub fn display_rotation(matrix: &[i32; 9]) -> u16 {
+    let fixed = |v: i32| f64::from(v) / 65536.0;
+    let (a, b, c, d) = (
+        fixed(matrix[0]),
+        fixed(matrix[1]),
+        fixed(matrix[3]),
+        fixed(matrix[4]),
+    );
+    let (sx, sy) = (a.hypot(c), b.hypot(d));
+    if sx == 0.0 || sy == 0.0 {
+        return 0;
+    }
+    let degrees = -(b / sy).atan2(a / sx).to_degrees();
+    // In range: atan2 is within ±180°.
+    (degrees.round() as i64).rem_euclid(360) as u16
+}
+
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -182,6 +203,22 @@ impl fmt::Debug for Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_rotations_read_as_ffprobe_prints_them_modulo_360() {
+        const ONE: i32 = 1 << 16;
+        const W: i32 = 1 << 30;
+        let turned = |a: i32, b: i32, c: i32, d: i32| [a, b, 0, c, d, 0, 0, 0, W];
+        // `-metadata:s:v rotate=90` as FFmpeg 5.1 writes it; ffprobe prints 90.
+        assert_eq!(display_rotation(&turned(0, -ONE, ONE, 0)), 90);
+        assert_eq!(display_rotation(&turned(0, ONE, -ONE, 0)), 270);
+        assert_eq!(display_rotation(&turned(-ONE, 0, 0, -ONE)), 180);
+        assert_eq!(display_rotation(&turned(ONE, 0, 0, ONE)), 0);
+        // Scaled.
+        assert_eq!(display_rotation(&turned(0, -2 * ONE, 2 * ONE, 0)), 90);
+        assert_eq!(display_rotation(&[0; 9]), 0);
+        assert_eq!(display_rotation(&[i32::MIN; 9]), 135);
+    }
 
     #[test]
     fn tick_conversions_round() {
