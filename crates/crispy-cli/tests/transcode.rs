@@ -160,6 +160,43 @@ fn scaling_and_decimation() {
         assert_eq!((u64::from(p.width), u64::from(p.height)), (240, 180));
     }
 
+    // Rates whose frame interval is no whole number of 1/90000 s ticks: every 1 s chunk
+    // still holds exactly that many frames and starts on its boundary (frames used to be
+    // placed a fraction of a tick early each, so the seventh landed before the boundary).
+    for fps in [7u64, 11, 13] {
+        let sink = dir.path().join(format!("fps{fps}"));
+        let out = run(
+            &input,
+            &sink,
+            &[
+                "--chunk",
+                "1s",
+                "--scale",
+                "160x120",
+                "--fps",
+                &fps.to_string(),
+            ],
+        );
+        out.assert().success();
+        let ms = manifests(&sink);
+        assert_eq!(ms.len(), 4, "{fps} fps");
+        for (i, m) in ms.iter().enumerate() {
+            assert_eq!(
+                (m["frame_count"].as_u64(), m["duration_ms"].as_u64()),
+                (Some(fps), Some(1000)),
+                "{fps} fps, chunk {i}: {m}"
+            );
+            assert_eq!(m["duration_ts"], 90_000, "{fps} fps, chunk {i}: {m}");
+            let p =
+                ffprobe_video(&sink.join(m["object"].as_str().expect("object"))).expect("ffprobe");
+            assert_eq!(p.packets, fps, "{fps} fps, chunk {i}");
+            assert!(
+                (p.duration_s - 1.0).abs() < 0.001,
+                "{fps} fps, chunk {i}: {p:?}"
+            );
+        }
+    }
+
     let sink = dir.path().join("sink2");
     let out = run(&input, &sink, &["--chunk", "2s", "--scale", "160x120"]);
     out.assert().success();

@@ -39,8 +39,8 @@ pub(crate) struct Reencoder {
     in_rate: Option<ffmpeg::Rational>,
     timing: Timing,
     config: TranscodeConfig,
-    /// Output frame interval in OUT_TB ticks when decimating.
-    out_step: Option<i64>,
+    /// Output frame rate when decimating: frame slots of `1/fps` s.
+    out_rate: Option<Rational>,
     /// The scaler and the input (size, format) it was built for; `None` inside when the
     /// decoded frames go to the encoder as they are.
     scaler: Option<((u32, u32, Pixel), Option<ffi::Scaler>)>,
@@ -78,6 +78,23 @@ fn output_sar(sar: (i32, i32), input: (u32, u32), output: (u32, u32)) -> Option<
     (num != den).then(|| Some((i32::try_from(num).ok()?, i32::try_from(den).ok()?)))?
 }
 
+/// The output frame slot (of `1/rate` s each, from tick 0) that `ticks` (OUT_TB) falls in:
+/// the last slot starting at or before it. Exact, whatever the rate: slot `n` of 7 fps
+/// starts at `ceil(n × 90000 / 7)` ticks, so the seventh frame starts the next second on its
+/// tick instead of drifting a fraction of a tick earlier per frame.
+fn frame_slot(ticks: i64, rate: Rational) -> i64 {
+    let per_second = i128::from(OUT_TB.den) * i128::from(rate.den);
+    let slot = (i128::from(ticks) * i128::from(rate.num)).div_euclid(per_second);
+    i64::try_from(slot).unwrap_or(i64::MAX)
+}
+
+/// The first tick (OUT_TB) of output frame slot `slot`: `ceil(slot / rate)` seconds in ticks.
+fn slot_start(slot: i64, rate: Rational) -> i64 {
+    let ticks = i128::from(slot) * i128::from(OUT_TB.den) * i128::from(rate.den);
+    let start = -(-ticks).div_euclid(i128::from(rate.num));
+    i64::try_from(start).unwrap_or(i64::MAX)
+}
+
 fn gcd(a: i128, b: i128) -> i128 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -113,17 +130,14 @@ impl Reencoder {
         {
             config.fps = None;
         }
-        let out_step = config
-            .fps
-            .filter(|f| f.is_positive())
-            .map(|f| i64::from(OUT_TB.den) * i64::from(f.den) / i64::from(f.num));
+        let out_rate = config.fps.filter(|f| f.is_positive());
         Ok(Self {
             decoder,
             in_tb,
             in_rate,
             timing,
             config,
-            out_step,
+            out_rate,
             scaler: None,
             encoder: None,
             info: None,
@@ -173,7 +187,18 @@ impl Reencoder {
             let _ = encoder.send_eof();
             ffi::drain_encoder(encoder, 0, &mut self.queue);
         }
+        self.set_slot_durations();
         Ok(())
+    }
+
+    /// When decimating, each frame lasts until the next slot starts (what the last frame of
+    /// the stream is given; the others' durations follow from the next frame's timestamp).
+    fn set_slot_durations(&mut self) {
+        let Some(rate) = self.out_rate else { return };
+        for packet in self.queue.iter_mut().filter(|p| p.duration == 0) {
+            let next = slot_start(frame_slot(packet.pts, rate).saturating_add(1), rate);
+            packet.duration = next.saturating_sub(packet.pts).max(0);
+        }
     }
 
     fn drain_decoder(&mut self) -> Result<(), ReencodeError> {
@@ -303,10 +328,10 @@ impl Reencoder {
             Timing::FromFirstFrame => rescale(pts_in - first_in, self.in_tb, OUT_TB),
             Timing::Absolute => rescale(pts_in, self.in_tb, OUT_TB),
         };
-        let pts = match self.out_step {
-            Some(step) => {
+        let pts = match self.out_rate {
+            Some(rate) => {
                 // Keep the first frame of every output slot; place it on the slot.
-                let slot = ticks.div_euclid(step);
+                let slot = frame_slot(ticks, rate);
                 if self.last_slot.is_some_and(|last| slot <= last) {
                     if self.last_slot.is_some_and(|last| slot < last) {
                         self.check_backward(ticks)?;
@@ -314,7 +339,7 @@ impl Reencoder {
                     return Ok(());
                 }
                 self.last_slot = Some(slot);
-                slot * step
+                slot_start(slot, rate)
             }
             None => ticks,
         };
@@ -381,6 +406,7 @@ impl Reencoder {
             .send_frame(out)
             .map_err(|e| ReencodeError(format!("encoding: {e}")))?;
         ffi::drain_encoder(encoder, 0, &mut self.queue);
+        self.set_slot_durations();
         Ok(())
     }
 
@@ -413,6 +439,26 @@ pub(crate) fn rescale(v: i64, from: Rational, to: Rational) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_slots_are_exact_at_any_rate() {
+        let seven = Rational::new(7, 1);
+        assert_eq!(slot_start(7, seven), 90_000);
+        assert_eq!(slot_start(1, seven), 12_858);
+        assert_eq!(frame_slot(89_999, seven), 6);
+        assert_eq!(frame_slot(90_000, seven), 7);
+        let ntsc = Rational::new(30_000, 1001);
+        assert_eq!(slot_start(30_000, ntsc), 90_090_000);
+        for rate in [seven, ntsc, Rational::new(11, 1), Rational::new(25, 2)] {
+            for t in (-200_000..200_000).step_by(997) {
+                let slot = frame_slot(t, rate);
+                assert!(
+                    slot_start(slot, rate) <= t && t < slot_start(slot + 1, rate),
+                    "{t} at {rate}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rescales_to_the_nearest_tick() {
