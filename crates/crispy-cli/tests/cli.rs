@@ -304,6 +304,16 @@ fn exact_cuts(fixture: Fixture, chunk: &str, chunk_ms: u64) {
         if probe.packets > frames.len() as u64 {
             lead_ins += 1;
         }
+        // crispy probe reads what is shown too (it used to count the frames after the
+        // end, which come earlier in decode order with B-frames).
+        let out = crispy()
+            .args(["probe", "--json"])
+            .arg(&chunk)
+            .output()
+            .expect("probe");
+        let ours: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(ours["duration_ms"].as_u64(), Some(d), "{ours} vs {m}");
+        assert_eq!(ours["frames"], m["frame_count"], "{ours} vs {m}");
         from_chunks.extend(frames);
     }
     assert_eq!(

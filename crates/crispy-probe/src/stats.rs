@@ -18,6 +18,8 @@ pub struct StreamStats {
     hidden: u64,
     min_pts: Option<i64>,
     min_shown_pts: Option<i64>,
+    /// The end of the latest frame shown (its PTS plus its duration).
+    shown_end: Option<i64>,
 }
 
 impl StreamStats {
@@ -37,6 +39,7 @@ impl StreamStats {
             hidden: 0,
             min_pts: None,
             min_shown_pts: None,
+            shown_end: None,
         }
     }
 
@@ -67,6 +70,10 @@ impl StreamStats {
             self.last_duration = p.duration;
         }
         self.last_dts = p.dts;
+        if !p.discard {
+            let end = p.pts.saturating_add(self.last_duration);
+            self.shown_end = Some(self.shown_end.map_or(end, |e| e.max(end)));
+        }
     }
 
     /// Frames recorded.
@@ -91,12 +98,21 @@ impl StreamStats {
         self.gop_min.map(|min| (min, self.gop_max))
     }
 
-    /// Duration from the first frame's decode time to the end of the last frame, in ms, less
-    /// the hidden lead-in (what is shown).
+    /// Duration from the first frame's decode time to the end of the last frame, in ms; with
+    /// frames an edit list hides, from the first frame shown to the end of the last one shown
+    /// (by presentation time: with B-frames, the frames after the end may come earlier in
+    /// decode order).
     pub fn duration_ms(&self) -> u64 {
         let Some(first) = self.first_dts else {
             return 0;
         };
+        if self.hidden > 0 {
+            let ticks = match (self.min_shown_pts, self.shown_end) {
+                (Some(start), Some(end)) => end - start,
+                _ => 0,
+            };
+            return self.time_base.ticks_to_millis(ticks).max(0) as u64;
+        }
         let lead_in = match (self.min_pts, self.min_shown_pts) {
             (Some(all), Some(shown)) => shown - all,
             _ => 0,
