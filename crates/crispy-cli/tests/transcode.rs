@@ -201,6 +201,25 @@ fn scaling_and_decimation() {
     let out = run(&input, &sink, &["--chunk", "2s", "--scale", "160x120"]);
     out.assert().success();
     let ms = manifests(&sink);
+    // The profile libx264 chose, as ffprobe reads it from the chunk (it used to be null).
+    for m in &ms {
+        let chunk = sink.join(m["object"].as_str().expect("object"));
+        let probed = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=profile",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&chunk)
+            .output()
+            .expect("ffprobe");
+        let profile = String::from_utf8_lossy(&probed.stdout).trim().to_owned();
+        assert!(!profile.is_empty(), "{probed:?}");
+        assert_eq!(m["profile"].as_str(), Some(profile.as_str()), "{m}");
+    }
     assert!(
         ms.iter()
             .all(|m| m["width"] == 160 && m["height"] == 120 && m["frame_count"] == 60)

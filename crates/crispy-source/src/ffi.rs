@@ -248,6 +248,26 @@ pub(crate) fn raw_params(params: &ffmpeg::codec::Parameters) -> RawParams {
     }
 }
 
+/// FFmpeg's name of the H.264 profile of the first SPS in Annex B parameter sets (what
+/// libx264 puts in its extradata, which FFmpeg 5.1's wrapper does not report as a profile).
+pub(crate) fn h264_profile_of_annexb(extradata: &[u8]) -> Option<String> {
+    let sps = crispy_core::annexb::annexb_nals(extradata)
+        .find(|n| n.first().is_some_and(|h| h & 0x1f == 7))?;
+    let [_, profile_idc, constraints, ..] = *sps else {
+        return None;
+    };
+    let profile = profile_from_extradata(
+        sys::AVCodecID::AV_CODEC_ID_H264,
+        &[1, profile_idc, constraints],
+    )?;
+    // SAFETY: `avcodec_profile_name` only looks the pair up in libavcodec's static tables;
+    // it returns null or a pointer to a static NUL-terminated string, copied out at once.
+    unsafe {
+        let name = sys::avcodec_profile_name(sys::AVCodecID::AV_CODEC_ID_H264, profile);
+        (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
+    }
+}
+
 /// The profile FFmpeg's decoder would report for a stream whose stream information was not
 /// read (see [`open_file`]), from its `avcC` or `hvcC` record; `None` for anything else.
 ///

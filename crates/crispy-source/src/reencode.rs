@@ -253,14 +253,15 @@ impl Reencoder {
                 self.config.preset
             ))
         })?;
+        let extradata = ffi::encoder_extradata(&encoder);
         self.info = Some(StreamInfo {
             codec: Codec::H264,
-            profile: None,
+            profile: ffi::h264_profile_of_annexb(&extradata),
             width: out_w,
             height: out_h,
             time_base: OUT_TB,
             frame_rate: Some(Rational::new(rate.numerator(), rate.denominator())),
-            extradata: ffi::encoder_extradata(&encoder),
+            extradata,
             duration: None,
             frame_count: None,
         });
