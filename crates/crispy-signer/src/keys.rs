@@ -296,7 +296,8 @@ impl VerifyingKeys {
 pub fn generate_keypair(out: &Path) -> Result<String, KeyError> {
     let public_path = public_key_path(out);
     for p in [out, public_path.as_path()] {
-        if p.exists() {
+        // A link to nowhere is there too: creating the file would fail (or follow it).
+        if p.symlink_metadata().is_ok() {
             return Err(KeyError::Exists { path: p.to_owned() });
         }
     }
@@ -315,7 +316,15 @@ pub fn generate_keypair(out: &Path) -> Result<String, KeyError> {
         .to_public_key_pem(LineEnding::LF)
         .map_err(|_| KeyError::Random("cannot encode the public key".to_owned()))?;
     write_new(out, private.as_bytes(), 0o600).map_err(io(out))?;
-    write_new(&public_path, public.as_bytes(), 0o644).map_err(io(&public_path))?;
+    if let Err(e) = write_new(&public_path, public.as_bytes(), 0o644) {
+        // Not half a pair: the private key just created (create-only, so ours) goes too.
+        let _ = std::fs::remove_file(out);
+        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists { path: public_path }
+        } else {
+            io(&public_path)(e)
+        });
+    }
     Ok(ed25519_key_id(&key.verifying_key()))
 }
 
@@ -385,6 +394,30 @@ mod tests {
             err.contains("signing.key.pub") && !err.contains("BEGIN"),
             "{err}"
         );
+    }
+
+    /// A dangling link where the public key goes: nothing is written, not half a pair.
+    #[cfg(unix)]
+    #[test]
+    fn keygen_leaves_no_half_pair() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("k");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), public_key_path(&out))
+            .expect("symlink");
+        assert!(matches!(
+            generate_keypair(&out),
+            Err(KeyError::Exists { path }) if path == public_key_path(&out)
+        ));
+        assert!(out.symlink_metadata().is_err(), "no private key left");
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "the link not followed"
+        );
+        // A private key path that is a directory: the public key is not written either.
+        let dir_key = dir.path().join("d");
+        std::fs::create_dir(&dir_key).expect("mkdir");
+        assert!(generate_keypair(&dir_key).is_err());
+        assert!(public_key_path(&dir_key).symlink_metadata().is_err());
     }
 
     #[test]
