@@ -136,11 +136,15 @@ fn json_logs_requested() -> bool {
 fn keygen(args: &cli::KeygenArgs) -> anyhow::Result<()> {
     let key_id = crispy_signer::generate_keypair(&args.out)?;
     output::to_stdout(|out| {
+        let private = args.out.display().to_string();
+        let public = crispy_signer::public_key_path(&args.out)
+            .display()
+            .to_string();
         writeln!(
             out,
             "wrote {} (private, mode 0600) and {} (public); key id {key_id}",
-            args.out.display(),
-            crispy_signer::public_key_path(&args.out).display()
+            crispy_core::redact::escape_controls(&private),
+            crispy_core::redact::escape_controls(&public)
         )
     })
 }

@@ -65,7 +65,14 @@ fn print_text(
     mp4: Option<&Mp4Report>,
 ) -> io::Result<()> {
     let dash = || "-".to_owned();
-    writeln!(out, "file        {}", args.file.display())?;
+    // A file name can hold anything; a terminal or log reading this must not take part of
+    // it for a line or a control sequence.
+    let file = args.file.display().to_string();
+    writeln!(
+        out,
+        "file        {}",
+        crispy_core::redact::escape_controls(&file)
+    )?;
     match &report.profile {
         Some(p) => writeln!(out, "codec       {} ({p})", report.codec)?,
         None => writeln!(out, "codec       {}", report.codec)?,

@@ -613,6 +613,16 @@ fn hostile_file_names_cannot_forge_log_lines() {
         }
     }
     assert!(err.contains("cam\\n2026-01-01"), "{err}");
+    // Nor in probe's report, on stdout.
+    let probed = crispy().arg("probe").arg(&src).output().expect("probe");
+    let report = String::from_utf8_lossy(&probed.stdout);
+    assert!(probed.status.success(), "{}", stderr(&probed));
+    assert!(report.contains("cam\\n2026-01-01"), "{report}");
+    assert!(
+        !report.contains('\x1b') && !report.contains('\r'),
+        "{report:?}"
+    );
+    assert!(report.lines().all(|l| !l.starts_with(forged)), "{report}");
     // JSON lines escape as JSON does, every control character included: each line parses.
     let odd = dir.path().join("odd\u{85}\u{7f}\n\x1b.mp4");
     std::fs::copy(Fixture::H264LongGop250.path().expect("fixture"), &odd).expect("copy");
