@@ -13,6 +13,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line (program name first). An environment variable that backs an
+    /// option and is set to nothing (`CRISPY_LOG_FORMAT= crispy …`) counts as unset, as in a
+    /// shell, instead of an option given without its value.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let empty = |var: &str| std::env::var_os(var).is_some_and(|v| v.is_empty());
+        let mut command = Self::command();
+        if empty("CRISPY_LOG_FORMAT") {
+            command = command.mut_arg("log_format", |a| a.env(None));
+        }
+        if empty("CRISPY_SPOOL_DIR") {
+            command =
+                command.mut_subcommand("run", |run| run.mut_arg("spool_dir", |a| a.env(None)));
+        }
+        let matches = command.try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
+}
+
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid config \
 file, 4 unusable key file or secret, 10 source not found or invalid source URL, \
 11 source not a regular file, 12 source empty, 13 source not readable as video, 14 no video \
@@ -259,13 +283,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "KBPS", conflicts_with = "config")]
     pub bitrate: Option<u64>,
     /// Sign every manifest with this Ed25519 private key (PEM, from `crispy keygen` or
-    /// `openssl genpkey -algorithm ed25519`).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "CRISPY_SIGNING_KEY",
-        conflicts_with = "hmac_key_env"
-    )]
+    /// `openssl genpkey -algorithm ed25519`). Without this option or --hmac-key-env, the
+    /// environment variable CRISPY_SIGNING_KEY names the key file (when set and not empty)
+    #[arg(long, value_name = "FILE", conflicts_with = "hmac_key_env")]
     pub signing_key: Option<PathBuf>,
     /// Put a time-limited signed GET URL (GCS V4, S3 SigV4, Azure SAS) of each chunk into its
     /// manifest and log line, valid this long from the upload (e.g. 15m, 12h, 7d; 1s to 7

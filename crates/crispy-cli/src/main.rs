@@ -12,12 +12,11 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use crispy_core::redact::{escape_controls, is_escaped};
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -100,7 +99,7 @@ fn escaped_usage_text() -> Option<String> {
         .iter()
         .map(|a| escape_controls(a).into_owned())
         .collect();
-    Some(match cli::Cli::try_parse_from(&escaped) {
+    Some(match cli::Cli::try_parse_args(&escaped) {
         Err(e) => e.render().to_string(),
         // Refused for the characters themselves.
         Ok(_) => {

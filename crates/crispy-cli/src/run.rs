@@ -191,10 +191,21 @@ fn spool_root(given: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
     Ok(state.join("crispy/spool"))
 }
 
-/// The key that signs manifests: `--signing-key FILE` (or `CRISPY_SIGNING_KEY`), or
-/// `--hmac-key-env VAR`.
+/// The key that signs manifests: `--signing-key FILE`, or `--hmac-key-env VAR`, or else
+/// the file `CRISPY_SIGNING_KEY` names (an option on the command line wins over the
+/// environment instead of conflicting with it).
 fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
-    if let Some(path) = &args.signing_key {
+    let from_env = || {
+        std::env::var_os("CRISPY_SIGNING_KEY")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let path = match (&args.signing_key, &args.hmac_key_env) {
+        (Some(path), _) => Some(path.clone()),
+        (None, None) => from_env(),
+        (None, Some(_)) => None,
+    };
+    if let Some(path) = &path {
         let key = crispy_signer::SigningKey::from_pem_file(path)?;
         warn_if_others_can_read(path);
         return Ok(Some(key));

@@ -1175,3 +1175,85 @@ fn unusable_sinks_fail_before_reading() {
     );
     assert!(!err.contains("Sh0uld-N0t-Show"), "{err}");
 }
+
+/// Environment variables behind options: set to nothing they count as unset, and an option
+/// on the command line wins over one instead of conflicting with it.
+#[test]
+fn the_command_line_wins_over_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264LongGop250.path().expect("fixture");
+    let sink = dir.path().join("empty-vars");
+    let out = crispy()
+        .env("CRISPY_LOG_FORMAT", "")
+        .env("CRISPY_SPOOL_DIR", "")
+        .env("CRISPY_SIGNING_KEY", "")
+        .args(["-q", "run", "--source"])
+        .arg(&src)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    assert!(!ms.is_empty());
+    assert!(ms.iter().all(|(_, m)| m["signature"].is_null()), "unsigned");
+
+    let key = dir.path().join("k");
+    assert!(
+        crispy()
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .expect("keygen")
+            .status
+            .success()
+    );
+    let alg = |sink: &Path| -> Vec<Value> {
+        manifests(sink)
+            .into_iter()
+            .map(|(_, m)| m["signature"]["alg"].clone())
+            .collect()
+    };
+    // The key in the environment signs when nothing else is asked for…
+    let from_env = dir.path().join("from-env");
+    let out = crispy()
+        .env("CRISPY_SIGNING_KEY", &key)
+        .args(["-q", "run", "--source"])
+        .arg(&src)
+        .arg("--sink")
+        .arg(format!("file://{}", from_env.display()))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        alg(&from_env).iter().all(|a| a == "ed25519"),
+        "{:?}",
+        alg(&from_env)
+    );
+    // …and --hmac-key-env replaces it (clap used to refuse the pair, naming --signing-key).
+    let hmac = dir.path().join("hmac");
+    let out = crispy()
+        .env("CRISPY_SIGNING_KEY", &key)
+        .env("HK", "a secret of at least sixteen bytes")
+        .args(["-q", "run", "--hmac-key-env", "HK", "--source"])
+        .arg(&src)
+        .arg("--sink")
+        .arg(format!("file://{}", hmac.display()))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let algs = alg(&hmac);
+    assert!(
+        !algs.is_empty() && algs.iter().all(|a| a == "hmac-sha256"),
+        "{algs:?}"
+    );
+    // Both on the command line are still a mistake.
+    let out = crispy()
+        .args(["run", "--hmac-key-env", "HK", "--signing-key"])
+        .arg(&key)
+        .arg("--source")
+        .arg(&src)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
