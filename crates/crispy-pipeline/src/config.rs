@@ -116,14 +116,22 @@ struct TranscodeSettings {
 }
 
 impl TranscodeSettings {
+    /// These settings over `base`. Of the pairs that exclude each other (`scale` and
+    /// `max_height`, `crf` and `bitrate_kbps`), one given here replaces both of `base`.
     fn or(self, base: &TranscodeSettings) -> TranscodeSettings {
+        let own_size = self.scale.is_some() || self.max_height.is_some();
+        let own_rate = self.crf.is_some() || self.bitrate_kbps.is_some();
         TranscodeSettings {
-            scale: self.scale.or_else(|| base.scale.clone()),
-            max_height: self.max_height.or(base.max_height),
+            scale: self
+                .scale
+                .or_else(|| base.scale.clone().filter(|_| !own_size)),
+            max_height: self.max_height.or(base.max_height.filter(|_| !own_size)),
             fps: self.fps.or(base.fps),
             preset: self.preset.or_else(|| base.preset.clone()),
-            crf: self.crf.or(base.crf),
-            bitrate_kbps: self.bitrate_kbps.or(base.bitrate_kbps),
+            crf: self.crf.or(base.crf.filter(|_| !own_rate)),
+            bitrate_kbps: self
+                .bitrate_kbps
+                .or(base.bitrate_kbps.filter(|_| !own_rate)),
         }
     }
 
@@ -138,7 +146,11 @@ impl TranscodeSettings {
             .map(TranscodeConfig::parse_size)
             .transpose()?;
         c.max_height = self.max_height;
-        c.fps = self.fps.map(|f| Rational::new(f.min(1000) as i32, 1));
+        c.fps = self
+            .fps
+            .map(|f| i32::try_from(f).map(|f| Rational::new(f, 1)))
+            .transpose()
+            .map_err(|_| format!("fps {} is not between 1 and 240", self.fps.unwrap_or(0)))?;
         if let Some(p) = &self.preset {
             c.preset = p.clone();
         }
@@ -168,7 +180,7 @@ enum CutName {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    sink: Option<String>,
+    sink: Option<Spanned<String>>,
     #[serde(default)]
     sink_options: std::collections::BTreeMap<String, String>,
     spool_dir: Option<std::path::PathBuf>,
@@ -464,9 +476,28 @@ impl Config {
             })?;
             options.spool.max_bytes = size.as_u64();
         }
+        let sink_options: Vec<(String, String)> = file.sink_options.into_iter().collect();
+        // The sink as written (a URL the sinks cannot open, options it does not take) is
+        // the file's mistake, named by line like every other; nothing is created or
+        // contacted here (a directory that does not exist yet is no mistake).
+        if let Some(sink) = &file.sink {
+            let store_options = crispy_sink::SinkOptions {
+                options: sink_options.clone(),
+                ..Default::default()
+            };
+            let opened =
+                crispy_sink::ObjectStoreSink::from_url_existing(sink.get_ref(), &store_options);
+            if let Err(
+                e @ (crispy_sink::SinkError::InvalidUrl { .. }
+                | crispy_sink::SinkError::InvalidOption { .. }),
+            ) = opened
+            {
+                return Err(invalid(sink.span().start, "sink", e.to_string()));
+            }
+        }
         Ok(Self {
-            sink: file.sink,
-            sink_options: file.sink_options.into_iter().collect(),
+            sink: file.sink.map(Spanned::into_inner),
+            sink_options,
             options,
             jobs,
         })
@@ -523,7 +554,7 @@ mod tests {
     fn reads_a_full_config() {
         let c = parse(
             r#"
-sink = "memory://x"
+sink = "s3://footage/site"
 chunk = "2s"
 max_in_flight = 3
 stall_timeout = "4s"
@@ -550,7 +581,7 @@ prefix = "site-a/door"
 "#,
         )
         .expect("valid");
-        assert_eq!(c.sink.as_deref(), Some("memory://x"));
+        assert_eq!(c.sink.as_deref(), Some("s3://footage/site"));
         assert_eq!(c.options.max_in_flight, 3);
         assert_eq!(c.options.spool.max_bytes, 2 << 30);
         assert_eq!(
@@ -594,6 +625,8 @@ mode = "transcode"
 [transcode]
 fps = 10
 preset = "ultrafast"
+crf = 30
+max_height = 480
 
 [[camera]]
 id = "a"
@@ -602,7 +635,7 @@ url = "rtsp://h/a"
 [[camera]]
 id = "b"
 url = "rtsp://h/b"
-transcode = { fps = 5, scale = "640x360" }
+transcode = { fps = 5, scale = "640x360", bitrate_kbps = 800 }
 
 [[camera]]
 id = "c"
@@ -617,12 +650,15 @@ mode = "copy"
         assert_eq!(a.fps, Some(Rational::new(10, 1)));
         assert_eq!(a.preset, "ultrafast");
         assert_eq!(a.scale, None);
+        assert_eq!((a.crf, a.bitrate_kbps, a.max_height), (30, None, Some(480)));
         let SourceSpec::TranscodeRtsp(_, b) = &c.jobs[1].spec else {
             panic!("b transcodes")
         };
         assert_eq!(b.fps, Some(Rational::new(5, 1)));
         assert_eq!(b.preset, "ultrafast");
-        assert_eq!(b.scale, Some((640, 360)));
+        // A camera's size or rate setting replaces the other one of the pair too.
+        assert_eq!((b.scale, b.max_height), (Some((640, 360)), None));
+        assert_eq!(b.bitrate_kbps, Some(800));
         assert!(matches!(c.jobs[2].spec, SourceSpec::Rtsp(_)));
     }
 
@@ -671,9 +707,26 @@ mode = "copy"
                 "max_in_flight = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
                 "line 1, field `max_in_flight`: 0 is not between 1 and 256",
             ),
+            // The sink as the sinks would take it.
+            (
+                "sink = \"ftp://x\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `sink`: invalid sink URL",
+            ),
+            (
+                "sink = \"memory://\"\n[sink_options]\naws_endpoint = \"http://h\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `sink`: invalid sink URL \"memory://\": store options (--sink-opt, a config file's [sink_options])",
+            ),
             (
                 "[transcode]\nfps = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
                 "field `transcode`: fps must be above 0",
+            ),
+            (
+                "mode = \"transcode\"\n[transcode]\nfps = 241\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "field `transcode`: fps 241 is not between 1 and 240",
+            ),
+            (
+                "mode = \"transcode\"\n[transcode]\nfps = 4294967295\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "field `transcode`: fps 4294967295 is not between 1 and 240",
             ),
             (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { max_height = 4 }\n",

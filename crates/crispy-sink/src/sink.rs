@@ -108,7 +108,8 @@ impl ObjectStoreSink {
                 Ok(())
             } else {
                 Err(invalid(
-                    "--sink-opt applies to s3://, gs:// and az:// sinks only",
+                    "store options (--sink-opt, a config file's [sink_options]) apply to \
+                     s3://, gs:// and az:// sinks only",
                 ))
             }
         };

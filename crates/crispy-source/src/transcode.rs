@@ -102,6 +102,12 @@ impl TranscodeConfig {
         if self.fps.is_some_and(|f| !f.is_positive()) {
             return Err("fps must be above 0".to_owned());
         }
+        if let Some(f) = self
+            .fps
+            .filter(|f| i64::from(f.num) > 240 * i64::from(f.den))
+        {
+            return Err(format!("fps {} is not between 1 and 240", f.as_f64()));
+        }
         if let Some(h) = self.max_height.filter(|h| !(16..=8640).contains(h)) {
             return Err(format!("max_height {h} is not between 16 and 8640"));
         }
