@@ -56,8 +56,8 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
     }
     let spool_dir = args.spool_dir.clone().or(options.spool.dir.take());
     options.spool = SpoolOptions {
-        // A remote store gets the disk spool; a local directory (as durable as a spool on
-        // the same disk) and memory:// keep accepted chunks in memory.
+        // A remote store gets the disk spool; a local directory (a second copy on the same
+        // disk would halve the throughput) and memory:// keep accepted chunks in memory.
         dir: if sink.backend().is_remote() {
             Some(spool_root(spool_dir.as_deref())?)
         } else {

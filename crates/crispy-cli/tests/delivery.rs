@@ -159,6 +159,118 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     );
 }
 
+/// Spool entries damaged between two runs (a flipped byte, a chunk file lost) are set aside
+/// and reported, never uploaded as if whole (the store would keep bytes that are not the
+/// ones signed) nor deleted without a word.
+#[test]
+fn damaged_spool_entries_are_set_aside_and_reported_not_uploaded() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let url = "s3://footage/damaged";
+
+    let first = start_run(dir.path(), "a.log", url, &via_proxy, &spool, "testsrc");
+    first.wait_for("2 chunks stored", Duration::from_secs(30), |l| {
+        stored_count(l) >= 2
+    });
+    proxy.cut();
+    first.wait_for("failing uploads", Duration::from_secs(30), |l| {
+        l.iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("upload failed, will retry"))
+            })
+            .count()
+            >= 3
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let logs = first.kill();
+    let mut pending = spooled(&spool);
+    pending.sort();
+    assert!(pending.len() >= 3, "{pending:?}; logs:\n{logs}");
+    // One chunk with a byte flipped, one chunk file gone (its manifest left).
+    let flipped = pending[0].with_extension("mp4");
+    let mut bytes = std::fs::read(&flipped).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&flipped, bytes).expect("write");
+    std::fs::remove_file(pending[1].with_extension("mp4")).expect("rm");
+
+    proxy.restore();
+    let second = start_run(dir.path(), "b.log", url, &via_proxy, &spool, "testsrc");
+    second.wait_for(
+        "the rest stored and 2 new chunks",
+        Duration::from_secs(60),
+        |l| stored_count(l) >= pending.len() - 2 + 2,
+    );
+    let (code, logs) = second.terminate();
+    assert_eq!(code, Some(28), "{logs}");
+    let lines = json_lines(&logs);
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["level"] == "ERROR")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        errors.iter().any(|m| m.contains("has no chunk beside it")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("is damaged") && m.contains("its manifest says")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("2 entries damaged and set aside")),
+        "the final error counts both: {errors:?}"
+    );
+    // Both kept for a human.
+    let conflicts = spool_conflicts(&spool);
+    for p in &pending[..2] {
+        let name = p.file_name().expect("name");
+        assert!(
+            conflicts.iter().any(|c| c.file_name() == Some(name)),
+            "{name:?} set aside: {conflicts:?}"
+        );
+    }
+    // The store holds no damaged bytes: verify finds the two chunks missing, not tampered.
+    let (code, report) = verify_json(url, &moto.sink_options());
+    assert_eq!(code, Some(30), "{report:#}");
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"gap"), "{report:#}");
+    assert!(!kinds.contains(&"tampered-chunk"), "{report:#}");
+}
+
+/// Every file under some `conflicts/` folder of a spool.
+fn spool_conflicts(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), false)];
+    while let Some((d, inside)) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                let inside = inside || p.file_name().is_some_and(|n| n == "conflicts");
+                stack.push((p, inside));
+            } else if inside {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn a_restart_that_cannot_read_the_store_starts_a_flagged_chain_that_verify_reports() {
     let moto = Emulator::start(Kind::Moto).expect("moto");

@@ -334,6 +334,16 @@ where
     // Each task gives back the bytes it held, for the memory account.
     let mut uploads: JoinSet<(u64, Result<ChunkReport, PipelineError>)> = JoinSet::new();
     let mut failure: Option<PipelineError> = None;
+    // Entries an earlier run left damaged: set aside at open; the run goes on and reports
+    // them at its end.
+    if let Some(first) = spool.damaged_at_open().first() {
+        failure = Some(PipelineError::Spool(crispy_sink::SpoolError::Damaged {
+            dir: spool.dir().display().to_string(),
+            count: spool.damaged_at_open().len(),
+            first: first.clone(),
+            kept_in: spool.dir().join("conflicts").display().to_string(),
+        }));
+    }
     let mut readers_done = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     // Chunk bytes held in memory by this stage: backlog items that kept their payload, and
@@ -822,12 +832,18 @@ async fn upload<S: ChunkSink + 'static>(
             let read = tokio::task::spawn_blocking(move || spool2.read(&entry2))
                 .await
                 .map_err(|e| PipelineError::Internal(format!("spool read task: {e}")))?;
-            // An entry that cannot be read back is set aside (never retried forever, never
-            // silently deleted) and the run reports it.
+            // An entry that cannot be read back, or whose bytes are not the ones its manifest
+            // describes, is set aside (never uploaded as if it were whole, never retried
+            // forever, never silently deleted) and the run reports it.
             let unreadable = |what: String| {
                 let aside = spool.set_aside(&entry);
-                tracing::error!(kept_in = %aside.display(), "{what}");
-                PipelineError::Internal(format!("{what} (set aside in {})", aside.display()))
+                tracing::error!(kept_in = %aside.display(), "spool: {what}");
+                PipelineError::Spool(crispy_sink::SpoolError::Damaged {
+                    dir: spool.dir().display().to_string(),
+                    count: 1,
+                    first: what,
+                    kept_in: aside.display().to_string(),
+                })
             };
             let (payload, manifest) = match read {
                 Ok(d) => d,
@@ -842,6 +858,31 @@ async fn upload<S: ChunkSink + 'static>(
                     )));
                 }
             };
+            // Read back from disk: the bytes must still be the ones hashed and signed.
+            let hashed = if spool.is_in_memory() {
+                (metadata.bytes, metadata.sha256.clone())
+            } else {
+                let payload = payload.clone();
+                tokio::task::spawn_blocking(move || {
+                    (
+                        payload.len() as u64,
+                        crispy_signer::payload_sha256_hex(&payload),
+                    )
+                })
+                .await
+                .map_err(|e| PipelineError::Internal(format!("spool hash task: {e}")))?
+            };
+            if hashed != (metadata.bytes, metadata.sha256.clone()) {
+                return Err(unreadable(format!(
+                    "spooled chunk {} is damaged: {} bytes with SHA-256 {}, its manifest says \
+                     {} bytes with SHA-256 {}",
+                    entry.chunk_path.display(),
+                    hashed.0,
+                    hashed.1,
+                    metadata.bytes,
+                    metadata.sha256
+                )));
+            }
             (Chunk { payload, metadata }, manifest)
         }
     };

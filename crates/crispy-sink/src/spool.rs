@@ -72,6 +72,23 @@ pub enum SpoolError {
         /// The spool directory.
         dir: String,
     },
+    /// Entries found damaged (a manifest without its chunk, a chunk whose bytes no longer
+    /// match its manifest, an unreadable file): set aside in `conflicts/`, not uploaded.
+    #[error(
+        "spool {dir}: {count} entr{ies} damaged and set aside in {kept_in}, not uploaded (the \
+         chunks are missing from the sink): {first}",
+        ies = if *count == 1 { "y" } else { "ies" }
+    )]
+    Damaged {
+        /// The spool directory.
+        dir: String,
+        /// How many.
+        count: usize,
+        /// What was wrong with the first one.
+        first: String,
+        /// Where they went.
+        kept_in: String,
+    },
 }
 
 /// One accepted chunk waiting in the spool.
@@ -173,6 +190,8 @@ pub struct Spool {
     freed: Condvar,
     /// Entries live in memory, not on disk (sinks on local disk or in memory).
     memory: bool,
+    /// Manifests found at open without their chunk, set aside: what was wrong with each.
+    damaged_at_open: Vec<String>,
     _lock: Option<File>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -206,7 +225,7 @@ impl Spool {
     }
 
     /// A spool that holds accepted chunks in memory, for sinks where a disk spool adds
-    /// nothing: a local directory (as durable as a spool on the same disk) and `memory://`.
+    /// little: a local directory (a second copy on the same disk) and `memory://`.
     /// `max_bytes` bounds the memory held; file sources wait, live sources drop their
     /// oldest, exactly as on disk.
     pub fn in_memory(max_bytes: u64) -> Self {
@@ -216,6 +235,7 @@ impl Spool {
             state: Mutex::new(State::default()),
             freed: Condvar::new(),
             memory: true,
+            damaged_at_open: Vec::new(),
             _lock: None,
             _temp: None,
         }
@@ -272,6 +292,7 @@ impl Spool {
             let _ = std::fs::remove_file(e.path());
         }
         let mut found: Vec<SpoolEntry> = Vec::new();
+        let mut damaged = Vec::new();
         for source_dir in std::fs::read_dir(dir.join("sources"))
             .map_err(io("listing"))?
             .flatten()
@@ -291,7 +312,14 @@ impl Spool {
                 if path.extension().is_some_and(|e| e == "mp4") {
                     let manifest_path = path.with_extension("json");
                     if !manifest_path.exists() {
-                        // Accept was cut off before its commit: the chunk was never accepted.
+                        // An accept cut off before its commit (the chunk was never
+                        // accepted), or a removal after the upload cut off between its two
+                        // files (the manifest goes first).
+                        tracing::warn!(
+                            file = %path.display(),
+                            "spool: removing a chunk file without its manifest (left by a crash \
+                             during an accept or after an upload)"
+                        );
                         let _ = std::fs::remove_file(&path);
                         continue;
                     }
@@ -321,7 +349,21 @@ impl Spool {
                 } else if path.extension().is_some_and(|e| e == "json")
                     && !path.with_extension("mp4").exists()
                 {
-                    let _ = std::fs::remove_file(&path);
+                    // Never left by a crash (the chunk is written before its manifest and
+                    // removed after it): the chunk was lost. Kept for a human, reported.
+                    let target = dir.join("conflicts").join(&name);
+                    let kept = std::fs::create_dir_all(&target)
+                        .and_then(|()| std::fs::rename(&path, target.join(file.file_name())));
+                    let what = format!(
+                        "{} has no chunk beside it{}",
+                        path.display(),
+                        match kept {
+                            Ok(()) => String::new(),
+                            Err(e) => format!(" (and cannot be set aside: {e})"),
+                        }
+                    );
+                    tracing::error!(kept_in = %target.display(), "spool: {what}");
+                    damaged.push(what);
                 }
             }
         }
@@ -342,11 +384,18 @@ impl Spool {
                 state: Mutex::new(state),
                 freed: Condvar::new(),
                 memory: false,
+                damaged_at_open: damaged,
                 _lock: Some(lock),
                 _temp: temp,
             },
             found,
         ))
+    }
+
+    /// Entries found damaged when the spool was opened and set aside in `conflicts/` (what
+    /// was wrong with each); the run reports them.
+    pub fn damaged_at_open(&self) -> &[String] {
+        &self.damaged_at_open
     }
 
     /// The spool's directory.
