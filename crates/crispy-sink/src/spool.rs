@@ -576,6 +576,12 @@ impl Spool {
             std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
             sync_dir(&self.dir.join("sources")).map_err(io("syncing the directory"))?;
         }
+        // Deleted under a running process (a clean-up script): made again, not every later
+        // chunk refused.
+        if !self.dir.join("tmp").is_dir() {
+            std::fs::create_dir_all(self.dir.join("tmp")).map_err(io("creating tmp"))?;
+            tracing::warn!(spool = %self.shown(), "spool: its tmp/ folder was deleted; made again");
+        }
         let stem = chunk_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -818,6 +824,19 @@ mod tests {
         m.sha256 = "00112233445566778899".to_owned();
         m.sequence = seq;
         m
+    }
+
+    #[test]
+    fn a_spool_folder_deleted_under_a_run_is_made_again() {
+        let root = tempfile::tempdir().expect("tmp");
+        let (spool, _) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
+        spool.put(&meta(0), true).expect("accept");
+        std::fs::remove_dir_all(spool.dir().join("tmp")).expect("rm tmp");
+        std::fs::remove_dir_all(spool.dir().join("sources")).expect("rm sources");
+        let accepted = spool.put(&meta(1), true).expect("accepted again");
+        assert!(accepted.entry.is_some() && accepted.dropped.is_empty());
+        let entry = accepted.entry.expect("entry");
+        assert!(entry.chunk_path.is_file() && entry.manifest_path.is_file());
     }
 
     #[test]
