@@ -347,6 +347,7 @@ impl Spool {
                         carried_drops,
                     });
                 } else if path.extension().is_some_and(|e| e == "json")
+                    && is_entry_name(&path)
                     && !path.with_extension("mp4").exists()
                 {
                     // Never left by a crash (the chunk is written before its manifest and
@@ -779,6 +780,17 @@ fn sink_key(url: &str) -> String {
     format!("{readable}-{}", &hash[..16])
 }
 
+/// Whether `path` is named as an entry's file (`<seq:020>-<sha256[..16]>.<ext>`), not
+/// `last.json` or anything else kept beside the entries.
+fn is_entry_name(path: &Path) -> bool {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.split_once('-'))
+        .is_some_and(|(seq, hash)| {
+            seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && !hash.is_empty()
+        })
+}
+
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -824,6 +836,43 @@ mod tests {
         m.sha256 = "00112233445566778899".to_owned();
         m.sequence = seq;
         m
+    }
+
+    /// What a restart during an outage continues from when nothing is pending: the last
+    /// accepted manifest outlives its entry, and the process.
+    #[test]
+    fn the_last_manifest_outlives_its_entry_and_a_restart() {
+        let root = tempfile::tempdir().expect("tmp");
+        let cam: SourceId = "cam".parse().expect("id");
+        {
+            let (spool, _) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
+            let mut m = meta(5);
+            m.source_id = cam.clone();
+            let manifest = Bytes::from(serde_json::to_vec(&m).expect("json"));
+            let entry = spool
+                .accept(&m, &Payload::from(&b"chunk"[..]), &manifest, true, &|| {
+                    false
+                })
+                .expect("accept")
+                .entry
+                .expect("entry");
+            spool.remove(&entry);
+            assert_eq!(
+                spool.last_manifest(&cam).map(|m| m.metadata.sequence),
+                Some(5)
+            );
+        }
+        let (spool, pending) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("reopen");
+        assert!(pending.is_empty());
+        assert!(
+            spool.damaged_at_open().is_empty(),
+            "{:?}",
+            spool.damaged_at_open()
+        );
+        assert_eq!(
+            spool.last_manifest(&cam).map(|m| m.metadata.sequence),
+            Some(5)
+        );
     }
 
     #[test]
