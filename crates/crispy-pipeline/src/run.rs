@@ -10,7 +10,7 @@ use crispy_core::{
     SourceId, StoredManifest,
 };
 use crispy_signer::Sealer;
-use crispy_sink::{Spool, SpoolEntry};
+use crispy_sink::{Spool, SpoolEntry, SpoolError};
 use crispy_source::{
     FileSource, SourceError, SyntheticConfig, SyntheticSource, TranscodeConfig, TranscodeSource,
 };
@@ -337,7 +337,7 @@ where
     // Entries an earlier run left damaged: set aside at open; the run goes on and reports
     // them at its end.
     if let Some(first) = spool.damaged_at_open().first() {
-        failure = Some(PipelineError::Spool(crispy_sink::SpoolError::Damaged {
+        failure = Some(PipelineError::Spool(SpoolError::Damaged {
             dir: spool.dir().display().to_string(),
             count: spool.damaged_at_open().len(),
             first: first.clone(),
@@ -464,6 +464,14 @@ where
                             }
                         }
                         in_flight_bytes = 0;
+                    }
+                    // Damaged spool entries add up into one report.
+                    if let (
+                        Some(PipelineError::Spool(SpoolError::Damaged { count, .. })),
+                        PipelineError::Spool(SpoolError::Damaged { count: more, .. }),
+                    ) = (&mut failure, &e)
+                    {
+                        *count += more;
                     }
                     failure.get_or_insert(e);
                 }
@@ -838,7 +846,7 @@ async fn upload<S: ChunkSink + 'static>(
             let unreadable = |what: String| {
                 let aside = spool.set_aside(&entry);
                 tracing::error!(kept_in = %aside.display(), "spool: {what}");
-                PipelineError::Spool(crispy_sink::SpoolError::Damaged {
+                PipelineError::Spool(SpoolError::Damaged {
                     dir: spool.dir().display().to_string(),
                     count: 1,
                     first: what,
