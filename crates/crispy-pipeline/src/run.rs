@@ -334,16 +334,16 @@ where
     // Each task gives back the bytes it held, for the memory account.
     let mut uploads: JoinSet<(u64, Result<ChunkReport, PipelineError>)> = JoinSet::new();
     let mut failure: Option<PipelineError> = None;
-    // Entries an earlier run left damaged: set aside at open; the run goes on and reports
-    // them at its end.
-    if let Some(first) = spool.damaged_at_open().first() {
-        failure = Some(PipelineError::Spool(SpoolError::Damaged {
+    // Damaged spool entries (set aside at open, or on read-back), added up: the run goes on
+    // and reports them at its end, unless another failure has to be reported instead.
+    let mut damaged: Option<PipelineError> = spool.damaged_at_open().first().map(|first| {
+        PipelineError::Spool(SpoolError::Damaged {
             dir: spool.dir().display().to_string(),
             count: spool.damaged_at_open().len(),
             first: first.clone(),
             kept_in: spool.dir().join("conflicts").display().to_string(),
-        }));
-    }
+        })
+    });
     let mut readers_done = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     // Chunk bytes held in memory by this stage: backlog items that kept their payload, and
@@ -465,15 +465,18 @@ where
                         }
                         in_flight_bytes = 0;
                     }
-                    // Damaged spool entries add up into one report.
-                    if let (
-                        Some(PipelineError::Spool(SpoolError::Damaged { count, .. })),
-                        PipelineError::Spool(SpoolError::Damaged { count: more, .. }),
-                    ) = (&mut failure, &e)
-                    {
-                        *count += more;
+                    match (&mut damaged, e) {
+                        (
+                            Some(PipelineError::Spool(SpoolError::Damaged { count, .. })),
+                            PipelineError::Spool(SpoolError::Damaged { count: more, .. }),
+                        ) => *count += more,
+                        (d, e @ PipelineError::Spool(SpoolError::Damaged { .. })) => {
+                            d.get_or_insert(e);
+                        }
+                        (_, e) => {
+                            failure.get_or_insert(e);
+                        }
                     }
-                    failure.get_or_insert(e);
                 }
             }
             () = sleep_until_some(deadline) => {
@@ -544,7 +547,11 @@ where
         );
         out.push(s);
     }
-    if let Some(mut e) = failure {
+    if let (Some(_), Some(d)) = (&failure, &damaged) {
+        // Reported here, since the other failure decides the exit code.
+        tracing::error!("{d}");
+    }
+    if let Some(mut e) = failure.or(damaged) {
         let stored: u64 = out.iter().map(|s| s.chunks).sum();
         if let PipelineError::Source { chunks_stored, .. }
         | PipelineError::Sink { chunks_stored, .. } = &mut e

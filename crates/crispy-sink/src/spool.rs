@@ -696,9 +696,10 @@ impl Spool {
         if let Err(e) = std::fs::create_dir_all(&target) {
             tracing::error!(dir = %target.display(), "spool: cannot create: {e}");
         }
-        // The manifest first: a crash between the two leaves a chunk without manifest, which
-        // the next start removes from the pending set (and the chunk is in conflicts/).
-        for p in [&entry.manifest_path, &entry.chunk_path] {
+        // The chunk first: a crash between the two leaves a manifest without its chunk, which
+        // the next start sets aside and reports too (a chunk left without its manifest would
+        // be removed as an accept cut off by a crash).
+        for p in [&entry.chunk_path, &entry.manifest_path] {
             if let Some(name) = p.file_name()
                 && let Err(e) = std::fs::rename(p, target.join(name))
             {
