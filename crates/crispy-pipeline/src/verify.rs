@@ -549,12 +549,17 @@ impl SourceWalk {
         }
         // What it links to is not in the window: near the window's start, the first
         // manifest of another chain of the id (two files' runs interleaving) than the one
-        // before it in path order, unless that one could precede it in its chain.
+        // before it in path order, where that one is plainly of another chain.
         if from.is_some_and(|from| may_follow_one_before(m, from)) {
-            let could_precede = |p: &Link| p.sequence < m.sequence && p.end_time <= m.start_time;
-            return path_prev.filter(could_precede).inspect(|p| {
-                self.tails.remove(&p.sha256);
-            });
+            let other_chain = |p: &Link| {
+                p.sequence >= m.sequence
+                    || p.live != live_clock(m.clock)
+                    || (!p.live && p.run_end.is_some())
+                    || p.end_time > m.start_time
+            };
+            if path_prev.as_ref().is_none_or(other_chain) {
+                return None;
+            }
         }
         // What it links to is missing (or altered): a file run's manifest is judged against
         // the nearest file run's before it (its own, when several interleave), anything else
