@@ -304,10 +304,6 @@ pub fn generate_keypair(out: &Path) -> Result<String, KeyError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut()).map_err(|e| KeyError::Random(e.to_string()))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| KeyError::Io { path, source }
-    };
     let private = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|_| KeyError::Random("cannot encode the key".to_owned()))?;
@@ -315,17 +311,35 @@ pub fn generate_keypair(out: &Path) -> Result<String, KeyError> {
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .map_err(|_| KeyError::Random("cannot encode the public key".to_owned()))?;
-    write_new(out, private.as_bytes(), 0o600).map_err(io(out))?;
-    if let Err(e) = write_new(&public_path, public.as_bytes(), 0o644) {
-        // Not half a pair: the private key just created (create-only, so ours) goes too.
-        let _ = std::fs::remove_file(out);
+    write_pair(out, private.as_bytes(), &public_path, public.as_bytes())?;
+    Ok(ed25519_key_id(&key.verifying_key()))
+}
+
+/// Writes a new private key, then its public key; when the second cannot be written (a
+/// file appeared there meanwhile, a full disk), the first (create-only, so ours) is removed
+/// again: never half a pair.
+fn write_pair(
+    private_path: &Path,
+    private: &[u8],
+    public_path: &Path,
+    public: &[u8],
+) -> Result<(), KeyError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyError::Io { path, source }
+    };
+    write_new(private_path, private, 0o600).map_err(io(private_path))?;
+    if let Err(e) = write_new(public_path, public, 0o644) {
+        let _ = std::fs::remove_file(private_path);
         return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
-            KeyError::Exists { path: public_path }
+            KeyError::Exists {
+                path: public_path.to_owned(),
+            }
         } else {
-            io(&public_path)(e)
+            io(public_path)(e)
         });
     }
-    Ok(ed25519_key_id(&key.verifying_key()))
+    Ok(())
 }
 
 /// `PATH.pub` for a private key at `PATH`.
@@ -413,11 +427,15 @@ mod tests {
             !dir.path().join("nowhere").exists(),
             "the link not followed"
         );
-        // A private key path that is a directory: the public key is not written either.
-        let dir_key = dir.path().join("d");
-        std::fs::create_dir(&dir_key).expect("mkdir");
-        assert!(generate_keypair(&dir_key).is_err());
-        assert!(public_key_path(&dir_key).symlink_metadata().is_err());
+        // A public key file that appears after the check: the private key goes again.
+        let (private, public) = (dir.path().join("late"), dir.path().join("late.pub"));
+        std::fs::write(&public, b"someone else's").expect("write");
+        assert!(matches!(
+            write_pair(&private, b"secret", &public, b"pub"),
+            Err(KeyError::Exists { path }) if path == public
+        ));
+        assert!(private.symlink_metadata().is_err(), "no private key left");
+        assert_eq!(std::fs::read(&public).expect("read"), b"someone else's");
     }
 
     #[test]
