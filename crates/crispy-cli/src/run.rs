@@ -247,6 +247,9 @@ type Plan = (
 fn plan(args: &RunArgs) -> Result<Plan> {
     if let Some(path) = &args.config {
         let mut config = Config::load(path)?;
+        if args.sink.is_none() {
+            config.check_sink()?;
+        }
         config.options.align_wall |= args.align == Align::Wall;
         config.options.exact_cuts |= args.cut == Cut::Exact;
         return Ok((

@@ -218,6 +218,8 @@ struct CameraConfig {
 pub struct Config {
     /// The sink URL, when the file sets one.
     pub sink: Option<String>,
+    /// The file, and the line of `sink`: for [`Config::check_sink`].
+    origin: (String, usize),
     /// `[sink_options]`: store options (as `--sink-opt`), in key order.
     pub sink_options: Vec<(String, String)>,
     /// Run-wide settings.
@@ -239,6 +241,32 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// Checks the file's `sink` with its `[sink_options]` as the sinks would take them, for
+    /// a run that uses that sink (no `--sink`): a URL they cannot open or options it does
+    /// not take are the file's mistake, named by line like every other. Nothing is created
+    /// or contacted (a directory that does not exist yet is no mistake).
+    pub fn check_sink(&self) -> Result<(), ConfigError> {
+        let Some(sink) = &self.sink else {
+            return Ok(());
+        };
+        let options = crispy_sink::SinkOptions {
+            options: self.sink_options.clone(),
+            ..Default::default()
+        };
+        match crispy_sink::ObjectStoreSink::from_url_existing(sink, &options) {
+            Err(
+                e @ (crispy_sink::SinkError::InvalidUrl { .. }
+                | crispy_sink::SinkError::InvalidOption { .. }),
+            ) => Err(ConfigError::Invalid {
+                path: self.origin.0.clone(),
+                line: self.origin.1,
+                field: "sink".to_owned(),
+                reason: e.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads and validates `path`; password variables are read from the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -476,28 +504,11 @@ impl Config {
             })?;
             options.spool.max_bytes = size.as_u64();
         }
-        let sink_options: Vec<(String, String)> = file.sink_options.into_iter().collect();
-        // The sink as written (a URL the sinks cannot open, options it does not take) is
-        // the file's mistake, named by line like every other; nothing is created or
-        // contacted here (a directory that does not exist yet is no mistake).
-        if let Some(sink) = &file.sink {
-            let store_options = crispy_sink::SinkOptions {
-                options: sink_options.clone(),
-                ..Default::default()
-            };
-            let opened =
-                crispy_sink::ObjectStoreSink::from_url_existing(sink.get_ref(), &store_options);
-            if let Err(
-                e @ (crispy_sink::SinkError::InvalidUrl { .. }
-                | crispy_sink::SinkError::InvalidOption { .. }),
-            ) = opened
-            {
-                return Err(invalid(sink.span().start, "sink", e.to_string()));
-            }
-        }
+        let sink_line = file.sink.as_ref().map_or(0, |s| line_of(s.span().start));
         Ok(Self {
             sink: file.sink.map(Spanned::into_inner),
-            sink_options,
+            origin: (path.to_owned(), sink_line),
+            sink_options: file.sink_options.into_iter().collect(),
             options,
             jobs,
         })
@@ -707,15 +718,6 @@ mode = "copy"
                 "max_in_flight = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
                 "line 1, field `max_in_flight`: 0 is not between 1 and 256",
             ),
-            // The sink as the sinks would take it.
-            (
-                "sink = \"ftp://x\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
-                "line 1, field `sink`: invalid sink URL",
-            ),
-            (
-                "sink = \"memory://\"\n[sink_options]\naws_endpoint = \"http://h\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
-                "line 1, field `sink`: invalid sink URL \"memory://\": store options (--sink-opt, a config file's [sink_options])",
-            ),
             (
                 "[transcode]\nfps = 0\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
                 "field `transcode`: fps must be above 0",
@@ -789,6 +791,26 @@ mode = "copy"
             assert!(err.contains(want), "{text:?}: {err}");
             assert!(err.contains("cams.toml"), "{err}");
         }
+        // The sink as the sinks would take it, checked for runs that use it.
+        let sinks = [
+            (
+                "sink = \"ftp://x\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `sink`: invalid sink URL",
+            ),
+            (
+                "sink = \"memory://\"\n[sink_options]\naws_endpoint = \"http://h\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "line 1, field `sink`: invalid sink URL \"memory://\": store options (--sink-opt, a config file's [sink_options])",
+            ),
+        ];
+        for (text, want) in sinks {
+            let config = parse(text).expect(text);
+            let err = config.check_sink().expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.contains("cams.toml"), "{err}");
+        }
+        let fine = parse("sink = \"s3://b/p\"\n[sink_options]\naws_region = \"eu-west-1\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n")
+            .expect("valid");
+        assert!(fine.check_sink().is_ok());
     }
 
     #[test]
