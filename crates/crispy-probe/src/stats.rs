@@ -108,7 +108,7 @@ impl StreamStats {
         };
         if self.hidden > 0 {
             let ticks = match (self.min_shown_pts, self.shown_end) {
-                (Some(start), Some(end)) => end - start,
+                (Some(start), Some(end)) => end.saturating_sub(start),
                 _ => 0,
             };
             return self.time_base.ticks_to_millis(ticks).max(0) as u64;
