@@ -42,6 +42,24 @@ fn start_run(
     LoggedChild::spawn(cmd, &dir.join(log)).expect("crispy starts")
 }
 
+/// Cuts the store off under `run`, waits for three failed uploads and a few more chunks
+/// spooled meanwhile, then kills the run (SIGKILL); its logs.
+fn kill_during_an_outage(run: LoggedChild, proxy: &TcpProxy) -> String {
+    proxy.cut();
+    run.wait_for("failing uploads", Duration::from_secs(30), |l| {
+        l.iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("upload failed, will retry"))
+            })
+            .count()
+            >= 3
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    run.kill()
+}
+
 /// The JSON log lines in `logs`.
 fn json_lines(logs: &str) -> Vec<Value> {
     logs.lines()
@@ -97,19 +115,7 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
     first.wait_for("3 chunks stored", Duration::from_secs(30), |l| {
         stored_count(l) >= 3
     });
-    proxy.cut();
-    first.wait_for("failing uploads", Duration::from_secs(30), |l| {
-        l.iter()
-            .filter(|l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("upload failed, will retry"))
-            })
-            .count()
-            >= 3
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    let logs = first.kill();
+    let logs = kill_during_an_outage(first, &proxy);
     let pending = spooled(&spool).len();
     assert!(
         pending >= 3,
@@ -176,19 +182,7 @@ fn damaged_spool_entries_are_set_aside_and_reported_not_uploaded() {
     first.wait_for("2 chunks stored", Duration::from_secs(30), |l| {
         stored_count(l) >= 2
     });
-    proxy.cut();
-    first.wait_for("failing uploads", Duration::from_secs(30), |l| {
-        l.iter()
-            .filter(|l| {
-                l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("upload failed, will retry"))
-            })
-            .count()
-            >= 3
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    let logs = first.kill();
+    let logs = kill_during_an_outage(first, &proxy);
     let mut pending = spooled(&spool);
     pending.sort();
     assert!(pending.len() >= 3, "{pending:?}; logs:\n{logs}");

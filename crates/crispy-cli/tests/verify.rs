@@ -40,6 +40,31 @@ fn input(dir: &Path) -> PathBuf {
     path
 }
 
+/// A 4 s 160x120 25 fps recording of the lavfi source `graph` at `path`, a keyframe every
+/// second, whose `creation_time` is `created` (RFC 3339).
+fn recording(path: &Path, graph: &str, created: &str) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("{graph}=size=160x120:rate=25"),
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-metadata",
+        &format!("creation_time={created}"),
+        path.to_str().expect("utf8 path"),
+    ])
+    .expect("ffmpeg");
+}
+
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(name);
     let out = crispy()
@@ -866,26 +891,7 @@ fn two_files_under_one_id_with_overlapping_times_verify_chain_by_chain() {
         ("b.mp4", "mandelbrot", "2026-01-01T00:00:02.000000Z"),
     ] {
         let path = dir.path().join(name);
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("{graph}=size=160x120:rate=25"),
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-metadata",
-            &format!("creation_time={created}"),
-            path.to_str().expect("utf8 path"),
-        ])
-        .expect("ffmpeg");
+        recording(&path, graph, created);
         run_file(
             &path,
             &sink,
@@ -1061,26 +1067,7 @@ fn a_live_restart_is_reported_across_a_file_run_between() {
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string();
     let clip = dir.path().join("recording.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=160x120:rate=25",
-        "-t",
-        "4",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-pix_fmt",
-        "yuv420p",
-        "-metadata",
-        &format!("creation_time={created}"),
-        clip.to_str().expect("utf8 path"),
-    ])
-    .expect("ffmpeg");
+    recording(&clip, "testsrc2", &created);
     let files = dir.path().join("files");
     run_file(
         &clip,
