@@ -42,6 +42,16 @@ fn start_run(
     LoggedChild::spawn(cmd, &dir.join(log)).expect("crispy starts")
 }
 
+/// moto with a bucket `footage`, a proxy in front of it that can cut it off, and the sink
+/// options that reach it through the proxy.
+fn moto_behind_a_proxy() -> (Emulator, TcpProxy, Vec<(String, String)>) {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    (moto, proxy, via_proxy)
+}
+
 /// Cuts the store off under `run`, waits for three failed uploads and a few more chunks
 /// spooled meanwhile, then kills the run (SIGKILL); its logs.
 fn kill_during_an_outage(run: LoggedChild, proxy: &TcpProxy) -> String {
@@ -103,10 +113,7 @@ fn verify_json(url: &str, opts: &[(String, String)]) -> (Option<i32>, Value) {
 
 #[test]
 fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() {
-    let moto = Emulator::start(Kind::Moto).expect("moto");
-    moto.create_bucket("footage").expect("bucket");
-    let proxy = TcpProxy::start(moto.port()).expect("proxy");
-    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let (moto, proxy, via_proxy) = moto_behind_a_proxy();
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = dir.path().join("spool");
     let url = "s3://footage/kill";
@@ -170,10 +177,7 @@ fn sigkill_during_an_outage_then_restart_loses_nothing_and_duplicates_nothing() 
 /// ones signed) nor deleted without a word.
 #[test]
 fn damaged_spool_entries_are_set_aside_and_reported_not_uploaded() {
-    let moto = Emulator::start(Kind::Moto).expect("moto");
-    moto.create_bucket("footage").expect("bucket");
-    let proxy = TcpProxy::start(moto.port()).expect("proxy");
-    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let (moto, proxy, via_proxy) = moto_behind_a_proxy();
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = dir.path().join("spool");
     let url = "s3://footage/damaged";
@@ -267,10 +271,7 @@ fn spool_conflicts(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_restart_that_cannot_read_the_store_starts_a_flagged_chain_that_verify_reports() {
-    let moto = Emulator::start(Kind::Moto).expect("moto");
-    moto.create_bucket("footage").expect("bucket");
-    let proxy = TcpProxy::start(moto.port()).expect("proxy");
-    let via_proxy = moto.sink_options_via(&proxy.endpoint());
+    let (moto, proxy, via_proxy) = moto_behind_a_proxy();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = "s3://footage/unknown";
 
