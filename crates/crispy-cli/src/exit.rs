@@ -64,7 +64,7 @@ pub struct VerifyFailed(pub usize);
 #[error(
     "{total} chunk(s) were dropped before they could be uploaded ({per_source}): the spool \
      or its disk was full; each drop was logged and is recorded in a later manifest \
-     (dropped_sequences)"
+     (dropped_sequences; the next run's first, for drops this run could not record)"
 )]
 pub struct ChunksDropped {
     /// Chunks dropped, all sources together.

@@ -61,6 +61,38 @@ impl DropLedger {
         v.dedup();
         v
     }
+
+    /// `id`'s drops waiting for a manifest, ascending, without taking them.
+    fn peek(&self, id: &SourceId) -> Vec<u64> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = map.get(id).cloned().unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Every source's drops waiting for a manifest, ascending, by source.
+    pub(crate) fn pending(&self) -> Vec<(SourceId, Vec<u64>)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(SourceId, Vec<u64>)> = map
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(id, v)| {
+                let mut v = v.clone();
+                v.sort_unstable();
+                v.dedup();
+                (id.clone(), v)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        out
+    }
+
+    /// Records `id`'s drops that an earlier run kept in the spool.
+    pub(crate) fn seed(&self, id: &SourceId, sequences: &[u64]) {
+        let list: Vec<(SourceId, u64)> = sequences.iter().map(|s| (id.clone(), *s)).collect();
+        self.record(&list);
+    }
 }
 
 /// A source that ended with an error (files only: live sources retry).
@@ -162,6 +194,11 @@ pub(crate) struct Sealing {
     /// Live sources drop their oldest spooled chunks when the spool is full; files wait.
     pub(crate) live: bool,
     pub(crate) drops: Arc<DropLedger>,
+    /// The link of the source's last manifest accepted into the spool (or the one its chain
+    /// continues), and its drops kept on disk: a live source keeps the drops no accepted
+    /// manifest records yet in the spool, so that they outlive the run.
+    pub(crate) accepted_link: Option<String>,
+    pub(crate) kept: crispy_sink::PendingDrops,
     pub(crate) shutdown: Shutdown,
 }
 
@@ -257,24 +294,61 @@ impl Sealing {
     /// the reader closes the hand-over or the upload stage is gone.
     fn run(mut self, chunks: std::sync::mpsc::Receiver<(Chunk, std::time::Instant)>) {
         while let Ok((chunk, ready_at)) = chunks.recv() {
-            if !self.seal_one(chunk, ready_at) {
+            let id = chunk.metadata.source_id.clone();
+            let go_on = self.seal_one(chunk, ready_at);
+            if self.live {
+                self.keep_drops(&id);
+            }
+            if !go_on {
                 return;
             }
         }
     }
 
+    /// Keeps the source's drops that no accepted manifest records yet in the spool, when
+    /// they changed since last kept.
+    fn keep_drops(&mut self, id: &SourceId) {
+        let now = crispy_sink::PendingDrops {
+            after: self.accepted_link.clone(),
+            sequences: self.drops.peek(id),
+        };
+        let unchanged = match now.sequences.is_empty() {
+            true => self.kept.sequences.is_empty(),
+            false => now == self.kept,
+        };
+        if unchanged {
+            return;
+        }
+        match self.spool.keep_drops(id, &now) {
+            Ok(()) => self.kept = now,
+            Err(e) => tracing::error!(
+                source = %id,
+                "{e}; the dropped chunks are recorded only if this run stores another chunk \
+                 of this source"
+            ),
+        }
+    }
+
     fn seal_one(&mut self, mut chunk: Chunk, ready_at: std::time::Instant) -> bool {
-        chunk.metadata.dropped_sequences = self.drops.take(&chunk.metadata.source_id);
+        let id = chunk.metadata.source_id.clone();
+        let taken = self.drops.take(&id);
+        chunk.metadata.dropped_sequences = taken.clone();
         let manifest = match self.sealer.seal(&mut chunk) {
             Ok(m) => m,
             Err(e) => {
+                // No manifest records them: they wait for the next one (or the next run).
+                self.drops.seed(&id, &taken);
                 self.fail(ReaderFailure::Signer(e));
                 return false;
             }
         };
         let Some(accepted) = self.accept(&chunk, &manifest) else {
+            self.drops.seed(&id, &taken);
             return false;
         };
+        if accepted.entry.is_some() {
+            self.accepted_link = self.sealer.last_link().map(str::to_owned);
+        }
         // Earlier drops recorded only by dropped manifests: the next manifest records them.
         self.drops.record(&accepted.carried);
         if !accepted.dropped.is_empty() {
@@ -329,7 +403,15 @@ impl Sealing {
                     }
                     return Some(a);
                 }
-                Err(SpoolError::Closed { .. }) => return None,
+                Err(SpoolError::Closed { .. }) => {
+                    // The run is over (its drain timed out): a live chunk sealed too late is
+                    // lost, and recorded as dropped like any other (kept for the next run;
+                    // nobody reads the upload stage's messages any more).
+                    if self.live {
+                        self.drops.record(&[(m.source_id.clone(), m.sequence)]);
+                    }
+                    return None;
+                }
                 Err(e @ SpoolError::DiskFull { .. }) if !self.live => {
                     if !waiting_logged {
                         tracing::error!(source = %m.source_id, "{e}; waiting for free space");

@@ -228,6 +228,37 @@ where
             }
             None => (0, None, None),
         };
+        // Drops an earlier run kept in the spool because it ended before a manifest recorded
+        // them: this run's first manifest records them, and its chunks are numbered after them.
+        let (first_sequence, kept) = match spool
+            .pending_drops(&job.source_id)
+            .filter(|_| job.spec.is_live())
+        {
+            Some(kept) if kept.after == prev_link => {
+                tracing::warn!(
+                    source = %job.source_id,
+                    chunks = kept.sequences.len(),
+                    sequences = %sequence_ranges(&kept.sequences),
+                    "chunks an earlier run dropped are recorded in this run's first manifest"
+                );
+                drops.seed(&job.source_id, &kept.sequences);
+                let after = kept.sequences.last().map_or(0, |s| s + 1);
+                (first_sequence.max(after), kept)
+            }
+            Some(stale) => {
+                tracing::warn!(
+                    source = %job.source_id,
+                    sequences = %sequence_ranges(&stale.sequences),
+                    "ignoring the spool's record of chunks an earlier run dropped: the sink \
+                     holds newer chunks of this source than that record knows"
+                );
+                if let Err(e) = spool.keep_drops(&job.source_id, &Default::default()) {
+                    tracing::warn!(source = %job.source_id, "{e}");
+                }
+                (first_sequence, Default::default())
+            }
+            None => (first_sequence, Default::default()),
+        };
         let out = Outbox::new(
             Arc::clone(&sink),
             job.prefix.clone(),
@@ -237,10 +268,12 @@ where
             },
             Sealing {
                 tx: tx.clone(),
-                sealer: Sealer::new(options.signing_key.clone(), prev_link),
+                sealer: Sealer::new(options.signing_key.clone(), prev_link.clone()),
                 spool: Arc::clone(&spool),
                 live: job.spec.is_live(),
                 drops: Arc::clone(&drops),
+                accepted_link: prev_link.clone(),
+                kept,
                 shutdown: shutdown.clone(),
             },
             job.source_id.as_str(),
@@ -505,6 +538,26 @@ where
     for t in threads {
         t.join()
             .map_err(|_| PipelineError::Internal("a reader thread panicked".to_owned()))?;
+    }
+
+    // Drops no stored manifest records: this run stored no chunk of the source after them.
+    for (id, sequences) in drops.pending() {
+        if spool.is_in_memory() {
+            tracing::error!(
+                source = %id,
+                sequences = %sequence_ranges(&sequences),
+                "dropped chunks that no manifest records: the run ended before storing another \
+                 chunk of this source, and a spool in memory keeps nothing for the next run"
+            );
+        } else {
+            tracing::warn!(
+                source = %id,
+                sequences = %sequence_ranges(&sequences),
+                spool = %spool.dir().display(),
+                "dropped chunks that no manifest records yet are kept in the spool: the \
+                 source's next run with this spool records them in its first manifest"
+            );
+        }
     }
 
     let wall = started.elapsed();
@@ -803,6 +856,26 @@ fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineErro
             Vec::new(),
         ),
     })
+}
+
+/// Ascending sequence numbers as ranges: `3..=5,9`.
+fn sequence_ranges(sequences: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sequences.len() {
+        let start = sequences[i];
+        let mut end = start;
+        while i + 1 < sequences.len() && sequences[i + 1] == end + 1 {
+            i += 1;
+            end += 1;
+        }
+        out.push(match start == end {
+            true => start.to_string(),
+            false => format!("{start}..={end}"),
+        });
+        i += 1;
+    }
+    out.join(",")
 }
 
 /// The most an in-memory spool holds, whatever `--spool-max` says.

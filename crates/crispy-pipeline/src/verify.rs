@@ -492,8 +492,8 @@ fn may_follow_one_before(m: &ChunkMetadata, from: DateTime<Utc>) -> bool {
 /// unless a later manifest records the missing ones as dropped.
 struct Gap {
     object: String,
-    /// The sequences before and at the manifest.
-    after: u64,
+    /// The first missing sequence, and the manifest's.
+    first: u64,
     at: u64,
     broken_chain: Option<String>,
     time_gap: Option<String>,
@@ -634,7 +634,18 @@ impl SourceWalk {
         if let Some(s) = &m.signature {
             self.key_ids.insert(s.key_id.clone());
         }
-        let starts_chain = m.prev_sha256.is_none() && m.sequence == 0;
+        // A live source's chain may start after chunks it dropped before it stored any (its
+        // first manifest records them): sequences 0 to its own are judged as a gap.
+        let starts_chain = m.prev_sha256.is_none() && (m.sequence == 0 || live_clock(m.clock));
+        if starts_chain && m.sequence > 0 {
+            self.gaps.push(Gap {
+                object: object.to_owned(),
+                first: 0,
+                at: m.sequence,
+                broken_chain: None,
+                time_gap: None,
+            });
+        }
         let pred = self.predecessor(&m, starts_chain, options.from);
         // A file run starts at sequence 0: one whose first stored chunk comes later lost its
         // head (unless the window starts after it).
@@ -764,7 +775,7 @@ impl SourceWalk {
             if m.sequence > p.sequence + 1 {
                 self.gaps.push(Gap {
                     object: object.to_owned(),
-                    after: p.sequence,
+                    first: p.sequence + 1,
                     at: m.sequence,
                     broken_chain,
                     time_gap,
@@ -847,7 +858,7 @@ impl SourceWalk {
             self.push(problems, id, ProblemKind::Unfinished, &run.object, detail);
         }
         for gap in std::mem::take(&mut self.gaps) {
-            let missing = gap.after + 1..gap.at;
+            let missing = gap.first..gap.at;
             if missing.clone().all(|s| self.dropped.contains(&s)) {
                 // A recorded loss: the links to the dropped chunks cannot be checked.
                 self.push(
@@ -858,8 +869,8 @@ impl SourceWalk {
                     format!(
                         "{} chunk(s) dropped from a full spool before upload (sequences \
                          {}..={}), as a later manifest records",
-                        gap.at - gap.after - 1,
-                        gap.after + 1,
+                        gap.at - gap.first,
+                        gap.first,
                         gap.at - 1
                     ),
                 );
@@ -870,12 +881,20 @@ impl SourceWalk {
                 id,
                 ProblemKind::Gap,
                 &gap.object,
-                format!(
-                    "{} chunk(s) missing: sequence {} follows {}",
-                    gap.at - gap.after - 1,
-                    gap.at,
-                    gap.after
-                ),
+                match gap.first.checked_sub(1) {
+                    Some(after) => format!(
+                        "{} chunk(s) missing: sequence {} follows {after}",
+                        gap.at - gap.first,
+                        gap.at,
+                    ),
+                    None => format!(
+                        "{} chunk(s) missing: a chain starts at sequence {} without a link \
+                         (prev_sha256 null), and no manifest records sequences 0..={} as dropped",
+                        gap.at,
+                        gap.at,
+                        gap.at - 1
+                    ),
+                },
             );
             if let Some(detail) = gap.broken_chain {
                 self.push(problems, id, ProblemKind::BrokenChain, &gap.object, detail);

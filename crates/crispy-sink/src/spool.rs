@@ -10,6 +10,8 @@
 //! <root>/<sink-key>/tmp/                      files being written
 //! <root>/<sink-key>/sources/<source>/<seq:020>-<sha256[..16]>.mp4   chunk
 //! <root>/<sink-key>/sources/<source>/<seq:020>-<sha256[..16]>.json  manifest (the commit)
+//! <root>/<sink-key>/sources/<source>/last.json      the source's last accepted manifest
+//! <root>/<sink-key>/sources/<source>/dropped.json   its drops no accepted manifest records yet
 //! <root>/<sink-key>/conflicts/                entries the store refused as conflicting
 //! ```
 
@@ -124,6 +126,20 @@ pub struct Accepted {
     /// Earlier drops that the manifests of the chunks in `dropped` recorded: no new loss,
     /// but the record moves on, so the source's next manifest must record them too.
     pub carried: Vec<(SourceId, u64)>,
+}
+
+/// A live source's dropped chunks that no manifest accepted into the spool records yet,
+/// kept on disk (`dropped.json`) so that a run that ends first does not lose the record:
+/// the source's next run records them in its first manifest and numbers its chunks after
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingDrops {
+    /// The link (canonical SHA-256) of the source's last manifest accepted before these
+    /// drops were kept, `None` if there was none: the next run uses the record only when it
+    /// continues the chain from that same manifest (anything stored since makes it stale).
+    pub after: Option<String>,
+    /// The dropped sequence numbers, ascending.
+    pub sequences: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -756,6 +772,100 @@ impl Spool {
         }
     }
 
+    /// The drops of `source_id` that an earlier run kept ([`Self::keep_drops`]) because no
+    /// manifest it accepted recorded them; `None` when there are none (and always for a
+    /// spool in memory). An unreadable record is reported and treated as none.
+    pub fn pending_drops(&self, source_id: &SourceId) -> Option<PendingDrops> {
+        if self.memory {
+            return None;
+        }
+        let path = self.drops_path(source_id);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::error!(file = %path.display(), "spool: cannot read the record of dropped chunks: {e}");
+                return None;
+            }
+        };
+        let parsed = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                let after = match v.get("after")? {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    _ => return None,
+                };
+                let sequences = v
+                    .get("dropped_sequences")?
+                    .as_array()?
+                    .iter()
+                    .map(serde_json::Value::as_u64)
+                    .collect::<Option<BTreeSet<u64>>>()?;
+                Some(PendingDrops {
+                    after,
+                    sequences: sequences.into_iter().collect(),
+                })
+            });
+        if parsed.is_none() {
+            tracing::error!(file = %path.display(), "spool: the record of dropped chunks is damaged; ignored");
+        }
+        parsed.filter(|p| !p.sequences.is_empty())
+    }
+
+    /// Keeps `drops` as the record of `source_id`'s dropped chunks that no accepted manifest
+    /// records yet, durably (replacing the earlier record; none left when `drops` has no
+    /// sequences). Does nothing for a spool in memory, which does not outlive the process.
+    pub fn keep_drops(&self, source_id: &SourceId, drops: &PendingDrops) -> Result<(), SpoolError> {
+        if self.memory {
+            return Ok(());
+        }
+        let io = |what: &str| {
+            let dir = self.shown();
+            let what = what.to_owned();
+            move |source: std::io::Error| {
+                if source.kind() == ErrorKind::StorageFull {
+                    SpoolError::DiskFull { dir }
+                } else {
+                    SpoolError::Io { dir, what, source }
+                }
+            }
+        };
+        let path = self.drops_path(source_id);
+        let source_dir = self.dir.join("sources").join(source_id.as_str());
+        if drops.sequences.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Ok(()) => sync_dir(&source_dir).map_err(io("syncing the directory")),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io("removing the record of dropped chunks")(e)),
+            };
+        }
+        std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
+        std::fs::create_dir_all(self.dir.join("tmp")).map_err(io("creating tmp"))?;
+        let text = serde_json::json!({
+            "after": drops.after,
+            "dropped_sequences": drops.sequences,
+        })
+        .to_string();
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{source_id}-dropped.json"));
+        let written = write_durable(&tmp, &path, &Payload::from(text.into_bytes()))
+            .and_then(|()| sync_dir(&source_dir));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io("keeping the record of dropped chunks"))
+    }
+
+    fn drops_path(&self, source_id: &SourceId) -> PathBuf {
+        self.dir
+            .join("sources")
+            .join(source_id.as_str())
+            .join("dropped.json")
+    }
+
     /// Wakes readers waiting for room and makes further accepts fail.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -874,6 +984,54 @@ mod tests {
             spool.last_manifest(&cam).map(|m| m.metadata.sequence),
             Some(5)
         );
+    }
+
+    #[test]
+    fn kept_drops_outlive_a_restart_until_cleared() {
+        let root = tempfile::tempdir().expect("tmp");
+        let cam: SourceId = "cam".parse().expect("id");
+        let kept = PendingDrops {
+            after: Some("ab".repeat(32)),
+            sequences: vec![3, 4, 9],
+        };
+        {
+            let (spool, _) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
+            assert_eq!(spool.pending_drops(&cam), None);
+            spool.keep_drops(&cam, &kept).expect("keep");
+            let newer = PendingDrops {
+                after: None,
+                ..kept.clone()
+            };
+            spool.keep_drops(&cam, &newer).expect("replace");
+            spool.keep_drops(&cam, &kept).expect("replace again");
+        }
+        // A restart: the record is there, and is no entry to upload.
+        let (spool, recovered) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("reopen");
+        assert!(recovered.is_empty());
+        assert_eq!(spool.pending_drops(&cam), Some(kept));
+        let other: SourceId = "other".parse().expect("id");
+        assert_eq!(spool.pending_drops(&other), None);
+        spool
+            .keep_drops(&cam, &PendingDrops::default())
+            .expect("clear");
+        assert_eq!(spool.pending_drops(&cam), None);
+        spool
+            .keep_drops(&cam, &PendingDrops::default())
+            .expect("clear again");
+
+        // A damaged record is reported and read as none.
+        let path = spool.dir().join("sources/cam/dropped.json");
+        std::fs::write(&path, b"{\"after\":null,\"dropped_sequences\":[1,\"x\"]}").expect("write");
+        assert_eq!(spool.pending_drops(&cam), None);
+
+        // A spool in memory keeps nothing across runs.
+        let memory = Spool::in_memory(1 << 20);
+        let one = PendingDrops {
+            after: None,
+            sequences: vec![1],
+        };
+        memory.keep_drops(&cam, &one).expect("keep");
+        assert_eq!(memory.pending_drops(&cam), None);
     }
 
     #[test]
