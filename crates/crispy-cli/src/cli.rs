@@ -220,24 +220,23 @@ pub struct RunArgs {
     /// Uploads in flight at once, shared by all sources.
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=256), conflicts_with = "config")]
     pub max_in_flight: u16,
-    /// RTP transport for RTSP cameras.
-    #[arg(long, value_enum, default_value_t = Transport::Tcp, conflicts_with = "config")]
-    pub rtsp_transport: Transport,
+    /// RTP transport for RTSP cameras [default: tcp].
+    #[arg(long, value_enum, conflicts_with = "config")]
+    pub rtsp_transport: Option<Transport>,
     /// RTSP username (overrides one in the URL).
     #[arg(long, value_name = "USER", conflicts_with = "config")]
     pub username: Option<String>,
     /// Name of the environment variable holding the RTSP password.
     #[arg(long, value_name = "VAR", conflicts_with = "config")]
     pub password_env: Option<String>,
-    /// A camera that sends nothing for this long is reconnected.
+    /// A camera that sends nothing for this long is reconnected [default: 10s].
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10s",
         conflicts_with = "config",
         value_parser = parse_stall_timeout
     )]
-    pub stall_timeout: ChunkDuration,
+    pub stall_timeout: Option<ChunkDuration>,
     /// On SIGINT/SIGTERM/SIGHUP, how long to wait for uploads to finish.
     #[arg(
         long,

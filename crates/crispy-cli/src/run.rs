@@ -316,6 +316,8 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         let camera_only = [
             ("--username", args.username.is_some()),
             ("--password-env", args.password_env.is_some()),
+            ("--rtsp-transport", args.rtsp_transport.is_some()),
+            ("--stall-timeout", args.stall_timeout.is_some()),
         ];
         if let Some((name, _)) = camera_only.iter().find(|(_, given)| *given) {
             return Err(UsageError(format!(
@@ -371,10 +373,12 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             rtsp = rtsp.with_user(user.clone());
         }
         rtsp.transport = match args.rtsp_transport {
-            Transport::Tcp => RtspTransport::Tcp,
-            Transport::Udp => RtspTransport::Udp,
+            Some(Transport::Udp) => RtspTransport::Udp,
+            Some(Transport::Tcp) | None => RtspTransport::Tcp,
         };
-        rtsp.stall_timeout = args.stall_timeout.as_duration();
+        if let Some(stall) = args.stall_timeout {
+            rtsp.stall_timeout = stall.as_duration();
+        }
         let id = args.source_id.clone().unwrap_or_else(|| {
             // Host and path only: user info and query tokens never reach object names.
             SourceId::sanitize(&rtsp.host_and_path())

@@ -821,6 +821,14 @@ fn camera_options_on_a_file_and_an_empty_graph_are_usage_errors() {
             "--username applies to rtsp:// cameras only",
         ),
         (
+            vec!["--source", src, "--rtsp-transport", "udp"],
+            "--rtsp-transport applies to rtsp:// cameras only",
+        ),
+        (
+            vec!["--source", "testsrc", "--stall-timeout", "30s"],
+            "--stall-timeout applies to rtsp:// cameras only",
+        ),
+        (
             vec!["--source", "testsrc", "--password-env", "PW"],
             "--password-env applies to rtsp:// cameras only",
         ),
