@@ -808,6 +808,21 @@ fn truncated_file_stores_complete_chunks_then_fails() {
         }
         assert_eq!(manifests(&sink).len(), 2, "{mode}");
     }
+    // FFmpeg's own lines about the damage say whose they are (many cameras share a log).
+    let out = run(
+        &truncated,
+        &dir.path().join("json"),
+        &["--chunk", "2s", "--log-format", "json"],
+    );
+    let ffmpeg_lines: Vec<Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "ffmpeg")
+        .collect();
+    assert!(!ffmpeg_lines.is_empty(), "{}", stderr(&out));
+    for line in &ffmpeg_lines {
+        assert_eq!(line["source"], "truncated", "{line}");
+    }
 }
 
 /// Options that would be ignored are refused, and an empty lavfi graph is named as such.

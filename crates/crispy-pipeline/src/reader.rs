@@ -638,6 +638,7 @@ pub(crate) fn read_live<S: ChunkSink>(
         chunk,
         first_sequence,
     } = camera;
+    let _named = crispy_source::log_source(source_id.as_str());
     let url = config.display_url();
     let mut backoff = Backoff::new(options.reconnect_min, options.reconnect_max);
     let mut next_sequence = first_sequence;

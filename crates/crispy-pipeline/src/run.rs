@@ -298,7 +298,15 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, false)?);
+                threads.push(spawn_to_end(
+                    &job.source_id,
+                    &name,
+                    parts,
+                    out,
+                    observer,
+                    shutdown,
+                    false,
+                )?);
             }
             SourceSpec::TranscodeFile(path, config) => {
                 let parts = open_transcode(
@@ -310,7 +318,15 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, false)?);
+                threads.push(spawn_to_end(
+                    &job.source_id,
+                    &name,
+                    parts,
+                    out,
+                    observer,
+                    shutdown,
+                    false,
+                )?);
             }
             SourceSpec::Synthetic(config) => {
                 let parts = open_synthetic(
@@ -323,7 +339,15 @@ where
                     observer.as_ref(),
                 )
                 .await?;
-                threads.push(spawn_to_end(&name, parts, out, observer, shutdown, true)?);
+                threads.push(spawn_to_end(
+                    &job.source_id,
+                    &name,
+                    parts,
+                    out,
+                    observer,
+                    shutdown,
+                    true,
+                )?);
             }
             SourceSpec::Rtsp(config) => {
                 let camera = LiveCamera {
@@ -618,6 +642,7 @@ where
 
 /// Starts the thread that reads a file-like source (file, transcode, synthetic) to its end.
 fn spawn_to_end<S, P>(
+    id: &SourceId,
     name: &str,
     (source, chunker, timeline): (P, CopyChunker, Timeline),
     out: Outbox<S>,
@@ -629,9 +654,11 @@ where
     S: ChunkSink + 'static,
     P: PacketSource<Error = SourceError> + 'static,
 {
+    let id = id.clone();
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
+            let _named = crispy_source::log_source(id.as_str());
             read_to_end(
                 source,
                 chunker,
@@ -645,18 +672,23 @@ where
         .map_err(|e| PipelineError::Internal(format!("spawning reader thread: {e}")))
 }
 
-/// Runs a blocking source constructor off the async threads.
+/// Runs a blocking source constructor for `id` off the async threads.
 async fn open_blocking<T: Send + 'static>(
+    id: &SourceId,
     open: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
 ) -> Result<T, PipelineError> {
-    tokio::task::spawn_blocking(open)
-        .await
-        .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
-        .map_err(|error| PipelineError::Source {
-            error,
-            chunks_stored: 0,
-            discarded_frames: 0,
-        })
+    let id = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let _named = crispy_source::log_source(id.as_str());
+        open()
+    })
+    .await
+    .map_err(|e| PipelineError::Internal(format!("open task: {e}")))?
+    .map_err(|error| PipelineError::Source {
+        error,
+        chunks_stored: 0,
+        discarded_frames: 0,
+    })
 }
 
 /// Opens a file and prepares its chunker and timeline (on a blocking thread).
@@ -669,7 +701,7 @@ async fn open_file(
 ) -> Result<(FileSource, CopyChunker, Timeline), PipelineError> {
     let shown = path.display().to_string();
     let mtime = modified(&path);
-    let source = open_blocking(move || FileSource::open(path)).await?;
+    let source = open_blocking(id, move || FileSource::open(path)).await?;
     let mut info = source.stream_info().clone();
     apply_probe(id, &mut info);
     let (origin, clock) = clock_origin(source.creation_time(), mtime, source.duration_secs());
@@ -711,7 +743,7 @@ async fn open_transcode(
     // The same origin as a stream copy of the file: a re-run writes the same names.
     let mtime = modified(&path);
     let probe_path = path.clone();
-    let (creation_time, duration_s) = open_blocking(move || {
+    let (creation_time, duration_s) = open_blocking(id, move || {
         FileSource::open(probe_path)
             .map(|f| (f.creation_time().map(str::to_owned), f.duration_secs()))
     })
@@ -721,7 +753,7 @@ async fn open_transcode(
         config.grid_offset_ms = grid_offset_ms(origin, chunk);
     }
     let settings = config.to_string();
-    let source = open_blocking(move || TranscodeSource::open(path, config)).await?;
+    let source = open_blocking(id, move || TranscodeSource::open(path, config)).await?;
     let info = source.stream_info().clone();
     observer.started(&SourceStarted {
         source_id: id.clone(),
@@ -762,7 +794,7 @@ async fn open_synthetic(
         config.chunk_ms = Some(chunk.as_millis());
     }
     let shown = format!("lavfi:{}", config.graph);
-    let source = open_blocking(move || SyntheticSource::open(&config, flag)).await?;
+    let source = open_blocking(id, move || SyntheticSource::open(&config, flag)).await?;
     let info = source.stream_info().clone();
     observer.started(&SourceStarted {
         source_id: id.clone(),

@@ -113,14 +113,50 @@ unsafe extern "C" fn log_callback(
     }
     if level <= sys::AV_LOG_ERROR && capture_error(line) {
         // The caller puts it into its error: logged once, there.
-        tracing::debug!(target: "ffmpeg", "{line}");
+        emit(tracing::Level::DEBUG, line);
         return;
     }
-    match level {
-        l if l <= sys::AV_LOG_ERROR => tracing::error!(target: "ffmpeg", "{line}"),
-        l if l <= sys::AV_LOG_WARNING => tracing::warn!(target: "ffmpeg", "{line}"),
-        l if l <= sys::AV_LOG_INFO => tracing::info!(target: "ffmpeg", "{line}"),
-        _ => tracing::debug!(target: "ffmpeg", "{line}"),
+    let level = match level {
+        l if l <= sys::AV_LOG_ERROR => tracing::Level::ERROR,
+        l if l <= sys::AV_LOG_WARNING => tracing::Level::WARN,
+        l if l <= sys::AV_LOG_INFO => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    emit(level, line);
+}
+
+/// Logs one of FFmpeg's lines (target `ffmpeg`), naming the source this thread works for,
+/// if any ([`log_source`]).
+fn emit(level: tracing::Level, line: &str) {
+    use tracing::Level;
+    LOG_SOURCE.with_borrow(|source| match (level, source.as_deref()) {
+        (Level::ERROR, Some(source)) => tracing::error!(target: "ffmpeg", source, "{line}"),
+        (Level::ERROR, None) => tracing::error!(target: "ffmpeg", "{line}"),
+        (Level::WARN, Some(source)) => tracing::warn!(target: "ffmpeg", source, "{line}"),
+        (Level::WARN, None) => tracing::warn!(target: "ffmpeg", "{line}"),
+        (Level::INFO, Some(source)) => tracing::info!(target: "ffmpeg", source, "{line}"),
+        (Level::INFO, None) => tracing::info!(target: "ffmpeg", "{line}"),
+        (_, Some(source)) => tracing::debug!(target: "ffmpeg", source, "{line}"),
+        (_, None) => tracing::debug!(target: "ffmpeg", "{line}"),
+    })
+}
+
+/// Until the guard is dropped, FFmpeg's log lines from this thread carry `source` = `id`:
+/// with many cameras in one process, a line such as "Packet corrupt" then says whose.
+/// (Lines from FFmpeg's own threads, a decoder's frame threads, carry none.)
+pub fn log_source(id: &str) -> LogSourceGuard {
+    LogSourceGuard(LOG_SOURCE.with_borrow_mut(|s| s.replace(id.to_owned())))
+}
+
+/// Restores the thread's earlier log source when dropped (see [`log_source`]).
+#[derive(Debug)]
+#[must_use = "the source is named only while the guard lives"]
+pub struct LogSourceGuard(Option<String>);
+
+impl Drop for LogSourceGuard {
+    fn drop(&mut self) {
+        let earlier = self.0.take();
+        LOG_SOURCE.with_borrow_mut(|s| *s = earlier);
     }
 }
 
@@ -186,7 +222,7 @@ pub(crate) fn with_ffmpeg_errors<T, E>(
     match result {
         Ok(v) => {
             for line in lines {
-                tracing::error!(target: "ffmpeg", "{line}");
+                emit(tracing::Level::ERROR, &line);
             }
             Ok(v)
         }
@@ -208,6 +244,8 @@ thread_local! {
     static PRINT_PREFIX: std::cell::Cell<c_int> = const { std::cell::Cell::new(1) };
     /// The start of an FFmpeg log line whose newline has not arrived yet.
     static PARTIAL: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The source this thread reads for, named in FFmpeg's log lines ([`log_source`]).
+    static LOG_SOURCE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Raw facts of a stream's codec parameters that ffmpeg-next does not expose.

@@ -33,6 +33,7 @@ mod synthetic;
 mod transcode;
 
 pub use error::SourceError;
+pub use ffi::{LogSourceGuard, log_source};
 pub use file::FileSource;
 pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
 pub use synthetic::{SyntheticConfig, SyntheticSource};
