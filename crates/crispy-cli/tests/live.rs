@@ -503,6 +503,14 @@ fn unknown_path_is_reported_clearly() {
     assert_eq!(code, Some(19), "{logs}");
     assert!(logs.contains("no such stream (404 Not Found)"), "{logs}");
     assert!(!logs.contains(secret), "the password leaked:\n{logs}");
+    // FFmpeg's own "method DESCRIBE failed" is part of that message, not an ERROR line of
+    // its own at each retry.
+    let ffmpeg_errors = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "ffmpeg" && l["level"] == "ERROR")
+        .count();
+    assert_eq!(ffmpeg_errors, 0, "{logs}");
 }
 
 #[test]

@@ -122,6 +122,12 @@ unsafe extern "C" fn log_callback(
         l if l <= sys::AV_LOG_INFO => tracing::Level::INFO,
         _ => tracing::Level::DEBUG,
     };
+    // Printed at every camera connect by the short probe crispy asks for (the stream's
+    // timestamps give the frame rate; nothing for a user to change).
+    let level = match line.contains("not enough frames to estimate rate") {
+        true => tracing::Level::DEBUG,
+        false => level,
+    };
     emit(level, line);
 }
 

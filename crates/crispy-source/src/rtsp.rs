@@ -326,21 +326,24 @@ impl RtspSource {
         }
         interrupt.arm(config.open_timeout);
         let hook = Arc::clone(&interrupt);
-        let opened = ffmpeg::format::input_with_interrupt_and_dictionary(
-            &config.connect_url(),
-            move || hook.should_abort(),
-            options,
-        );
-        let input =
-            opened.map_err(
-                |e| match open_error(e, &display, &interrupt, config.open_timeout) {
-                    SourceError::Connect { url, reason } => SourceError::Connect {
-                        url,
-                        reason: config.unresolvable_host().unwrap_or(reason),
-                    },
-                    other => other,
+        // FFmpeg's own lines about a failed open ("method DESCRIBE failed: 404 Not Found")
+        // go into the error, not beside it as ERROR lines of a camera that is only retried.
+        let opened = ffi::with_ffmpeg_errors(|| {
+            ffmpeg::format::input_with_interrupt_and_dictionary(
+                &config.connect_url(),
+                move || hook.should_abort(),
+                options,
+            )
+        });
+        let input = opened.map_err(|(e, lines)| {
+            match open_error(e, &display, &interrupt, config.open_timeout, &lines) {
+                SourceError::Connect { url, reason } => SourceError::Connect {
+                    url,
+                    reason: config.unresolvable_host().unwrap_or(reason),
                 },
-            )?;
+                other => other,
+            }
+        })?;
         let demuxer = Demuxer::new(input).map_err(|e| match e {
             SelectError::NoVideo(found) => SourceError::Connect {
                 url: display.clone(),
@@ -410,13 +413,19 @@ impl crate::CameraSource for RtspSource {
     }
 }
 
+/// What a failed open means. `said` is what FFmpeg logged meanwhile: named in the reason
+/// when its error code alone is generic, else only logged at debug level.
 fn open_error(
     e: ffmpeg::Error,
     url: &str,
     interrupt: &Interrupt,
     timeout: Duration,
+    said: &[String],
 ) -> SourceError {
     let url = url.to_owned();
+    if !said.is_empty() {
+        tracing::debug!(url = %url, "FFmpeg: {}", said.join("; "));
+    }
     match e {
         ffmpeg::Error::HttpUnauthorized | ffmpeg::Error::HttpForbidden => {
             SourceError::Unauthorized { url }
@@ -436,10 +445,24 @@ fn open_error(
             url,
             timeout_ms: timeout.as_millis() as u64,
         },
-        other => SourceError::Connect {
-            url,
-            reason: crispy_core::redact::redact_urls(&other.to_string()).into_owned(),
-        },
+        other => {
+            // Lines that only repeat the error ("Connection to tcp://… failed: Connection
+            // refused") add nothing.
+            let text = other.to_string();
+            let more: Vec<&str> = said
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.contains(text.as_str()))
+                .collect();
+            let reason = match more.is_empty() {
+                true => text,
+                false => format!("{text} ({})", more.join("; ")),
+            };
+            SourceError::Connect {
+                url,
+                reason: crispy_core::redact::redact_urls(&reason).into_owned(),
+            }
+        }
     }
 }
 
