@@ -42,9 +42,13 @@ pub(crate) struct Upload {
     pub(crate) ready_at: Option<std::time::Instant>,
 }
 
-/// Chunks dropped from the spool, waiting to be recorded in their source's next manifest.
+/// Chunks dropped from the spool, waiting to be recorded in their source's next manifest;
+/// and the sources whose waiting drops the spool could not keep on disk.
 #[derive(Debug, Default)]
-pub(crate) struct DropLedger(std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>);
+pub(crate) struct DropLedger(
+    std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>,
+    std::sync::Mutex<std::collections::HashSet<SourceId>>,
+);
 
 impl DropLedger {
     fn record(&self, dropped: &[(SourceId, u64)]) {
@@ -86,6 +90,24 @@ impl DropLedger {
             .collect();
         out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         out
+    }
+
+    /// Notes whether `id`'s waiting drops are kept on disk as they stand.
+    fn set_unkept(&self, id: &SourceId, unkept: bool) {
+        let mut set = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        if unkept {
+            set.insert(id.clone());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    /// Whether `id`'s waiting drops could not be kept on disk.
+    pub(crate) fn is_unkept(&self, id: &SourceId) -> bool {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     /// Records `id`'s drops that an earlier run kept in the spool.
@@ -320,12 +342,18 @@ impl Sealing {
             return;
         }
         match self.spool.keep_drops(id, &now) {
-            Ok(()) => self.kept = now,
-            Err(e) => tracing::error!(
-                source = %id,
-                "{e}; the dropped chunks are recorded only if this run stores another chunk \
-                 of this source"
-            ),
+            Ok(()) => {
+                self.kept = now;
+                self.drops.set_unkept(id, false);
+            }
+            Err(e) => {
+                self.drops.set_unkept(id, true);
+                tracing::error!(
+                    source = %id,
+                    "{e}; the dropped chunks are recorded only if this run stores another \
+                     chunk of this source"
+                );
+            }
         }
     }
 
@@ -403,15 +431,7 @@ impl Sealing {
                     }
                     return Some(a);
                 }
-                Err(SpoolError::Closed { .. }) => {
-                    // The run is over (its drain timed out): a live chunk sealed too late is
-                    // lost, and recorded as dropped like any other (kept for the next run;
-                    // nobody reads the upload stage's messages any more).
-                    if self.live {
-                        self.drops.record(&[(m.source_id.clone(), m.sequence)]);
-                    }
-                    return None;
-                }
+                Err(SpoolError::Closed { .. }) => return None,
                 Err(e @ SpoolError::DiskFull { .. }) if !self.live => {
                     if !waiting_logged {
                         tracing::error!(source = %m.source_id, "{e}; waiting for free space");

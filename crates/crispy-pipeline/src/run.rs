@@ -180,6 +180,7 @@ where
         // in the spool either starts a new chain, flagged `prev_unknown` so that nobody
         // mistakes it for the source's first chunk ever (`crispy verify` reports it).
         let mut prev_unknown = false;
+        let sink_answered = matches!(stored, Some(Stored::Known(_)));
         let resume = stored.and_then(|stored| {
             // The spool may hold newer chunks than the sink (an outage before a restart).
             // Newer by time, not by sequence: a chain that started again at 0 elsewhere (a
@@ -234,7 +235,9 @@ where
             .pending_drops(&job.source_id)
             .filter(|_| job.spec.is_live())
         {
-            Some(kept) if kept.after == prev_link => {
+            // Recorded after the manifest this run continues from; or the sink did not say
+            // what it holds, so nothing shows the record to be stale: kept, not lost.
+            Some(kept) if kept.after == prev_link || !sink_answered => {
                 tracing::warn!(
                     source = %job.source_id,
                     chunks = kept.sequences.len(),
@@ -566,7 +569,16 @@ where
 
     // Drops no stored manifest records: this run stored no chunk of the source after them.
     for (id, sequences) in drops.pending() {
-        if spool.is_in_memory() {
+        if drops.is_unkept(&id) {
+            tracing::error!(
+                source = %id,
+                sequences = %sequence_ranges(&sequences),
+                spool = %spool.dir().display(),
+                "dropped chunks that no manifest records, and that the spool could not keep \
+                 (see the error above): nothing records this loss, and the source's next run \
+                 may number chunks with these sequences"
+            );
+        } else if spool.is_in_memory() {
             tracing::error!(
                 source = %id,
                 sequences = %sequence_ranges(&sequences),

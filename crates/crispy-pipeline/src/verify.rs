@@ -634,17 +634,35 @@ impl SourceWalk {
         if let Some(s) = &m.signature {
             self.key_ids.insert(s.key_id.clone());
         }
-        // A live source's chain may start after chunks it dropped before it stored any (its
-        // first manifest records them): sequences 0 to its own are judged as a gap.
+        // A live source's chain may start after chunks it dropped before it stored any: its
+        // first manifest records them. (A `prev_unknown` chain starts wherever its run
+        // numbered from; `chain-restart` covers it.)
         let starts_chain = m.prev_sha256.is_none() && (m.sequence == 0 || live_clock(m.clock));
-        if starts_chain && m.sequence > 0 {
-            self.gaps.push(Gap {
-                object: object.to_owned(),
-                first: 0,
-                at: m.sequence,
-                broken_chain: None,
-                time_gap: None,
-            });
+        if starts_chain && m.sequence > 0 && !m.prev_unknown {
+            let recorded = (0..m.sequence).all(|s| m.dropped_sequences.binary_search(&s).is_ok());
+            let (kind, detail) = match recorded {
+                true => (
+                    ProblemKind::Dropped,
+                    format!(
+                        "{} chunk(s) dropped before upload (sequences 0..={}), as this \
+                         manifest records: its chain starts after them",
+                        m.sequence,
+                        m.sequence - 1
+                    ),
+                ),
+                false => (
+                    ProblemKind::Gap,
+                    format!(
+                        "{} chunk(s) missing: a chain starts at sequence {} without a link \
+                         (prev_sha256 null), and its manifest does not record sequences 0..={} \
+                         as dropped",
+                        m.sequence,
+                        m.sequence,
+                        m.sequence - 1
+                    ),
+                ),
+            };
+            self.push(problems, id, kind, object, detail);
         }
         let pred = self.predecessor(&m, starts_chain, options.from);
         // A file run starts at sequence 0: one whose first stored chunk comes later lost its
@@ -733,9 +751,9 @@ impl SourceWalk {
                     "a restarted live source continues its chain"
                 };
                 let detail = format!(
-                    "a new hash chain starts at sequence 0 after sequence {} ({}): {why}, so \
+                    "a new hash chain starts at sequence {} after sequence {} ({}): {why}, so \
                      the chunks after sequence {} cannot be proven complete",
-                    p.sequence, p.object, p.sequence
+                    m.sequence, p.sequence, p.object, p.sequence
                 );
                 self.push(problems, id, ProblemKind::ChainRestart, object, detail);
             }
@@ -867,8 +885,8 @@ impl SourceWalk {
                     ProblemKind::Dropped,
                     &gap.object,
                     format!(
-                        "{} chunk(s) dropped from a full spool before upload (sequences \
-                         {}..={}), as a later manifest records",
+                        "{} chunk(s) dropped before upload (a full spool or disk, or larger \
+                         than --spool-max: sequences {}..={}), as a later manifest records",
                         gap.at - gap.first,
                         gap.first,
                         gap.at - 1
@@ -881,20 +899,12 @@ impl SourceWalk {
                 id,
                 ProblemKind::Gap,
                 &gap.object,
-                match gap.first.checked_sub(1) {
-                    Some(after) => format!(
-                        "{} chunk(s) missing: sequence {} follows {after}",
-                        gap.at - gap.first,
-                        gap.at,
-                    ),
-                    None => format!(
-                        "{} chunk(s) missing: a chain starts at sequence {} without a link \
-                         (prev_sha256 null), and no manifest records sequences 0..={} as dropped",
-                        gap.at,
-                        gap.at,
-                        gap.at - 1
-                    ),
-                },
+                format!(
+                    "{} chunk(s) missing: sequence {} follows {}",
+                    gap.at - gap.first,
+                    gap.at,
+                    gap.first - 1
+                ),
             );
             if let Some(detail) = gap.broken_chain {
                 self.push(problems, id, ProblemKind::BrokenChain, &gap.object, detail);

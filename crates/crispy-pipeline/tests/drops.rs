@@ -162,6 +162,45 @@ async fn drops_of_a_run_that_stored_nothing_are_recorded_by_the_next_run() {
         detail.contains(&format!("sequences 0..={}", dropped - 1)),
         "{detail}"
     );
+
+    // The same chain start without the record: a gap, not a drop.
+    let head_path = files(out.path())
+        .into_iter()
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && std::fs::read(p)
+                    .ok()
+                    .and_then(|t| serde_json::from_slice::<ChunkMetadata>(&t).ok())
+                    .is_some_and(|m| m.sequence == dropped)
+        })
+        .expect("the head manifest");
+    let mut text: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&head_path).expect("read")).expect("json");
+    text["dropped_sequences"] = serde_json::json!((1..dropped).collect::<Vec<_>>());
+    std::fs::write(&head_path, text.to_string()).expect("write");
+    let report = verify(
+        &sink,
+        &VerifyOptions {
+            allow_unsigned: true,
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .expect("verify");
+    let gap = report
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Gap)
+        .unwrap_or_else(|| panic!("{:?}", report.problems));
+    assert!(gap.detail.contains("without a link"), "{}", gap.detail);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.kind != ProblemKind::Dropped),
+        "{:?}",
+        report.problems
+    );
 }
 
 /// Two seconds of black (chunks of a few KiB, stored), then a test pattern whose chunks do

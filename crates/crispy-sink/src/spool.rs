@@ -824,7 +824,7 @@ impl Spool {
             let dir = self.shown();
             let what = what.to_owned();
             move |source: std::io::Error| {
-                if source.kind() == ErrorKind::StorageFull {
+                if source.kind() == ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
                     SpoolError::DiskFull { dir }
                 } else {
                     SpoolError::Io { dir, what, source }
@@ -840,7 +840,10 @@ impl Spool {
                 Err(e) => Err(io("removing the record of dropped chunks")(e)),
             };
         }
-        std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
+        if !source_dir.is_dir() {
+            std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
+            sync_dir(&self.dir.join("sources")).map_err(io("syncing the directory"))?;
+        }
         std::fs::create_dir_all(self.dir.join("tmp")).map_err(io("creating tmp"))?;
         let text = serde_json::json!({
             "after": drops.after,
