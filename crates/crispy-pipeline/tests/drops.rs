@@ -61,6 +61,15 @@ async fn run_for(
     run.await.expect("join")
 }
 
+/// `crispy verify --allow-unsigned` of `sink`.
+async fn check(sink: &ObjectStoreSink) -> crispy_pipeline::verify::VerifyReport {
+    let options = VerifyOptions {
+        allow_unsigned: true,
+        ..VerifyOptions::default()
+    };
+    verify(sink, &options).await.expect("verify")
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -146,15 +155,7 @@ async fn drops_of_a_run_that_stored_nothing_are_recorded_by_the_next_run() {
         "the record stays behind"
     );
 
-    let report = verify(
-        &sink,
-        &VerifyOptions {
-            allow_unsigned: true,
-            ..VerifyOptions::default()
-        },
-    )
-    .await
-    .expect("verify");
+    let report = check(&sink).await;
     let kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [ProblemKind::Dropped], "{:?}", report.problems);
     let detail = &report.problems[0].detail;
@@ -178,15 +179,7 @@ async fn drops_of_a_run_that_stored_nothing_are_recorded_by_the_next_run() {
         serde_json::from_slice(&std::fs::read(&head_path).expect("read")).expect("json");
     text["dropped_sequences"] = serde_json::json!((1..dropped).collect::<Vec<_>>());
     std::fs::write(&head_path, text.to_string()).expect("write");
-    let report = verify(
-        &sink,
-        &VerifyOptions {
-            allow_unsigned: true,
-            ..VerifyOptions::default()
-        },
-    )
-    .await
-    .expect("verify");
+    let report = check(&sink).await;
     let gap = report
         .problems
         .iter()
@@ -262,15 +255,7 @@ async fn drops_after_the_last_stored_chunk_are_recorded_after_the_restart() {
         "the record stays behind"
     );
 
-    let report = verify(
-        &sink,
-        &VerifyOptions {
-            allow_unsigned: true,
-            ..VerifyOptions::default()
-        },
-    )
-    .await
-    .expect("verify");
+    let report = check(&sink).await;
     let kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [ProblemKind::Dropped], "{:?}", report.problems);
 }

@@ -578,17 +578,7 @@ impl Spool {
         manifest_path: &Path,
     ) -> Result<(), SpoolError> {
         let source_dir = self.dir.join("sources").join(metadata.source_id.as_str());
-        let io = |what: &str| {
-            let dir = self.shown();
-            let what = what.to_owned();
-            move |source: std::io::Error| {
-                if source.kind() == ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
-                    SpoolError::DiskFull { dir }
-                } else {
-                    SpoolError::Io { dir, what, source }
-                }
-            }
-        };
+        let io = |what: &str| self.write_error(what);
         if !source_dir.is_dir() {
             std::fs::create_dir_all(&source_dir).map_err(io("creating a source directory"))?;
             sync_dir(&self.dir.join("sources")).map_err(io("syncing the directory"))?;
@@ -820,17 +810,7 @@ impl Spool {
         if self.memory {
             return Ok(());
         }
-        let io = |what: &str| {
-            let dir = self.shown();
-            let what = what.to_owned();
-            move |source: std::io::Error| {
-                if source.kind() == ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
-                    SpoolError::DiskFull { dir }
-                } else {
-                    SpoolError::Io { dir, what, source }
-                }
-            }
-        };
+        let io = |what: &str| self.write_error(what);
         let path = self.drops_path(source_id);
         let source_dir = self.dir.join("sources").join(source_id.as_str());
         if drops.sequences.is_empty() {
@@ -860,6 +840,19 @@ impl Spool {
             let _ = std::fs::remove_file(&tmp);
         }
         written.map_err(io("keeping the record of dropped chunks"))
+    }
+
+    /// Maps an error of writing into the spool: a full disk is [`SpoolError::DiskFull`].
+    fn write_error(&self, what: &str) -> impl FnOnce(std::io::Error) -> SpoolError + use<> {
+        let dir = self.shown();
+        let what = what.to_owned();
+        move |source: std::io::Error| {
+            if source.kind() == ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+                SpoolError::DiskFull { dir }
+            } else {
+                SpoolError::Io { dir, what, source }
+            }
+        }
     }
 
     fn drops_path(&self, source_id: &SourceId) -> PathBuf {
