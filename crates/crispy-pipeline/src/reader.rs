@@ -45,21 +45,21 @@ pub(crate) struct Upload {
 /// Chunks dropped from the spool, waiting to be recorded in their source's next manifest;
 /// and the sources whose waiting drops the spool could not keep on disk.
 #[derive(Debug, Default)]
-pub(crate) struct DropLedger(
-    std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>,
-    std::sync::Mutex<std::collections::HashSet<SourceId>>,
-);
+pub(crate) struct DropLedger {
+    waiting: std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>,
+    unkept: std::sync::Mutex<std::collections::HashSet<SourceId>>,
+}
 
 impl DropLedger {
     fn record(&self, dropped: &[(SourceId, u64)]) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         for (id, seq) in dropped {
             map.entry(id.clone()).or_default().push(*seq);
         }
     }
 
     fn take(&self, id: &SourceId) -> Vec<u64> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = map.remove(id).unwrap_or_default();
         v.sort_unstable();
         v.dedup();
@@ -68,7 +68,7 @@ impl DropLedger {
 
     /// `id`'s drops waiting for a manifest, ascending, without taking them.
     fn peek(&self, id: &SourceId) -> Vec<u64> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = map.get(id).cloned().unwrap_or_default();
         v.sort_unstable();
         v.dedup();
@@ -77,7 +77,7 @@ impl DropLedger {
 
     /// Every source's drops waiting for a manifest, ascending, by source.
     pub(crate) fn pending(&self) -> Vec<(SourceId, Vec<u64>)> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(SourceId, Vec<u64>)> = map
             .iter()
             .filter(|(_, v)| !v.is_empty())
@@ -94,7 +94,7 @@ impl DropLedger {
 
     /// Notes whether `id`'s waiting drops are kept on disk as they stand.
     fn set_unkept(&self, id: &SourceId, unkept: bool) {
-        let mut set = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.unkept.lock().unwrap_or_else(|e| e.into_inner());
         if unkept {
             set.insert(id.clone());
         } else {
@@ -104,7 +104,7 @@ impl DropLedger {
 
     /// Whether `id`'s waiting drops could not be kept on disk.
     pub(crate) fn is_unkept(&self, id: &SourceId) -> bool {
-        self.1
+        self.unkept
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(id)
