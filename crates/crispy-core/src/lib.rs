@@ -33,7 +33,7 @@ pub use duration::{ChunkDuration, parse_millis};
 pub use error::Error;
 pub use manifest::{
     ChunkMetadata, ClockSource, MANIFEST_SCHEMA, ManifestSignature, RunEnd, SignedUrl,
-    StoredManifest,
+    StoredManifest, sequence_ranges, sequence_runs,
 };
 pub use media::{Chunk, Codec, EncodedPacket, Rational, StreamInfo, display_rotation};
 pub use payload::Payload;

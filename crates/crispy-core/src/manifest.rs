@@ -237,6 +237,39 @@ mod rfc3339_millis {
     }
 }
 
+/// Ascending sequence numbers (a manifest's `dropped_sequences`) as runs of consecutive
+/// numbers, `(first, last)` each.
+///
+/// ```
+/// assert_eq!(crispy_core::sequence_runs(&[3, 4, 5, 9]), vec![(3, 5), (9, 9)]);
+/// ```
+pub fn sequence_runs(sequences: &[u64]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &s in sequences {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(s) => *last = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    runs
+}
+
+/// Ascending sequence numbers as text for people: `3..=5,9`.
+///
+/// ```
+/// assert_eq!(crispy_core::sequence_ranges(&[3, 4, 5, 9]), "3..=5,9");
+/// ```
+pub fn sequence_ranges(sequences: &[u64]) -> String {
+    sequence_runs(sequences)
+        .into_iter()
+        .map(|(first, last)| match first == last {
+            true => first.to_string(),
+            false => format!("{first}..={last}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

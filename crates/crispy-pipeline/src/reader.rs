@@ -42,81 +42,6 @@ pub(crate) struct Upload {
     pub(crate) ready_at: Option<std::time::Instant>,
 }
 
-/// Chunks dropped from the spool, waiting to be recorded in their source's next manifest;
-/// and the sources whose waiting drops the spool could not keep on disk.
-#[derive(Debug, Default)]
-pub(crate) struct DropLedger {
-    waiting: std::sync::Mutex<std::collections::HashMap<SourceId, Vec<u64>>>,
-    unkept: std::sync::Mutex<std::collections::HashSet<SourceId>>,
-}
-
-impl DropLedger {
-    fn record(&self, dropped: &[(SourceId, u64)]) {
-        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, seq) in dropped {
-            map.entry(id.clone()).or_default().push(*seq);
-        }
-    }
-
-    fn take(&self, id: &SourceId) -> Vec<u64> {
-        let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = map.remove(id).unwrap_or_default();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    /// `id`'s drops waiting for a manifest, ascending, without taking them.
-    fn peek(&self, id: &SourceId) -> Vec<u64> {
-        let map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = map.get(id).cloned().unwrap_or_default();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    /// Every source's drops waiting for a manifest, ascending, by source.
-    pub(crate) fn pending(&self) -> Vec<(SourceId, Vec<u64>)> {
-        let map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<(SourceId, Vec<u64>)> = map
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(id, v)| {
-                let mut v = v.clone();
-                v.sort_unstable();
-                v.dedup();
-                (id.clone(), v)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        out
-    }
-
-    /// Notes whether `id`'s waiting drops are kept on disk as they stand.
-    fn set_unkept(&self, id: &SourceId, unkept: bool) {
-        let mut set = self.unkept.lock().unwrap_or_else(|e| e.into_inner());
-        if unkept {
-            set.insert(id.clone());
-        } else {
-            set.remove(id);
-        }
-    }
-
-    /// Whether `id`'s waiting drops could not be kept on disk.
-    pub(crate) fn is_unkept(&self, id: &SourceId) -> bool {
-        self.unkept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    }
-
-    /// Records `id`'s drops that an earlier run kept in the spool.
-    pub(crate) fn seed(&self, id: &SourceId, sequences: &[u64]) {
-        let list: Vec<(SourceId, u64)> = sequences.iter().map(|s| (id.clone(), *s)).collect();
-        self.record(&list);
-    }
-}
-
 /// A source that ended with an error (files only: live sources retry).
 pub(crate) enum ReaderFailure {
     Source {
@@ -213,14 +138,9 @@ pub(crate) struct Sealing {
     pub(crate) sealer: Sealer,
     /// Where chunks are accepted.
     pub(crate) spool: Arc<Spool>,
-    /// Live sources drop their oldest spooled chunks when the spool is full; files wait.
+    /// Live sources drop their oldest spooled chunks when the spool is full (the spool
+    /// records the drops until a manifest does); files wait.
     pub(crate) live: bool,
-    pub(crate) drops: Arc<DropLedger>,
-    /// The link of the source's last manifest accepted into the spool (or the one its chain
-    /// continues), and its drops kept on disk: a live source keeps the drops no accepted
-    /// manifest records yet in the spool, so that they outlive the run.
-    pub(crate) accepted_link: Option<String>,
-    pub(crate) kept: crispy_sink::PendingDrops,
     pub(crate) shutdown: Shutdown,
 }
 
@@ -316,69 +236,26 @@ impl Sealing {
     /// the reader closes the hand-over or the upload stage is gone.
     fn run(mut self, chunks: std::sync::mpsc::Receiver<(Chunk, std::time::Instant)>) {
         while let Ok((chunk, ready_at)) = chunks.recv() {
-            let id = chunk.metadata.source_id.clone();
-            let go_on = self.seal_one(chunk, ready_at);
-            if self.live {
-                self.keep_drops(&id);
-            }
-            if !go_on {
+            if !self.seal_one(chunk, ready_at) {
                 return;
             }
         }
     }
 
-    /// Keeps the source's drops that no accepted manifest records yet in the spool, when
-    /// they changed since last kept.
-    fn keep_drops(&mut self, id: &SourceId) {
-        let now = crispy_sink::PendingDrops {
-            after: self.accepted_link.clone(),
-            sequences: self.drops.peek(id),
-        };
-        let unchanged = match now.sequences.is_empty() {
-            true => self.kept.sequences.is_empty(),
-            false => now == self.kept,
-        };
-        if unchanged {
-            return;
-        }
-        match self.spool.keep_drops(id, &now) {
-            Ok(()) => {
-                self.kept = now;
-                self.drops.set_unkept(id, false);
-            }
-            Err(e) => {
-                self.drops.set_unkept(id, true);
-                tracing::error!(
-                    source = %id,
-                    "{e}; the dropped chunks are recorded only if this run stores another \
-                     chunk of this source"
-                );
-            }
-        }
-    }
-
     fn seal_one(&mut self, mut chunk: Chunk, ready_at: std::time::Instant) -> bool {
-        let id = chunk.metadata.source_id.clone();
-        let taken = self.drops.take(&id);
-        chunk.metadata.dropped_sequences = taken.clone();
+        // The source's drops that no accepted manifest records yet: until one does, the
+        // spool keeps them (on disk, for the next run, where it can).
+        chunk.metadata.dropped_sequences = self.spool.drops_to_record(&chunk.metadata.source_id);
         let manifest = match self.sealer.seal(&mut chunk) {
             Ok(m) => m,
             Err(e) => {
-                // No manifest records them: they wait for the next one (or the next run).
-                self.drops.seed(&id, &taken);
                 self.fail(ReaderFailure::Signer(e));
                 return false;
             }
         };
         let Some(accepted) = self.accept(&chunk, &manifest) else {
-            self.drops.seed(&id, &taken);
             return false;
         };
-        if accepted.entry.is_some() {
-            self.accepted_link = self.sealer.last_link().map(str::to_owned);
-        }
-        // Earlier drops recorded only by dropped manifests: the next manifest records them.
-        self.drops.record(&accepted.carried);
         if !accepted.dropped.is_empty() {
             tracing::error!(
                 dropped = accepted.dropped.len(),
@@ -388,7 +265,6 @@ impl Sealing {
                 "SPOOL FULL: dropped the oldest chunks not yet uploaded; the gap is recorded in \
                  the next manifest of each source (raise --spool-max or fix the sink)"
             );
-            self.drops.record(&accepted.dropped);
             if self
                 .tx
                 .blocking_send(ReaderMsg::Dropped(accepted.dropped))
@@ -449,16 +325,8 @@ impl Sealing {
                         sequence = m.sequence,
                         "{e}; chunk dropped, the gap is recorded in the next manifest"
                     );
-                    // This chunk, and the earlier drops its manifest was to record (counted
-                    // when they were dropped).
+                    // The spool recorded the drop; counted here.
                     let own = vec![(m.source_id.clone(), m.sequence)];
-                    let carried: Vec<(SourceId, u64)> = m
-                        .dropped_sequences
-                        .iter()
-                        .map(|s| (m.source_id.clone(), *s))
-                        .collect();
-                    self.drops.record(&own);
-                    self.drops.record(&carried);
                     if self.tx.blocking_send(ReaderMsg::Dropped(own)).is_err() {
                         return None;
                     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crispy_chunker::{CopyChunker, CopyChunkerConfig};
 use crispy_core::{
     Chunk, ChunkDuration, ChunkMetadata, ChunkSink, ClockSource, PacketSource, PutOutcome,
-    SourceId, StoredManifest,
+    SourceId, StoredManifest, sequence_ranges,
 };
 use crispy_signer::Sealer;
 use crispy_sink::{Spool, SpoolEntry, SpoolError};
@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::reader::{
-    ChainStart, DropLedger, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline,
-    Upload, apply_probe, grid_offset_ms, read_live, read_to_end,
+    ChainStart, LiveCamera, Outbox, ReaderFailure, ReaderMsg, Sealing, Timeline, Upload,
+    apply_probe, grid_offset_ms, read_live, read_to_end,
 };
 use crate::{
     Backoff, ChunkReport, Observer, PipelineError, PipelineOptions, RunSummary, Shutdown,
@@ -129,7 +129,6 @@ where
             "uploading the chunks an earlier run left in the spool first"
         );
     }
-    let drops = Arc::new(DropLedger::default());
     let (tx, mut rx) = mpsc::channel(jobs.len().max(2));
     let mut summaries: HashMap<SourceId, RunSummary> = HashMap::new();
     let mut latencies: HashMap<SourceId, Latencies> = HashMap::new();
@@ -231,8 +230,8 @@ where
         };
         // Drops an earlier run kept in the spool because it ended before a manifest recorded
         // them: this run's first manifest records them, and its chunks are numbered after them.
-        let (first_sequence, kept) = match spool
-            .pending_drops(&job.source_id)
+        let (first_sequence, adopted) = match spool
+            .kept_drops(&job.source_id)
             .filter(|_| job.spec.is_live())
         {
             // Recorded after the manifest this run continues from; or the sink did not say
@@ -244,9 +243,8 @@ where
                     sequences = %sequence_ranges(&kept.sequences),
                     "chunks an earlier run dropped are recorded in this run's first manifest"
                 );
-                drops.seed(&job.source_id, &kept.sequences);
                 let after = kept.sequences.last().map_or(0, |s| s + 1);
-                (first_sequence.max(after), kept)
+                (first_sequence.max(after), Some(kept))
             }
             Some(stale) => {
                 tracing::warn!(
@@ -255,13 +253,16 @@ where
                     "ignoring the spool's record of chunks an earlier run dropped: the sink \
                      holds newer chunks of this source than that record knows"
                 );
-                if let Err(e) = spool.keep_drops(&job.source_id, &Default::default()) {
+                if let Err(e) = spool.forget_drops(&job.source_id) {
                     tracing::warn!(source = %job.source_id, "{e}");
                 }
-                (first_sequence, Default::default())
+                (first_sequence, None)
             }
-            None => (first_sequence, Default::default()),
+            None => (first_sequence, None),
         };
+        if job.spec.is_live() {
+            spool.start_live_source(&job.source_id, prev_link.clone(), adopted);
+        }
         let out = Outbox::new(
             Arc::clone(&sink),
             job.prefix.clone(),
@@ -274,9 +275,6 @@ where
                 sealer: Sealer::new(options.signing_key.clone(), prev_link.clone()),
                 spool: Arc::clone(&spool),
                 live: job.spec.is_live(),
-                drops: Arc::clone(&drops),
-                accepted_link: prev_link.clone(),
-                kept,
                 shutdown: shutdown.clone(),
             },
             job.source_id.as_str(),
@@ -568,8 +566,13 @@ where
     }
 
     // Drops no stored manifest records: this run stored no chunk of the source after them.
-    for (id, sequences) in drops.pending() {
-        if drops.is_unkept(&id) {
+    for crispy_sink::UnrecordedDrops {
+        source_id: id,
+        sequences,
+        kept,
+    } in spool.unrecorded_drops()
+    {
+        if !kept && !spool.is_in_memory() {
             tracing::error!(
                 source = %id,
                 sequences = %sequence_ranges(&sequences),
@@ -900,26 +903,6 @@ fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineErro
             Vec::new(),
         ),
     })
-}
-
-/// Ascending sequence numbers as ranges: `3..=5,9`.
-fn sequence_ranges(sequences: &[u64]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < sequences.len() {
-        let start = sequences[i];
-        let mut end = start;
-        while i + 1 < sequences.len() && sequences[i + 1] == end + 1 {
-            i += 1;
-            end += 1;
-        }
-        out.push(match start == end {
-            true => start.to_string(),
-            false => format!("{start}..={end}"),
-        });
-        i += 1;
-    }
-    out.join(",")
 }
 
 /// The most an in-memory spool holds, whatever `--spool-max` says.

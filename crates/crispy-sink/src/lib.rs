@@ -33,4 +33,4 @@ pub use naming::{
 };
 pub use open::{Backend, SinkOptions};
 pub use sink::{ObjectStoreSink, Walked, clean_prefix};
-pub use spool::{Accepted, PendingDrops, Spool, SpoolEntry, SpoolError};
+pub use spool::{Accepted, PendingDrops, Spool, SpoolEntry, SpoolError, UnrecordedDrops};

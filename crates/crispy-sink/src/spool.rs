@@ -120,15 +120,12 @@ pub struct Accepted {
     /// is full of chunks being uploaded).
     pub entry: Option<SpoolEntry>,
     /// Chunks of this source dropped now (oldest first) to make room, this one included
-    /// when `entry` is `None`: source and sequence. The source's next manifest must record
-    /// them.
+    /// when `entry` is `None`: source and sequence. The spool records them
+    /// ([`Spool::drops_to_record`]) until a manifest it accepts records them.
     pub dropped: Vec<(SourceId, u64)>,
-    /// Earlier drops that the manifests of the chunks in `dropped` recorded: no new loss,
-    /// but the record moves on, so the source's next manifest must record them too.
-    pub carried: Vec<(SourceId, u64)>,
 }
 
-/// A live source's dropped chunks that no manifest accepted into the spool records yet,
+/// A live source's dropped chunks that no manifest accepted into the spool records yet, as
 /// kept on disk (`dropped.json`) so that a run that ends first does not lose the record:
 /// the source's next run records them in its first manifest and numbers its chunks after
 /// them.
@@ -141,6 +138,65 @@ pub struct PendingDrops {
     /// The dropped sequence numbers, ascending.
     pub sequences: Vec<u64>,
 }
+
+/// A source's dropped chunks that no manifest accepted into the spool records, at the end of
+/// a run ([`Spool::unrecorded_drops`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnrecordedDrops {
+    /// The source.
+    pub source_id: SourceId,
+    /// The dropped sequence numbers, ascending.
+    pub sequences: Vec<u64>,
+    /// Whether the spool keeps them on disk for the source's next run (never for a spool in
+    /// memory; not when the record could not be written, a full disk).
+    pub kept: bool,
+}
+
+/// The spool's record of one live source's drops that no accepted manifest records yet.
+#[derive(Debug, Default)]
+struct DropRecord {
+    /// What the source's chain continues from: the link it started from, or its last
+    /// accepted manifest (hashed only when the record is written).
+    after: ChainTip,
+    sequences: BTreeSet<u64>,
+    /// Whether the disk holds this record as it stands (`dropped.json`, or no file when
+    /// there are no sequences).
+    kept: bool,
+    /// Whether the last write failed (reported once until one succeeds).
+    failing: bool,
+}
+
+/// The manifest a source's hash chain continues from.
+#[derive(Debug, Clone)]
+enum ChainTip {
+    /// The canonical SHA-256 of the manifest a run continues from (`None`: a new chain).
+    Link(Option<String>),
+    /// A manifest accepted in this run, as stored.
+    Manifest(Bytes),
+}
+
+impl Default for ChainTip {
+    fn default() -> Self {
+        Self::Link(None)
+    }
+}
+
+impl ChainTip {
+    /// The link, as the next run computes it from the stored text.
+    fn link(&self) -> Option<String> {
+        match self {
+            Self::Link(link) => link.clone(),
+            Self::Manifest(text) => Some(match crispy_signer::canonical_bytes_of_json(text) {
+                Some(canonical) => crispy_signer::sha256_hex(&canonical),
+                None => crispy_signer::sha256_hex(text),
+            }),
+        }
+    }
+}
+
+/// The most sequences a `dropped.json` may name: more is taken as damage (a day of 32
+/// cameras in one-second chunks is 2.8 million).
+const MAX_KEPT_DROPS: u64 = 50_000_000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -208,6 +264,10 @@ pub struct Spool {
     memory: bool,
     /// Manifests found at open without their chunk, set aside: what was wrong with each.
     damaged_at_open: Vec<String>,
+    /// Each live source's drops that no accepted manifest records yet. Only the source's
+    /// own accepts change its record (one thread per source), so a record is written to
+    /// disk outside the lock.
+    drops: Mutex<HashMap<SourceId, DropRecord>>,
     _lock: Option<File>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -252,6 +312,7 @@ impl Spool {
             freed: Condvar::new(),
             memory: true,
             damaged_at_open: Vec::new(),
+            drops: Mutex::default(),
             _lock: None,
             _temp: None,
         }
@@ -402,6 +463,7 @@ impl Spool {
                 freed: Condvar::new(),
                 memory: false,
                 damaged_at_open: damaged,
+                drops: Mutex::default(),
                 _lock: Some(lock),
                 _temp: temp,
             },
@@ -452,12 +514,40 @@ impl Spool {
     /// Accepts a chunk: on disk and durable when this returns.
     ///
     /// When the spool is full, a `live` source drops its own oldest entries that are not
-    /// being uploaded (returned, so the caller can record the gap; other sources' chunks are
-    /// never touched); a file source waits until uploads free room or `cancelled` says to
-    /// stop ([`SpoolError::Closed`]). A full disk is [`SpoolError::DiskFull`] with nothing
-    /// left behind. A chunk already pending under the same name (a file run again after an
-    /// interruption) is not written twice: `entry` is `None` and the pending one goes out.
+    /// being uploaded (returned; other sources' chunks are never touched); a file source
+    /// waits until uploads free room or `cancelled` says to stop ([`SpoolError::Closed`]).
+    /// A full disk is [`SpoolError::DiskFull`] with nothing left behind. A chunk already
+    /// pending under the same name (a file run again after an interruption) is not written
+    /// twice: `entry` is `None` and the pending one goes out.
+    ///
+    /// A live source's drops are recorded by the spool itself, on disk before a dropped
+    /// entry's files are removed: the entries dropped to make room, and the chunk itself
+    /// when it is not accepted (any error but [`SpoolError::Closed`]), with the earlier
+    /// drops their manifests recorded. The source's next manifest must record them all
+    /// ([`Self::drops_to_record`]); accepting it clears them.
     pub fn accept(
+        &self,
+        metadata: &ChunkMetadata,
+        payload: &Payload,
+        manifest: &Bytes,
+        live: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Accepted, SpoolError> {
+        let result = self.accept_inner(metadata, payload, manifest, live, cancelled);
+        match &result {
+            Ok(accepted) if accepted.entry.is_some() => {
+                self.recorded(metadata, manifest);
+            }
+            Err(SpoolError::Closed { .. }) => {}
+            Err(_) if live => {
+                self.note_drops(&metadata.source_id, [metadata.sequence]);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn accept_inner(
         &self,
         metadata: &ChunkMetadata,
         payload: &Payload,
@@ -475,51 +565,50 @@ impl Spool {
         }
         let mut accepted = Accepted::default();
         let (chunk_path, manifest_path) = self.entry_paths(metadata);
-        {
-            let mut state = self.lock();
-            if state.paths.contains(&chunk_path) {
-                return Ok(accepted);
-            }
-            loop {
-                if state.closed || (!live && cancelled()) {
-                    return Err(SpoolError::Closed { dir: self.shown() });
-                }
-                if state.used + bytes <= self.max_bytes {
-                    break;
-                }
-                if live {
-                    let Some(order) = state.oldest_idle(&metadata.source_id) else {
-                        // Everything of this source is being uploaded: this chunk is the one
-                        // dropped (with the drops its manifest records).
-                        let id = &metadata.source_id;
-                        accepted.dropped.push((id.clone(), metadata.sequence));
-                        accepted
-                            .carried
-                            .extend(metadata.dropped_sequences.iter().map(|s| (id.clone(), *s)));
-                        return Ok(accepted);
-                    };
-                    if let Some(e) = state.take(order) {
-                        state.used -= e.bytes;
-                        if !self.memory {
-                            let _ = std::fs::remove_file(&e.manifest_path);
-                            let _ = std::fs::remove_file(&e.chunk_path);
-                        }
-                        accepted
-                            .carried
-                            .extend(e.carried_drops.iter().map(|s| (e.source_id.clone(), *s)));
-                        accepted.dropped.push((e.source_id, e.sequence));
-                    }
-                } else {
-                    state = self
-                        .freed
-                        .wait_timeout(state, Duration::from_millis(500))
-                        .map(|(s, _)| s)
-                        .unwrap_or_else(|e| e.into_inner().0);
-                }
-            }
-            // Reserve the room before writing, so concurrent readers do not overfill.
-            state.used += bytes;
+        let id = &metadata.source_id;
+        // Entries dropped to make room: out of the index now, their files removed once the
+        // record of the drop is kept.
+        let mut evicted: Vec<SpoolEntry> = Vec::new();
+        let mut state = self.lock();
+        if state.paths.contains(&chunk_path) {
+            return Ok(accepted);
         }
+        loop {
+            if state.closed || (!live && cancelled()) {
+                drop(state);
+                self.drop_evicted(id, evicted);
+                return Err(SpoolError::Closed { dir: self.shown() });
+            }
+            if state.used + bytes <= self.max_bytes {
+                break;
+            }
+            if live {
+                let Some(order) = state.oldest_idle(id) else {
+                    // Everything of this source is being uploaded: this chunk is the one
+                    // dropped (its manifest's records of earlier drops stay recorded).
+                    drop(state);
+                    accepted.dropped.push((id.clone(), metadata.sequence));
+                    self.drop_evicted(id, evicted);
+                    self.note_drops(id, [metadata.sequence]);
+                    return Ok(accepted);
+                };
+                if let Some(e) = state.take(order) {
+                    state.used -= e.bytes;
+                    accepted.dropped.push((e.source_id.clone(), e.sequence));
+                    evicted.push(e);
+                }
+            } else {
+                state = self
+                    .freed
+                    .wait_timeout(state, Duration::from_millis(500))
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        // Reserve the room before writing, so concurrent readers do not overfill.
+        state.used += bytes;
+        drop(state);
+        self.drop_evicted(id, evicted);
         let written = if self.memory {
             Ok(())
         } else {
@@ -556,6 +645,158 @@ impl Spool {
                 Err(e)
             }
         }
+    }
+
+    /// Records the drop of entries taken out of the index (with the earlier drops their
+    /// manifests recorded), then removes their files: a crash in between leaves the entries
+    /// pending, never gone unrecorded.
+    fn drop_evicted(&self, id: &SourceId, evicted: Vec<SpoolEntry>) {
+        if evicted.is_empty() {
+            return;
+        }
+        let sequences: Vec<u64> = evicted
+            .iter()
+            .flat_map(|e| std::iter::once(e.sequence).chain(e.carried_drops.iter().copied()))
+            .collect();
+        self.note_drops(id, sequences);
+        if !self.memory {
+            for e in evicted {
+                let _ = std::fs::remove_file(&e.manifest_path);
+                let _ = std::fs::remove_file(&e.chunk_path);
+            }
+        }
+    }
+
+    /// Adds `sequences` to `id`'s record of drops and keeps it.
+    fn note_drops(&self, id: &SourceId, sequences: impl IntoIterator<Item = u64>) {
+        {
+            let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            let record = drops.entry(id.clone()).or_default();
+            let before = record.sequences.len();
+            record.sequences.extend(sequences);
+            if record.sequences.len() == before {
+                return;
+            }
+            record.kept = false;
+        }
+        self.keep_record(id);
+    }
+
+    /// A manifest of `metadata`'s source was accepted: the drops it records are recorded,
+    /// and what is left of the record now follows it.
+    fn recorded(&self, metadata: &ChunkMetadata, manifest: &Bytes) {
+        let id = &metadata.source_id;
+        {
+            let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(record) = drops.get_mut(id) else {
+                return;
+            };
+            for s in &metadata.dropped_sequences {
+                record.sequences.remove(s);
+            }
+            record.after = ChainTip::Manifest(manifest.clone());
+            // A record on disk names the manifest it follows: rewritten (or removed).
+            if !record.sequences.is_empty() || !metadata.dropped_sequences.is_empty() {
+                record.kept = false;
+            }
+        }
+        self.keep_record(id);
+    }
+
+    /// Writes `id`'s record of drops to disk as it stands (removes it when empty). A spool
+    /// in memory keeps nothing; a record that cannot be written is reported (once until it
+    /// can be again) and stays in memory, for the source's next manifest.
+    fn keep_record(&self, id: &SourceId) {
+        if self.memory {
+            return;
+        }
+        let now = {
+            let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(record) = drops.get(id) else {
+                return;
+            };
+            if record.kept {
+                return;
+            }
+            let tip = record.after.clone();
+            let sequences: Vec<u64> = record.sequences.iter().copied().collect();
+            (tip, sequences, record.failing)
+        };
+        let (tip, sequences, failing) = now;
+        let now = PendingDrops {
+            after: tip.link(),
+            sequences,
+        };
+        let result = self.write_drops(id, &now);
+        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(record) = drops.get_mut(id) else {
+            return;
+        };
+        record.kept = result.is_ok();
+        record.failing = result.is_err();
+        if let Err(e) = result
+            && !failing
+        {
+            tracing::error!(
+                source = %id,
+                sequences = %crispy_core::sequence_ranges(&now.sequences),
+                "{e}; the dropped chunks are recorded only if this run stores another \
+                 chunk of this source"
+            );
+        }
+    }
+
+    /// Starts the record of a live source's drops: its chain continues from `continues_from`
+    /// (the canonical SHA-256 of the manifest it follows, `None` for a new chain), and its
+    /// next manifest records `kept`, what an earlier run kept ([`Self::kept_drops`]) and the
+    /// run found still applies. Drops are recorded for any live source, but only a started
+    /// one's record knows what it follows, which the next run needs to trust it.
+    pub fn start_live_source(
+        &self,
+        source_id: &SourceId,
+        continues_from: Option<String>,
+        kept: Option<PendingDrops>,
+    ) {
+        {
+            let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            let record = drops.entry(source_id.clone()).or_default();
+            let same = kept.as_ref().is_some_and(|k| k.after == continues_from);
+            record.after = ChainTip::Link(continues_from);
+            record
+                .sequences
+                .extend(kept.into_iter().flat_map(|k| k.sequences));
+            // On disk already, unless it is taken to follow another manifest now.
+            record.kept = record.sequences.is_empty() || same;
+        }
+        self.keep_record(source_id);
+    }
+
+    /// The drops of `source_id` that its next manifest must record, ascending: chunks the
+    /// spool dropped (or did not accept) that no manifest accepted since records, and those
+    /// an earlier run kept ([`Self::start_live_source`]).
+    pub fn drops_to_record(&self, source_id: &SourceId) -> Vec<u64> {
+        let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        drops
+            .get(source_id)
+            .map(|r| r.sequences.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every source's drops that no accepted manifest records, by source: what a run that
+    /// ends now leaves unrecorded in the sink.
+    pub fn unrecorded_drops(&self) -> Vec<UnrecordedDrops> {
+        let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<UnrecordedDrops> = drops
+            .iter()
+            .filter(|(_, r)| !r.sequences.is_empty())
+            .map(|(id, r)| UnrecordedDrops {
+                source_id: id.clone(),
+                sequences: r.sequences.iter().copied().collect(),
+                kept: r.kept && !self.memory,
+            })
+            .collect();
+        out.sort_by(|a, b| a.source_id.as_str().cmp(b.source_id.as_str()));
+        out
     }
 
     /// Where an entry's chunk and manifest go.
@@ -762,10 +1003,12 @@ impl Spool {
         }
     }
 
-    /// The drops of `source_id` that an earlier run kept ([`Self::keep_drops`]) because no
-    /// manifest it accepted recorded them; `None` when there are none (and always for a
-    /// spool in memory). An unreadable record is reported and treated as none.
-    pub fn pending_drops(&self, source_id: &SourceId) -> Option<PendingDrops> {
+    /// The drops of `source_id` that an earlier run kept on disk because no manifest it
+    /// accepted recorded them; `None` when there are none (and always for a spool in
+    /// memory). The run decides whether they still apply: [`Self::start_live_source`] or
+    /// [`Self::forget_drops`]. A damaged record is reported, moved to `conflicts/` and read
+    /// as none.
+    pub fn kept_drops(&self, source_id: &SourceId) -> Option<PendingDrops> {
         if self.memory {
             return None;
         }
@@ -778,35 +1021,45 @@ impl Spool {
                 return None;
             }
         };
-        let parsed = serde_json::from_slice::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                let after = match v.get("after")? {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    _ => return None,
-                };
-                let sequences = v
-                    .get("dropped_sequences")?
-                    .as_array()?
-                    .iter()
-                    .map(serde_json::Value::as_u64)
-                    .collect::<Option<BTreeSet<u64>>>()?;
-                Some(PendingDrops {
-                    after,
-                    sequences: sequences.into_iter().collect(),
-                })
-            });
+        let parsed = parse_drops(&text);
         if parsed.is_none() {
-            tracing::error!(file = %path.display(), "spool: the record of dropped chunks is damaged; ignored");
+            let target = self.dir.join("conflicts").join(source_id.as_str());
+            let name = format!(
+                "dropped-{}.json",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+            );
+            let moved = std::fs::create_dir_all(&target)
+                .and_then(|()| std::fs::rename(&path, target.join(&name)));
+            match moved {
+                Ok(()) => tracing::error!(
+                    source = %source_id,
+                    kept_in = %target.join(&name).display(),
+                    "spool: the record of dropped chunks is damaged; set aside and ignored"
+                ),
+                Err(e) => tracing::error!(
+                    file = %path.display(),
+                    "spool: the record of dropped chunks is damaged; ignored (and cannot be set \
+                     aside: {e})"
+                ),
+            }
         }
         parsed.filter(|p| !p.sequences.is_empty())
     }
 
-    /// Keeps `drops` as the record of `source_id`'s dropped chunks that no accepted manifest
+    /// Removes the record of `source_id`'s drops, on disk and in memory: it no longer
+    /// applies (the sink holds newer chunks than it knows).
+    pub fn forget_drops(&self, source_id: &SourceId) -> Result<(), SpoolError> {
+        self.drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(source_id);
+        self.write_drops(source_id, &PendingDrops::default())
+    }
+
+    /// Writes `drops` as the record of `source_id`'s dropped chunks that no accepted manifest
     /// records yet, durably (replacing the earlier record; none left when `drops` has no
-    /// sequences). Does nothing for a spool in memory, which does not outlive the process.
-    pub fn keep_drops(&self, source_id: &SourceId, drops: &PendingDrops) -> Result<(), SpoolError> {
+    /// sequences), as runs of consecutive numbers.
+    fn write_drops(&self, source_id: &SourceId, drops: &PendingDrops) -> Result<(), SpoolError> {
         if self.memory {
             return Ok(());
         }
@@ -825,11 +1078,11 @@ impl Spool {
             sync_dir(&self.dir.join("sources")).map_err(io("syncing the directory"))?;
         }
         std::fs::create_dir_all(self.dir.join("tmp")).map_err(io("creating tmp"))?;
-        let text = serde_json::json!({
-            "after": drops.after,
-            "dropped_sequences": drops.sequences,
-        })
-        .to_string();
+        let runs: Vec<[u64; 2]> = crispy_core::sequence_runs(&drops.sequences)
+            .into_iter()
+            .map(|(first, last)| [first, last])
+            .collect();
+        let text = serde_json::json!({ "after": drops.after, "dropped": runs }).to_string();
         let tmp = self
             .dir
             .join("tmp")
@@ -896,6 +1149,36 @@ fn is_entry_name(path: &Path) -> bool {
         .is_some_and(|(seq, hash)| {
             seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && !hash.is_empty()
         })
+}
+
+/// Reads a `dropped.json`: `{"after": link or null, "dropped": [[first, last], ...]}`.
+/// `None` when damaged: not that shape, runs out of order or overlapping, or more than
+/// [`MAX_KEPT_DROPS`] sequences.
+fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
+    let v: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let after = match v.get("after")? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        _ => return None,
+    };
+    let mut sequences: Vec<u64> = Vec::new();
+    let mut next = 0u64;
+    for run in v.get("dropped")?.as_array()? {
+        let [first, last] = run.as_array()?.as_slice() else {
+            return None;
+        };
+        let (first, last) = (first.as_u64()?, last.as_u64()?);
+        if first < next || last < first {
+            return None;
+        }
+        let count = (last - first).checked_add(1)?;
+        if sequences.len() as u64 + count > MAX_KEPT_DROPS {
+            return None;
+        }
+        sequences.extend(first..=last);
+        next = last.checked_add(1)?;
+    }
+    Some(PendingDrops { after, sequences })
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -982,52 +1265,174 @@ mod tests {
         );
     }
 
+    /// Accepts chunk `seq` of `cam` (`b"chunk"`) with the manifest `{"n":seq}` (12 bytes
+    /// in all below 10), recording `dropped`.
+    fn put_cam(spool: &Spool, seq: u64, dropped: &[u64]) -> Result<Accepted, SpoolError> {
+        let mut m = meta(seq);
+        m.dropped_sequences = dropped.to_vec();
+        let manifest = Bytes::from(format!("{{\"n\":{seq}}}"));
+        spool.accept(&m, &Payload::from(&b"chunk"[..]), &manifest, true, &|| {
+            false
+        })
+    }
+
+    /// The link of the manifest `put_cam` stores for `seq`.
+    fn link_of(seq: u64) -> Option<String> {
+        Some(crispy_signer::sha256_hex(
+            format!("{{\"n\":{seq}}}").as_bytes(),
+        ))
+    }
+
+    fn kept(after: Option<String>, sequences: &[u64]) -> Option<PendingDrops> {
+        Some(PendingDrops {
+            after,
+            sequences: sequences.to_vec(),
+        })
+    }
+
     #[test]
-    fn kept_drops_outlive_a_restart_until_cleared() {
+    fn drops_are_kept_on_disk_until_a_manifest_records_them() {
         let root = tempfile::tempdir().expect("tmp");
         let cam: SourceId = "cam".parse().expect("id");
-        let kept = PendingDrops {
-            after: Some("ab".repeat(32)),
-            sequences: vec![3, 4, 9],
-        };
         {
-            let (spool, _) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
-            assert_eq!(spool.pending_drops(&cam), None);
-            spool.keep_drops(&cam, &kept).expect("keep");
-            let newer = PendingDrops {
-                after: None,
-                ..kept.clone()
-            };
-            spool.keep_drops(&cam, &newer).expect("replace");
-            spool.keep_drops(&cam, &kept).expect("replace again");
+            let (spool, _) = Spool::open(root.path(), "s3://b/p", 3 * 12).expect("open");
+            spool.start_live_source(&cam, Some("ab".repeat(32)), None);
+            for seq in 0..3 {
+                put_cam(&spool, seq, &[]).expect("accept");
+            }
+            assert_eq!(spool.kept_drops(&cam), None);
+            // Full: 3 drops 0, kept with the manifest it follows (3, accepted after the drop).
+            let accepted = put_cam(&spool, 3, &[]).expect("accept");
+            assert_eq!(accepted.dropped, vec![(cam.clone(), 0)]);
+            assert_eq!(spool.drops_to_record(&cam), vec![0]);
+            assert_eq!(spool.kept_drops(&cam), kept(link_of(3), &[0]));
+            let text = std::fs::read_to_string(spool.dir().join("sources/cam/dropped.json"))
+                .expect("record");
+            assert!(text.contains(r#""dropped":[[0,0]]"#), "{text}");
         }
-        // A restart: the record is there, and is no entry to upload.
-        let (spool, recovered) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("reopen");
-        assert!(recovered.is_empty());
-        assert_eq!(spool.pending_drops(&cam), Some(kept));
-        let other: SourceId = "other".parse().expect("id");
-        assert_eq!(spool.pending_drops(&other), None);
-        spool
-            .keep_drops(&cam, &PendingDrops::default())
-            .expect("clear");
-        assert_eq!(spool.pending_drops(&cam), None);
-        spool
-            .keep_drops(&cam, &PendingDrops::default())
-            .expect("clear again");
+        // A crash or a stop: the next run finds the record and takes it.
+        let (spool, recovered) = Spool::open(root.path(), "s3://b/p", 3 * 12).expect("reopen");
+        assert_eq!(recovered.len(), 3);
+        let record = spool.kept_drops(&cam);
+        assert_eq!(record, kept(link_of(3), &[0]));
+        spool.start_live_source(&cam, link_of(3), record);
+        assert_eq!(spool.drops_to_record(&cam), vec![0]);
+        // 4 records 0 and drops 1 (which the next manifest records), and so on.
+        put_cam(&spool, 4, &[0]).expect("accept");
+        assert_eq!(spool.kept_drops(&cam), kept(link_of(4), &[1]));
+        put_cam(&spool, 5, &[1]).expect("accept");
+        assert_eq!(spool.kept_drops(&cam), kept(link_of(5), &[2]));
+        // Everything being uploaded: the chunk itself is dropped, and its manifest's record
+        // of 2 goes on to the next one.
+        let pending: Vec<SpoolEntry> = spool.lock().entries.values().cloned().collect();
+        assert_eq!(pending.len(), 3);
+        for entry in &pending {
+            assert!(spool.begin_upload(entry));
+        }
+        let accepted = put_cam(&spool, 6, &[2]).expect("accept");
+        assert!(accepted.entry.is_none());
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 6)]);
+        assert_eq!(spool.kept_drops(&cam), kept(link_of(5), &[2, 6]));
+        assert_eq!(
+            spool.unrecorded_drops(),
+            vec![UnrecordedDrops {
+                source_id: cam.clone(),
+                sequences: vec![2, 6],
+                kept: true
+            }]
+        );
+        // Uploaded; 7 records both: nothing left to keep.
+        let orders: Vec<u64> = spool.lock().entries.keys().copied().collect();
+        for order in orders {
+            let entry = spool.lock().entries[&order].clone();
+            spool.remove(&entry);
+        }
+        put_cam(&spool, 7, &[2, 6]).expect("accept");
+        assert_eq!(spool.kept_drops(&cam), None);
+        assert!(!spool.dir().join("sources/cam/dropped.json").exists());
+        assert_eq!(spool.unrecorded_drops(), Vec::new());
+    }
 
-        // A damaged record is reported and read as none.
+    #[test]
+    fn an_accept_that_fails_after_dropping_keeps_both_drops() {
+        let root = tempfile::tempdir().expect("tmp");
+        let cam: SourceId = "cam".parse().expect("id");
+        let (spool, _) = Spool::open(root.path(), "s3://b/p", 3 * 12).expect("open");
+        spool.start_live_source(&cam, None, None);
+        for seq in 0..3 {
+            put_cam(&spool, seq, &[]).expect("accept");
+        }
+        // 3's chunk cannot be written (its temporary name is taken by a directory), after
+        // 0 was dropped to make room for it.
+        let (chunk_path, _) = spool.entry_paths(&meta(3));
+        let stem = chunk_path.file_stem().expect("stem").to_string_lossy();
+        std::fs::create_dir_all(spool.dir().join("tmp").join(format!("cam-{stem}.mp4")))
+            .expect("block");
+        put_cam(&spool, 3, &[]).expect_err("cannot write");
+        assert_eq!(
+            spool.unrecorded_drops(),
+            vec![UnrecordedDrops {
+                source_id: cam.clone(),
+                sequences: vec![0, 3],
+                kept: true
+            }]
+        );
+        assert_eq!(spool.kept_drops(&cam), kept(link_of(2), &[0, 3]));
+    }
+
+    #[test]
+    fn damaged_or_stale_drop_records_go_away() {
+        let root = tempfile::tempdir().expect("tmp");
+        let cam: SourceId = "cam".parse().expect("id");
+        let (spool, _) = Spool::open(root.path(), "s3://b/p", 1 << 20).expect("open");
         let path = spool.dir().join("sources/cam/dropped.json");
-        std::fs::write(&path, b"{\"after\":null,\"dropped_sequences\":[1,\"x\"]}").expect("write");
-        assert_eq!(spool.pending_drops(&cam), None);
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
+        for damaged in [
+            &br#"{"after":null,"dropped":[[1,"x"]]}"#[..],
+            br#"{"after":null,"dropped":[[5,9],[3,4]]}"#,
+            br#"{"after":null,"dropped":[[0,18446744073709551615]]}"#,
+            br#"{"after":null,"dropped_sequences":[1]}"#,
+        ] {
+            std::fs::write(&path, damaged).expect("write");
+            assert_eq!(spool.kept_drops(&cam), None);
+            assert!(!path.exists(), "set aside");
+        }
+        let set_aside = std::fs::read_dir(spool.dir().join("conflicts/cam"))
+            .expect("conflicts")
+            .count();
+        assert!(set_aside >= 1, "{set_aside}");
 
-        // A spool in memory keeps nothing across runs.
-        let memory = Spool::in_memory(1 << 20);
-        let one = PendingDrops {
-            after: None,
-            sequences: vec![1],
-        };
-        memory.keep_drops(&cam, &one).expect("keep");
-        assert_eq!(memory.pending_drops(&cam), None);
+        std::fs::write(&path, br#"{"after":"x","dropped":[[1,2],[4,4]]}"#).expect("write");
+        assert_eq!(
+            spool.kept_drops(&cam),
+            kept(Some("x".to_owned()), &[1, 2, 4])
+        );
+        spool.forget_drops(&cam).expect("forget");
+        assert!(!path.exists());
+        assert_eq!(spool.kept_drops(&cam), None);
+        spool.forget_drops(&cam).expect("forget again");
+    }
+
+    #[test]
+    fn a_spool_in_memory_records_drops_but_keeps_none() {
+        let spool = Spool::in_memory(3 * 12);
+        let cam: SourceId = "cam".parse().expect("id");
+        spool.start_live_source(&cam, None, None);
+        for seq in 0..4 {
+            put_cam(&spool, seq, &[]).expect("accept");
+        }
+        assert_eq!(spool.drops_to_record(&cam), vec![0]);
+        assert_eq!(spool.kept_drops(&cam), None);
+        assert_eq!(
+            spool.unrecorded_drops(),
+            vec![UnrecordedDrops {
+                source_id: cam.clone(),
+                sequences: vec![0],
+                kept: false
+            }]
+        );
+        put_cam(&spool, 4, &[0]).expect("accept");
+        assert_eq!(spool.drops_to_record(&cam), vec![1]);
     }
 
     #[test]
@@ -1163,7 +1568,8 @@ mod tests {
         let accepted = spool.put(&meta_of("cam", 3, "dd"), true).expect("a");
         let cam: SourceId = "cam".parse().expect("id");
         assert_eq!(accepted.dropped, vec![(cam.clone(), 0)]);
-        assert_eq!(accepted.carried, vec![(cam.clone(), 7)]);
+        // Its manifest's record of 7 moves on: the next manifest records both.
+        assert_eq!(spool.drops_to_record(&cam), vec![0, 7]);
         assert!(file.entry.expect("file entry").chunk_path.exists());
         // The newest accepted manifest of a source outlives its entry.
         std::fs::write(
