@@ -564,6 +564,48 @@ fn bad_sinks_fail_before_reading_with_distinct_exit_codes() {
     assert!(spooled(dir.path()).is_empty());
 }
 
+/// An endpoint given only in the environment (`AWS_ENDPOINT_URL`) names the spool too: the
+/// same bucket name at two endpoints is two stores, and one's pending chunks must never be
+/// uploaded to the other.
+#[test]
+fn an_endpoint_from_the_environment_gets_its_own_spool() {
+    let moto = Emulator::start(Kind::Moto).expect("moto");
+    moto.create_bucket("footage").expect("bucket");
+    // A second endpoint (a proxy to the same moto) stands for a second store.
+    let proxy = TcpProxy::start(moto.port()).expect("proxy");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    let input = crispy_testkit::Fixture::H265_720p.path().expect("fixture");
+    let mut opts = moto.sink_options();
+    opts.retain(|(k, _)| k != "aws_endpoint");
+    for endpoint in [moto.endpoint(), proxy.endpoint()] {
+        let out = crispy()
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .args(["run", "--source"])
+            .arg(&input)
+            .args(["--sink", "s3://footage/env", "--chunk", "3s"])
+            .args(sink_opts(&opts))
+            .arg("--spool-dir")
+            .arg(&spool)
+            .output()
+            .expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{endpoint}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&spool)
+        .expect("spool")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "one spool per endpoint: {names:?}");
+    assert_ne!(names[0], names[1]);
+}
+
 /// Credentials written into a custom endpoint URL stay out of the retry warnings, the final
 /// error and the spool's directory name (object_store quotes the URLs it used).
 #[test]

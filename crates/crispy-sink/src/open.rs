@@ -137,6 +137,10 @@ pub(crate) struct Opened {
     pub signer: Arc<dyn Signer>,
     pub prefix: String,
     pub backend: Backend,
+    /// The endpoint the store was given, from the options or the environment
+    /// (`AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`, `AZURE_STORAGE_ENDPOINT`, the Azure emulator):
+    /// part of the spool key.
+    pub endpoint: Option<String>,
 }
 
 /// Opens `s3://`, `gs://`, `az://` / `azure://` URLs. Credentials come from the environment
@@ -167,6 +171,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
         ));
     }
     let retry = opts.retry.clone().unwrap_or_else(default_retry);
+    let endpoint: Option<String>;
     let built = match backend {
         Backend::S3 => {
             let mut b = AmazonS3Builder::from_env()
@@ -194,6 +199,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
                     ),
                 });
             }
+            endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
             b.build().map(both)
         }
         Backend::Gcs => {
@@ -207,6 +213,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
+            endpoint = b.get_config_value(&GoogleConfigKey::BaseUrl);
             b.build().map(both)
         }
         _ => {
@@ -220,6 +227,12 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
+            let emulator = b
+                .get_config_value(&AzureConfigKey::UseEmulator)
+                .is_some_and(|v| v == "true");
+            endpoint = b
+                .get_config_value(&AzureConfigKey::Endpoint)
+                .or_else(|| emulator.then(|| "the Azure storage emulator".to_owned()));
             b.build().map(both)
         }
     };
@@ -233,6 +246,9 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
         signer,
         prefix: prefix.to_owned(),
         backend,
+        endpoint: endpoint
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .filter(|e| !e.is_empty()),
     }))
 }
 

@@ -30,8 +30,8 @@ pub struct ObjectStoreSink {
     created_dirs: Vec<PathBuf>,
     backend: Backend,
     signer: Option<Arc<dyn Signer>>,
-    /// A custom endpoint from the options (an S3-compatible store, an emulator): part of
-    /// the spool key, so two stores under one URL never share pending chunks.
+    /// A custom endpoint, from the options or the environment (an S3-compatible store, an
+    /// emulator): part of the spool key, so two stores under one URL never share pending chunks.
     endpoint: Option<String>,
 }
 
@@ -95,12 +95,7 @@ impl ObjectStoreSink {
         if let Some(opened) = crate::open::open_cloud(url, options)? {
             let mut sink = Self::new(opened.store, &opened.prefix, url, opened.backend)?;
             sink.signer = Some(opened.signer);
-            sink.endpoint = options
-                .options
-                .iter()
-                .filter(|(k, _)| k.contains("endpoint") || k.contains("base_url"))
-                .map(|(_, v)| v.trim_end_matches('/').to_owned())
-                .next_back();
+            sink.endpoint = opened.endpoint;
             return Ok(sink);
         }
         let local_only = || {
