@@ -177,7 +177,7 @@ pub struct RunArgs {
         required_unless_present = "config",
         conflicts_with = "config"
     )]
-    pub source: Option<String>,
+    pub source: Option<std::ffi::OsString>,
     /// A TOML file listing cameras and settings (see docs/config.md). The file's settings
     /// are the run's: only --sink, --sink-opt, --spool-dir, --spool-max, --align, --cut and
     /// the signing options may be added on the command line.

@@ -259,10 +259,12 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             config.sink_options,
         ));
     }
-    let source = args
+    // A file's name need not be UTF-8; URLs and test patterns are read as text.
+    let raw_source = args
         .source
         .clone()
         .context("--source or --config is required")?;
+    let source = raw_source.to_string_lossy().into_owned();
     let options = PipelineOptions {
         max_in_flight: usize::from(args.max_in_flight),
         drain_timeout: args.drain_timeout.as_duration(),
@@ -393,7 +395,7 @@ fn plan(args: &RunArgs) -> Result<Plan> {
             prefix: None,
         }
     } else {
-        let path = std::path::PathBuf::from(&source);
+        let path = std::path::PathBuf::from(raw_source);
         let id = args
             .source_id
             .clone()

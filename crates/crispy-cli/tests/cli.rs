@@ -585,6 +585,27 @@ fn default_source_id_is_the_sanitized_file_stem() {
     assert_eq!(ms[0].1["source_id"], "Front_door_cam_2");
 }
 
+/// A file name need not be UTF-8 (an old NVR's export in Latin-1): it is read, its id is
+/// what is left of its name, and a missing one is named in the error.
+#[test]
+fn a_file_name_that_is_not_utf8_is_read() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join(OsStr::from_bytes(b"c\xe1mara 2.mp4"));
+    std::fs::copy(Fixture::H264LongGop250.path().expect("fixture"), &src).expect("copy");
+    let sink = dir.path().join("out");
+    let out = run(&src, &sink, &["--chunk", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ms = manifests(&sink);
+    assert_eq!(ms.len(), 3, "GOP 250 at 25 fps: a chunk per keyframe");
+    assert_eq!(ms[0].1["source_id"], "c_mara_2");
+    let missing = dir.path().join(OsStr::from_bytes(b"gone\xff.mp4"));
+    let out = run(&missing, &sink, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("gone\\xFF.mp4"), "{err}");
+}
+
 /// A file name cannot forge log lines: its newline and escape characters are shown as
 /// escapes in text logs, in the run's lines and in its errors.
 #[test]
