@@ -256,22 +256,36 @@ impl Sealing {
         let Some(accepted) = self.accept(&chunk, &manifest) else {
             return false;
         };
-        if !accepted.dropped.is_empty() {
+        // A chunk the spool refused is the last dropped; the ones before it made room.
+        let made_room = match &accepted.refused {
+            Some(e) => {
+                let m = &chunk.metadata;
+                tracing::error!(
+                    source = %m.source_id,
+                    sequence = m.sequence,
+                    "{e}; chunk dropped, the gap is recorded in the next manifest"
+                );
+                &accepted.dropped[..accepted.dropped.len().saturating_sub(1)]
+            }
+            None => &accepted.dropped[..],
+        };
+        if !made_room.is_empty() {
             tracing::error!(
-                dropped = accepted.dropped.len(),
-                chunks = %accepted.dropped.iter().map(|(id, seq)| format!("{id}#{seq}"))
+                dropped = made_room.len(),
+                chunks = %made_room.iter().map(|(id, seq)| format!("{id}#{seq}"))
                     .collect::<Vec<_>>().join(","),
                 spool = %self.spool.dir().display(),
                 "SPOOL FULL: dropped the oldest chunks not yet uploaded; the gap is recorded in \
                  the next manifest of each source (raise --spool-max or fix the sink)"
             );
-            if self
+        }
+        if !accepted.dropped.is_empty()
+            && self
                 .tx
                 .blocking_send(ReaderMsg::Dropped(accepted.dropped))
                 .is_err()
-            {
-                return false;
-            }
+        {
+            return false;
         }
         match accepted.entry {
             Some(entry) => self
@@ -291,7 +305,8 @@ impl Sealing {
     }
 
     /// Puts a sealed chunk into the spool. A file source waits out a full disk; a live
-    /// source drops the chunk (recorded in its next manifest) and goes on reading.
+    /// source's chunk that cannot be spooled is dropped by the spool (`refused`, recorded in
+    /// its next manifest) and the source goes on reading.
     fn accept(&self, chunk: &Chunk, manifest: &bytes::Bytes) -> Option<Accepted> {
         let m = &chunk.metadata;
         let cancelled = || self.shutdown.is_triggered();
@@ -318,19 +333,6 @@ impl Sealing {
                         self.fail(ReaderFailure::Spool(e));
                         return None;
                     }
-                }
-                Err(e) if self.live => {
-                    tracing::error!(
-                        source = %m.source_id,
-                        sequence = m.sequence,
-                        "{e}; chunk dropped, the gap is recorded in the next manifest"
-                    );
-                    // The spool recorded the drop; counted here.
-                    let own = vec![(m.source_id.clone(), m.sequence)];
-                    if self.tx.blocking_send(ReaderMsg::Dropped(own)).is_err() {
-                        return None;
-                    }
-                    return Some(Accepted::default());
                 }
                 Err(e) => {
                     self.fail(ReaderFailure::Spool(e));

@@ -230,13 +230,15 @@ where
         };
         // Drops an earlier run kept in the spool because it ended before a manifest recorded
         // them: this run's first manifest records them, and its chunks are numbered after them.
-        let (first_sequence, adopted) = match spool
+        let kept = spool
             .kept_drops(&job.source_id)
             .filter(|_| job.spec.is_live())
-        {
-            // Recorded after the manifest this run continues from; or the sink did not say
-            // what it holds, so nothing shows the record to be stale: kept, not lost.
-            Some(kept) if kept.after == prev_link || !sink_answered => {
+            .map(|kept| {
+                let resumed = resume.as_ref().map(|r| &r.metadata);
+                kept_drops_apply(kept, prev_link.as_deref(), resumed, sink_answered)
+            });
+        let (first_sequence, adopted) = match kept {
+            Some(Ok(kept)) if !kept.sequences.is_empty() => {
                 tracing::warn!(
                     source = %job.source_id,
                     chunks = kept.sequences.len(),
@@ -246,13 +248,15 @@ where
                 let after = kept.sequences.last().map_or(0, |s| s + 1);
                 (first_sequence.max(after), Some(kept))
             }
-            Some(stale) => {
-                tracing::warn!(
-                    source = %job.source_id,
-                    sequences = %sequence_ranges(&stale.sequences),
-                    "ignoring the spool's record of chunks an earlier run dropped: the sink \
-                     holds newer chunks of this source than that record knows"
-                );
+            Some(outcome) => {
+                if let Err(stale) = outcome {
+                    tracing::warn!(
+                        source = %job.source_id,
+                        sequences = %sequence_ranges(&stale.sequences),
+                        "ignoring the spool's record of chunks an earlier run dropped: the sink \
+                         holds newer chunks of this source than that record knows"
+                    );
+                }
                 if let Err(e) = spool.forget_drops(&job.source_id) {
                     tracing::warn!(source = %job.source_id, "{e}");
                 }
@@ -905,6 +909,33 @@ fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineErro
     })
 }
 
+/// What of a live source's drops that an earlier run kept (`kept`) still applies to a run
+/// continuing from `prev_link`, the link to `resumed`: `Ok` with what its first manifest
+/// must record (possibly nothing), `Err` with the record when it is stale.
+///
+/// The record applies when it was kept after the manifest the run continues from; or just
+/// before it, by the run that accepted that manifest and stopped before the record could
+/// follow it (then what that manifest records, or what comes after it, no longer applies);
+/// or when the sink did not say what it holds, so that nothing shows it to be stale. It is
+/// stale when the sink holds newer chunks than it knows (stored by another spool's run,
+/// whose chunks may carry its numbers).
+fn kept_drops_apply(
+    mut kept: crispy_sink::PendingDrops,
+    prev_link: Option<&str>,
+    resumed: Option<&ChunkMetadata>,
+    sink_answered: bool,
+) -> Result<crispy_sink::PendingDrops, crispy_sink::PendingDrops> {
+    if kept.after.as_deref() == prev_link {
+        return Ok(kept);
+    }
+    if let Some(m) = resumed.filter(|m| m.prev_sha256 == kept.after) {
+        kept.sequences
+            .retain(|s| *s < m.sequence && !m.dropped_sequences.contains(s));
+        return Ok(kept);
+    }
+    if sink_answered { Err(kept) } else { Ok(kept) }
+}
+
 /// The most an in-memory spool holds, whatever `--spool-max` says.
 const MEMORY_SPOOL_MAX: u64 = 512 << 20;
 
@@ -1296,5 +1327,75 @@ mod tests {
         };
         assert!(e.to_string().contains("are lost"), "{e}");
         assert!(!e.to_string().contains("next start"), "{e}");
+    }
+
+    use crispy_sink::PendingDrops;
+
+    fn resumed(sequence: u64, prev: &str, dropped: &[u64]) -> ChunkMetadata {
+        let mut m: ChunkMetadata =
+            serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+        m.sequence = sequence;
+        m.prev_sha256 = Some(prev.to_owned());
+        m.dropped_sequences = dropped.to_vec();
+        m
+    }
+
+    fn kept(after: Option<&str>, sequences: &[u64]) -> PendingDrops {
+        PendingDrops {
+            after: after.map(str::to_owned),
+            sequences: sequences.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_record_applies_after_the_manifest_the_run_continues_from() {
+        let m = resumed(9, "l8", &[]);
+        assert_eq!(
+            kept_drops_apply(kept(Some("l9"), &[10, 11]), Some("l9"), Some(&m), true),
+            Ok(kept(Some("l9"), &[10, 11]))
+        );
+        // A new chain (nothing stored) and a record made before any manifest.
+        assert_eq!(
+            kept_drops_apply(kept(None, &[0, 1]), None, None, true),
+            Ok(kept(None, &[0, 1]))
+        );
+    }
+
+    /// A full spool's accept of 9 kept the drop of 4 (after 8), made 9 durable, and the
+    /// process ended before the record could follow 9: 4 still applies, what 9 records
+    /// (2, 3) does not.
+    #[test]
+    fn a_record_kept_just_before_the_resumed_manifest_applies_minus_what_it_records() {
+        let m = resumed(9, "l8", &[2, 3]);
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[2, 3, 4]), Some("l9"), Some(&m), true),
+            Ok(kept(Some("l8"), &[4]))
+        );
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[2, 3]), Some("l9"), Some(&m), true),
+            Ok(kept(Some("l8"), &[]))
+        );
+        // Numbers at or after the resumed manifest's are its own or later chunks'.
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[4, 9, 10]), Some("l9"), Some(&m), false),
+            Ok(kept(Some("l8"), &[4]))
+        );
+    }
+
+    #[test]
+    fn a_record_older_than_the_sinks_newest_chunk_is_stale_unless_the_sink_was_silent() {
+        let m = resumed(20, "l19", &[]);
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[4]), Some("l20"), Some(&m), true),
+            Err(kept(Some("l8"), &[4]))
+        );
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[4]), Some("l20"), Some(&m), false),
+            Ok(kept(Some("l8"), &[4]))
+        );
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[4]), None, None, true),
+            Err(kept(Some("l8"), &[4]))
+        );
     }
 }

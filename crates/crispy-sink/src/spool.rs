@@ -114,7 +114,7 @@ pub struct SpoolEntry {
 }
 
 /// What an accept did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Accepted {
     /// The chunk's entry; `None` when a live source's chunk was dropped itself (the spool
     /// is full of chunks being uploaded).
@@ -123,6 +123,9 @@ pub struct Accepted {
     /// when `entry` is `None`: source and sequence. The spool records them
     /// ([`Spool::drops_to_record`]) until a manifest it accepts records them.
     pub dropped: Vec<(SourceId, u64)>,
+    /// A live source's chunk that could not be spooled (a full disk, a chunk larger than
+    /// the spool): why. The chunk is then the last of `dropped`.
+    pub refused: Option<SpoolError>,
 }
 
 /// A live source's dropped chunks that no manifest accepted into the spool records yet, as
@@ -194,9 +197,12 @@ impl ChainTip {
     }
 }
 
-/// The most sequences a `dropped.json` may name: more is taken as damage (a day of 32
-/// cameras in one-second chunks is 2.8 million).
-const MAX_KEPT_DROPS: u64 = 50_000_000;
+/// The most sequences one source's `dropped.json` may name: more is taken as damage (a week
+/// of one-second chunks is 604,800), since its first manifest would have to list them all.
+const MAX_KEPT_DROPS: u64 = 1_000_000;
+
+/// The largest `dropped.json` read (runs of numbers: a few bytes each).
+const MAX_DROPS_FILE: u64 = 4 << 20;
 
 #[derive(Debug, Default)]
 struct State {
@@ -520,11 +526,11 @@ impl Spool {
     /// pending under the same name (a file run again after an interruption) is not written
     /// twice: `entry` is `None` and the pending one goes out.
     ///
-    /// A live source's drops are recorded by the spool itself, on disk before a dropped
-    /// entry's files are removed: the entries dropped to make room, and the chunk itself
-    /// when it is not accepted (any error but [`SpoolError::Closed`]), with the earlier
-    /// drops their manifests recorded. The source's next manifest must record them all
-    /// ([`Self::drops_to_record`]); accepting it clears them.
+    /// A live source's chunk that cannot be spooled (any error but [`SpoolError::Closed`])
+    /// is dropped too: `Ok` with the error in `refused`. The spool records a live source's
+    /// drops itself, on disk before a dropped entry's files are removed, with the earlier
+    /// drops their manifests recorded; the source's next manifest must record them all
+    /// ([`Self::drops_to_record`]), and accepting it clears them.
     pub fn accept(
         &self,
         metadata: &ChunkMetadata,
@@ -533,18 +539,24 @@ impl Spool {
         live: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Accepted, SpoolError> {
-        let result = self.accept_inner(metadata, payload, manifest, live, cancelled);
-        match &result {
-            Ok(accepted) if accepted.entry.is_some() => {
-                self.recorded(metadata, manifest);
+        let mut accepted = Accepted::default();
+        match self.accept_inner(metadata, payload, manifest, live, cancelled, &mut accepted) {
+            Ok(()) => {
+                if accepted.entry.is_some() {
+                    self.recorded(metadata, manifest);
+                }
+                Ok(accepted)
             }
-            Err(SpoolError::Closed { .. }) => {}
-            Err(_) if live => {
-                self.note_drops(&metadata.source_id, [metadata.sequence]);
+            Err(e @ SpoolError::Closed { .. }) => Err(e),
+            Err(e) if live => {
+                let id = &metadata.source_id;
+                accepted.dropped.push((id.clone(), metadata.sequence));
+                self.note_drops(id, [metadata.sequence]);
+                accepted.refused = Some(e);
+                Ok(accepted)
             }
-            _ => {}
+            Err(e) => Err(e),
         }
-        result
     }
 
     fn accept_inner(
@@ -554,7 +566,8 @@ impl Spool {
         manifest: &Bytes,
         live: bool,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Accepted, SpoolError> {
+        accepted: &mut Accepted,
+    ) -> Result<(), SpoolError> {
         let bytes = (payload.len() + manifest.len()) as u64;
         if bytes > self.max_bytes {
             return Err(SpoolError::TooLarge {
@@ -563,7 +576,6 @@ impl Spool {
                 max: self.max_bytes,
             });
         }
-        let mut accepted = Accepted::default();
         let (chunk_path, manifest_path) = self.entry_paths(metadata);
         let id = &metadata.source_id;
         // Entries dropped to make room: out of the index now, their files removed once the
@@ -571,12 +583,15 @@ impl Spool {
         let mut evicted: Vec<SpoolEntry> = Vec::new();
         let mut state = self.lock();
         if state.paths.contains(&chunk_path) {
-            return Ok(accepted);
+            return Ok(());
         }
         loop {
             if state.closed || (!live && cancelled()) {
-                drop(state);
-                self.drop_evicted(id, evicted);
+                // Nothing dropped after all.
+                for e in evicted.drain(..) {
+                    state.used += e.bytes;
+                    state.insert(e);
+                }
                 return Err(SpoolError::Closed { dir: self.shown() });
             }
             if state.used + bytes <= self.max_bytes {
@@ -584,13 +599,17 @@ impl Spool {
             }
             if live {
                 let Some(order) = state.oldest_idle(id) else {
-                    // Everything of this source is being uploaded: this chunk is the one
-                    // dropped (its manifest's records of earlier drops stay recorded).
+                    // Everything else of this source is being uploaded: this chunk is the
+                    // one dropped (its manifest's records of earlier drops stay recorded),
+                    // and the idle entries taken out for it stay.
+                    for e in evicted.drain(..) {
+                        state.used += e.bytes;
+                        state.insert(e);
+                    }
                     drop(state);
-                    accepted.dropped.push((id.clone(), metadata.sequence));
-                    self.drop_evicted(id, evicted);
+                    accepted.dropped = vec![(id.clone(), metadata.sequence)];
                     self.note_drops(id, [metadata.sequence]);
-                    return Ok(accepted);
+                    return Ok(());
                 };
                 if let Some(e) = state.take(order) {
                     state.used -= e.bytes;
@@ -638,7 +657,7 @@ impl Spool {
                         .insert(metadata.source_id.clone(), manifest.clone());
                 }
                 accepted.entry = Some(entry);
-                Ok(accepted)
+                Ok(())
             }
             Err(e) => {
                 self.lock().used -= bytes;
@@ -649,7 +668,8 @@ impl Spool {
 
     /// Records the drop of entries taken out of the index (with the earlier drops their
     /// manifests recorded), then removes their files: a crash in between leaves the entries
-    /// pending, never gone unrecorded.
+    /// pending, never gone unrecorded. If the record cannot be written (a full disk), the
+    /// files go first to free the room, and the record is tried once more.
     fn drop_evicted(&self, id: &SourceId, evicted: Vec<SpoolEntry>) {
         if evicted.is_empty() {
             return;
@@ -658,28 +678,32 @@ impl Spool {
             .iter()
             .flat_map(|e| std::iter::once(e.sequence).chain(e.carried_drops.iter().copied()))
             .collect();
-        self.note_drops(id, sequences);
+        let kept = self.note_drops(id, sequences);
         if !self.memory {
             for e in evicted {
                 let _ = std::fs::remove_file(&e.manifest_path);
                 let _ = std::fs::remove_file(&e.chunk_path);
             }
+            if !kept {
+                self.keep_record(id);
+            }
         }
     }
 
-    /// Adds `sequences` to `id`'s record of drops and keeps it.
-    fn note_drops(&self, id: &SourceId, sequences: impl IntoIterator<Item = u64>) {
+    /// Adds `sequences` to `id`'s record of drops and keeps it; false when the record could
+    /// not be written.
+    fn note_drops(&self, id: &SourceId, sequences: impl IntoIterator<Item = u64>) -> bool {
         {
             let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
             let record = drops.entry(id.clone()).or_default();
             let before = record.sequences.len();
             record.sequences.extend(sequences);
-            if record.sequences.len() == before {
-                return;
+            if record.sequences.len() == before && record.kept {
+                return true;
             }
             record.kept = false;
         }
-        self.keep_record(id);
+        self.keep_record(id)
     }
 
     /// A manifest of `metadata`'s source was accepted: the drops it records are recorded,
@@ -706,17 +730,17 @@ impl Spool {
     /// Writes `id`'s record of drops to disk as it stands (removes it when empty). A spool
     /// in memory keeps nothing; a record that cannot be written is reported (once until it
     /// can be again) and stays in memory, for the source's next manifest.
-    fn keep_record(&self, id: &SourceId) {
+    fn keep_record(&self, id: &SourceId) -> bool {
         if self.memory {
-            return;
+            return false;
         }
         let now = {
             let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
             let Some(record) = drops.get(id) else {
-                return;
+                return true;
             };
             if record.kept {
-                return;
+                return true;
             }
             let tip = record.after.clone();
             let sequences: Vec<u64> = record.sequences.iter().copied().collect();
@@ -730,11 +754,11 @@ impl Spool {
         let result = self.write_drops(id, &now);
         let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
         let Some(record) = drops.get_mut(id) else {
-            return;
+            return result.is_ok();
         };
         record.kept = result.is_ok();
         record.failing = result.is_err();
-        if let Err(e) = result
+        if let Err(e) = &result
             && !failing
         {
             tracing::error!(
@@ -744,6 +768,7 @@ impl Spool {
                  chunk of this source"
             );
         }
+        result.is_ok()
     }
 
     /// Starts the record of a live source's drops: its chain continues from `continues_from`
@@ -759,6 +784,9 @@ impl Spool {
     ) {
         {
             let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            // A stale record that could not be removed ([`Self::forget_drops`]) is removed
+            // at the next write.
+            let stale_left = drops.get(source_id).is_some_and(|r| !r.kept);
             let record = drops.entry(source_id.clone()).or_default();
             let same = kept.as_ref().is_some_and(|k| k.after == continues_from);
             record.after = ChainTip::Link(continues_from);
@@ -766,7 +794,7 @@ impl Spool {
                 .sequences
                 .extend(kept.into_iter().flat_map(|k| k.sequences));
             // On disk already, unless it is taken to follow another manifest now.
-            record.kept = record.sequences.is_empty() || same;
+            record.kept = !stale_left && (record.sequences.is_empty() || same);
         }
         self.keep_record(source_id);
     }
@@ -1013,7 +1041,13 @@ impl Spool {
             return None;
         }
         let path = self.drops_path(source_id);
-        let text = match std::fs::read(&path) {
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_DROPS_FILE + 1), &mut text)
+                .map(|_| text)
+        });
+        let text = match read {
+            Ok(text) if text.len() as u64 > MAX_DROPS_FILE => Vec::new(),
             Ok(text) => text,
             Err(e) if e.kind() == ErrorKind::NotFound => return None,
             Err(e) => {
@@ -1049,11 +1083,18 @@ impl Spool {
     /// Removes the record of `source_id`'s drops, on disk and in memory: it no longer
     /// applies (the sink holds newer chunks than it knows).
     pub fn forget_drops(&self, source_id: &SourceId) -> Result<(), SpoolError> {
-        self.drops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(source_id);
-        self.write_drops(source_id, &PendingDrops::default())
+        let result = self.write_drops(source_id, &PendingDrops::default());
+        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                drops.remove(source_id);
+            }
+            // Still on disk: removed at the record's next write.
+            Err(_) => {
+                drops.insert(source_id.clone(), DropRecord::default());
+            }
+        }
+        result
     }
 
     /// Writes `drops` as the record of `source_id`'s dropped chunks that no accepted manifest
@@ -1151,9 +1192,9 @@ fn is_entry_name(path: &Path) -> bool {
         })
 }
 
-/// Reads a `dropped.json`: `{"after": link or null, "dropped": [[first, last], ...]}`.
-/// `None` when damaged: not that shape, runs out of order or overlapping, or more than
-/// [`MAX_KEPT_DROPS`] sequences.
+/// Reads a `dropped.json`: `{"after": link or null, "dropped": [[first, last], ...]}` (or
+/// the first version's `"dropped_sequences": [n, ...]`). `None` when damaged: not that
+/// shape, runs out of order or overlapping, or more than [`MAX_KEPT_DROPS`] sequences.
 fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
     let v: serde_json::Value = serde_json::from_slice(text).ok()?;
     let after = match v.get("after")? {
@@ -1161,13 +1202,25 @@ fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
         serde_json::Value::String(s) => Some(s.clone()),
         _ => return None,
     };
+    let runs: Vec<(u64, u64)> = match (v.get("dropped"), v.get("dropped_sequences")) {
+        (Some(runs), None) => runs
+            .as_array()?
+            .iter()
+            .map(|run| match run.as_array()?.as_slice() {
+                [first, last] => Some((first.as_u64()?, last.as_u64()?)),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        (None, Some(list)) => list
+            .as_array()?
+            .iter()
+            .map(|n| n.as_u64().map(|n| (n, n)))
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
     let mut sequences: Vec<u64> = Vec::new();
     let mut next = 0u64;
-    for run in v.get("dropped")?.as_array()? {
-        let [first, last] = run.as_array()?.as_slice() else {
-            return None;
-        };
-        let (first, last) = (first.as_u64()?, last.as_u64()?);
+    for (first, last) in runs {
         if first < next || last < first {
             return None;
         }
@@ -1368,7 +1421,13 @@ mod tests {
         let stem = chunk_path.file_stem().expect("stem").to_string_lossy();
         std::fs::create_dir_all(spool.dir().join("tmp").join(format!("cam-{stem}.mp4")))
             .expect("block");
-        put_cam(&spool, 3, &[]).expect_err("cannot write");
+        let accepted = put_cam(&spool, 3, &[]).expect("dropped, not an error");
+        assert!(
+            matches!(accepted.refused, Some(SpoolError::Io { .. })),
+            "{accepted:?}"
+        );
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 0), (cam.clone(), 3)]);
+        assert!(accepted.entry.is_none());
         assert_eq!(
             spool.unrecorded_drops(),
             vec![UnrecordedDrops {
@@ -1378,6 +1437,59 @@ mod tests {
             }]
         );
         assert_eq!(spool.kept_drops(&cam), kept(link_of(2), &[0, 3]));
+
+        // The record cannot be written either: the drop is still made (the room is needed)
+        // and recorded in memory, said not to be kept; the next write that can keeps it.
+        let blocker = spool.dir().join("tmp").join("cam-dropped.json");
+        std::fs::create_dir_all(&blocker).expect("block");
+        let (chunk_1, _) = spool.entry_paths(&meta(1));
+        assert!(chunk_1.exists());
+        put_cam(&spool, 4, &[0, 3]).expect("accept");
+        assert_eq!(spool.kept_drops(&cam), None, "recorded by 4");
+        put_cam(&spool, 5, &[]).expect("accept");
+        assert!(!chunk_1.exists(), "dropped");
+        assert_eq!(
+            spool.unrecorded_drops(),
+            vec![UnrecordedDrops {
+                source_id: cam.clone(),
+                sequences: vec![1],
+                kept: false
+            }]
+        );
+        std::fs::remove_dir(&blocker).expect("unblock");
+        put_cam(&spool, 6, &[]).expect("accept");
+        assert_eq!(spool.kept_drops(&cam), kept(link_of(6), &[1, 2]));
+        assert!(spool.unrecorded_drops().iter().all(|d| d.kept));
+    }
+
+    /// When the entries that could be dropped would not make room (the rest is being
+    /// uploaded), the new chunk is dropped and they stay.
+    #[test]
+    fn idle_entries_stay_when_dropping_them_would_not_make_room() {
+        let spool = Spool::in_memory(3 * 12);
+        let cam: SourceId = "cam".parse().expect("id");
+        let entries: Vec<SpoolEntry> = (0..3)
+            .map(|seq| put_cam(&spool, seq, &[]).expect("a").entry.expect("held"))
+            .collect();
+        assert!(spool.begin_upload(&entries[0]));
+        assert!(spool.begin_upload(&entries[1]));
+        // 24 bytes: the one idle entry (12) would not make room.
+        let m = meta(3);
+        let accepted = spool
+            .accept(
+                &m,
+                &Payload::from(&[0u8; 17][..]),
+                &Bytes::from_static(b"{\"n\":3}"),
+                true,
+                &|| false,
+            )
+            .expect("dropped");
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 3)]);
+        assert!(accepted.entry.is_none() && accepted.refused.is_none());
+        assert!(spool.is_pending(&entries[2]), "the idle entry stays");
+        assert_eq!(spool.len(), 3);
+        assert_eq!(spool.used_bytes(), 36);
+        assert_eq!(spool.drops_to_record(&cam), vec![3]);
     }
 
     #[test]
@@ -1391,7 +1503,10 @@ mod tests {
             &br#"{"after":null,"dropped":[[1,"x"]]}"#[..],
             br#"{"after":null,"dropped":[[5,9],[3,4]]}"#,
             br#"{"after":null,"dropped":[[0,18446744073709551615]]}"#,
-            br#"{"after":null,"dropped_sequences":[1]}"#,
+            br#"{"after":null,"dropped":[[0,1000000]]}"#,
+            br#"{"after":null,"dropped":[[0,3]],"dropped_sequences":[1]}"#,
+            br#"{"after":null,"dropped_sequences":[1,1]}"#,
+            br#"{"dropped":[[0,3]]}"#,
         ] {
             std::fs::write(&path, damaged).expect("write");
             assert_eq!(spool.kept_drops(&cam), None);
@@ -1401,6 +1516,19 @@ mod tests {
             .expect("conflicts")
             .count();
         assert!(set_aside >= 1, "{set_aside}");
+
+        // Too large to be a record.
+        let mut big = br#"{"after":null,"dropped":[[0,0]]}"#.to_vec();
+        big.resize(5 << 20, b' ');
+        std::fs::write(&path, &big).expect("write");
+        assert_eq!(spool.kept_drops(&cam), None);
+        assert!(!path.exists(), "set aside");
+        // The first version's list of numbers still reads.
+        std::fs::write(&path, br#"{"after":"x","dropped_sequences":[1,2,4]}"#).expect("write");
+        assert_eq!(
+            spool.kept_drops(&cam),
+            kept(Some("x".to_owned()), &[1, 2, 4])
+        );
 
         std::fs::write(&path, br#"{"after":"x","dropped":[[1,2],[4,4]]}"#).expect("write");
         assert_eq!(
@@ -1513,15 +1641,25 @@ mod tests {
             None,
             "manifests here are not JSON"
         );
-        let err = spool
-            .accept(
+        // Too large for the whole spool: a live source's chunk is dropped (and recorded); a
+        // file source's is an error.
+        let too_large = |live| {
+            spool.accept(
                 &meta(9),
                 &Payload::from(&[0u8; 64][..]),
                 &Bytes::from_static(b"{}"),
-                true,
+                live,
                 &|| false,
             )
-            .expect_err("too large");
+        };
+        let accepted = too_large(true).expect("dropped");
+        assert!(
+            matches!(accepted.refused, Some(SpoolError::TooLarge { .. })),
+            "{accepted:?}"
+        );
+        assert_eq!(accepted.dropped, vec![(cam.clone(), 9)]);
+        assert_eq!(spool.drops_to_record(&cam), vec![1, 9]);
+        let err = too_large(false).expect_err("too large");
         assert!(matches!(err, SpoolError::TooLarge { .. }), "{err}");
     }
 
