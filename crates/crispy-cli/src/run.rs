@@ -265,6 +265,17 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         .clone()
         .context("--source or --config is required")?;
     let source = raw_source.to_string_lossy().into_owned();
+    if raw_source.to_str().is_none()
+        && (source.contains("://") || SyntheticConfig::parse(&source).is_some())
+    {
+        // Not quoted: a URL may carry a password.
+        return Err(UsageError(
+            "--source: a camera URL or test pattern must be UTF-8 text (only file names may \
+             be other bytes)"
+                .to_owned(),
+        )
+        .into());
+    }
     let options = PipelineOptions {
         max_in_flight: usize::from(args.max_in_flight),
         drain_timeout: args.drain_timeout.as_duration(),

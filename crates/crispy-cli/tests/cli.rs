@@ -599,6 +599,35 @@ fn a_file_name_that_is_not_utf8_is_read() {
     let ms = manifests(&sink);
     assert_eq!(ms.len(), 3, "GOP 250 at 25 fps: a chunk per keyframe");
     assert_eq!(ms[0].1["source_id"], "c_mara_2");
+    // Transcoding opens it by its bytes too (ffmpeg-next's own open panicked).
+    let transcoded = dir.path().join("transcoded");
+    let out = run(
+        &src,
+        &transcoded,
+        &[
+            "--mode",
+            "transcode",
+            "--chunk",
+            "12s",
+            "--preset",
+            "ultrafast",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(manifests(&transcoded).len(), 2);
+    // A URL is text: other bytes in one are refused, not replaced.
+    let url = OsStr::from_bytes(b"rtsp://admin:p\xffss@127.0.0.1:9/s");
+    let refused = crispy()
+        .args(["run", "--sink"])
+        .arg(format!("file://{}", sink.display()))
+        .arg("--source")
+        .arg(url)
+        .output()
+        .expect("runs");
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    assert!(!err.contains("ss@"), "the password stays out: {err}");
     let missing = dir.path().join(OsStr::from_bytes(b"gone\xff.mp4"));
     let out = run(&missing, &sink, &[]);
     let err = stderr(&out);

@@ -441,6 +441,24 @@ pub(crate) fn lavfi_format() -> Result<ffmpeg::format::Input, String> {
 pub(crate) fn open_file(
     path: &std::path::Path,
 ) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    open_path(path, true)
+}
+
+/// Opens `path` as `ffmpeg::format::input` does (the streams analysed, the parsers on), but
+/// by the path's bytes: ffmpeg-next's own function panics on a name that is not UTF-8. For
+/// decoding (transcode mode).
+pub(crate) fn open_file_analysed(
+    path: &std::path::Path,
+) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+    open_path(path, false)
+}
+
+/// [`open_file`], with `copy_shortcuts` (no H.264 parser, no stream analysis where the MOV
+/// header suffices) or without.
+fn open_path(
+    path: &std::path::Path,
+    copy_shortcuts: bool,
+) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| ffmpeg::Error::InvalidData)?;
@@ -468,7 +486,8 @@ pub(crate) fn open_file(
     // moves into the returned `Input`, which closes it on drop.
     unsafe {
         let format = (*ctx).iformat;
-        let mov = !format.is_null()
+        let mov = copy_shortcuts
+            && !format.is_null()
             && CStr::from_ptr((*format).name)
                 .to_bytes()
                 .starts_with(b"mov,");

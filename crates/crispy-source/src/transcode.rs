@@ -218,11 +218,12 @@ impl TranscodeSource {
             path: path.clone(),
             reason,
         };
-        let input = ffmpeg::format::input(&path).map_err(|source| SourceError::NotMedia {
-            path: path.clone(),
-            source,
-            said: String::new(),
-        })?;
+        let input =
+            crate::ffi::open_file_analysed(&path).map_err(|source| SourceError::NotMedia {
+                path: path.clone(),
+                source,
+                said: String::new(),
+            })?;
         let stream = input
             .streams()
             .best(ffmpeg::media::Type::Video)
