@@ -256,18 +256,17 @@ impl Sealing {
         let Some(accepted) = self.accept(&chunk, &manifest) else {
             return false;
         };
-        // A chunk the spool refused is the last dropped; the ones before it made room.
-        let made_room = match &accepted.refused {
-            Some(e) => {
-                let m = &chunk.metadata;
-                tracing::error!(
-                    source = %m.source_id,
-                    sequence = m.sequence,
-                    "{e}; chunk dropped, the gap is recorded in the next manifest"
-                );
-                &accepted.dropped[..accepted.dropped.len().saturating_sub(1)]
-            }
-            None => &accepted.dropped[..],
+        // The chunk itself, when dropped, is the last of `dropped`: refused (a full disk, too
+        // large), or with every other chunk of the source being uploaded. The ones before
+        // it made room.
+        let m = &chunk.metadata;
+        let own = accepted
+            .dropped
+            .last()
+            .is_some_and(|(id, seq)| *id == m.source_id && *seq == m.sequence);
+        let made_room = match own {
+            true => &accepted.dropped[..accepted.dropped.len() - 1],
+            false => &accepted.dropped[..],
         };
         if !made_room.is_empty() {
             tracing::error!(
@@ -278,6 +277,22 @@ impl Sealing {
                 "SPOOL FULL: dropped the oldest chunks not yet uploaded; the gap is recorded in \
                  the next manifest of each source (raise --spool-max or fix the sink)"
             );
+        }
+        match (&accepted.refused, own) {
+            (Some(e), _) => tracing::error!(
+                source = %m.source_id,
+                sequence = m.sequence,
+                "{e}; chunk dropped, the gap is recorded in the next manifest"
+            ),
+            (None, true) => tracing::error!(
+                source = %m.source_id,
+                sequence = m.sequence,
+                spool = %self.spool.dir().display(),
+                "SPOOL FULL: every other spooled chunk of this source is being uploaded; this \
+                 chunk is dropped, the gap is recorded in the next manifest (raise --spool-max \
+                 or fix the sink)"
+            ),
+            (None, false) => {}
         }
         if !accepted.dropped.is_empty()
             && self

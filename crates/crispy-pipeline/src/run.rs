@@ -913,12 +913,12 @@ fn open_spool(o: &SpoolOptions) -> Result<(Spool, Vec<SpoolEntry>), PipelineErro
 /// continuing from `prev_link`, the link to `resumed`: `Ok` with what its first manifest
 /// must record (possibly nothing), `Err` with the record when it is stale.
 ///
-/// The record applies when it was kept after the manifest the run continues from; or just
-/// before it, by the run that accepted that manifest and stopped before the record could
-/// follow it (then what that manifest records, or what comes after it, no longer applies);
-/// or when the sink did not say what it holds, so that nothing shows it to be stale. It is
-/// stale when the sink holds newer chunks than it knows (stored by another spool's run,
-/// whose chunks may carry its numbers).
+/// The record applies when it was kept after the manifest the run continues from; or while
+/// that manifest was being accepted, by a run that stopped before the record could follow it
+/// (`accepting`: then what that manifest records, or what comes after it, no longer
+/// applies); or when the sink did not say what it holds, so that nothing shows it to be
+/// stale. It is stale when the sink holds newer chunks than it knows (stored by another
+/// spool's run, whose chunks may carry its numbers).
 fn kept_drops_apply(
     mut kept: crispy_sink::PendingDrops,
     prev_link: Option<&str>,
@@ -928,9 +928,11 @@ fn kept_drops_apply(
     if kept.after.as_deref() == prev_link {
         return Ok(kept);
     }
-    if let Some(m) = resumed.filter(|m| m.prev_sha256 == kept.after) {
-        kept.sequences
-            .retain(|s| *s < m.sequence && !m.dropped_sequences.contains(s));
+    if kept.accepting.is_some() && kept.accepting.as_deref() == prev_link {
+        if let Some(m) = resumed {
+            kept.sequences
+                .retain(|s| *s < m.sequence && !m.dropped_sequences.contains(s));
+        }
         return Ok(kept);
     }
     if sink_answered { Err(kept) } else { Ok(kept) }
@@ -1343,7 +1345,15 @@ mod tests {
     fn kept(after: Option<&str>, sequences: &[u64]) -> PendingDrops {
         PendingDrops {
             after: after.map(str::to_owned),
+            accepting: None,
             sequences: sequences.to_vec(),
+        }
+    }
+
+    fn kept_accepting(after: &str, accepting: &str, sequences: &[u64]) -> PendingDrops {
+        PendingDrops {
+            accepting: Some(accepting.to_owned()),
+            ..kept(Some(after), sequences)
         }
     }
 
@@ -1361,24 +1371,55 @@ mod tests {
         );
     }
 
-    /// A full spool's accept of 9 kept the drop of 4 (after 8), made 9 durable, and the
-    /// process ended before the record could follow 9: 4 still applies, what 9 records
-    /// (2, 3) does not.
+    /// A full spool's accept of 10 kept the drop of 4 (after 8; 9 was dropped itself, so 10
+    /// links to 9), made 10 durable, and the process ended before the record could follow
+    /// 10: 4 still applies, what 10 records (2, 3, 9) does not.
     #[test]
-    fn a_record_kept_just_before_the_resumed_manifest_applies_minus_what_it_records() {
-        let m = resumed(9, "l8", &[2, 3]);
+    fn a_record_kept_while_the_resumed_manifest_was_accepted_applies_minus_what_it_records() {
+        let m = resumed(10, "l9", &[2, 3, 9]);
         assert_eq!(
-            kept_drops_apply(kept(Some("l8"), &[2, 3, 4]), Some("l9"), Some(&m), true),
-            Ok(kept(Some("l8"), &[4]))
+            kept_drops_apply(
+                kept_accepting("l8", "l10", &[2, 3, 4, 9]),
+                Some("l10"),
+                Some(&m),
+                true
+            ),
+            Ok(kept_accepting("l8", "l10", &[4]))
         );
         assert_eq!(
-            kept_drops_apply(kept(Some("l8"), &[2, 3]), Some("l9"), Some(&m), true),
-            Ok(kept(Some("l8"), &[]))
+            kept_drops_apply(
+                kept_accepting("l8", "l10", &[2, 3, 9]),
+                Some("l10"),
+                Some(&m),
+                true
+            ),
+            Ok(kept_accepting("l8", "l10", &[]))
         );
         // Numbers at or after the resumed manifest's are its own or later chunks'.
         assert_eq!(
-            kept_drops_apply(kept(Some("l8"), &[4, 9, 10]), Some("l9"), Some(&m), false),
-            Ok(kept(Some("l8"), &[4]))
+            kept_drops_apply(
+                kept_accepting("l8", "l10", &[4, 10, 11]),
+                Some("l10"),
+                Some(&m),
+                false
+            ),
+            Ok(kept_accepting("l8", "l10", &[4]))
+        );
+        // Accepted by another run: nothing says that one is this spool's.
+        assert_eq!(
+            kept_drops_apply(kept(Some("l8"), &[4]), Some("l10"), Some(&m), true),
+            Err(kept(Some("l8"), &[4]))
+        );
+        // Before the accept (the run continues from 8), the record applies whole.
+        let m8 = resumed(8, "l7", &[]);
+        assert_eq!(
+            kept_drops_apply(
+                kept_accepting("l8", "l10", &[2, 3, 4, 9]),
+                Some("l8"),
+                Some(&m8),
+                true
+            ),
+            Ok(kept_accepting("l8", "l10", &[2, 3, 4, 9]))
         );
     }
 

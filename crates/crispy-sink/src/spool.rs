@@ -138,6 +138,10 @@ pub struct PendingDrops {
     /// drops were kept, `None` if there was none: the next run uses the record only when it
     /// continues the chain from that same manifest (anything stored since makes it stale).
     pub after: Option<String>,
+    /// The link of the manifest whose accept was dropping these chunks when the record was
+    /// kept (it is written after the record): a run continuing from it may use the record,
+    /// less what that manifest records.
+    pub accepting: Option<String>,
     /// The dropped sequence numbers, ascending.
     pub sequences: Vec<u64>,
 }
@@ -161,6 +165,10 @@ struct DropRecord {
     /// What the source's chain continues from: the link it started from, or its last
     /// accepted manifest (hashed only when the record is written).
     after: ChainTip,
+    /// The manifest being accepted when the record was written, if the drops were made for
+    /// it: a crash after it is stored and before the record follows it leaves this record,
+    /// which then applies to a run continuing from that manifest.
+    accepting: Option<Bytes>,
     sequences: BTreeSet<u64>,
     /// Whether the disk holds this record as it stands (`dropped.json`, or no file when
     /// there are no sequences).
@@ -248,6 +256,25 @@ impl State {
         Some(entry)
     }
 
+    /// Takes an entry out to be dropped, with what memory mode held of it, so that it can
+    /// be restored if the drop is called off.
+    fn evict(&mut self, order: u64) -> Option<Evicted> {
+        let held = self.held.remove(&order);
+        let entry = self.take(order)?;
+        self.used -= entry.bytes;
+        Some(Evicted { entry, held })
+    }
+
+    /// Puts an evicted entry back as it was.
+    fn restore(&mut self, evicted: Evicted) {
+        let Evicted { entry, held } = evicted;
+        self.used += entry.bytes;
+        if let Some(held) = held {
+            self.held.insert(entry.order, held);
+        }
+        self.insert(entry);
+    }
+
     /// The oldest pending entry of `source` that is not being uploaded.
     fn oldest_idle(&self, source: &SourceId) -> Option<u64> {
         self.by_source
@@ -256,6 +283,12 @@ impl State {
             .copied()
             .find(|order| !self.in_flight.contains(order))
     }
+}
+
+/// An entry taken out of the index to be dropped, and the bytes a memory spool held of it.
+struct Evicted {
+    entry: SpoolEntry,
+    held: Option<(Payload, Bytes)>,
 }
 
 /// The spool of one sink. Shared by the readers (which accept chunks into it) and the
@@ -551,7 +584,7 @@ impl Spool {
             Err(e) if live => {
                 let id = &metadata.source_id;
                 accepted.dropped.push((id.clone(), metadata.sequence));
-                self.note_drops(id, [metadata.sequence]);
+                self.note_drops(id, [metadata.sequence], None);
                 accepted.refused = Some(e);
                 Ok(accepted)
             }
@@ -580,7 +613,7 @@ impl Spool {
         let id = &metadata.source_id;
         // Entries dropped to make room: out of the index now, their files removed once the
         // record of the drop is kept.
-        let mut evicted: Vec<SpoolEntry> = Vec::new();
+        let mut evicted: Vec<Evicted> = Vec::new();
         let mut state = self.lock();
         if state.paths.contains(&chunk_path) {
             return Ok(());
@@ -589,8 +622,7 @@ impl Spool {
             if state.closed || (!live && cancelled()) {
                 // Nothing dropped after all.
                 for e in evicted.drain(..) {
-                    state.used += e.bytes;
-                    state.insert(e);
+                    state.restore(e);
                 }
                 return Err(SpoolError::Closed { dir: self.shown() });
             }
@@ -603,17 +635,17 @@ impl Spool {
                     // one dropped (its manifest's records of earlier drops stay recorded),
                     // and the idle entries taken out for it stay.
                     for e in evicted.drain(..) {
-                        state.used += e.bytes;
-                        state.insert(e);
+                        state.restore(e);
                     }
                     drop(state);
                     accepted.dropped = vec![(id.clone(), metadata.sequence)];
-                    self.note_drops(id, [metadata.sequence]);
+                    self.note_drops(id, [metadata.sequence], None);
                     return Ok(());
                 };
-                if let Some(e) = state.take(order) {
-                    state.used -= e.bytes;
-                    accepted.dropped.push((e.source_id.clone(), e.sequence));
+                if let Some(e) = state.evict(order) {
+                    accepted
+                        .dropped
+                        .push((e.entry.source_id.clone(), e.entry.sequence));
                     evicted.push(e);
                 }
             } else {
@@ -627,7 +659,7 @@ impl Spool {
         // Reserve the room before writing, so concurrent readers do not overfill.
         state.used += bytes;
         drop(state);
-        self.drop_evicted(id, evicted);
+        self.drop_evicted(id, evicted, manifest);
         let written = if self.memory {
             Ok(())
         } else {
@@ -667,22 +699,25 @@ impl Spool {
     }
 
     /// Records the drop of entries taken out of the index (with the earlier drops their
-    /// manifests recorded), then removes their files: a crash in between leaves the entries
-    /// pending, never gone unrecorded. If the record cannot be written (a full disk), the
-    /// files go first to free the room, and the record is tried once more.
-    fn drop_evicted(&self, id: &SourceId, evicted: Vec<SpoolEntry>) {
+    /// manifests recorded) for the accept of `accepting`, then removes their files: a crash
+    /// in between leaves the entries pending, never gone unrecorded. If the record cannot be
+    /// written (a full disk), the files go first to free the room, and the record is tried
+    /// once more.
+    fn drop_evicted(&self, id: &SourceId, evicted: Vec<Evicted>, accepting: &Bytes) {
         if evicted.is_empty() {
             return;
         }
         let sequences: Vec<u64> = evicted
             .iter()
-            .flat_map(|e| std::iter::once(e.sequence).chain(e.carried_drops.iter().copied()))
+            .flat_map(|e| {
+                std::iter::once(e.entry.sequence).chain(e.entry.carried_drops.iter().copied())
+            })
             .collect();
-        let kept = self.note_drops(id, sequences);
+        let kept = self.note_drops(id, sequences, Some(accepting));
         if !self.memory {
             for e in evicted {
-                let _ = std::fs::remove_file(&e.manifest_path);
-                let _ = std::fs::remove_file(&e.chunk_path);
+                let _ = std::fs::remove_file(&e.entry.manifest_path);
+                let _ = std::fs::remove_file(&e.entry.chunk_path);
             }
             if !kept {
                 self.keep_record(id);
@@ -691,16 +726,32 @@ impl Spool {
     }
 
     /// Adds `sequences` to `id`'s record of drops and keeps it; false when the record could
-    /// not be written.
-    fn note_drops(&self, id: &SourceId, sequences: impl IntoIterator<Item = u64>) -> bool {
+    /// not be written. `accepting` is the manifest whose accept makes the drops (to be
+    /// written after the record), `None` when none is.
+    fn note_drops(
+        &self,
+        id: &SourceId,
+        sequences: impl IntoIterator<Item = u64>,
+        accepting: Option<&Bytes>,
+    ) -> bool {
         {
             let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
             let record = drops.entry(id.clone()).or_default();
             let before = record.sequences.len();
             record.sequences.extend(sequences);
-            if record.sequences.len() == before && record.kept {
+            let after = record.sequences.len();
+            if before as u64 <= MAX_KEPT_DROPS && after as u64 > MAX_KEPT_DROPS {
+                tracing::error!(
+                    source = %id,
+                    dropped = after,
+                    "more than {MAX_KEPT_DROPS} dropped chunks wait for a manifest to record \
+                     them: if this run ends first, the next one will not take the record"
+                );
+            }
+            if after == before && record.kept && record.accepting.as_ref() == accepting {
                 return true;
             }
+            record.accepting = accepting.cloned();
             record.kept = false;
         }
         self.keep_record(id)
@@ -719,6 +770,9 @@ impl Spool {
                 record.sequences.remove(s);
             }
             record.after = ChainTip::Manifest(manifest.clone());
+            if record.accepting.take().is_some() {
+                record.kept = false;
+            }
             // A record on disk names the manifest it follows: rewritten (or removed).
             if !record.sequences.is_empty() || !metadata.dropped_sequences.is_empty() {
                 record.kept = false;
@@ -743,12 +797,14 @@ impl Spool {
                 return true;
             }
             let tip = record.after.clone();
+            let accepting = record.accepting.clone().map(ChainTip::Manifest);
             let sequences: Vec<u64> = record.sequences.iter().copied().collect();
-            (tip, sequences, record.failing)
+            (tip, accepting, sequences, record.failing)
         };
-        let (tip, sequences, failing) = now;
+        let (tip, accepting, sequences, failing) = now;
         let now = PendingDrops {
             after: tip.link(),
+            accepting: accepting.and_then(|a| a.link()),
             sequences,
         };
         let result = self.write_drops(id, &now);
@@ -1123,7 +1179,11 @@ impl Spool {
             .into_iter()
             .map(|(first, last)| [first, last])
             .collect();
-        let text = serde_json::json!({ "after": drops.after, "dropped": runs }).to_string();
+        let mut text = serde_json::json!({ "after": drops.after, "dropped": runs });
+        if let Some(accepting) = &drops.accepting {
+            text["accepting"] = serde_json::Value::from(accepting.as_str());
+        }
+        let text = text.to_string();
         let tmp = self
             .dir
             .join("tmp")
@@ -1192,7 +1252,8 @@ fn is_entry_name(path: &Path) -> bool {
         })
 }
 
-/// Reads a `dropped.json`: `{"after": link or null, "dropped": [[first, last], ...]}` (or
+/// Reads a `dropped.json`: `{"after": link or null, "accepting": link (optional),
+/// "dropped": [[first, last], ...]}` (or
 /// the first version's `"dropped_sequences": [n, ...]`). `None` when damaged: not that
 /// shape, runs out of order or overlapping, or more than [`MAX_KEPT_DROPS`] sequences.
 fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
@@ -1201,6 +1262,11 @@ fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(s.clone()),
         _ => return None,
+    };
+    let accepting = match v.get("accepting") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return None,
     };
     let runs: Vec<(u64, u64)> = match (v.get("dropped"), v.get("dropped_sequences")) {
         (Some(runs), None) => runs
@@ -1231,7 +1297,11 @@ fn parse_drops(text: &[u8]) -> Option<PendingDrops> {
         sequences.extend(first..=last);
         next = last.checked_add(1)?;
     }
-    Some(PendingDrops { after, sequences })
+    Some(PendingDrops {
+        after,
+        accepting,
+        sequences,
+    })
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -1339,6 +1409,7 @@ mod tests {
     fn kept(after: Option<String>, sequences: &[u64]) -> Option<PendingDrops> {
         Some(PendingDrops {
             after,
+            accepting: None,
             sequences: sequences.to_vec(),
         })
     }
@@ -1487,6 +1558,8 @@ mod tests {
         assert_eq!(accepted.dropped, vec![(cam.clone(), 3)]);
         assert!(accepted.entry.is_none() && accepted.refused.is_none());
         assert!(spool.is_pending(&entries[2]), "the idle entry stays");
+        let (chunk, _) = spool.read(&entries[2]).expect("with its bytes");
+        assert_eq!(chunk, Payload::from(&b"chunk"[..]));
         assert_eq!(spool.len(), 3);
         assert_eq!(spool.used_bytes(), 36);
         assert_eq!(spool.drops_to_record(&cam), vec![3]);
@@ -1529,6 +1602,12 @@ mod tests {
             spool.kept_drops(&cam),
             kept(Some("x".to_owned()), &[1, 2, 4])
         );
+
+        std::fs::write(&path, br#"{"after":"x","accepting":"y","dropped":[[1,1]]}"#)
+            .expect("write");
+        let record = spool.kept_drops(&cam).expect("record");
+        assert_eq!(record.accepting.as_deref(), Some("y"));
+        assert_eq!(record.sequences, vec![1]);
 
         std::fs::write(&path, br#"{"after":"x","dropped":[[1,2],[4,4]]}"#).expect("write");
         assert_eq!(
