@@ -88,16 +88,30 @@ pub struct PipelineOptions {
 }
 
 /// The durable spool of a run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpoolOptions {
     /// The spool root (the sink gets its own directory inside); `None` keeps accepted
     /// chunks in memory (at most 512 MiB): for sinks on local disk or in memory, where a
     /// disk spool adds nothing.
     pub dir: Option<PathBuf>,
-    /// Names the sink's directory inside the root: the sink URL as given.
+    /// Names the sink's directory inside the root: the sink URL as given, and the store's
+    /// endpoint (which may carry credentials: redacted in `Debug`).
     pub sink_key: String,
     /// Most bytes the spool holds; then live sources drop their oldest chunks and files wait.
     pub max_bytes: u64,
+}
+
+impl std::fmt::Debug for SpoolOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolOptions")
+            .field("dir", &self.dir)
+            .field(
+                "sink_key",
+                &crispy_core::redact::redact_urls(&self.sink_key),
+            )
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
 }
 
 impl Default for SpoolOptions {

@@ -186,20 +186,23 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
+            // The S3-specific endpoint wins over the general one, as object_store uses them.
+            endpoint = b
+                .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+                .or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint));
             // object_store panics on its first request when the endpoint is not a URL.
-            if let Some(endpoint) = b.get_config_value(&AmazonS3ConfigKey::Endpoint)
-                && let Some(problem) = endpoint_problem(&endpoint)
+            if let Some(endpoint) = &endpoint
+                && let Some(problem) = endpoint_problem(endpoint)
             {
                 return Err(SinkError::InvalidOption {
                     key: "aws_endpoint".to_owned(),
                     reason: format!(
-                        "{:?} {problem} (from --sink-opt aws_endpoint or AWS_ENDPOINT_URL); \
-                         e.g. http://127.0.0.1:9000",
-                        crispy_core::redact::redact_urls(&endpoint)
+                        "{:?} {problem} (from --sink-opt aws_endpoint or AWS_ENDPOINT_URL, or \
+                         aws_endpoint_url_s3 / AWS_ENDPOINT_URL_S3); e.g. http://127.0.0.1:9000",
+                        crispy_core::redact::redact_urls(endpoint)
                     ),
                 });
             }
-            endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
             b.build().map(both)
         }
         Backend::Gcs => {
@@ -227,12 +230,7 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
-            let emulator = b
-                .get_config_value(&AzureConfigKey::UseEmulator)
-                .is_some_and(|v| v == "true");
-            endpoint = b
-                .get_config_value(&AzureConfigKey::Endpoint)
-                .or_else(|| emulator.then(|| "the Azure storage emulator".to_owned()));
+            endpoint = Some(azure_account_url(&b));
             b.build().map(both)
         }
     };
@@ -256,6 +254,36 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
 fn both<S: ObjectStore + Signer>(store: S) -> (Arc<dyn ObjectStore>, Arc<dyn Signer>) {
     let store = Arc::new(store);
     (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
+}
+
+/// The account URL an Azure builder will use, as object_store works it out: the emulator's
+/// (`AZURITE_BLOB_STORAGE_URL`, its default account), the endpoint given, or the account's
+/// public one. Container names are unique only within an account, so the account belongs in
+/// the spool key.
+fn azure_account_url(b: &MicrosoftAzureBuilder) -> String {
+    let flag = |key: AzureConfigKey| {
+        b.get_config_value(&key).is_some_and(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "1" | "true" | "on" | "yes" | "y"
+            )
+        })
+    };
+    let account = b.get_config_value(&AzureConfigKey::AccountName);
+    if flag(AzureConfigKey::UseEmulator) {
+        let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
+        let account = account.unwrap_or_else(|| "devstoreaccount1".to_owned());
+        return format!("{}/{account} (emulator)", url.trim_end_matches('/'));
+    }
+    match (b.get_config_value(&AzureConfigKey::Endpoint), account) {
+        (Some(endpoint), _) => endpoint,
+        (None, Some(account)) if flag(AzureConfigKey::UseFabricEndpoint) => {
+            format!("https://{account}.blob.fabric.microsoft.com")
+        }
+        (None, Some(account)) => format!("https://{account}.blob.core.windows.net"),
+        (None, None) => String::new(),
+    }
 }
 
 /// What is wrong with a store endpoint, if anything: it must be an `http://` or `https://`
@@ -297,6 +325,49 @@ impl HttpConnector for SharedConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What names an Azure container's account, as object_store resolves it.
+    #[test]
+    fn the_azure_account_url_follows_object_store() {
+        let with = |pairs: &[(AzureConfigKey, &str)]| {
+            let b = pairs
+                .iter()
+                .fold(MicrosoftAzureBuilder::new(), |b, (k, v)| {
+                    b.with_config(*k, *v)
+                });
+            azure_account_url(&b)
+        };
+        assert_eq!(
+            with(&[(AzureConfigKey::AccountName, "acct")]),
+            "https://acct.blob.core.windows.net"
+        );
+        assert_eq!(
+            with(&[
+                (AzureConfigKey::AccountName, "acct"),
+                (AzureConfigKey::UseFabricEndpoint, "Yes")
+            ]),
+            "https://acct.blob.fabric.microsoft.com"
+        );
+        assert_eq!(
+            with(&[
+                (AzureConfigKey::AccountName, "acct"),
+                (AzureConfigKey::Endpoint, "http://127.0.0.1:1/acct")
+            ]),
+            "http://127.0.0.1:1/acct"
+        );
+        // Every spelling of "true" that object_store takes turns the emulator on.
+        for on in ["true", "1", "TRUE", "yes", "on", "y"] {
+            let url = with(&[(AzureConfigKey::UseEmulator, on)]);
+            assert!(url.ends_with("/devstoreaccount1 (emulator)"), "{on}: {url}");
+        }
+        assert_eq!(
+            with(&[
+                (AzureConfigKey::AccountName, "acct"),
+                (AzureConfigKey::UseEmulator, "false")
+            ]),
+            "https://acct.blob.core.windows.net"
+        );
+    }
 
     #[test]
     fn debug_shows_option_keys_only() {

@@ -1226,7 +1226,7 @@ impl Spool {
 /// The directory name of a sink's spool: a readable part of the URL (credentials in a custom
 /// endpoint left out) and a hash of all of it.
 fn sink_key(url: &str) -> String {
-    let readable: String = crispy_core::redact::redact_userinfo(url)
+    let readable: String = crispy_core::redact::redact_urls(url)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
