@@ -788,7 +788,8 @@ impl Spool {
         if self.memory {
             return false;
         }
-        let now = {
+        // Copied out under the lock; hashed and written outside it.
+        let (after, accepting, sequences, failing) = {
             let drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
             let Some(record) = drops.get(id) else {
                 return true;
@@ -796,14 +797,15 @@ impl Spool {
             if record.kept {
                 return true;
             }
-            let tip = record.after.clone();
-            let accepting = record.accepting.clone().map(ChainTip::Manifest);
-            let sequences: Vec<u64> = record.sequences.iter().copied().collect();
-            (tip, accepting, sequences, record.failing)
+            (
+                record.after.clone(),
+                record.accepting.clone().map(ChainTip::Manifest),
+                record.sequences.iter().copied().collect(),
+                record.failing,
+            )
         };
-        let (tip, accepting, sequences, failing) = now;
         let now = PendingDrops {
-            after: tip.link(),
+            after: after.link(),
             accepting: accepting.and_then(|a| a.link()),
             sequences,
         };
