@@ -428,6 +428,10 @@ impl ObjectStoreSink {
             Folder::Plain(dir) => (dir, None),
             Folder::Date(dir, first, span) => (dir, Some((first, span))),
         };
+        if self.loops_back(&dir).await {
+            tracing::debug!(folder = %dir, "not listed: a link back up the sink's own tree");
+            return Ok(());
+        }
         if let Some((first, span)) = date {
             let next = match span {
                 Span::Year => first.with_year(first.year() + 1),
@@ -475,6 +479,22 @@ impl ObjectStoreSink {
         Ok(())
     }
 
+    /// Whether `dir` (a full path) is, in a local sink, a link to itself or to a folder
+    /// above it: listing it would descend without end (until the system refuses a path of
+    /// too many links). Such a folder holds nothing the walk does not reach by its own
+    /// path. Never for a cloud store.
+    async fn loops_back(&self, dir: &str) -> bool {
+        let Some(root) = self.local_dir.as_ref().filter(|_| !dir.is_empty()) else {
+            return false;
+        };
+        let parent = dir.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let real = |p: &str| tokio::fs::canonicalize(root.join(p));
+        match (real(dir).await, real(parent).await) {
+            (Ok(target), Ok(above)) => above.starts_with(target),
+            _ => false,
+        }
+    }
+
     /// Whether an object under `dir`, a year, month or day folder by its name, shows that
     /// it is one: the object's name's start time and its place below `dir`'s date parent
     /// agree (`<parent>/<yyyy>/<mm>/<dd>/<name>`).
@@ -482,8 +502,10 @@ impl ObjectStoreSink {
         use futures::TryStreamExt;
         let witness = match self.store.list(Some(&Path::from(dir))).try_next().await {
             Ok(witness) => witness,
-            // Listed as a plain folder instead, where the name is reported.
+            // Listed as a plain folder instead, where the name is reported (and, in a
+            // local directory, a link back up the tree followed once).
             Err(object_store::Error::InvalidPath { .. }) => return Ok(false),
+            Err(_) if self.local_dir.is_some() => return Ok(false),
             Err(e) => return Err(self.read_err(dir, e)),
         };
         let Some(witness) = witness else {
@@ -536,6 +558,10 @@ impl ObjectStoreSink {
                     ..Children::default()
                 });
             }
+            // A link back up the tree fails object_store's listing ("file system loop"):
+            // read by hand, which lists it as a folder that the walk then skips
+            // ([`Self::loops_back`]). A real failure fails there too.
+            Err(_) if self.local_dir.is_some() => return self.local_listing(dir, false).await,
             Err(e) => return Err(self.read_err(dir, e)),
         };
         let dirs = listing
@@ -566,8 +592,11 @@ impl ObjectStoreSink {
             match item {
                 Ok(m) => objects.push((m.location.to_string(), m.size)),
                 // The listing ends at such an error (a local one too): a local directory
-                // is read again by hand, a cloud store's rest of the folder is lost.
-                Err(object_store::Error::InvalidPath { .. }) if self.local_dir.is_some() => {
+                // is read again by hand, a cloud store's rest of the folder is lost. So is
+                // a local one that failed otherwise: a link back up the tree ends
+                // object_store's walk ("file system loop"), the hand-made one follows it
+                // once; a real failure (permissions) fails there too, and is reported.
+                Err(_) if self.local_dir.is_some() => {
                     let listing = self.local_listing(dir, true).await?;
                     return Ok((listing.objects, listing.odd));
                 }
