@@ -216,7 +216,9 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
             if let Some(c) = &opts.http_connector {
                 b = b.with_http_connector(SharedConnector(Arc::clone(c)));
             }
-            endpoint = b.get_config_value(&GoogleConfigKey::BaseUrl);
+            endpoint = b
+                .get_config_value(&GoogleConfigKey::BaseUrl)
+                .or_else(|| service_account_base_url(&b));
             b.build().map(both)
         }
         _ => {
@@ -254,6 +256,20 @@ pub(crate) fn open_cloud(url: &str, opts: &SinkOptions) -> Result<Option<Opened>
 fn both<S: ObjectStore + Signer>(store: S) -> (Arc<dyn ObjectStore>, Arc<dyn Signer>) {
     let store = Arc::new(store);
     (Arc::clone(&store) as Arc<dyn ObjectStore>, store)
+}
+
+/// The `gcs_base_url` of the service-account credentials a GCS builder was given (a file
+/// or an inline key), which object_store uses when no base URL is set: a test server's
+/// credentials name it there. Unreadable credentials fail the build that follows.
+fn service_account_base_url(b: &GoogleCloudStorageBuilder) -> Option<String> {
+    let text = match b.get_config_value(&GoogleConfigKey::ServiceAccountKey) {
+        Some(key) => key,
+        None => {
+            std::fs::read_to_string(b.get_config_value(&GoogleConfigKey::ServiceAccount)?).ok()?
+        }
+    };
+    let credentials: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(credentials.get("gcs_base_url")?.as_str()?.to_owned())
 }
 
 /// The account URL an Azure builder will use, as object_store works it out: the emulator's
@@ -367,6 +383,43 @@ mod tests {
             ]),
             "https://acct.blob.core.windows.net"
         );
+    }
+
+    #[test]
+    fn a_gcs_base_url_in_the_credentials_is_the_endpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let creds = |url: &str| {
+            format!(
+                r#"{{"private_key": "k", "private_key_id": "i", "client_email": "e",
+                    "disable_oauth": true, "gcs_base_url": "{url}"}}"#
+            )
+        };
+        let file = dir.path().join("sa.json");
+        std::fs::write(&file, creds("http://127.0.0.1:4443")).expect("write");
+        let path = file.to_str().expect("utf8");
+        let endpoint = |pairs: &[&str]| {
+            let opts = SinkOptions::parse_pairs(pairs.iter().copied()).expect("parses");
+            open_cloud("gs://bucket/p", &opts)
+                .expect("opens")
+                .expect("cloud")
+                .endpoint
+        };
+        let by_file = format!("google_service_account={path}");
+        assert_eq!(
+            endpoint(&[&by_file]).as_deref(),
+            Some("http://127.0.0.1:4443")
+        );
+        let by_key = format!(
+            "google_service_account_key={}",
+            creds("http://127.0.0.1:4444/")
+        );
+        assert_eq!(
+            endpoint(&[&by_key]).as_deref(),
+            Some("http://127.0.0.1:4444")
+        );
+        // A base URL given wins, as in object_store.
+        let both = [by_file.as_str(), "google_base_url=http://127.0.0.1:9"];
+        assert_eq!(endpoint(&both).as_deref(), Some("http://127.0.0.1:9"));
     }
 
     #[test]
