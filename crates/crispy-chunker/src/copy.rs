@@ -67,9 +67,14 @@ pub struct CopyChunker {
     skipped_before_keyframe: u64,
     /// The chunk in progress started after a timestamp reset.
     pending_discontinuity: bool,
-    /// DTS of the first frame of the chunk in progress that is shown (a trimmed file's
-    /// lead-in is not): the chunk's length counts from it.
-    first_shown_dts: Option<i64>,
+    /// PTS of the first frame of the chunk in progress that is shown (not a trimmed file's
+    /// lead-in, nor an open GOP's leading pictures): the chunk's length counts from it.
+    first_shown_pts: Option<i64>,
+    /// The chunk in progress starts after a forward jump in the source's timestamps (frames
+    /// missing, the stream itself continuous): where the chunk before it ended (PTS).
+    gap_before: Option<i64>,
+    /// Ticks missing inside the chunk in progress: forward jumps between its frames.
+    gap_inside: i64,
     /// Exact cuts: PTS from which the chunk in progress is shown (`None` until the first
     /// exact cut: then the first frame not discarded).
     shown_from: Option<i64>,
@@ -119,7 +124,9 @@ impl CopyChunker {
             nominal_frame_ticks,
             skipped_before_keyframe: 0,
             pending_discontinuity: false,
-            first_shown_dts: None,
+            first_shown_pts: None,
+            gap_before: None,
+            gap_inside: 0,
             shown_from: None,
             next_start: None,
             anchor: None,
@@ -160,7 +167,7 @@ impl CopyChunker {
     /// keyframe `next` (its DTS, PTS) starts the next chunk, else to the end of its last frame.
     fn close(&mut self, next: Option<(i64, i64)>) -> Result<Chunk, ChunkerError> {
         let pending = std::mem::take(&mut self.pending);
-        self.first_shown_dts = None;
+        self.first_shown_pts = None;
         self.next_start = None;
         self.anchor = None;
         self.pending.reserve(pending.len());
@@ -202,8 +209,15 @@ impl CopyChunker {
         // describes what is shown. (Discarded frames after the first shown one would need
         // more than one edit; they are rare and stay shown.) Exact cuts hide the frames
         // before the chunk's boundary the same way, and those after its end.
+        // An open GOP's leading pictures (decoded after the chunk's keyframe, shown before
+        // it) need the GOP before, which the chunk does not hold: never shown.
         let start_pts = shown_from
-            .or_else(|| pending.iter().filter(|p| !p.discard).map(|p| p.pts).min())
+            .or_else(|| {
+                (pending.iter())
+                    .filter(|p| !p.discard && p.pts >= pending[0].pts)
+                    .map(|p| p.pts)
+                    .min()
+            })
             .unwrap_or(min_pts);
         // Frames the source's edit list hides after its end (a file trimmed at its end) stay
         // hidden too: nothing is shown past the last frame not discarded.
@@ -320,6 +334,14 @@ impl CopyChunker {
                  for exact chunk lengths"
             );
         }
+        // Time missing before this chunk and inside it (forward jumps in the timestamps).
+        let gap_ticks = (self.gap_before.take())
+            .map(|end| start_pts.saturating_sub(end).max(0))
+            .into_iter()
+            .chain((self.gap_inside > 0).then_some(self.gap_inside))
+            .reduce(i64::saturating_add);
+        self.gap_inside = 0;
+        let gap_ms = gap_ticks.map(|t| tb.ticks_to_millis(t).max(0) as u64);
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let epoch = DateTime::UNIX_EPOCH;
@@ -348,8 +370,8 @@ impl CopyChunker {
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,
             aligned: self.config.align_offset_ms.is_some(),
-            discontinuity: std::mem::take(&mut self.pending_discontinuity),
-            gap_ms: None,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity) || gap_ms.is_some(),
+            gap_ms,
             run_end: None,
             dropped_sequences: Vec::new(),
             bytes: payload.len() as u64,
@@ -370,6 +392,33 @@ impl CopyChunker {
         (self.target_ticks * 2).max(self.nominal_frame_ticks * 10)
     }
 
+    /// Whether a forward DTS step of `step` ticks is a gap in a stream that goes on rather
+    /// than a reset: at most a day, and short enough to be one frame's duration in an MP4
+    /// (the frame before the gap lasts until the next).
+    fn is_gap(&self, step: i64) -> bool {
+        let tb = self.info.time_base;
+        tb.ticks_to_millis(step) <= 86_400_000
+            && step.saturating_mul(i64::from(tb.num)) <= i64::from(i32::MAX)
+    }
+
+    /// Starts a chunk at `keyframe`, the first frame after a forward jump: shown from it
+    /// (its leading pictures need the frames before the gap), boundaries counted again from
+    /// it (exact cuts) or the grid moved past it.
+    fn start_after_gap(&mut self, keyframe: EncodedPacket) {
+        if self.config.exact_cuts {
+            self.grid_next = None;
+            self.anchor_exact(&keyframe);
+        } else {
+            if let Some(grid) = self.grid_next.as_mut() {
+                while *grid <= keyframe.pts {
+                    *grid = grid.saturating_add(self.target_ticks.max(1));
+                }
+            }
+            self.shown_from = Some(keyframe.pts);
+        }
+        self.hold(keyframe);
+    }
+
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
@@ -385,6 +434,7 @@ impl CopyChunker {
         if !packet.discard
             && self.shown_from.is_none()
             && self.anchor.is_none_or(|a| packet.pts < a)
+            && self.pending.first().is_none_or(|k| packet.pts >= k.pts)
         {
             let first_line = match self.config.align_offset_ms {
                 Some(ms) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
@@ -452,15 +502,17 @@ impl CopyChunker {
             .iter()
             .position(|p| p.pts >= start)
             .unwrap_or(pending.len() - 1);
+        // (Not a keyframe shown after `start`: the frame at `start` may be one of its leading
+        // pictures, which need the GOP before.)
         let keyframe = pending[..=first]
             .iter()
-            .rposition(|p| p.keyframe)
+            .rposition(|p| p.keyframe && p.pts <= start)
             .unwrap_or(0);
         let shown_from = self.shown_from.replace(start);
         let next_dts = pending.get(last + 1).map(|p| p.dts);
         let chunk = self.build(&pending[..=last], next_dts, shown_from, Some(start))?;
         self.pending = pending[keyframe..].to_vec();
-        self.first_shown_dts = None;
+        self.first_shown_pts = None;
         self.advance_boundary(start);
         Ok(Some(chunk))
     }
@@ -483,8 +535,11 @@ impl CopyChunker {
     }
 
     fn hold(&mut self, packet: EncodedPacket) {
-        if !packet.discard && self.first_shown_dts.is_none() {
-            self.first_shown_dts = Some(packet.dts);
+        // An open GOP's leading pictures (after the chunk's keyframe, shown before it) are
+        // never shown: they need the GOP before.
+        let leading = self.pending.first().is_some_and(|k| packet.pts < k.pts);
+        if !packet.discard && !leading && self.first_shown_pts.is_none_or(|f| packet.pts < f) {
+            self.first_shown_pts = Some(packet.pts);
         }
         self.pending.push(packet);
     }
@@ -502,11 +557,35 @@ impl Chunker for CopyChunker {
     type Error = ChunkerError;
 
     fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
-        // A DTS that goes backwards is a timestamp reset (encoder restart, stream restart):
-        // close the chunk in progress as it is and start again at the next keyframe.
-        if self.pending.last().is_some_and(|last| {
+        // A forward jump with the stream going on (frames missing, a recording paused): kept.
+        if let Some(last) = self.pending.last()
+            && packet.dts.saturating_sub(last.dts) > self.jump_ticks()
+            && self.is_gap(packet.dts.saturating_sub(last.dts))
+        {
+            let step = packet.dts.saturating_sub(last.dts);
+            let missing = step.saturating_sub(self.nominal_frame_ticks.max(0));
+            tracing::warn!(
+                source = %self.config.source_id,
+                missing_ms = self.info.time_base.ticks_to_millis(missing),
+                "the source's timestamps jump forward (frames missing): chunk flagged as a \
+                 discontinuity with the gap"
+            );
+            if packet.keyframe {
+                // The chunk in progress ends with its last frame; the next starts here.
+                let closed = self.close(None)?;
+                self.gap_before =
+                    Some((closed.metadata.start_pts).saturating_add(closed.metadata.duration_ts));
+                self.start_after_gap(packet);
+                return Ok(Some(closed));
+            }
+            // Frames after it need the ones before: the gap stays inside the chunk.
+            self.gap_inside = self.gap_inside.saturating_add(missing);
+        } else if self.pending.last().is_some_and(|last| {
             packet.dts <= last.dts || packet.dts.saturating_sub(last.dts) > self.jump_ticks()
         }) {
+            // A DTS that goes backwards is a timestamp reset (encoder restart, stream
+            // restart), and so is a jump too far forward to be a gap: close the chunk in
+            // progress as it is and start again at the next keyframe.
             let last_dts = self.pending.last().map_or(0, |p| p.dts);
             tracing::warn!(
                 source = %self.config.source_id,
@@ -554,9 +633,13 @@ impl Chunker for CopyChunker {
             && match (self.config.cut_at_every_keyframe, self.grid_next) {
                 (true, _) => true,
                 (false, Some(grid)) => packet.pts >= grid,
+                // Shown times: an open GOP's keyframes sit at varying distances from their
+                // decode times.
                 (false, None) => {
-                    let from = self.first_shown_dts.unwrap_or(self.pending[0].dts);
-                    packet.dts.saturating_sub(from) >= self.target_ticks
+                    let from = (self.shown_from)
+                        .or(self.first_shown_pts)
+                        .unwrap_or(self.pending[0].pts);
+                    packet.pts.saturating_sub(from) >= self.target_ticks
                 }
             };
         if let Some(offset) = self
@@ -910,6 +993,163 @@ mod tests {
         );
         assert!(out[1].metadata.discontinuity);
         assert_eq!(out[1].metadata.duration_ms, 400);
+    }
+
+    /// 25 fps, a keyframe every second, 200 frames with `missing` left out; chunks of 1 s.
+    fn with_gap(missing: std::ops::Range<i64>) -> Vec<Chunk> {
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for i in (0..200).filter(|i| !missing.contains(i)) {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        out
+    }
+
+    #[test]
+    fn a_gap_between_keyframes_stays_inside_its_chunk() {
+        // 2.4 s missing; the frame after the gap is not a keyframe: it needs the frames
+        // before, so it stays in their chunk, which lasts the gap too.
+        let out = with_gap(60..120);
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(
+            m.iter().map(|m| m.frame_count).sum::<u64>(),
+            140,
+            "nothing dropped"
+        );
+        for pair in m.windows(2) {
+            assert_eq!(pair[0].start_pts + pair[0].duration_ts, pair[1].start_pts);
+        }
+        let flagged: Vec<_> = m.iter().filter(|m| m.discontinuity).collect();
+        assert_eq!(flagged.len(), 1, "{m:#?}");
+        assert_eq!(flagged[0].gap_ms, Some(2400));
+        assert_eq!(flagged[0].start_pts, 50 * 3600);
+        assert_eq!(flagged[0].duration_ts, 75 * 3600);
+        assert_eq!(flagged[0].frame_count, 15);
+    }
+
+    #[test]
+    fn a_gap_before_a_keyframe_ends_the_chunk_and_is_recorded() {
+        let out = with_gap(60..125);
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(
+            m.iter().map(|m| m.frame_count).sum::<u64>(),
+            135,
+            "nothing dropped"
+        );
+        let at = m.iter().position(|m| m.discontinuity).expect("flagged");
+        assert_eq!(m.iter().filter(|m| m.discontinuity).count(), 1);
+        // The chunk before ends with its last frame; the next starts at the keyframe, on the
+        // same media clock (no restart: its wall time follows its timestamps).
+        assert_eq!(
+            (
+                m[at - 1].start_pts,
+                m[at - 1].duration_ts,
+                m[at - 1].frame_count
+            ),
+            (50 * 3600, 10 * 3600, 10)
+        );
+        assert_eq!((m[at].start_pts, m[at].gap_ms), (125 * 3600, Some(2600)));
+        assert_eq!(m[at].frame_count, 25);
+    }
+
+    /// An open-GOP stream, 12 frames per GOP, decoded I B B P B B P B B P B B: each GOP's
+    /// first two B-frames are shown before its keyframe (leading pictures that need the GOP
+    /// before), the stream starting at such a keyframe. (decode index, PTS in frames, key).
+    fn open_gop(gops: i64) -> Vec<EncodedPacket> {
+        let order = [2, 0, 1, 5, 3, 4, 8, 6, 7, 11, 9, 10];
+        (0..gops * 12)
+            .map(|i| {
+                let pts = (i / 12) * 12 + order[(i % 12) as usize];
+                EncodedPacket {
+                    pts: pts * 3600,
+                    dts: (i - 2) * 3600,
+                    ..packet(0, i % 12 == 0)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_open_gops_leading_pictures_are_not_shown_at_the_start() {
+        let mut c = chunker("480ms");
+        let mut out = Vec::new();
+        for p in open_gop(4) {
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(m.len(), 4, "{m:#?}");
+        // Shown from each keyframe (PTS 2 frames into its GOP) for 12 frames; the leading
+        // pictures are hidden, at the first chunk as at the others.
+        for (g, m) in m.iter().enumerate() {
+            let g = g as i64;
+            assert_eq!(m.start_pts, (g * 12 + 2) * 3600, "{m:#?}");
+            assert_eq!(m.frame_count, 10, "{m:#?}");
+        }
+        assert_eq!(m[0].duration_ts, 12 * 3600);
+    }
+
+    #[test]
+    fn exact_cuts_on_an_open_gops_leading_picture_start_at_the_gop_before() {
+        // Chunks of 11 frames from the first keyframe shown (PTS 2): boundaries at 13, 24,
+        // 35, …, the first two on leading pictures of the GOPs at 14 and 26.
+        let mut c = exact("440ms");
+        let mut out = Vec::new();
+        let packets = open_gop(4);
+        for p in packets.iter().cloned() {
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let facts = exact_facts(&out);
+        let mut next = 2 * 3600;
+        for (start, duration, frames, _, media_time) in &facts {
+            assert_eq!(*start, next, "{facts:?}");
+            assert_eq!(*frames as i64 * 3600, *duration, "{facts:?}");
+            next += duration;
+            // The chunk's first frame decoded: a keyframe shown at or before its start.
+            let first_dts = start - *media_time as i64;
+            let first = packets.iter().find(|p| p.dts == first_dts).expect("first");
+            assert!(first.keyframe && first.pts <= *start, "{facts:?}");
+        }
+        assert_eq!(
+            next,
+            48 * 3600,
+            "every frame after the first keyframe shown once"
+        );
+    }
+
+    #[test]
+    fn a_keyframe_shown_on_the_boundary_closes_the_chunk() {
+        // Keyframes shown every second (25 frames), each after three leading pictures of the
+        // second before: the keyframes' decode times run ahead of their shown times by more
+        // than the first one's, so their decode times are less than 1 s apart from the
+        // first's. Chunks are cut by shown time: 1 s each.
+        let mut packets: Vec<(i64, bool)> = (0..22).map(|p| (p, p == 0)).collect();
+        for g in 1..4 {
+            packets.push((25 * g, true));
+            packets.extend((25 * g - 3..25 * g).map(|p| (p, false)));
+            packets.extend((25 * g + 1..25 * g + 22).map(|p| (p, false)));
+        }
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for (i, (pts, key)) in packets.into_iter().enumerate() {
+            let p = EncodedPacket {
+                pts: pts * 3600,
+                dts: (i as i64 - 3) * 3600,
+                ..packet(0, key)
+            };
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(m.len(), 4, "{m:#?}");
+        for (g, m) in m.iter().enumerate() {
+            // (The last one ends with its last frame, 22 frames on.)
+            let frames = if g == 3 { 22 } else { 25 };
+            assert_eq!(m.start_pts, 25 * g as i64 * 3600, "{m:#?}");
+            assert_eq!(m.duration_ts, frames * 3600, "{m:#?}");
+        }
     }
 
     #[test]

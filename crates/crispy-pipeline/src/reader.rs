@@ -86,12 +86,34 @@ impl Timeline {
         if m.discontinuity && m.gap_ms.is_none() {
             // The chunker saw the source's timestamps restart: the media clock no longer maps
             // to the old origin, so continue from the previous chunk's end.
-            if let Some(end) = self.last_end {
-                self.origin = end;
-                self.base_pts = Some(m.start_pts);
-                m.gap_ms = Some(0);
-            }
+            self.rebase(m);
         }
+        self.place(m);
+        // A live source's timestamps that jump forward past the present are a new timestamp
+        // base (an encoder restarted), not frames missing: continue from the previous end.
+        let live = matches!(self.clock, ClockSource::Rtcp | ClockSource::Receive);
+        if live
+            && m.discontinuity
+            && self.last_end.is_some()
+            && m.end_time > Utc::now() + chrono::Duration::seconds(2)
+        {
+            self.rebase(m);
+            self.place(m);
+        }
+        self.last_end = Some(m.end_time);
+    }
+
+    /// Maps `m`'s media time on from the previous chunk's end (a gap of 0).
+    fn rebase(&mut self, m: &mut ChunkMetadata) {
+        if let Some(end) = self.last_end {
+            self.origin = end;
+            self.base_pts = Some(m.start_pts);
+            m.gap_ms = Some(0);
+        }
+    }
+
+    /// Sets `m`'s start and end times from its media time.
+    fn place(&mut self, m: &mut ChunkMetadata) {
         let base = *self.base_pts.get_or_insert(m.start_pts);
         let offset_ms = m.time_base.ticks_to_millis(m.start_pts - base);
         m.start_time = self.origin + chrono::Duration::milliseconds(offset_ms);
@@ -102,7 +124,6 @@ impl Timeline {
             .ticks_to_millis(m.start_pts + m.duration_ts - base);
         m.end_time = self.origin + chrono::Duration::milliseconds(end_ms);
         m.clock = self.clock;
-        self.last_end = Some(m.end_time);
     }
 }
 
@@ -944,4 +965,53 @@ fn parameter_set<'a>(codec: &Codec, data: &'a [u8]) -> Option<&'a [u8]> {
         _ => false,
     };
     crispy_core::annexb::annexb_nals(data).find(|n| is_sps(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of 1 s at 90 kHz starting at `start_s` seconds of media time.
+    fn chunk_at(start_s: i64, discontinuity: bool, gap_ms: Option<u64>) -> ChunkMetadata {
+        let mut m: ChunkMetadata =
+            serde_json::from_str(crispy_testkit::SAMPLE_MANIFEST_JSON).expect("manifest");
+        m.time_base = crispy_core::Rational::new(1, 90_000);
+        m.start_pts = start_s * 90_000;
+        m.duration_ts = 90_000;
+        m.discontinuity = discontinuity;
+        m.gap_ms = gap_ms;
+        m
+    }
+
+    #[test]
+    fn a_gap_keeps_the_media_clock_and_a_live_jump_past_now_restarts_it() {
+        let origin = Utc::now() - chrono::Duration::hours(1);
+        let second = chrono::Duration::seconds(1);
+        for clock in [ClockSource::FileMtime, ClockSource::Receive] {
+            let mut t = Timeline::anchored(origin, 0, clock);
+            let mut first = chunk_at(0, false, None);
+            t.stamp(&mut first);
+            // Ten seconds missing: the chunk after them starts ten seconds later.
+            let mut after_gap = chunk_at(11, true, Some(10_000));
+            t.stamp(&mut after_gap);
+            assert_eq!(after_gap.start_time, origin + second * 11, "{clock}");
+            assert_eq!(after_gap.gap_ms, Some(10_000));
+            // Timestamps five hours on, past the present: a live source's encoder restarted;
+            // a file's media time is what it is.
+            let mut jumped = chunk_at(5 * 3600, true, Some(5 * 3600 * 1000));
+            t.stamp(&mut jumped);
+            if clock == ClockSource::Receive {
+                assert_eq!(jumped.start_time, origin + second * 12);
+                assert_eq!(jumped.gap_ms, Some(0));
+            } else {
+                assert_eq!(jumped.start_time, origin + second * 5 * 3600);
+            }
+            // A restart (timestamps back) goes on from the previous end.
+            let mut restarted = chunk_at(0, true, None);
+            let previous_end = jumped.end_time;
+            t.stamp(&mut restarted);
+            assert_eq!(restarted.start_time, previous_end);
+            assert_eq!(restarted.gap_ms, Some(0));
+        }
+    }
 }
