@@ -56,11 +56,24 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         e.exit();
     }
     if !json_logs_requested() {
-        let Some(text) = escaped_usage_text() else {
-            e.exit();
+        // clap quotes what it refused: a camera URL with its password, a store URL with a
+        // key. Written redacted (without colours) when it holds one.
+        let text = match escaped_usage_text() {
+            Some(text) => text,
+            None => {
+                let plain = e.render().to_string();
+                if crispy_core::redact::redact_urls(&plain) == plain {
+                    e.exit();
+                }
+                plain
+            }
         };
         use std::io::Write;
-        let _ = write!(std::io::stderr(), "{text}");
+        let _ = write!(
+            std::io::stderr(),
+            "{}",
+            crispy_core::redact::redact_urls(&text)
+        );
         return ExitCode::from(exit::USAGE);
     }
     let global = cli::Global {

@@ -213,7 +213,8 @@ fn signing_key(args: &RunArgs) -> Result<Option<crispy_signer::SigningKey>> {
     if let Some(var) = &args.hmac_key_env {
         let secret = std::env::var(var).map_err(|_| {
             UsageError(format!(
-                "--hmac-key-env: environment variable {var} is not set"
+                "--hmac-key-env: {}",
+                crispy_core::redact::unset_env_var(var)
             ))
         })?;
         return Ok(Some(crispy_signer::SigningKey::hmac(secret.as_bytes())?));
@@ -366,7 +367,8 @@ fn plan(args: &RunArgs) -> Result<Plan> {
         if let Some(var) = &args.password_env {
             let password = std::env::var(var).map_err(|_| {
                 UsageError(format!(
-                    "--password-env: environment variable {var} is not set"
+                    "--password-env: {}",
+                    crispy_core::redact::unset_env_var(var)
                 ))
             })?;
             let user = args

@@ -19,7 +19,8 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     for var in &args.hmac_key_env {
         let secret = std::env::var(var).map_err(|_| {
             UsageError(format!(
-                "--hmac-key-env: environment variable {var} is not set"
+                "--hmac-key-env: {}",
+                crispy_core::redact::unset_env_var(var)
             ))
         })?;
         keys.add_hmac(secret.as_bytes())?;

@@ -1330,3 +1330,34 @@ fn the_command_line_wins_over_the_environment() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A URL with a password that clap refuses (`--source` forgotten) is quoted redacted, and a
+/// secret given where its environment variable's name belongs is not echoed.
+#[test]
+fn refused_arguments_never_show_a_password() {
+    for args in [
+        &["run", "rtsp://admin:hunter2@127.0.0.1:1/x"][..],
+        &["verify", "s3://bucket/x", "s3://AKIA:hunter2@bucket/x"][..],
+        &[
+            "run",
+            "--source",
+            "rtsp://admin@127.0.0.1:1/x",
+            "--password-env",
+            "hunter2!pass",
+            "--sink",
+            "memory://b",
+        ][..],
+    ] {
+        let out = crispy().args(args).output().expect("crispy");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("error:"), "{err}");
+    }
+    let out = crispy()
+        .args(["run", "rtsp://admin:hunter2@127.0.0.1:1/x"])
+        .output()
+        .expect("crispy");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'rtsp://***@127.0.0.1:1/x'"), "{err}");
+}

@@ -30,6 +30,29 @@ pub fn redact_userinfo(text: &str) -> Cow<'_, str> {
     redact(text, false)
 }
 
+/// What to say about an environment variable the user named (`--password-env NAME`) that
+/// is not set: its name when it looks like one, never the text otherwise (a password pasted
+/// where its variable's name belongs).
+///
+/// ```
+/// use crispy_core::redact::unset_env_var;
+/// assert_eq!(unset_env_var("CAM_PW"), "environment variable CAM_PW is not set");
+/// assert!(!unset_env_var("Hunter2!pass").contains("Hunter2"));
+/// ```
+pub fn unset_env_var(name: &str) -> String {
+    let plausible = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plausible {
+        format!("environment variable {name} is not set")
+    } else {
+        "it takes the name of an environment variable (letters, digits and _), not the secret \
+         itself: the value given is not shown"
+            .to_owned()
+    }
+}
+
 fn redact<'a>(text: &'a str, queries: bool) -> Cow<'a, str> {
     if !text.contains("://") || !(text.contains('@') || (queries && text.contains('='))) {
         return Cow::Borrowed(text);

@@ -384,8 +384,8 @@ impl Config {
                         var.span().start,
                         "password_env",
                         format!(
-                            "environment variable {} is not set (camera {id})",
-                            var.get_ref()
+                            "{} (camera {id})",
+                            crispy_core::redact::unset_env_var(var.get_ref())
                         ),
                     ));
                 };
