@@ -278,8 +278,9 @@ pub struct RunArgs {
     /// Transcode: constant rate factor, 0 (lossless) to 51 (worst) [default: 26].
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=51), conflicts_with_all = ["config", "bitrate"])]
     pub crf: Option<u8>,
-    /// Transcode: target bitrate in kbit/s instead of a CRF.
-    #[arg(long, value_name = "KBPS", conflicts_with = "config")]
+    /// Transcode: target bitrate in kbit/s instead of a CRF (1 to 1000000).
+    #[arg(long, value_name = "KBPS", conflicts_with = "config",
+          value_parser = clap::value_parser!(u64).range(1..=crispy_source::MAX_BITRATE_KBPS))]
     pub bitrate: Option<u64>,
     /// Sign every manifest with this Ed25519 private key (PEM, from `crispy keygen` or
     /// `openssl genpkey -algorithm ed25519`). Without this option or --hmac-key-env, the

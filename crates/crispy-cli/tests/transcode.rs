@@ -337,6 +337,15 @@ fn unusable_transcode_requests_are_refused_before_anything_starts() {
             &["--mode", "transcode", "--crf", "20", "--bitrate", "900"],
             "cannot be used with",
         ),
+        // Was a good file called damaged (libx264 refusing to open), or a panic.
+        (
+            &["--mode", "transcode", "--bitrate", "99999999999"],
+            "--bitrate",
+        ),
+        (
+            &["--mode", "transcode", "--bitrate", "18446744073709551615"],
+            "--bitrate",
+        ),
     ] {
         let (code, err) = run(&[args, &["--source", "x.mp4"]].concat());
         assert_eq!(code, Some(2), "{args:?}: {err}");

@@ -749,6 +749,10 @@ mode = "copy"
                 "crf and bitrate_kbps exclude each other",
             ),
             (
+                "mode = \"transcode\"\n[transcode]\nbitrate_kbps = 99999999999\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
+                "out of range 1..=1000000",
+            ),
+            (
                 "[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\nmode = \"transcode\"\ntranscode = { scale = \"320x240\", max_height = 100 }\n",
                 "scale and max_height exclude each other",
             ),

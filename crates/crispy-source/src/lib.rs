@@ -37,7 +37,9 @@ pub use ffi::{LogSourceGuard, log_source};
 pub use file::FileSource;
 pub use rtsp::{RtspConfig, RtspSource, RtspTransport};
 pub use synthetic::{SyntheticConfig, SyntheticSource};
-pub use transcode::{LiveTranscoder, TranscodeConfig, TranscodeSource, X264_PRESETS};
+pub use transcode::{
+    LiveTranscoder, MAX_BITRATE_KBPS, TranscodeConfig, TranscodeSource, X264_PRESETS,
+};
 
 /// A live camera connection as the pipeline drives it: packets plus what it needs to put
 /// them on the wall clock and to report on the camera.

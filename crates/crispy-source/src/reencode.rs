@@ -244,7 +244,9 @@ impl Reencoder {
         opts.set("forced-idr", "1");
         opts.set("x264-params", "keyint=infinite:scenecut=0");
         match self.config.bitrate_kbps {
-            Some(kbps) => enc.set_bit_rate(usize::try_from(kbps * 1000).unwrap_or(usize::MAX)),
+            Some(kbps) => {
+                enc.set_bit_rate(usize::try_from(kbps.saturating_mul(1000)).unwrap_or(usize::MAX))
+            }
             None => opts.set("crf", &self.config.crf.to_string()),
         }
         let encoder = enc.open_as_with(codec, opts).map_err(|e| {

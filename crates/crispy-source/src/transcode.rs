@@ -25,6 +25,10 @@ pub const X264_PRESETS: [&str; 10] = [
     "placebo",
 ];
 
+/// The highest target bitrate a transcode takes, in kbit/s (1 Gbit/s: far above any camera,
+/// well inside what libx264 accepts).
+pub const MAX_BITRATE_KBPS: u64 = 1_000_000;
+
 /// Encoder and picture settings of transcode mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscodeConfig {
@@ -40,7 +44,7 @@ pub struct TranscodeConfig {
     pub preset: String,
     /// Constant rate factor (quality); used when no bitrate is set.
     pub crf: u8,
-    /// Target bitrate in kbit/s (instead of `crf`).
+    /// Target bitrate in kbit/s (instead of `crf`), at most [`MAX_BITRATE_KBPS`].
     pub bitrate_kbps: Option<u64>,
     /// Media time (ms after the first frame) of the first chunk boundary; boundaries follow
     /// every `chunk_ms` after it. Non-zero for wall-clock alignment.
@@ -96,8 +100,13 @@ impl TranscodeConfig {
         if self.crf > 51 {
             return Err(format!("crf {} is out of range 0..=51", self.crf));
         }
-        if self.bitrate_kbps == Some(0) {
-            return Err("bitrate must be above 0 kbit/s".to_owned());
+        if let Some(kbps) = self
+            .bitrate_kbps
+            .filter(|k| !(1..=MAX_BITRATE_KBPS).contains(k))
+        {
+            return Err(format!(
+                "bitrate {kbps} kbit/s is out of range 1..={MAX_BITRATE_KBPS}"
+            ));
         }
         if self.fps.is_some_and(|f| !f.is_positive()) {
             return Err("fps must be above 0".to_owned());
