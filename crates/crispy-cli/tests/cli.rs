@@ -1361,3 +1361,46 @@ fn refused_arguments_never_show_a_password() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'rtsp://***@127.0.0.1:1/x'"), "{err}");
 }
+
+/// Files whose timestamps start late (100 s here): MP4 and Matroska count the container's
+/// duration from 0, so the file-mtime clock put every chunk 100 s early. The last chunk
+/// ends at the file's modification time, in each container.
+#[test]
+fn a_file_starting_late_ends_at_its_modification_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ext in ["mkv", "mp4", "ts"] {
+        let src = dir.path().join(format!("late.{ext}"));
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25:duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-output_ts_offset",
+            "100",
+            src.to_str().expect("utf8"),
+        ])
+        .expect("ffmpeg");
+        let sink = dir.path().join(ext);
+        let out = run(&src, &sink, &["--chunk", "1s"]);
+        assert!(out.status.success(), "{ext}: {}", stderr(&out));
+        let mtime: chrono::DateTime<chrono::Utc> = std::fs::metadata(&src)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+            .into();
+        let ms = manifests(&sink);
+        let (_, last) = ms.last().expect("manifests");
+        assert_eq!(last["clock"], "file-mtime", "{ext}: {last}");
+        let end: chrono::DateTime<chrono::Utc> = last["end_time"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("end_time");
+        let off = (end - mtime).num_milliseconds().abs();
+        assert!(off <= 1, "{ext}: ends {end}, modified {mtime}");
+    }
+}

@@ -82,6 +82,13 @@ impl FileSource {
         let container_duration_s = Some(input.duration())
             .filter(|d| *d > 0)
             .map(|d| d as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
+        // Where the streams start: MP4 and Matroska count the container's duration from 0,
+        // so a file whose timestamps start at 100 s "lasts" 100 s longer than its media.
+        let start_s = input
+            .streams()
+            .filter(|s| s.start_time() != ffmpeg::ffi::AV_NOPTS_VALUE)
+            .map(|s| s.start_time() as f64 * f64::from(s.time_base()))
+            .fold(f64::INFINITY, f64::min);
         let demuxer = Demuxer::new(input).map_err(|e| match e {
             SelectError::NoVideo(found) => SourceError::NoVideo {
                 path: path.clone(),
@@ -101,6 +108,19 @@ impl FileSource {
             time_base = %info.time_base,
             "opened file source"
         );
+        // The media's span: the video stream's own duration where the container gives one
+        // (MPEG-TS counts from the start, MP4 gives the stream's), else the container's from
+        // where the streams start.
+        let stream_s = info
+            .duration
+            .map(|d| d as f64 * info.time_base.as_f64())
+            .filter(|d| *d > 0.0);
+        let container_duration_s = stream_s.or_else(|| {
+            container_duration_s.map(|d| match d - start_s {
+                span if start_s > 0.0 && span > 0.0 => span,
+                _ => d,
+            })
+        });
         Ok(Self {
             path,
             demuxer,
@@ -125,7 +145,8 @@ impl FileSource {
         self.creation_time.as_deref()
     }
 
-    /// The container's duration in seconds, when known (for progress display).
+    /// The media's duration in seconds, when known: the video stream's, else the container's
+    /// from where its streams start (for progress display and the file-mtime clock).
     pub fn duration_secs(&self) -> Option<f64> {
         self.container_duration_s
     }
