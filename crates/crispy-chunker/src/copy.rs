@@ -558,11 +558,11 @@ impl Chunker for CopyChunker {
 
     fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
         // A forward jump with the stream going on (frames missing, a recording paused): kept.
-        if let Some(last) = self.pending.last()
-            && packet.dts.saturating_sub(last.dts) > self.jump_ticks()
-            && self.is_gap(packet.dts.saturating_sub(last.dts))
-        {
-            let step = packet.dts.saturating_sub(last.dts);
+        let step = self
+            .pending
+            .last()
+            .map(|last| packet.dts.saturating_sub(last.dts));
+        if let Some(step) = step.filter(|s| *s > self.jump_ticks() && self.is_gap(*s)) {
             let missing = step.saturating_sub(self.nominal_frame_ticks.max(0));
             tracing::warn!(
                 source = %self.config.source_id,
