@@ -48,7 +48,8 @@ damaged by the store), 23 uploads unfinished at the drain timeout, \
 24 sink not readable (verify), 25 sink refused the credentials, 26 bucket or container \
 missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \
 29 a live run dropped chunks from a full spool or disk (each one logged and recorded), \
-30 verification found problems. \
+30 verification found problems, 31 a signal stopped a file run before the file's end \
+(its complete chunks were stored). \
 See docs/cli.md.";
 
 /// Options for every subcommand.

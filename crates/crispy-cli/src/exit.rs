@@ -31,6 +31,7 @@ pub const SINK_UNREACHABLE: u8 = 27;
 pub const SPOOL_UNUSABLE: u8 = 28;
 pub const CHUNKS_DROPPED: u8 = 29;
 pub const VERIFY_FAILED: u8 = 30;
+pub const FILE_UNFINISHED: u8 = 31;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
 pub fn describe(err: &anyhow::Error) -> String {
@@ -86,6 +87,46 @@ pub struct CameraGaveNothing {
     pub others: String,
 }
 
+/// A signal stopped the run before one or more files were read to their end (exit code
+/// 31): their complete chunks up to there are stored, the rest is not.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the run was stopped before the end of {what}: the complete chunks up to there are \
+     stored, the rest of the file is not; run the same command again to store the rest \
+     (chunks already stored are recognised, not written twice)"
+)]
+pub struct FileUnfinished {
+    /// The files, with their source ids and how much of each was stored, in words.
+    pub what: String,
+}
+
+impl FileUnfinished {
+    /// The error for these files (source id, path as given, ms of media stored), or `None`
+    /// when there are none.
+    pub fn of(files: &[(&crispy_core::SourceId, &str, u64)]) -> Option<Self> {
+        let list: Vec<String> = files
+            .iter()
+            .map(|(id, path, ms)| {
+                let read = if *ms == 0 {
+                    "nothing stored".to_owned()
+                } else {
+                    format!("{:.1} s of it stored", *ms as f64 / 1000.0)
+                };
+                format!("{path} (source {id}, {read})")
+            })
+            .collect();
+        match list.len() {
+            0 => None,
+            1 => Some(Self {
+                what: list.concat(),
+            }),
+            _ => Some(Self {
+                what: format!("{} files: {}", list.len(), list.join(", ")),
+            }),
+        }
+    }
+}
+
 /// The exit code for an error anywhere in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -112,6 +153,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<ChunksDropped>().is_some() {
             return CHUNKS_DROPPED;
+        }
+        if cause.downcast_ref::<FileUnfinished>().is_some() {
+            return FILE_UNFINISHED;
         }
         if let Some(e) = cause.downcast_ref::<CameraGaveNothing>() {
             return camera_code(&e.fault);

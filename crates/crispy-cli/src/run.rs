@@ -66,6 +66,13 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
         sink_key: sink.spool_key(),
         max_bytes: args.spool_max.unwrap_or(options.spool.max_bytes),
     };
+    // Files, by source id, with how they were given: a file a signal stopped before its end
+    // fails the run (see `FileUnfinished`).
+    let files: Vec<(SourceId, String)> = jobs
+        .iter()
+        .filter(|j| !j.spec.is_live())
+        .map(|j| (j.source_id.clone(), j.spec.display()))
+        .collect();
     // A failed run that stored nothing leaves no empty sink directory behind.
     let cleanup = sink.cleanup_dirs();
     let outcome = runtime.block_on(async move {
@@ -89,7 +96,14 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                     sink.display_url()
                 ),
             },
-            () = shutdown.triggered() => return Ok(()),
+            () = shutdown.triggered() => {
+                let unread: Vec<(&SourceId, &str, u64)> =
+                    files.iter().map(|(id, path)| (id, path.as_str(), 0)).collect();
+                return match crate::exit::FileUnfinished::of(&unread) {
+                    Some(e) => Err(e.into()),
+                    None => Ok(()),
+                };
+            }
         }
         let observer = Arc::new(BarObserver(bar.clone()));
         let result = run_sources(jobs, Arc::new(sink), options, shutdown, observer).await;
@@ -118,6 +132,9 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                         s.recovered
                     ));
                 }
+                if s.unfinished_at_ms.is_some() {
+                    extra.push_str("; STOPPED before the end of the file");
+                }
                 crate::logging::to_stderr(format_args!(
                     "{}: stored {} chunks ({} frames, {:.1} MB) in {:.2} s: {:.0} frames/s\
                      {latency}{extra}",
@@ -142,6 +159,19 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
                 per_source: dropped.join(", "),
             }
             .into());
+        }
+        // Files a signal stopped before their end: a script must not take the run for a
+        // complete copy (`crispy run … && rm clip.mp4`).
+        let unfinished: Vec<(&SourceId, &str, u64)> = summaries
+            .iter()
+            .filter_map(|s| {
+                s.unfinished_at_ms?;
+                let path = files.iter().find(|(id, _)| *id == s.source_id)?;
+                Some((&s.source_id, path.1.as_str(), s.media_ms))
+            })
+            .collect();
+        if let Some(e) = crate::exit::FileUnfinished::of(&unfinished) {
+            return Err(e.into());
         }
         // Cameras that gave nothing (each one's last problem was logged when it stopped):
         // the first one given names the exit code.

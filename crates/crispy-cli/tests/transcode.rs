@@ -552,3 +552,77 @@ fn non_square_pixels_keep_the_picture_shape() {
         }
     }
 }
+
+#[test]
+fn a_file_run_stopped_before_its_end_fails_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Slow enough (about 15 s at `veryslow`) for the signal to come long before the end.
+    let src = dir.path().join("long.mp4");
+    let src_s = src.to_str().expect("utf8");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "250",
+        src_s,
+    ])
+    .expect("ffmpeg makes the clip");
+    let sink = dir.path().join("sink");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("crispy"))
+        .args([
+            "run",
+            "--mode",
+            "transcode",
+            "--preset",
+            "veryslow",
+            "--chunk",
+            "1s",
+            "--source",
+            src_s,
+            "--sink",
+        ])
+        .arg(format!("file://{}", sink.display()))
+        .env_remove("CRISPY_SIGNING_KEY")
+        .env("CRISPY_LOG_FORMAT", "text")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("crispy starts");
+    let t0 = std::time::Instant::now();
+    while !sink.exists() || files_with_ext(&sink, "json").expect("list").is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no chunk stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    crispy_testkit::signal(child.id(), "INT").expect("kill -INT");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(31), "{err}");
+    assert!(
+        err.contains("stopped before the end of")
+            && err.contains("long.mp4 (source long, ")
+            && err.contains(" s of it stored)")
+            && err.contains("run the same command again"),
+        "{err}"
+    );
+    // The complete chunks up to there are kept, and none of them ends the run.
+    let stored = manifests(&sink);
+    assert!(!stored.is_empty() && stored.len() < 60, "{}", stored.len());
+    assert!(stored.iter().all(|m| m["run_end"].is_null()));
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| m["sequence"].as_u64())
+            .collect::<Vec<_>>(),
+        (0..stored.len() as u64).map(Some).collect::<Vec<_>>()
+    );
+}

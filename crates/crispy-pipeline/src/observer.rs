@@ -59,6 +59,11 @@ pub struct RunSummary {
     /// A live camera that stored no chunk in the whole run (it was retried until the run
     /// was stopped): why its last attempt failed. `None` otherwise.
     pub gave_nothing: Option<CameraFault>,
+    /// A file that a shutdown stopped before its end: how far it was read, in ms of media
+    /// time (its complete chunks up to there are stored, its partial last chunk is not; the
+    /// same run again stores the rest). `None` for a file read to its end and for live
+    /// sources.
+    pub unfinished_at_ms: Option<u64>,
 }
 
 /// Why a live camera gave no chunk: its last attempt's problem.
@@ -134,6 +139,7 @@ impl RunSummary {
             latency_p50: None,
             latency_p99: None,
             gave_nothing: None,
+            unfinished_at_ms: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub(crate) enum ReaderMsg {
     Failed(ReaderFailure),
     /// A live camera stored no chunk in the whole run; why its last attempt failed.
     GaveNothing(SourceId, CameraFault),
+    /// A file whose reading a shutdown stopped before its end, and how far it was read (ms
+    /// of media time).
+    Unfinished(SourceId, u64),
 }
 
 /// A spooled chunk to upload; its bytes ride along when the reader still has them, else
@@ -400,7 +403,9 @@ pub(crate) fn apply_probe(source_id: &SourceId, info: &mut StreamInfo) {
 }
 
 /// Reads a source to its end (or until shutdown), sending every chunk: files and synthetic
-/// streams.
+/// streams. Returns how far a file was read (ms of media time) when a shutdown stopped it
+/// before its end; `None` when it was read to its end, failed, or is a paced source
+/// (`flush_on_shutdown`), for which stopping is its normal end.
 pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     mut source: P,
     mut chunker: CopyChunker,
@@ -409,9 +414,10 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     observer: &dyn Observer,
     shutdown: &Shutdown,
     flush_on_shutdown: bool,
-) {
+) -> Option<u64> {
     let tb = source.stream_info().time_base;
     let mut first_dts = None;
+    let mut read_ms = 0u64;
     let mut packets = 0u64;
     // Whether a shutdown, not the end of the source, ended the reading.
     let mut stopped = false;
@@ -453,39 +459,40 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             Err(error) => {
                 // The complete chunks before the damage are stored first.
                 if !send_held(&mut held, &mut timeline, None) {
-                    return;
+                    return None;
                 }
                 let discarded_frames = chunker.pending_frames() as u64;
                 out.fail(ReaderFailure::Source {
                     error,
                     discarded_frames,
                 });
-                return;
+                return None;
             }
         };
         let first = *first_dts.get_or_insert(packet.dts);
         packets += 1;
+        read_ms = tb.ticks_to_millis(packet.dts - first).max(0) as u64;
         if packets.is_multiple_of(PROGRESS_EVERY) {
-            observer.progress(tb.ticks_to_millis(packet.dts - first).max(0) as u64);
+            observer.progress(read_ms);
         }
         match chunker.push(packet) {
             Ok(None) => {}
             Ok(Some(chunk)) if hold => {
                 if !send_held(&mut held, &mut timeline, None) {
-                    return;
+                    return None;
                 }
                 held = Some((chunk, std::time::Instant::now()));
             }
             Ok(Some(chunk)) => {
                 if !out.send(chunk, &mut timeline) {
-                    return;
+                    return None;
                 }
             }
             Err(e) => {
                 if send_held(&mut held, &mut timeline, None) {
                     out.fail(ReaderFailure::Chunker(e));
                 }
-                return;
+                return None;
             }
         }
     }
@@ -504,7 +511,7 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             shutdown.reason()
         );
         send_held(&mut held, &mut timeline, None);
-        return;
+        return Some(read_ms);
     }
     match chunker.finish() {
         Ok(Some(chunk)) => {
@@ -513,20 +520,20 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
                     .send_with(chunk, &mut timeline, |m| m.run_end = Some(end))
                     .is_none()
             {
-                return;
+                return None;
             }
         }
         // Nothing left in the chunker: the chunk held is the last.
         Ok(None) => {
             if !send_held(&mut held, &mut timeline, Some(end)) {
-                return;
+                return None;
             }
         }
         Err(e) => {
             if send_held(&mut held, &mut timeline, None) {
                 out.fail(ReaderFailure::Chunker(e));
             }
-            return;
+            return None;
         }
     }
     if let Some(error) = source.damage_at_end() {
@@ -535,6 +542,7 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
             discarded_frames: 0,
         });
     }
+    None
 }
 
 /// A live camera to run.

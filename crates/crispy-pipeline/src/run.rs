@@ -501,6 +501,12 @@ where
                         .or_insert_with(|| RunSummary::empty(id))
                         .gave_nothing = Some(fault);
                 }
+                Some(ReaderMsg::Unfinished(id, read_ms)) => {
+                    summaries
+                        .entry(id.clone())
+                        .or_insert_with(|| RunSummary::empty(id))
+                        .unfinished_at_ms = Some(read_ms);
+                }
                 None => readers_done = true,
             },
             Some(done) = uploads.join_next(), if !uploads.is_empty() => {
@@ -639,6 +645,7 @@ where
             frames_per_s = s.frames_per_second().round(),
             latency_p50_ms = s.latency_p50.map(tenth_ms),
             latency_p99_ms = s.latency_p99.map(tenth_ms),
+            stopped_before_end_ms = s.unfinished_at_ms,
             "run finished"
         );
         out.push(s);
@@ -674,11 +681,12 @@ where
     P: PacketSource<Error = SourceError> + 'static,
 {
     let id = id.clone();
+    let tx = out.tx.clone();
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             let _named = crispy_source::log_source(id.as_str());
-            read_to_end(
+            let unfinished = read_to_end(
                 source,
                 chunker,
                 timeline,
@@ -687,6 +695,9 @@ where
                 &shutdown,
                 flush_on_shutdown,
             );
+            if let Some(read_ms) = unfinished {
+                let _ = tx.blocking_send(ReaderMsg::Unfinished(id, read_ms));
+            }
         })
         .map_err(|e| PipelineError::Internal(format!("spawning reader thread: {e}")))
 }
