@@ -43,8 +43,8 @@ file, 4 unusable key file or secret, 10 source not found or invalid source URL, 
 stream, 15 codec not supported in copy mode, 16 source damaged (complete chunks before the \
 damage were stored; with damaged packets mid-file, every chunk), 17 a camera stored no chunk \
 in the whole run (it could not be reached or read), 18 a camera refused the credentials and \
-stored nothing, 19 a camera has no such stream and stored nothing, 20 invalid sink URL, 21 sink not writable, 22 upload refused (other content at the name, or \
-damaged by the store), 23 uploads unfinished at the drain timeout, \
+stored nothing, 19 a camera has no such stream and stored nothing, 20 invalid sink URL, 21 sink not writable, 22 upload refused (other content at the name, a manifest \
+signed by another key, or damaged by the store), 23 uploads unfinished at the drain timeout, \
 24 sink not readable (verify), 25 sink refused the credentials, 26 bucket or container \
 missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \
 29 a live run dropped chunks from a full spool or disk (each one logged and recorded), \

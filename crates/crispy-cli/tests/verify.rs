@@ -1185,3 +1185,71 @@ fn a_live_chain_that_starts_again_after_earlier_chunks_is_reported() {
     let (code, report) = verify(&other, &["--public-key", public], &[]);
     assert_eq!(code, Some(0), "{report:#}");
 }
+
+/// A file run again with another signing key, or with one over chunks stored unsigned (or
+/// without one over signed chunks), finds each stored manifest signed otherwise. It used to
+/// report the chunks as already present and succeed, signing nothing; it now stops at the
+/// first chunk (exit 22) and leaves every manifest as it was.
+#[test]
+fn a_rerun_signed_otherwise_stops_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = input(dir.path());
+    let (k1, p1) = keygen(dir.path(), "k1");
+    let (k2, _) = keygen(dir.path(), "k2");
+    let manifests = |sink: &Path| -> Vec<Vec<u8>> {
+        chunks(sink)
+            .iter()
+            .map(|c| std::fs::read(with_ext(c, "json")).expect("read"))
+            .collect()
+    };
+    let rerun = |sink: &Path, extra: &[&std::ffi::OsStr]| -> (Option<i32>, String) {
+        let out = crispy()
+            .args(["run", "--chunk", "1s", "--source"])
+            .arg(&src)
+            .args(["--sink", &sink_url(sink)])
+            .args(extra)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    fn with(k: &Path) -> [&std::ffi::OsStr; 2] {
+        [std::ffi::OsStr::new("--signing-key"), k.as_os_str()]
+    }
+
+    // Stored unsigned, run again signed.
+    let unsigned = dir.path().join("unsigned");
+    run_file(&src, &unsigned, &[], &[]);
+    let before = manifests(&unsigned);
+    assert_eq!(before.len(), 8);
+    let (code, err) = rerun(&unsigned, &with(&k1));
+    assert_eq!(code, Some(22), "{err}");
+    assert!(
+        err.contains("already exists for the same chunk but is unsigned")
+            && err.contains("this run's is signed with ed25519 key"),
+        "{err}"
+    );
+    assert_eq!(manifests(&unsigned), before, "nothing rewritten");
+    // Run again as it was stored: complete, nothing to do.
+    let (code, err) = rerun(&unsigned, &[]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Stored signed with k1: k1 again is fine, k2 or no key is not.
+    let signed = dir.path().join("signed");
+    let k1s = k1.to_str().expect("utf8");
+    run_file(&src, &signed, &["--signing-key", k1s], &[]);
+    let before = manifests(&signed);
+    let (code, err) = rerun(&signed, &with(&k1));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = rerun(&signed, &with(&k2));
+    assert_eq!(code, Some(22), "{err}");
+    assert!(err.contains("but is signed with ed25519 key"), "{err}");
+    let (code, err) = rerun(&signed, &[]);
+    assert_eq!(code, Some(22), "{err}");
+    assert!(err.contains("this run's is unsigned"), "{err}");
+    assert_eq!(manifests(&signed), before, "nothing rewritten");
+    let (code, report) = verify(&signed, &["--public-key", p1.to_str().expect("utf8")], &[]);
+    assert_eq!(code, Some(0), "{report}");
+}

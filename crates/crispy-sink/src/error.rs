@@ -107,6 +107,27 @@ pub enum SinkError {
         /// The store's error.
         source: object_store::Error,
     },
+    /// The manifest of the same chunk already exists at the path, but signed by another key
+    /// or not signed where this run signs (or the reverse): a re-run with another
+    /// `--signing-key` would otherwise report success and leave the stored manifest as it
+    /// was. It was not overwritten.
+    #[error(
+        "manifest {path} in {sink} already exists for the same chunk but is {theirs}, while \
+         this run's is {ours}; it was left untouched: run again with the key that signed it \
+         (or with none, if it is unsigned) to complete the set, or use another --source-id or \
+         sink"
+    )]
+    SignedOtherwise {
+        /// Sink URL.
+        sink: String,
+        /// Manifest object path.
+        path: String,
+        /// How the stored manifest is signed, in words (`unsigned`, `signed with ed25519
+        /// key …`).
+        theirs: String,
+        /// How this run's manifest is signed, in words.
+        ours: String,
+    },
     /// An object with different content already exists at the path; it was not overwritten.
     #[error(
         "object {path} in {sink} already exists with different content \
@@ -143,6 +164,7 @@ impl SinkError {
                     | object_store::Error::UnknownConfigurationKey { .. }
             ),
             SinkError::Conflict { .. }
+            | SinkError::SignedOtherwise { .. }
             | SinkError::Damaged { .. }
             | SinkError::InvalidUrl { .. }
             | SinkError::InvalidOption { .. }

@@ -751,6 +751,12 @@ impl ObjectStoreSink {
                 existing,
                 ours: crispy_signer::payload_sha256_hex(&payload),
             }),
+            Found::SignedOtherwise(theirs) => Err(SinkError::SignedOtherwise {
+                sink: self.display.clone(),
+                path: path.to_owned(),
+                theirs: signer_in_words(theirs.as_ref()),
+                ours: signer_in_words(signer_of(metadata).as_ref()),
+            }),
             // Deleted since it was reported (or never there): the retry will create it.
             Found::Absent => Err(self.put_err(path, error)),
         }
@@ -758,8 +764,8 @@ impl ObjectStoreSink {
 
     /// Is the object at `path` the one we are putting? Compares the SHA-256 recorded in its
     /// metadata (one HEAD request) where the store keeps metadata, else its content. For
-    /// manifests, the same chunk (`sha256`, `object`) means the same upload, even when the
-    /// manifest was re-signed since.
+    /// manifests, the same chunk (`sha256`, `object`) signed by the same key (or unsigned
+    /// both) means the same upload, even when the manifest was re-signed since.
     async fn find(
         &self,
         path: &str,
@@ -783,11 +789,20 @@ impl ObjectStoreSink {
                         let size_ok = is_manifest
                             || (r.meta.size == payload.len() as u64
                                 && self.etag_matches(payload, r.meta.e_tag.as_deref()));
-                        return Ok(if theirs.as_ref() == metadata.sha256 && size_ok {
-                            Found::Same
-                        } else {
-                            Found::Different(theirs.to_string())
-                        });
+                        if theirs.as_ref() != metadata.sha256 || !size_ok {
+                            return Ok(Found::Different(theirs.to_string()));
+                        }
+                        if is_manifest {
+                            let attr = |name: &str| {
+                                let key = Attribute::Metadata(meta_key(name, self.backend).into());
+                                r.attributes.get(&key).map(|v| v.to_string())
+                            };
+                            let signer = attr("crispy-sig-alg").zip(attr("crispy-key-id"));
+                            if signer != signer_of(metadata) {
+                                return Ok(Found::SignedOtherwise(signer));
+                            }
+                        }
+                        return Ok(Found::Same);
                     }
                     // Written by something else: compare the content.
                 }
@@ -800,7 +815,12 @@ impl ObjectStoreSink {
             return Ok(
                 match serde_json::from_slice::<ChunkMetadata>(&existing).ok() {
                     Some(e) if e.sha256 == metadata.sha256 && e.object == metadata.object => {
-                        Found::Same
+                        let theirs = signer_of(&e);
+                        if theirs == signer_of(metadata) {
+                            Found::Same
+                        } else {
+                            Found::SignedOtherwise(theirs)
+                        }
                     }
                     Some(e) => Found::Different(e.sha256),
                     None => Found::Different(crispy_signer::sha256_hex(&existing)),
@@ -853,6 +873,24 @@ enum Found {
     Same,
     /// Another object; its SHA-256.
     Different(String),
+    /// The manifest of the same chunk, signed by another key (or unsigned where ours is
+    /// signed, or the reverse); its signer.
+    SignedOtherwise(Option<(String, String)>),
+}
+
+/// Who signed a manifest: its signature's algorithm and key id, `None` when unsigned.
+fn signer_of(m: &ChunkMetadata) -> Option<(String, String)> {
+    m.signature
+        .as_ref()
+        .map(|s| (s.alg.clone(), s.key_id.clone()))
+}
+
+/// [`signer_of`]'s answer in words, for errors.
+fn signer_in_words(signer: Option<&(String, String)>) -> String {
+    match signer {
+        None => "unsigned".to_owned(),
+        Some((alg, key_id)) => format!("signed with {alg} key {key_id}"),
+    }
 }
 
 /// The metadata attribute holding the chunk's SHA-256.

@@ -128,6 +128,38 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
         PutOutcome::AlreadyPresent
     );
 
+    // The same chunk with a signed manifest, where the stored one is unsigned (a re-run
+    // with a signing key), or signed by another key: refused, nothing overwritten.
+    let manifest_at = || async {
+        store
+            .get(&Path::from(manifest_path_for(&c.metadata.object)))
+            .await
+            .expect("manifest")
+            .bytes()
+            .await
+            .expect("bytes")
+    };
+    let stored = manifest_at().await;
+    for key_id in ["k1", "k2"] {
+        let mut signed = c.clone();
+        signed.metadata.signature = Some(crispy_core::ManifestSignature {
+            alg: "ed25519".to_owned(),
+            key_id: key_id.to_owned(),
+            value: "00".repeat(64),
+        });
+        let err = sink
+            .put(&signed, Bytes::from(signed.metadata.to_json()))
+            .await
+            .expect_err("signed otherwise");
+        assert!(
+            matches!(&err, SinkError::SignedOtherwise { theirs, ours, .. }
+                if theirs == "unsigned" && *ours == format!("signed with ed25519 key {key_id}")),
+            "{err}"
+        );
+        assert!(err.is_permanent());
+        assert_eq!(manifest_at().await, stored);
+    }
+
     // The newest manifest of a source, across days, months and years.
     let id = c.metadata.source_id.clone();
     assert_eq!(
@@ -254,6 +286,50 @@ async fn conformance(sink: ObjectStoreSink, expect_prefix: &str) {
         sink.list_window(Some(at(2026, 1, 1)), Some(at(2026, 1, 2)))
             .await
             .expect("window")
+    );
+
+    // A source whose manifests are signed: the same key again is the same upload, another
+    // key or none is refused (after the listings above, which count every object).
+    let signed_by = |key_id: &str| {
+        // Another source, so the listing cases below keep theirs.
+        let mut signed = chunk_at(&sink, b"signed-chunk", (2026, 1, 1), 0);
+        signed.metadata.source_id = crispy_core::SourceId::new("signed").expect("id");
+        signed.metadata.object = sink.object_path(&signed.metadata);
+        signed.metadata.signature = Some(crispy_core::ManifestSignature {
+            alg: "ed25519".to_owned(),
+            key_id: key_id.to_owned(),
+            value: "00".repeat(64),
+        });
+        let manifest = Bytes::from(signed.metadata.to_json());
+        (signed, manifest)
+    };
+    let (k1, k1_manifest) = signed_by("k1");
+    assert_eq!(
+        sink.put(&k1, k1_manifest.clone())
+            .await
+            .expect("signed put"),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        sink.put(&k1, k1_manifest).await.expect("same key again"),
+        PutOutcome::AlreadyPresent
+    );
+    let (k2, k2_manifest) = signed_by("k2");
+    let err = sink.put(&k2, k2_manifest).await.expect_err("another key");
+    assert!(
+        matches!(&err, SinkError::SignedOtherwise { theirs, .. }
+            if theirs == "signed with ed25519 key k1"),
+        "{err}"
+    );
+    let mut unsigned = k1.clone();
+    unsigned.metadata.signature = None;
+    let err = sink
+        .put(&unsigned, Bytes::from(unsigned.metadata.to_json()))
+        .await
+        .expect_err("unsigned over signed");
+    assert!(
+        matches!(&err, SinkError::SignedOtherwise { ours, .. } if ours == "unsigned"),
+        "{err}"
     );
 }
 
