@@ -205,8 +205,8 @@ pub struct RunArgs {
     /// the next manifest); files wait.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub spool_max: Option<u64>,
-    /// Chunk length (3s, 1500ms, 2.5s). Stream copy closes each chunk at the first keyframe
-    /// at or after it.
+    /// Chunk length (3s, 1500ms, 2.5s, 1m; a bare number is seconds), 1 ms to 24 h. Stream
+    /// copy closes each chunk at the first keyframe at or after it.
     #[arg(
         long,
         short = 'c',

@@ -146,6 +146,16 @@ fn json_logs_requested() -> bool {
 
 /// `crispy keygen --out PATH`.
 fn keygen(args: &cli::KeygenArgs) -> anyhow::Result<()> {
+    // `--out k.pub` would put the private key where its public half is expected (and
+    // the public one in `k.pub.pub`): a private key shared as the public one.
+    if args.out.extension().is_some_and(|e| e == "pub") {
+        return Err(exit::UsageError(format!(
+            "keygen --out {}: --out names the private key; the public key is written next to \
+             it with .pub added (give the path without .pub)",
+            crispy_core::redact::escape_controls(&args.out.display().to_string())
+        ))
+        .into());
+    }
     let key_id = crispy_signer::generate_keypair(&args.out)?;
     output::to_stdout(|out| {
         let private = args.out.display().to_string();

@@ -23,6 +23,7 @@ const DEFAULT_SINK: &str = "file://./crispy-out";
 pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
     let (jobs, mut options, config_sink, config_sink_opts) = plan(&args)?;
     options.signing_key = signing_key(&args)?.map(Arc::new);
+    let default_sink = args.sink.is_none() && config_sink.is_none();
     let sink_url = args
         .sink
         .clone()
@@ -43,7 +44,15 @@ pub fn run(args: RunArgs, bar: ProgressBar) -> Result<()> {
     // The command line's options come after the file's: a repeated key takes the last value.
     let mut sink_options = SinkOptions::parse_pairs(args.sink_opts.iter().map(String::as_str))?;
     sink_options.options.splice(0..0, config_sink_opts);
-    let sink = ObjectStoreSink::from_url_opts(&sink_url, &sink_options)?;
+    let sink = match ObjectStoreSink::from_url_opts(&sink_url, &sink_options) {
+        Ok(sink) => sink,
+        Err(e) if default_sink => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "no --sink given, so the sink is the default {DEFAULT_SINK}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(ttl) = args.signed_urls {
         if !sink.can_sign_urls() {
             return Err(UsageError(format!(

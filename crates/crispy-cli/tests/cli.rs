@@ -1404,3 +1404,48 @@ fn a_file_starting_late_ends_at_its_modification_time() {
         assert!(off <= 1, "{ext}: ends {end}, modified {mtime}");
     }
 }
+
+/// Mistakes whose first answers pointed elsewhere: `keygen --out k.pub` wrote the private key
+/// to `k.pub`; `verify clip.mp4` said "no such directory"; a `--sink-opt` without `--sink`
+/// blamed the URL `file://./crispy-out` the user never typed.
+#[test]
+fn small_mistakes_are_named_as_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = crispy()
+        .current_dir(dir.path())
+        .args(["keygen", "--out", "k.pub"])
+        .output()
+        .expect("keygen");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("without .pub"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("list").count(),
+        0,
+        "no key written"
+    );
+
+    let src = Fixture::H264LongGop250.path().expect("fixture");
+    let out = crispy().arg("verify").arg(&src).output().expect("verify");
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a file, not a directory"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = crispy()
+        .current_dir(dir.path())
+        .args(["run", "--sink-opt", "aws_regoin=eu-west-1", "--source"])
+        .arg(&src)
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(20), "{err}");
+    assert!(
+        err.contains("no --sink given, so the sink is the default file://./crispy-out")
+            && err.contains("sink option \"aws_regoin\"")
+            && !err.contains("eu-west-1"),
+        "{err}"
+    );
+    assert!(!dir.path().join("crispy-out").exists());
+}

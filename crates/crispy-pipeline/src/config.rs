@@ -803,7 +803,7 @@ mode = "copy"
             ),
             (
                 "sink = \"memory://\"\n[sink_options]\naws_endpoint = \"http://h\"\n[[camera]]\nid = \"a\"\nurl = \"rtsp://h/x\"\n",
-                "line 1, field `sink`: invalid sink URL \"memory://\": store options (--sink-opt, a config file's [sink_options])",
+                "line 1, field `sink`: sink option \"aws_endpoint\": store options (--sink-opt, a config file's [sink_options]) apply to s3://, gs:// and az:// sinks only, not to memory://",
             ),
         ];
         for (text, want) in sinks {

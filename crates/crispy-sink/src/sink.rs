@@ -98,15 +98,16 @@ impl ObjectStoreSink {
             sink.endpoint = opened.endpoint;
             return Ok(sink);
         }
-        let local_only = || {
-            if options.options.is_empty() {
-                Ok(())
-            } else {
-                Err(invalid(
+        let local_only = || match options.options.first() {
+            None => Ok(()),
+            Some((key, _)) => Err(SinkError::InvalidOption {
+                key: key.clone(),
+                reason: format!(
                     "store options (--sink-opt, a config file's [sink_options]) apply to \
-                     s3://, gs:// and az:// sinks only",
-                ))
-            }
+                     s3://, gs:// and az:// sinks only, not to {}",
+                    crispy_core::redact::redact_urls(url)
+                ),
+            }),
         };
         if let Some(rest) = url.strip_prefix("memory://") {
             local_only()?;
@@ -137,6 +138,13 @@ impl ObjectStoreSink {
             PathBuf::from(url)
         };
         local_only()?;
+        if !create && dir.is_file() {
+            // `crispy verify clip.mp4`: a sink is where chunks were stored.
+            return Err(invalid(
+                "a file, not a directory (a sink is the directory or bucket URL that chunks \
+                 are stored in)",
+            ));
+        }
         if !create && !dir.is_dir() {
             // Nothing to read back (`crispy verify`): unreadable, not a malformed URL.
             return Err(SinkError::Read {
