@@ -49,7 +49,8 @@ signed by another key, or damaged by the store), 23 uploads unfinished at the dr
 missing, 27 sink unreachable (verify), 28 spool unusable (in use, unwritable, full), \
 29 a live run dropped chunks from a full spool or disk (each one logged and recorded), \
 30 verification found problems, 31 a signal stopped a file run before the file's end \
-(its complete chunks were stored). \
+(its complete chunks were stored), 32 transcode mode: libx264 cannot encode the stream as \
+asked (too large without --scale or --max-height). \
 See docs/cli.md.";
 
 /// Options for every subcommand.

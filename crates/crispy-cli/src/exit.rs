@@ -32,6 +32,7 @@ pub const SPOOL_UNUSABLE: u8 = 28;
 pub const CHUNKS_DROPPED: u8 = 29;
 pub const VERIFY_FAILED: u8 = 30;
 pub const FILE_UNFINISHED: u8 = 31;
+pub const TRANSCODE_REFUSED: u8 = 32;
 
 /// The error and its causes on one line, skipping causes whose text is already shown.
 pub fn describe(err: &anyhow::Error) -> String {
@@ -201,6 +202,7 @@ fn source_code(e: &SourceError) -> u8 {
         | SourceError::Undecodable { .. }
         | SourceError::CorruptPackets { .. } => SOURCE_DAMAGED,
         SourceError::InvalidUrl { .. } => SOURCE_NOT_FOUND,
+        SourceError::Encoder { .. } => TRANSCODE_REFUSED,
         _ => SOURCE_NOT_VIDEO,
     }
 }

@@ -626,3 +626,41 @@ fn a_file_run_stopped_before_its_end_fails_and_says_so() {
         (0..stored.len() as u64).map(Some).collect::<Vec<_>>()
     );
 }
+
+/// A picture wider than libx264 takes (an ultra-wide panorama): the run says what to do and
+/// exits 32, instead of calling the source damaged (16) as it did; scaled down, it runs.
+#[test]
+fn a_picture_too_wide_for_libx264_is_named_not_called_damaged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("wide.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=size=17000x16:rate=5:duration=1",
+        "-c:v",
+        "ffv1",
+        src.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg makes the clip");
+    let sink = dir.path().join("sink");
+    let out = run(&src, &sink, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(32), "{err}");
+    assert!(
+        err.contains("cannot transcode")
+            && err.contains("17000x16")
+            && err.contains("--scale or --max-height")
+            && !err.contains("damaged"),
+        "{err}"
+    );
+    assert!(files_with_ext(&sink, "mp4").unwrap_or_default().is_empty());
+    let out = run(&src, &sink, &["--scale", "1700x16"]);
+    out.assert().success();
+    let stored = manifests(&sink);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0]["width"].as_u64(), stored[0]["height"].as_u64()),
+        (Some(1700), Some(16))
+    );
+}

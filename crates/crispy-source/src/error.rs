@@ -109,6 +109,16 @@ pub enum SourceError {
         /// The first of them, counting from 1.
         first: u64,
     },
+    /// Transcode mode: libx264 cannot encode the stream as asked (a picture larger than it
+    /// takes, settings it refuses, an FFmpeg built without it). Nothing is wrong with the
+    /// source's data.
+    #[error("cannot transcode {input}: {reason}")]
+    Encoder {
+        /// The path as given, or the URL without credentials.
+        input: String,
+        /// What libx264 (or our check before it) said.
+        reason: String,
+    },
     /// A live source URL that cannot be used.
     #[error("invalid source URL {url}: {reason}")]
     InvalidUrl {

@@ -27,7 +27,34 @@ pub(crate) enum Timing {
 
 /// What went wrong inside the stage.
 #[derive(Debug)]
-pub(crate) struct ReencodeError(pub(crate) String);
+pub(crate) struct ReencodeError {
+    /// What happened, in words.
+    pub(crate) reason: String,
+    /// libx264 could not be opened for the stream (its size, the settings, an FFmpeg
+    /// without it): nothing is wrong with the source's data.
+    pub(crate) encoder: bool,
+}
+
+impl ReencodeError {
+    /// A failure decoding, scaling or encoding the stream.
+    pub(crate) fn stream(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            encoder: false,
+        }
+    }
+
+    /// libx264 refused to open for the stream.
+    fn encoder(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            encoder: true,
+        }
+    }
+}
+
+/// The largest picture libx264 encodes, each way.
+const X264_MAX_SIDE: u32 = 16384;
 
 /// Decoder, optional scaler and libx264 encoder of one stream.
 ///
@@ -109,7 +136,7 @@ impl Reencoder {
         timing: Timing,
     ) -> Result<Self, ReencodeError> {
         let mut ctx = ffmpeg::codec::context::Context::from_parameters(params)
-            .map_err(|e| ReencodeError(format!("decoder parameters: {e}")))?;
+            .map_err(|e| ReencodeError::stream(format!("decoder parameters: {e}")))?;
         // Decode on every core.
         ctx.set_threading(ffmpeg::codec::threading::Config {
             kind: ffmpeg::codec::threading::Type::Frame,
@@ -119,7 +146,7 @@ impl Reencoder {
         let decoder = ctx
             .decoder()
             .video()
-            .map_err(|e| ReencodeError(format!("no decoder for this codec: {e}")))?;
+            .map_err(|e| ReencodeError::stream(format!("no decoder for this codec: {e}")))?;
         let in_rate = in_rate.filter(|r| r.numerator() > 0 && r.denominator() > 0);
         // A rate at or above the source's drops nothing: the frames keep their own times
         // (placing them on a finer grid would only move them).
@@ -213,6 +240,12 @@ impl Reencoder {
     /// (`0/1` when unknown).
     fn open_encoder(&mut self, in_w: u32, in_h: u32, sar: (i32, i32)) -> Result<(), ReencodeError> {
         let (out_w, out_h) = self.config.output_size(in_w, in_h);
+        if out_w > X264_MAX_SIDE || out_h > X264_MAX_SIDE {
+            return Err(ReencodeError::encoder(format!(
+                "the picture would be {out_w}x{out_h}, and libx264 encodes at most \
+                 {X264_MAX_SIDE} pixels each way: make it smaller with --scale or --max-height"
+            )));
+        }
         let rate = self
             .config
             .fps
@@ -221,11 +254,11 @@ impl Reencoder {
             .or(self.in_rate)
             .unwrap_or(ffmpeg::Rational::new(25, 1));
         let codec = ffmpeg::encoder::find_by_name("libx264")
-            .ok_or_else(|| ReencodeError("FFmpeg was built without libx264".to_owned()))?;
+            .ok_or_else(|| ReencodeError::encoder("FFmpeg was built without libx264".to_owned()))?;
         let mut enc = ffmpeg::codec::context::Context::new_with_codec(codec)
             .encoder()
             .video()
-            .map_err(|e| ReencodeError(format!("encoder: {e}")))?;
+            .map_err(|e| ReencodeError::encoder(format!("encoder: {e}")))?;
         enc.set_width(out_w);
         enc.set_height(out_h);
         // Non-square pixels (PAL/NTSC SD, anamorphic): keep the picture's shape through the
@@ -250,7 +283,7 @@ impl Reencoder {
             None => opts.set("crf", &self.config.crf.to_string()),
         }
         let encoder = enc.open_as_with(codec, opts).map_err(|e| {
-            ReencodeError(format!(
+            ReencodeError::encoder(format!(
                 "opening libx264 (preset {}): {e}",
                 self.config.preset
             ))
@@ -283,7 +316,7 @@ impl Reencoder {
             return Ok(());
         }
         let Some(info) = self.info.as_ref() else {
-            return Err(ReencodeError("encoder not open".to_owned()));
+            return Err(ReencodeError::stream("encoder not open".to_owned()));
         };
         let (out_w, out_h) = (info.width, info.height);
         if let Some(((w, h, _), _)) = &self.scaler {
@@ -308,7 +341,7 @@ impl Reencoder {
                     ffmpeg::software::scaling::Flags::BICUBIC,
                 )
                 .map_err(|e| {
-                    ReencodeError(format!(
+                    ReencodeError::stream(format!(
                         "scaler {}x{} -> {out_w}x{out_h}: {e}",
                         input.0, input.1
                     ))
@@ -395,7 +428,7 @@ impl Reencoder {
                 scaler
                     .0
                     .run(frame, &mut scaled)
-                    .map_err(|e| ReencodeError(format!("scaling: {e}")))?;
+                    .map_err(|e| ReencodeError::stream(format!("scaling: {e}")))?;
                 &mut scaled
             }
             None => frame,
@@ -403,11 +436,11 @@ impl Reencoder {
         out.set_pts(Some(pts));
         out.set_kind(kind);
         let Some(encoder) = self.encoder.as_mut() else {
-            return Err(ReencodeError("encoder not open".to_owned()));
+            return Err(ReencodeError::stream("encoder not open".to_owned()));
         };
         encoder
             .send_frame(out)
-            .map_err(|e| ReencodeError(format!("encoding: {e}")))?;
+            .map_err(|e| ReencodeError::stream(format!("encoding: {e}")))?;
         ffi::drain_encoder(encoder, 0, &mut self.queue);
         self.set_slot_durations();
         Ok(())
@@ -420,7 +453,7 @@ impl Reencoder {
         let last = self.last_pts.unwrap_or(pts);
         let back_ms = OUT_TB.ticks_to_millis(last - pts);
         if back_ms > MAX_BACKWARD_MS {
-            return Err(ReencodeError(format!(
+            return Err(ReencodeError::stream(format!(
                 "timestamps went back by {back_ms} ms"
             )));
         }

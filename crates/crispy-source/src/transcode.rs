@@ -251,7 +251,7 @@ impl TranscodeSource {
             config,
             Timing::FromFirstFrame,
         )
-        .map_err(|e| bad(e.0))?;
+        .map_err(|e| bad(e.reason))?;
         let mut source = Self {
             path,
             input,
@@ -289,10 +289,22 @@ impl TranscodeSource {
         }
     }
 
+    /// A failure of the stage: the encoder's own (it could not be opened), or damage.
+    fn stage_failed(&self, e: ReencodeError) -> SourceError {
+        if e.encoder {
+            SourceError::Encoder {
+                input: self.path.display().to_string(),
+                reason: e.reason,
+            }
+        } else {
+            self.fail(e.reason)
+        }
+    }
+
     /// Reads one packet into the stage (or flushes it at the end).
     fn step(&mut self) -> Result<(), SourceError> {
         if self.input_done {
-            self.stage.finish().map_err(|e| self.fail(e.0))?;
+            self.stage.finish().map_err(|e| self.stage_failed(e))?;
             self.flushed = true;
             return Ok(());
         }
@@ -309,7 +321,7 @@ impl TranscodeSource {
                     self.corrupt.1.get_or_insert(self.frames_in);
                 }
                 let skipped = self.stage.packets_skipped;
-                self.stage.push(&packet).map_err(|e| self.fail(e.0))?;
+                self.stage.push(&packet).map_err(|e| self.stage_failed(e))?;
                 let now = self.stage.packets_skipped;
                 if now > skipped {
                     self.first_skipped.get_or_insert(self.frames_in);
@@ -414,12 +426,20 @@ impl LiveTranscoder {
     ) -> Result<Self, SourceError> {
         let (params, in_tb, rate) = camera.decoder_setup();
         let display = camera.display_url().to_owned();
-        let bad = |reason: String| SourceError::BadStream {
-            path: display.clone().into(),
-            reason: format!("cannot transcode this stream: {reason}"),
+        let bad = |e: ReencodeError| {
+            if e.encoder {
+                SourceError::Encoder {
+                    input: display.clone(),
+                    reason: e.reason,
+                }
+            } else {
+                SourceError::BadStream {
+                    path: display.clone().into(),
+                    reason: format!("cannot transcode this stream: {}", e.reason),
+                }
+            }
         };
-        let stage =
-            Reencoder::new(params, in_tb, rate, config, Timing::Absolute).map_err(|e| bad(e.0))?;
+        let stage = Reencoder::new(params, in_tb, rate, config, Timing::Absolute).map_err(bad)?;
         let mut live = Self {
             camera,
             stage,
@@ -435,9 +455,11 @@ impl LiveTranscoder {
                 return Err(e);
             }
             if live.ended {
-                return Err(bad("the stream ended before a frame was decoded".to_owned()));
+                return Err(bad(ReencodeError::stream(
+                    "the stream ended before a frame was decoded",
+                )));
             }
-            live.step().map_err(|e| bad(e.0))?;
+            live.step().map_err(bad)?;
         }
         if let Some(info) = live.stage.info() {
             live.info = info.clone();
@@ -507,10 +529,18 @@ impl PacketSource for LiveTranscoder {
             }
             if let Err(e) = self.step() {
                 self.ended = true;
-                return Err(SourceError::Disconnected {
-                    url: self.camera.display_url().to_owned(),
-                    packets: self.camera.packets_read(),
-                    reason: e.0,
+                let url = self.camera.display_url().to_owned();
+                return Err(if e.encoder {
+                    SourceError::Encoder {
+                        input: url,
+                        reason: e.reason,
+                    }
+                } else {
+                    SourceError::Disconnected {
+                        url,
+                        packets: self.camera.packets_read(),
+                        reason: e.reason,
+                    }
                 });
             }
         }
