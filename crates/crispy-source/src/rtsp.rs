@@ -103,8 +103,26 @@ impl RtspConfig {
         if !matches!(scheme.as_str(), "rtsp" | "rtsps") {
             return Err(invalid("the scheme must be rtsp:// or rtsps://"));
         }
-        // User info runs to the LAST '@': passwords may hold '/', '?', '#' or '@'.
-        let (credentials, after) = match rest.rfind('@') {
+        // User info runs to the LAST '@': passwords are pasted with '/', '?', '#' or '@'
+        // unescaped. Unless the authority (up to the first '/', '?' or '#', as RFC 3986 ends
+        // it) has no password in it: a host (optionally with a numeric port), or a user name
+        // and a host. Then a later '@' is the path's or the query's
+        // (`/live?notify=ops@example.com`). A password and an '@' in the query cannot be
+        // told from a password holding '/' or '?': the password wins.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        let at = match authority.rfind('@') {
+            // A user name alone cannot go on past the authority.
+            Some(at) if !authority[..at].contains(':') => Some(at),
+            Some(_) => rest.rfind('@'),
+            None => {
+                let host_only = authority.starts_with('[')
+                    || authority
+                        .rsplit_once(':')
+                        .is_none_or(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
+                if host_only { None } else { rest.rfind('@') }
+            }
+        };
+        let (credentials, after) = match at {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
@@ -120,9 +138,26 @@ impl RtspConfig {
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("no valid host"));
         }
+        // FFmpeg would send these as they are, in the middle of its request line.
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "a space or control character in the path or query: write a space as %20",
+            ));
+        }
         // A port, if any, after the host (or after `]` of an IPv6 literal).
         let port = match host.strip_prefix('[') {
-            Some(v6) => v6.split_once(']').and_then(|(_, p)| p.strip_prefix(':')),
+            Some(v6) => {
+                let Some((_, after)) = v6.split_once(']') else {
+                    return Err(invalid("an IPv6 address in [ ] is not closed with ]"));
+                };
+                if !after.is_empty() && !after.starts_with(':') {
+                    return Err(invalid("only a :port may follow an IPv6 address in [ ]"));
+                }
+                after.strip_prefix(':')
+            }
+            None if host.contains(['[', ']']) => {
+                return Err(invalid("[ and ] may only enclose an IPv6 address"));
+            }
             None => host.rsplit_once(':').map(|(_, p)| p),
         };
         if port.is_some_and(|p| !p.parse::<u16>().is_ok_and(|p| p > 0)) {
@@ -678,6 +713,78 @@ mod tests {
         for bad in ["http://cam/x", "cam/x", "rtsp://", "rtsp://u:pw@/x"] {
             let err = RtspConfig::parse(bad).expect_err(bad).to_string();
             assert!(!err.contains(":pw"), "{err}");
+        }
+        // Malformed hosts and raw spaces are refused, not retried for ever.
+        for (bad, why) in [
+            ("rtsp://[::1/live", "not closed with ]"),
+            ("rtsp://u:pw@[::1/live", "not closed with ]"),
+            ("rtsp://[::1]x/live", "only a :port"),
+            ("rtsp://cam]:554/live", "only enclose an IPv6"),
+            ("rtsp://cam/my stream", "write a space as %20"),
+            ("rtsp://cam/live?x=a\tb", "write a space as %20"),
+        ] {
+            let err = RtspConfig::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(!err.contains(":pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn user_info_is_read_where_it_can_be() {
+        // (URL, user and password, host and path)
+        let cases = [
+            // An '@' in the query of a URL without credentials is the query's.
+            ("rtsp://cam/live?notify=ops@example.com", None, "cam/live"),
+            ("rtsp://cam:8554/live?to=a@b", None, "cam:8554/live"),
+            ("rtsp://[::1]:8554/live?to=a@b", None, "[::1]:8554/live"),
+            ("rtsp://10.0.0.5/a@b", None, "10.0.0.5/a@b"),
+            // With credentials before it, too.
+            (
+                "rtsp://admin@cam/live?to=a@b",
+                Some(("admin", "")),
+                "cam/live",
+            ),
+            // Passwords pasted with '/', '?', '#' or '@' unescaped still read whole.
+            (
+                "rtsp://admin:pa/ss@cam/live",
+                Some(("admin", "pa/ss")),
+                "cam/live",
+            ),
+            (
+                "rtsp://admin:p?w#x@cam/live",
+                Some(("admin", "p?w#x")),
+                "cam/live",
+            ),
+            (
+                "rtsp://admin:p@ss@cam/live",
+                Some(("admin", "p@ss")),
+                "cam/live",
+            ),
+            (
+                "rtsp://admin:p@s/s@cam/live",
+                Some(("admin", "p@s/s")),
+                "cam/live",
+            ),
+            // Ambiguous: read as a password holding '/' and '?' (write '@' in a query as %40).
+            (
+                "rtsp://admin:pw@cam/live?to=a@b",
+                Some(("admin", "pw@cam/live?to=a")),
+                "b",
+            ),
+            (
+                "rtsp://admin:pw@cam/live?to=a%40b",
+                Some(("admin", "pw")),
+                "cam/live",
+            ),
+        ];
+        for (url, creds, host_path) in cases {
+            let c = RtspConfig::parse(url).expect(url);
+            let got = c
+                .credentials
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.expose()));
+            assert_eq!(got, creds, "{url}");
+            assert_eq!(c.host_and_path(), host_path, "{url}");
         }
     }
 }
