@@ -216,6 +216,7 @@ fn sink_code(e: &SinkError) -> u8 {
         SinkError::NoBucket { .. } => SINK_NO_BUCKET,
         SinkError::Unreachable { .. } => SINK_UNREACHABLE,
         SinkError::Unwritable { .. } => SINK_UNWRITABLE,
+        SinkError::Put { .. } if e.is_lasting() => SINK_UNWRITABLE,
         SinkError::Read { .. } => SINK_UNREADABLE,
         _ => UPLOAD_FAILED,
     }

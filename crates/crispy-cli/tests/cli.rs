@@ -1449,3 +1449,36 @@ fn small_mistakes_are_named_as_they_are() {
     );
     assert!(!dir.path().join("crispy-out").exists());
 }
+
+/// A local sink that a file stands in (where the source's folder should be): a file run stops
+/// at its first chunk with exit 21, naming the object. It used to retry for ever. (Live
+/// sources keep retrying: `a_blocked_local_sink_holds_a_live_source_until_cleared`.)
+#[test]
+fn a_blocked_local_sink_stops_a_file_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = Fixture::H264LongGop250.path().expect("fixture");
+    let sink = dir.path().join("out");
+    std::fs::create_dir(&sink).expect("sink");
+    let id = "blocked";
+    std::fs::write(sink.join(id), b"in the way").expect("blocker");
+    let out = crispy()
+        .args(["run", "--source-id", id, "--source"])
+        .arg(&src)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("crispy runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(21), "{err}");
+    assert!(
+        err.contains(&format!("uploading {id}/"))
+            && err.contains("the directory cannot be written: Not a directory")
+            && err.contains("a file stands where one of its folders should be"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(sink.join(id)).expect("blocker"),
+        b"in the way"
+    );
+}

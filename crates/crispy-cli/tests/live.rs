@@ -1157,3 +1157,37 @@ fn an_h264_camera_transcoded_with_wall_alignment_starts_chunks_on_the_grid() {
         assert!(into < 40, "chunk starts {into} ms after the grid line: {m}");
     }
 }
+
+/// A local sink blocked until someone acts (here a file where the source's folder should be):
+/// a live source keeps retrying and goes on by itself once it is cleared, where a file run
+/// stops at once (exit 21; see `a_blocked_local_sink_stops_a_file_run` in cli.rs).
+#[test]
+fn a_blocked_local_sink_holds_a_live_source_until_cleared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = dir.path().join("sink");
+    std::fs::create_dir(&sink).expect("sink");
+    let blocker = sink.join("testsrc");
+    std::fs::write(&blocker, b"in the way").expect("blocker");
+    let sink_url = format!("file://{}", sink.display());
+    let crispy = Crispy::start(
+        dir.path(),
+        &["--source", "testsrc", "--sink", &sink_url, "--chunk", "1s"],
+        &[],
+    );
+    crispy.wait_for("a retried upload", Duration::from_secs(20), |l| {
+        l.iter().any(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("will retry") && m.contains("Not a directory"))
+        })
+    });
+    std::fs::remove_file(&blocker).expect("clear");
+    crispy.wait_for("chunks stored", Duration::from_secs(30), |l| stored(l) >= 2);
+    let (code, logs) = crispy.terminate();
+    assert_eq!(code, Some(0), "{logs}");
+    let ms = manifests(&sink);
+    assert_eq!(
+        ms[0]["sequence"], 0,
+        "the chunks held meanwhile are stored: {logs}"
+    );
+}

@@ -113,4 +113,14 @@ pub trait ChunkSink: Send + Sync {
         let _ = error;
         false
     }
+
+    /// True when `error` lasts until someone acts, though retrying is not pointless (a local
+    /// directory that became read-only or not permitted, a file where a folder should be):
+    /// a run over a file stops on it, since the file can be run again once it is fixed;
+    /// live sources keep retrying, so they go on by themselves once it is. By default no
+    /// error is.
+    fn is_lasting(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
 }

@@ -134,6 +134,7 @@ where
     let mut latencies: HashMap<SourceId, Latencies> = HashMap::new();
     let mut threads = Vec::with_capacity(jobs.len());
     let order: Vec<SourceId> = jobs.iter().map(|j| j.source_id.clone()).collect();
+    let files_only = !jobs.iter().any(|j| j.spec.is_live());
 
     // A live source continues the sequence and hash chain of its last stored chunk; a file
     // run starts its own chain. The sources' lookups run at once, each bounded: a store that
@@ -438,6 +439,7 @@ where
                     retry_min: options.retry_min,
                     retry_max: options.retry_max,
                     signed_url_ttl: options.signed_url_ttl,
+                    stop_on_lasting: files_only,
                 },
                 Arc::clone(&observer),
             );
@@ -969,6 +971,9 @@ struct UploadSettings {
     retry_min: std::time::Duration,
     retry_max: std::time::Duration,
     signed_url_ttl: Option<std::time::Duration>,
+    /// Stop on an error that lasts until someone acts ([`ChunkSink::is_lasting`]): a run of
+    /// files only, which can be run again once the sink is fixed.
+    stop_on_lasting: bool,
 }
 
 async fn upload<S: ChunkSink + 'static>(
@@ -1064,6 +1069,17 @@ async fn upload<S: ChunkSink + 'static>(
                     "{}",
                     crispy_core::redact::redact_urls(&e.to_string())
                 );
+                return Err(PipelineError::Sink {
+                    error: Box::new(e),
+                    chunks_stored: 0,
+                });
+            }
+            Err(e) if settings.stop_on_lasting && sink.is_lasting(&e) => {
+                // Files can be run again once the sink is fixed: the chunk stays in a disk
+                // spool for that run, and goes with a spool in memory (the file still holds it).
+                if spool.is_in_memory() {
+                    spool.remove(&entry);
+                }
                 return Err(PipelineError::Sink {
                     error: Box::new(e),
                     chunks_stored: 0,

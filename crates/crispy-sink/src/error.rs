@@ -151,6 +151,17 @@ impl SinkError {
         !self.is_permanent()
     }
 
+    /// True for a local directory's error that lasts until someone acts (permission denied,
+    /// a read-only file system, a file where a folder should be): see
+    /// [`crispy_core::ChunkSink::is_lasting`].
+    pub fn is_lasting(&self) -> bool {
+        match self {
+            SinkError::Put { source, .. } => io_error_in(source).is_some_and(io_error_lasts),
+            SinkError::Unwritable { source, .. } => io_error_lasts(source),
+            _ => false,
+        }
+    }
+
     /// True when retrying cannot help: a conflicting or damaged object, a malformed name or
     /// sink. Network failures, outages and refused credentials (which may be renewed) are
     /// not permanent.
@@ -178,6 +189,36 @@ impl SinkError {
     }
 }
 
+/// The operating system's error behind a store's error, if any (local directories): the
+/// first `std::io::Error` in its chain of sources.
+fn io_error_in(error: &object_store::Error) -> Option<&std::io::Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// Local file-system errors that stay until someone acts: permissions, a read-only mount, a
+/// file where a folder should be (or the reverse), a name too long or looping.
+fn io_error_lasts(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some_and(|code| {
+        [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EROFS,
+            libc::ENOTDIR,
+            libc::EISDIR,
+            libc::ENAMETOOLONG,
+            libc::ELOOP,
+        ]
+        .contains(&code)
+    })
+}
+
 /// Why a put failed, in words: a put can only be "not found" when the bucket or container is
 /// missing, which object_store words as the object not being found.
 fn put_reason(source: &object_store::Error) -> String {
@@ -185,7 +226,14 @@ fn put_reason(source: &object_store::Error) -> String {
         object_store::Error::NotFound { .. } => {
             format!("the bucket or container does not exist (create it; {source})")
         }
-        other => other.to_string(),
+        other => match io_error_in(other).filter(|e| io_error_lasts(e)) {
+            Some(io) if io.raw_os_error() == Some(libc::ENOTDIR) => format!(
+                "the directory cannot be written: {io} (a file stands where one of its folders \
+                 should be)"
+            ),
+            Some(io) => format!("the directory cannot be written: {io}"),
+            None => other.to_string(),
+        },
     }
 }
 

@@ -1087,6 +1087,10 @@ impl ChunkSink for ObjectStoreSink {
         error.is_permanent()
     }
 
+    fn is_lasting(&self, error: &SinkError) -> bool {
+        error.is_lasting()
+    }
+
     async fn signed_url(
         &self,
         object: &str,
