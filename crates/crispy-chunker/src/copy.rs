@@ -163,6 +163,43 @@ impl CopyChunker {
         self.pending.len()
     }
 
+    /// The source whose chunks this chunker cuts.
+    pub fn source_id(&self) -> &crispy_core::SourceId {
+        &self.config.source_id
+    }
+
+    /// Whether the stream's frames come in Annex B (start codes, parameter sets in-band:
+    /// MPEG-TS, RTSP) rather than with length prefixes (MP4, Matroska).
+    pub fn takes_annex_b(&self) -> bool {
+        self.codec
+            .as_ref()
+            .is_none_or(|c| matches!(c.framing, crate::mp4::NalFraming::AnnexB))
+    }
+
+    /// The stream's parameter sets change at the keyframe `next` (its DTS and PTS), about to
+    /// be pushed: another resolution or profile (two recordings joined, an encoder
+    /// reconfigured). Closes the chunk in progress there, shown up to that keyframe as any cut
+    /// is (`None` when nothing is pending), and describes the chunks from `next` on with
+    /// `info` (its extradata holding the new parameter sets; same codec and time base).
+    pub fn change_stream(
+        &mut self,
+        info: &StreamInfo,
+        next: (i64, i64),
+    ) -> Result<Option<Chunk>, ChunkerError> {
+        let codec = TrackCodec::from_extradata(&info.codec, &info.extradata)?;
+        let closed = if self.pending.is_empty() {
+            None
+        } else {
+            Some(self.close(Some(next))?)
+        };
+        self.codec = codec;
+        self.info = StreamInfo {
+            time_base: self.info.time_base,
+            ..info.clone()
+        };
+        Ok(closed)
+    }
+
     /// Closes the chunk in progress with everything pending: shown to `next`'s PTS when the
     /// keyframe `next` (its DTS, PTS) starts the next chunk, else to the end of its last frame.
     fn close(&mut self, next: Option<(i64, i64)>) -> Result<Chunk, ChunkerError> {

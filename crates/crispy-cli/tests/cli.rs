@@ -1482,3 +1482,105 @@ fn a_blocked_local_sink_stops_a_file_run() {
         b"in the way"
     );
 }
+
+/// Two recordings of other sizes joined into one MPEG-TS file: the chunk in progress closes at
+/// the first keyframe of the new size, and every chunk after is described by the new
+/// parameter sets (its `avcC`, its manifest's resolution). The chunks and manifests used to
+/// keep the first size.
+#[test]
+fn a_size_change_inside_a_file_starts_a_chunk_with_the_new_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name).to_str().expect("utf8").to_owned();
+    for (name, size) in [("a.ts", "320x240"), ("b.ts", "640x480")] {
+        let src = format!("testsrc2=size={size}:rate=25:duration=4");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            &p(name),
+        ])
+        .expect("ffmpeg");
+    }
+    std::fs::write(p("list.txt"), "file 'a.ts'\nfile 'b.ts'\n").expect("list");
+    ffmpeg(&[
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        &p("list.txt"),
+        "-c",
+        "copy",
+        &p("joined.ts"),
+    ])
+    .expect("ffmpeg joins");
+    let sink = dir.path().join("out");
+    let out = run(Path::new(&p("joined.ts")), &sink, &["--chunk", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stream parameters changed: starting a new chunk"),
+        "{}",
+        stderr(&out)
+    );
+    let ms = manifests(&sink);
+    let sizes: Vec<(u64, u64, u64)> = ms
+        .iter()
+        .map(|(_, m)| {
+            (
+                m["width"].as_u64().unwrap_or(0),
+                m["frame_count"].as_u64().unwrap_or(0),
+                m["duration_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    // 3 s, then the 1 s left of the first size, then the second size from its first frame.
+    assert_eq!(
+        sizes,
+        [
+            (320, 75, 3000),
+            (320, 25, 1000),
+            (640, 75, 3000),
+            (640, 25, 1000)
+        ]
+    );
+    for (json, m) in &ms {
+        let path = json.with_extension("mp4");
+        // The chunk's own configuration record describes its frames: decoded with the
+        // in-band parameter sets removed, it has the manifest's size and no errors.
+        let stripped = dir.path().join("stripped.mp4");
+        let _ = std::fs::remove_file(&stripped);
+        ffmpeg(&[
+            "-i",
+            path.to_str().expect("utf8"),
+            "-c",
+            "copy",
+            "-bsf:v",
+            "filter_units=remove_types=7|8",
+            stripped.to_str().expect("utf8"),
+        ])
+        .expect("strip");
+        let probe = ffprobe_video(&stripped).expect("ffprobe");
+        assert_eq!(
+            (u64::from(probe.width), u64::from(probe.height)),
+            (
+                m["width"].as_u64().unwrap_or(0),
+                m["height"].as_u64().unwrap_or(0)
+            ),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            decode_errors(&stripped).expect("decode"),
+            "",
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -418,6 +418,10 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
     let tb = source.stream_info().time_base;
     let mut first_dts = None;
     let mut read_ms = 0u64;
+    // Annex B streams (MPEG-TS) carry their parameter sets in-band: a new SPS at a keyframe
+    // (two recordings of other sizes joined) starts a chunk described by it, as for cameras.
+    let mut info = source.stream_info().clone();
+    let mut current_sps = parameter_set(&info.codec, &info.extradata).map(<[u8]>::to_vec);
     let mut packets = 0u64;
     // Whether a shutdown, not the end of the source, ended the reading.
     let mut stopped = false;
@@ -475,17 +479,37 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
         if packets.is_multiple_of(PROGRESS_EVERY) {
             observer.progress(read_ms);
         }
-        match chunker.push(packet) {
-            Ok(None) => {}
-            Ok(Some(chunk)) if hold => {
-                if !send_held(&mut held, &mut timeline, None) {
-                    return None;
+        let changed = if packet.keyframe && chunker.takes_annex_b() {
+            new_parameters(&chunker, &info, &mut current_sps, &packet)
+        } else {
+            None
+        };
+        let closed = match changed {
+            Some(new_info) => chunker
+                .change_stream(&new_info, (packet.dts, packet.pts))
+                .and_then(|closed| {
+                    info = new_info;
+                    let pushed = chunker.push(packet)?;
+                    Ok(closed.into_iter().chain(pushed).collect())
+                }),
+            None => chunker
+                .push(packet)
+                .map(|c| c.into_iter().collect::<Vec<_>>()),
+        };
+        match closed {
+            Ok(chunks) if hold => {
+                for chunk in chunks {
+                    if !send_held(&mut held, &mut timeline, None) {
+                        return None;
+                    }
+                    held = Some((chunk, std::time::Instant::now()));
                 }
-                held = Some((chunk, std::time::Instant::now()));
             }
-            Ok(Some(chunk)) => {
-                if !out.send(chunk, &mut timeline) {
-                    return None;
+            Ok(chunks) => {
+                for chunk in chunks {
+                    if !out.send(chunk, &mut timeline) {
+                        return None;
+                    }
                 }
             }
             Err(e) => {
@@ -963,6 +987,38 @@ fn new_chunker(
     config.cut_at_every_keyframe = matches!(cut, Cut::EveryKeyframe);
     config.exact_cuts = matches!(cut, Cut::Exact);
     CopyChunker::new(info, config)
+}
+
+/// The stream description from `packet` on, when this keyframe of an Annex B stream carries
+/// an SPS other than the one in force (`current`, updated): `info` with the keyframe's
+/// parameter sets and the size they give.
+fn new_parameters(
+    chunker: &CopyChunker,
+    info: &StreamInfo,
+    current: &mut Option<Vec<u8>>,
+    packet: &crispy_core::EncodedPacket,
+) -> Option<StreamInfo> {
+    let sps = parameter_set(&info.codec, &packet.data)?;
+    let changed = current.as_deref().is_some_and(|cur| cur != sps);
+    *current = Some(sps.to_vec());
+    if !changed {
+        return None;
+    }
+    let id = chunker.source_id();
+    let mut new_info = info.clone();
+    new_info.extradata = packet.data.clone();
+    // The size is the new SPS's (FFmpeg's stream info still gives the first one).
+    match SpsProbe.resolution(&new_info) {
+        Ok((w, h)) => (new_info.width, new_info.height) = (w, h),
+        Err(e) => tracing::warn!(source = %id, "resolution probe of the new SPS failed: {e}"),
+    }
+    tracing::warn!(
+        source = %id,
+        from = %format_args!("{}x{}", info.width, info.height),
+        to = %format_args!("{}x{}", new_info.width, new_info.height),
+        "stream parameters changed: starting a new chunk"
+    );
+    Some(new_info)
 }
 
 /// The first SPS in Annex B data (extradata or a keyframe), for change detection.
