@@ -843,46 +843,33 @@ impl<S: ChunkSink> Session<'_, S> {
                     "first keyframe"
                 );
             }
+            // New SPS mid-stream (resolution or profile change): close the chunk and continue
+            // with the new stream description.
             if packet.keyframe
-                && let Some(sps) = parameter_set(&info.codec, &packet.data)
+                && let Some(new_info) = new_parameters(&chunker, &info, &mut current_sps, &packet)
             {
-                if current_sps.as_deref().is_some_and(|cur| cur != sps) {
-                    // New SPS mid-stream (resolution or profile change): close the chunk
-                    // and continue with the new stream description.
-                    let mut new_info = info.clone();
-                    new_info.extradata = packet.data.clone();
-                    apply_probe(id, &mut new_info);
-                    tracing::warn!(
-                        source = %id,
-                        from = %format_args!("{}x{}", info.width, info.height),
-                        to = %format_args!("{}x{}", new_info.width, new_info.height),
-                        "stream parameters changed: starting a new chunk"
-                    );
-                    let next = chunker.next_sequence();
-                    let finished = chunker
-                        .finish()
-                        .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
-                    if let Some(c) = finished {
-                        let tl = timeline.get_or_insert_with(|| {
-                            clock_for(&source, first_packet, self.align_wall)
-                        });
-                        if !send(c, tl, &mut pending_gap, None) {
-                            return Err(SessionEnd::UploadStageGone);
-                        }
-                    }
-                    let next = chunker.next_sequence().max(next);
-                    info = new_info;
-                    chunker = new_chunker(id, &info, self.chunk, next, self.cut())
-                        .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
-                    if self.align_wall
-                        && let Some((received, first_pts)) = first_packet
-                    {
-                        let ms = info.time_base.ticks_to_millis(packet.pts - first_pts);
-                        let wall = received + chrono::Duration::milliseconds(ms);
-                        chunker.set_align_offset_ms(Some(grid_offset_ms(wall, self.chunk)));
+                let next = chunker.next_sequence();
+                let finished = chunker
+                    .finish()
+                    .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                if let Some(c) = finished {
+                    let tl = timeline
+                        .get_or_insert_with(|| clock_for(&source, first_packet, self.align_wall));
+                    if !send(c, tl, &mut pending_gap, None) {
+                        return Err(SessionEnd::UploadStageGone);
                     }
                 }
-                current_sps = Some(sps.to_vec());
+                let next = chunker.next_sequence().max(next);
+                info = new_info;
+                chunker = new_chunker(id, &info, self.chunk, next, self.cut())
+                    .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
+                if self.align_wall
+                    && let Some((received, first_pts)) = first_packet
+                {
+                    let ms = info.time_base.ticks_to_millis(packet.pts - first_pts);
+                    let wall = received + chrono::Duration::milliseconds(ms);
+                    chunker.set_align_offset_ms(Some(grid_offset_ms(wall, self.chunk)));
+                }
             }
             let next = chunker.next_sequence();
             let pushed = chunker
