@@ -361,7 +361,17 @@ impl Sealing {
                     }
                     return Some(a);
                 }
-                Err(SpoolError::Closed { .. }) => return None,
+                Err(SpoolError::Closed { .. }) => {
+                    // A file's chunk not taken at shutdown (files are read again, not
+                    // spooled past it): the run did not store the file's end.
+                    if !self.live {
+                        let read_ms = m.time_base.ticks_to_millis(m.start_pts).max(0) as u64;
+                        let _ = self
+                            .tx
+                            .blocking_send(ReaderMsg::Unfinished(m.source_id.clone(), read_ms));
+                    }
+                    return None;
+                }
                 Err(e @ SpoolError::DiskFull { .. }) if !self.live => {
                     if !waiting_logged {
                         tracing::error!(source = %m.source_id, "{e}; waiting for free space");

@@ -504,10 +504,11 @@ where
                         .gave_nothing = Some(fault);
                 }
                 Some(ReaderMsg::Unfinished(id, read_ms)) => {
-                    summaries
+                    // The reader's word and its sealing thread's: the earlier point counts.
+                    let s = summaries
                         .entry(id.clone())
-                        .or_insert_with(|| RunSummary::empty(id))
-                        .unfinished_at_ms = Some(read_ms);
+                        .or_insert_with(|| RunSummary::empty(id));
+                    s.unfinished_at_ms = Some(s.unfinished_at_ms.map_or(read_ms, |r| r.min(read_ms)));
                 }
                 None => readers_done = true,
             },

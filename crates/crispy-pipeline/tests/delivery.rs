@@ -344,3 +344,78 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A file whose reading is ahead of a slow store (waiting for room in the spool) when a
+/// shutdown comes: the chunks not yet taken are not stored, and the run says the file was not
+/// finished. It said nothing, and `crispy run` exited 0, whenever the reader was waiting on
+/// the spool rather than reading at that moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_stopped_while_waiting_for_the_spool_is_unfinished() {
+    use object_store::throttle::{ThrottleConfig, ThrottledStore};
+    let store = ThrottledStore::new(
+        object_store::memory::InMemory::new(),
+        ThrottleConfig {
+            wait_put_per_call: Duration::from_millis(300),
+            ..ThrottleConfig::default()
+        },
+    );
+    let sink = Arc::new(
+        ObjectStoreSink::new(Arc::new(store), "slow", "memory://slow", Backend::Memory)
+            .expect("sink"),
+    );
+    let path = crispy_testkit::Fixture::H264_1080p30Gop30
+        .path()
+        .expect("fixture");
+    let job = SourceJob {
+        source_id: "clip".parse().expect("id"),
+        spec: SourceSpec::File(path),
+        chunk: "1s".parse().expect("chunk"),
+        prefix: None,
+    };
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = Shutdown::new();
+    let opts = PipelineOptions {
+        spool: SpoolOptions {
+            dir: None,
+            sink_key: "memory://slow".to_owned(),
+            // About three of the file's ten chunks.
+            max_bytes: 2 << 20,
+        },
+        max_in_flight: 1,
+        drain_timeout: Duration::from_secs(30),
+        ..PipelineOptions::default()
+    };
+    let run = tokio::spawn(run_sources(
+        vec![job],
+        sink,
+        opts,
+        shutdown.clone(),
+        recorder.clone(),
+    ));
+    let t0 = Instant::now();
+    while recorder.0.lock().expect("lock").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "nothing stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.trigger();
+    let summaries = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ends")
+        .expect("join")
+        .expect("run");
+    let s = &summaries[0];
+    assert!(s.chunks < 10, "the whole file was stored: {s:?}");
+    assert!(
+        s.unfinished_at_ms.is_some(),
+        "not said to be unfinished: {s:?}"
+    );
+    // What was stored is the file's start, in order, without its end.
+    let stored: Vec<u64> = recorder
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.metadata.sequence)
+        .collect();
+    assert_eq!(stored, (0..s.chunks).collect::<Vec<_>>());
+}
