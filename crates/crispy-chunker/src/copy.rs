@@ -90,6 +90,9 @@ pub struct CopyChunker {
     awaiting_keyframe_after_reset: bool,
     warned_long_gop: bool,
     warned_open_gop: bool,
+    /// New parameter sets announced by [`Self::change_stream`], in force from the chunk
+    /// that the next keyframe starts.
+    next_stream: Option<(StreamInfo, Option<TrackCodec>)>,
 }
 
 impl CopyChunker {
@@ -137,6 +140,7 @@ impl CopyChunker {
             // cuts do not wait for keyframes.
             warned_long_gop: exact_boundaries,
             warned_open_gop: false,
+            next_stream: None,
         })
     }
 
@@ -176,28 +180,28 @@ impl CopyChunker {
             .is_none_or(|c| matches!(c.framing, crate::mp4::NalFraming::AnnexB))
     }
 
-    /// The stream's parameter sets change at the keyframe `next` (its DTS and PTS), about to
-    /// be pushed: another resolution or profile (two recordings joined, an encoder
-    /// reconfigured). Closes the chunk in progress there, shown up to that keyframe as any cut
-    /// is (`None` when nothing is pending), and describes the chunks from `next` on with
-    /// `info` (its extradata holding the new parameter sets; same codec and time base).
-    pub fn change_stream(
-        &mut self,
-        info: &StreamInfo,
-        next: (i64, i64),
-    ) -> Result<Option<Chunk>, ChunkerError> {
+    /// The stream's parameter sets change at the keyframe about to be pushed: another
+    /// resolution or profile (two recordings joined, an encoder reconfigured). That keyframe
+    /// starts a chunk, described by `info` (its extradata holding the new parameter sets; same
+    /// codec and time base): the chunk in progress closes there as at any cut (or as at a
+    /// timestamp jump, when the keyframe also comes after one), and the boundaries go on
+    /// where they were.
+    pub fn change_stream(&mut self, info: &StreamInfo) -> Result<(), ChunkerError> {
         let codec = TrackCodec::from_extradata(&info.codec, &info.extradata)?;
-        let closed = if self.pending.is_empty() {
-            None
-        } else {
-            Some(self.close(Some(next))?)
-        };
-        self.codec = codec;
-        self.info = StreamInfo {
+        let info = StreamInfo {
             time_base: self.info.time_base,
             ..info.clone()
         };
-        Ok(closed)
+        self.next_stream = Some((info, codec));
+        Ok(())
+    }
+
+    /// Puts announced parameter sets in force: called as a keyframe starts a chunk.
+    fn adopt_next_stream(&mut self) {
+        if let Some((info, codec)) = self.next_stream.take() {
+            self.info = info;
+            self.codec = codec;
+        }
     }
 
     /// Closes the chunk in progress with everything pending: shown to `next`'s PTS when the
@@ -554,6 +558,26 @@ impl CopyChunker {
         Ok(Some(chunk))
     }
 
+    /// Exact cuts: the chunk in progress closes at `keyframe`, where new parameter sets begin
+    /// (shown up to it, whatever the boundaries say); the next chunk is shown from it and ends
+    /// at the next boundary, which stays where it was.
+    fn cut_exact_for_new_stream(
+        &mut self,
+        keyframe: EncodedPacket,
+    ) -> Result<Option<Chunk>, ChunkerError> {
+        let (anchor, grid) = (self.anchor, self.grid_next);
+        let closed = self.close(Some((keyframe.dts, keyframe.pts)))?;
+        (self.anchor, self.grid_next) = (anchor, grid);
+        self.shown_from = Some(keyframe.pts);
+        let pts = keyframe.pts;
+        self.warn_open_gop(&keyframe);
+        self.hold(keyframe);
+        if self.grid_next.is_some_and(|boundary| boundary <= pts) {
+            self.advance_boundary(pts);
+        }
+        Ok(Some(closed))
+    }
+
     /// Exact cuts: moves the boundary past `start` (whole chunks on, past any gap) and finds
     /// the next chunk's start among the frames already held.
     fn advance_boundary(&mut self, start: i64) {
@@ -572,6 +596,9 @@ impl CopyChunker {
     }
 
     fn hold(&mut self, packet: EncodedPacket) {
+        if self.pending.is_empty() && packet.keyframe {
+            self.adopt_next_stream();
+        }
         // An open GOP's leading pictures (after the chunk's keyframe, shown before it) are
         // never shown: they need the GOP before.
         let leading = self.pending.first().is_some_and(|k| packet.pts < k.pts);
@@ -662,12 +689,18 @@ impl Chunker for CopyChunker {
             // No extradata: parameter sets travel in-band (Annex B) with the keyframe.
             self.codec = Some(TrackCodec::from_annexb(&self.info.codec, &packet.data)?);
         }
+        // New parameter sets from this keyframe on: the chunk in progress cannot hold it.
+        let switching = packet.keyframe && self.next_stream.is_some();
         if self.config.exact_cuts {
+            if switching && !self.pending.is_empty() {
+                return self.cut_exact_for_new_stream(packet);
+            }
             return self.push_exact(packet);
         }
         let closes = packet.keyframe
             && !self.pending.is_empty()
             && match (self.config.cut_at_every_keyframe, self.grid_next) {
+                _ if switching => true,
                 (true, _) => true,
                 (false, Some(grid)) => packet.pts >= grid,
                 // Shown times: an open GOP's keyframes sit at varying distances from their

@@ -1583,4 +1583,35 @@ fn a_size_change_inside_a_file_starts_a_chunk_with_the_new_size() {
             path.display()
         );
     }
+    assert_verifies(&sink, "joined with concat");
+
+    // Joined byte by byte (`cat`): the second recording's timestamps start again, so its
+    // first chunk is also a discontinuity after a restart; the chunks still verify.
+    let mut cat = std::fs::read(p("a.ts")).expect("a");
+    cat.extend(std::fs::read(p("b.ts")).expect("b"));
+    std::fs::write(p("cat.ts"), cat).expect("cat");
+    let sink = dir.path().join("cat");
+    let out = run(Path::new(&p("cat.ts")), &sink, &["--chunk", "3s"]);
+    // (The joint breaks MPEG-TS continuity: a damaged packet, reported after every chunk.)
+    assert!(
+        matches!(out.status.code(), Some(0 | 16)),
+        "{}",
+        stderr(&out)
+    );
+    let ms = manifests(&sink);
+    let got: Vec<(u64, bool)> = ms
+        .iter()
+        .map(|(_, m)| {
+            (
+                m["width"].as_u64().unwrap_or(0),
+                m["discontinuity"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(320, false), (320, false), (640, true), (640, false)],
+        "{ms:?}"
+    );
+    assert_verifies(&sink, "joined with cat");
 }

@@ -494,32 +494,25 @@ pub(crate) fn read_to_end<S: ChunkSink, P: PacketSource<Error = SourceError>>(
         } else {
             None
         };
-        let closed = match changed {
-            Some(new_info) => chunker
-                .change_stream(&new_info, (packet.dts, packet.pts))
-                .and_then(|closed| {
-                    info = new_info;
-                    let pushed = chunker.push(packet)?;
-                    Ok(closed.into_iter().chain(pushed).collect())
-                }),
-            None => chunker
-                .push(packet)
-                .map(|c| c.into_iter().collect::<Vec<_>>()),
+        let pushed = match changed {
+            // The chunker closes the chunk in progress at this keyframe, as at any cut.
+            Some(new_info) => chunker.change_stream(&new_info).and_then(|()| {
+                info = new_info;
+                chunker.push(packet)
+            }),
+            None => chunker.push(packet),
         };
-        match closed {
-            Ok(chunks) if hold => {
-                for chunk in chunks {
-                    if !send_held(&mut held, &mut timeline, None) {
-                        return None;
-                    }
-                    held = Some((chunk, std::time::Instant::now()));
+        match pushed {
+            Ok(None) => {}
+            Ok(Some(chunk)) if hold => {
+                if !send_held(&mut held, &mut timeline, None) {
+                    return None;
                 }
+                held = Some((chunk, std::time::Instant::now()));
             }
-            Ok(chunks) => {
-                for chunk in chunks {
-                    if !out.send(chunk, &mut timeline) {
-                        return None;
-                    }
+            Ok(Some(chunk)) => {
+                if !out.send(chunk, &mut timeline) {
+                    return None;
                 }
             }
             Err(e) => {
