@@ -104,23 +104,19 @@ impl RtspConfig {
             return Err(invalid("the scheme must be rtsp:// or rtsps://"));
         }
         // User info runs to the LAST '@': passwords are pasted with '/', '?', '#' or '@'
-        // unescaped. Unless the authority (up to the first '/', '?' or '#', as RFC 3986 ends
-        // it) has no password in it: a host (optionally with a numeric port), or a user name
-        // and a host. Then a later '@' is the path's or the query's
-        // (`/live?notify=ops@example.com`). A password and an '@' in the query cannot be
-        // told from a password holding '/' or '?': the password wins.
+        // unescaped (`admin:12/34@cam`). Only where what comes before that '@' cannot be a
+        // user name with a password is the '@' the path's or the query's: no ':' before it
+        // (`cam/live?notify=ops@example.com`), an IPv6 host, or a user name alone in the
+        // authority (up to the first '/', '?' or '#', as RFC 3986 ends it). Otherwise a
+        // password wins over an '@' in the query, which must then be written %40: read the
+        // other way, a password would end up in the host, the path and the source id.
         let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
         let at = match authority.rfind('@') {
             // A user name alone cannot go on past the authority.
             Some(at) if !authority[..at].contains(':') => Some(at),
             Some(_) => rest.rfind('@'),
-            None => {
-                let host_only = authority.starts_with('[')
-                    || authority
-                        .rsplit_once(':')
-                        .is_none_or(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
-                if host_only { None } else { rest.rfind('@') }
-            }
+            None if authority.starts_with('[') => None,
+            None => rest.rfind('@').filter(|&at| rest[..at].contains(':')),
         };
         let (credentials, after) = match at {
             Some(at) => {
@@ -735,7 +731,6 @@ mod tests {
         let cases = [
             // An '@' in the query of a URL without credentials is the query's.
             ("rtsp://cam/live?notify=ops@example.com", None, "cam/live"),
-            ("rtsp://cam:8554/live?to=a@b", None, "cam:8554/live"),
             ("rtsp://[::1]:8554/live?to=a@b", None, "[::1]:8554/live"),
             ("rtsp://10.0.0.5/a@b", None, "10.0.0.5/a@b"),
             // With credentials before it, too.
@@ -765,7 +760,33 @@ mod tests {
                 Some(("admin", "p@s/s")),
                 "cam/live",
             ),
+            // Numeric passwords holding '/', '?' or '#' are not taken for a port.
+            (
+                "rtsp://admin:1234/5@10.0.0.5:554/live",
+                Some(("admin", "1234/5")),
+                "10.0.0.5:554/live",
+            ),
+            (
+                "rtsp://admin:12#34@cam/live",
+                Some(("admin", "12#34")),
+                "cam/live",
+            ),
+            (
+                "rtsp://admin:99?x@cam/live",
+                Some(("admin", "99?x")),
+                "cam/live",
+            ),
+            (
+                "rtsp://admin:/pw@cam/live",
+                Some(("admin", "/pw")),
+                "cam/live",
+            ),
             // Ambiguous: read as a password holding '/' and '?' (write '@' in a query as %40).
+            (
+                "rtsp://cam:8554/live?to=a@b",
+                Some(("cam", "8554/live?to=a")),
+                "b",
+            ),
             (
                 "rtsp://admin:pw@cam/live?to=a@b",
                 Some(("admin", "pw@cam/live?to=a")),
