@@ -88,7 +88,7 @@ pub enum SinkError {
         source: std::io::Error,
     },
     /// A write to the store failed.
-    #[error("uploading {path} to {sink} failed: {}", put_reason(.source))]
+    #[error("uploading {path} to {sink} failed: {}", put_reason(.sink, .source))]
     Put {
         /// Sink URL.
         sink: String,
@@ -156,7 +156,9 @@ impl SinkError {
     /// [`crispy_core::ChunkSink::is_lasting`].
     pub fn is_lasting(&self) -> bool {
         match self {
-            SinkError::Put { source, .. } => io_error_in(source).is_some_and(io_error_lasts),
+            SinkError::Put { sink, source, .. } => {
+                is_local(sink) && io_error_in(source).is_some_and(io_error_lasts)
+            }
             SinkError::Unwritable { source, .. } => io_error_lasts(source),
             _ => false,
         }
@@ -202,6 +204,12 @@ fn io_error_in(error: &object_store::Error) -> Option<&std::io::Error> {
     None
 }
 
+/// Whether `sink` (a sink URL as shown) is a local directory: an operating-system error
+/// there is the directory's, where a network store's would be its connection's.
+fn is_local(sink: &str) -> bool {
+    sink.starts_with("file://") || !sink.contains("://")
+}
+
 /// Local file-system errors that stay until someone acts: permissions, a read-only mount, a
 /// file where a folder should be (or the reverse), a name too long or looping.
 fn io_error_lasts(e: &std::io::Error) -> bool {
@@ -221,11 +229,12 @@ fn io_error_lasts(e: &std::io::Error) -> bool {
 
 /// Why a put failed, in words: a put can only be "not found" when the bucket or container is
 /// missing, which object_store words as the object not being found.
-fn put_reason(source: &object_store::Error) -> String {
+fn put_reason(sink: &str, source: &object_store::Error) -> String {
     match source {
         object_store::Error::NotFound { .. } => {
             format!("the bucket or container does not exist (create it; {source})")
         }
+        other if !is_local(sink) => other.to_string(),
         other => match io_error_in(other).filter(|e| io_error_lasts(e)) {
             Some(io) if io.raw_os_error() == Some(libc::ENOTDIR) => format!(
                 "the directory cannot be written: {io} (a file stands where one of its folders \
@@ -266,5 +275,39 @@ mod tests {
             },
         };
         assert!(!other.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn only_a_local_directory_has_lasting_errors() {
+        let put = |sink: &str, errno: i32| SinkError::Put {
+            sink: sink.to_owned(),
+            path: "cam/x.mp4".to_owned(),
+            source: object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(std::io::Error::from_raw_os_error(errno)),
+            },
+        };
+        for sink in ["file:///srv/footage", "footage", "./out"] {
+            let e = put(sink, libc::EACCES);
+            assert!(e.is_lasting(), "{sink}");
+            assert!(
+                e.to_string().contains("the directory cannot be written"),
+                "{e}"
+            );
+            assert!(!e.is_permanent());
+            // Space comes back by itself: retried.
+            assert!(!put(sink, libc::ENOSPC).is_lasting(), "{sink}");
+        }
+        // A network store's connection refused by a firewall rule is no directory's.
+        for sink in [
+            "s3://footage/site",
+            "gs://footage",
+            "az://c/p",
+            "memory://m",
+        ] {
+            let e = put(sink, libc::EACCES);
+            assert!(!e.is_lasting(), "{sink}");
+            assert!(!e.to_string().contains("directory"), "{e}");
+        }
     }
 }
