@@ -59,10 +59,9 @@ pub struct RunSummary {
     /// A live camera that stored no chunk in the whole run (it was retried until the run
     /// was stopped): why its last attempt failed. `None` otherwise.
     pub gave_nothing: Option<CameraFault>,
-    /// A file that a shutdown stopped before its end: how far it was read, in ms of media
-    /// time (its complete chunks up to there are stored, its partial last chunk is not; the
-    /// same run again stores the rest). `None` for a file read to its end and for live
-    /// sources.
+    /// A file whose end a shutdown kept from being stored: about how far it got, in ms of
+    /// media time (its complete chunks up to there are stored, the rest is not; the same run
+    /// again stores it). `None` for a file stored to its end and for live sources.
     pub unfinished_at_ms: Option<u64>,
 }
 

@@ -30,8 +30,9 @@ pub(crate) enum ReaderMsg {
     Failed(ReaderFailure),
     /// A live camera stored no chunk in the whole run; why its last attempt failed.
     GaveNothing(SourceId, CameraFault),
-    /// A file whose reading a shutdown stopped before its end, and how far it was read (ms
-    /// of media time).
+    /// A file whose end a shutdown kept from being stored: its reader stopped before the
+    /// end, or its sealing thread found the spool closed to a chunk. With the media time (ms)
+    /// reached; of several such messages, the earliest counts.
     Unfinished(SourceId, u64),
 }
 
