@@ -86,6 +86,10 @@ pub struct CopyChunker {
     anchor: Option<i64>,
     /// PTS of the next wall-clock grid line (with `align_offset_ms`).
     grid_next: Option<i64>,
+    /// Wall-clock alignment after a timestamp reset or a forward jump: ticks from the first
+    /// frame shown after it to the next grid line (in `(0, target]`), in place of
+    /// `align_offset_ms`, which places the grid from the stream's first frame.
+    realign_ticks: Option<i64>,
     /// A timestamp reset was seen; waiting for a keyframe to start the next chunk.
     awaiting_keyframe_after_reset: bool,
     warned_long_gop: bool,
@@ -134,6 +138,7 @@ impl CopyChunker {
             next_start: None,
             anchor: None,
             grid_next: None,
+            realign_ticks: None,
             awaiting_keyframe_after_reset: false,
             // Where keyframes are placed on the boundaries (transcoding), a chunk longer than
             // asked is one frame longer than a too-short chunk: no advice to give; nor where
@@ -154,6 +159,7 @@ impl CopyChunker {
     pub fn set_align_offset_ms(&mut self, offset: Option<u64>) {
         self.config.align_offset_ms = offset;
         self.grid_next = None;
+        self.realign_ticks = None;
         self.anchor = None;
     }
 
@@ -442,11 +448,25 @@ impl CopyChunker {
             && step.saturating_mul(i64::from(tb.num)) <= i64::from(i32::MAX)
     }
 
+    /// Ticks from `pts` to the first grid line after it (`target` when `pts` is on one), on
+    /// the grid whose next line is at `grid_next`: where the wall-clock grid stands for a
+    /// frame shown at `pts` on the same clock. `None` without wall-clock alignment (exact
+    /// cuts' boundaries then count from the chunks' first frames).
+    fn ticks_to_grid_line(&self, pts: i64) -> Option<i64> {
+        self.config.align_offset_ms?;
+        let target = self.target_ticks.max(1);
+        let into = self.grid_next?.saturating_sub(pts).rem_euclid(target);
+        Some(if into == 0 { target } else { into })
+    }
+
     /// Starts a chunk at `keyframe`, the first frame after a forward jump: shown from it
     /// (its leading pictures need the frames before the gap), boundaries counted again from
     /// it (exact cuts) or the grid moved past it.
     fn start_after_gap(&mut self, keyframe: EncodedPacket) {
         if self.config.exact_cuts {
+            // The media clock goes on across a gap (its wall times follow the timestamps):
+            // the boundaries count again from the keyframe, but stay on the wall-clock grid.
+            self.realign_ticks = self.ticks_to_grid_line(keyframe.pts);
             self.grid_next = None;
             self.anchor_exact(&keyframe);
         } else {
@@ -460,11 +480,16 @@ impl CopyChunker {
         self.hold(keyframe);
     }
 
+    /// Starts a chunk at `keyframe`, the first frame after a timestamp reset. Its wall time
+    /// continues from the previous chunk's end, so a wall-clock grid goes on from there
+    /// (`realign_ticks`, set when the reset was seen).
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
         if self.config.exact_cuts {
             self.anchor_exact(&keyframe);
+        } else if let Some(first_line) = self.realign_ticks {
+            self.grid_next = Some(keyframe.pts.saturating_add(first_line));
         }
         self.hold(keyframe);
     }
@@ -477,8 +502,9 @@ impl CopyChunker {
             && self.anchor.is_none_or(|a| packet.pts < a)
             && self.pending.first().is_none_or(|k| packet.pts >= k.pts)
         {
-            let first_line = match self.config.align_offset_ms {
-                Some(ms) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
+            let first_line = match (self.realign_ticks, self.config.align_offset_ms) {
+                (Some(ticks), _) => ticks,
+                (None, Some(ms)) if ms > 0 => self.info.time_base.millis_to_ticks(ms as i64),
                 _ => self.target_ticks,
             };
             let boundary = packet.pts.saturating_add(first_line.max(1));
@@ -659,10 +685,13 @@ impl Chunker for CopyChunker {
             );
             let closed = self.close(None)?;
             self.awaiting_keyframe_after_reset = true;
-            if self.config.exact_cuts {
-                // The boundaries count again from the first frame after the reset.
-                self.grid_next = None;
-            }
+            // The next chunk's wall time starts where this one's ends: a wall-clock grid
+            // goes on from there.
+            let end = (closed.metadata.start_pts).saturating_add(closed.metadata.duration_ts);
+            self.realign_ticks = self.ticks_to_grid_line(end);
+            // The boundaries count again from the first frame after the reset (exact cuts),
+            // and the grid is placed again from it.
+            self.grid_next = None;
             if packet.keyframe {
                 self.start_after_reset(packet);
             } else {
@@ -1238,6 +1267,116 @@ mod tests {
         let starts: Vec<i64> = out.iter().map(|c| c.metadata.start_pts / 90).collect();
         assert_eq!(starts, vec![0, 800, 2000, 2800]);
         assert!(out.iter().all(|c| c.metadata.aligned));
+    }
+
+    fn aligned(target: &str, offset_ms: u64, exact_cuts: bool) -> CopyChunker {
+        let id = SourceId::new("t").expect("id");
+        let mut config = CopyChunkerConfig::new(id, target.parse().expect("d"));
+        config.align_offset_ms = Some(offset_ms);
+        config.exact_cuts = exact_cuts;
+        CopyChunker::new(&info(), config).expect("chunker")
+    }
+
+    /// (start, duration) of each chunk in ms, and whether it is flagged as a discontinuity.
+    fn spans_ms(out: &[Chunk]) -> Vec<(i64, i64, bool)> {
+        (out.iter().map(|c| &c.metadata))
+            .map(|m| (m.start_pts / 90, m.duration_ts / 90, m.discontinuity))
+            .collect()
+    }
+
+    #[test]
+    fn aligned_chunks_keep_to_the_grid_after_a_reset() {
+        // 1 s chunks, keyframes every 400 ms, the first grid line 700 ms in. The source
+        // restarts at 0 after 1200 ms: the chunk after the reset starts where the chunk
+        // before ended (1200 ms on the wall), so the next grid line is 500 ms into it.
+        let mut c = aligned("1s", 700, false);
+        let mut out = Vec::new();
+        for i in 0..30 {
+            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
+        }
+        for i in 0..75 {
+            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        // Before: grid lines at 700 ms (keyframe 800). After: at 500, 1500, 2500 ms (wall
+        // 1700, 2700, 3700), keyframes at 800, 1600, 2800 ms.
+        assert_eq!(
+            spans_ms(&out),
+            [
+                (0, 800, false),
+                (800, 400, false),
+                (0, 800, true),
+                (800, 800, false),
+                (1600, 1200, false),
+                (2800, 200, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reset_far_back_does_not_leave_the_rest_in_one_chunk() {
+        // A file joined to another by `cat`: 20 s, then timestamps from 0 again. The grid
+        // stood near 20 s; it must start again from the reset.
+        let mut c = aligned("2s", 0, false);
+        let mut out = Vec::new();
+        for i in 0..500 {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        for i in 0..250 {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let spans = spans_ms(&out);
+        assert_eq!(spans.len(), 15, "{spans:?}");
+        assert!(spans.iter().all(|(_, d, _)| *d == 2000), "{spans:?}");
+        assert_eq!(spans[10], (0, 2000, true));
+    }
+
+    #[test]
+    fn exact_aligned_cuts_keep_to_the_grid_after_a_reset() {
+        // 1 s chunks cut exactly, grid lines at 320 ms + whole seconds (wall); the source
+        // restarts at 0 after 1400 ms: the chunk after the reset starts at 1400 ms on the
+        // wall, so the next grid line (2320 ms) is 920 ms into it.
+        let mut c = aligned("1s", 320, true);
+        let mut out = Vec::new();
+        for i in 0..35 {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        for i in 0..75 {
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(
+            spans_ms(&out),
+            [
+                (0, 320, false),
+                (320, 1000, false),
+                (1320, 80, false),
+                (0, 920, true),
+                (920, 1000, false),
+                (1920, 1000, false),
+                (2920, 80, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn exact_aligned_cuts_keep_to_the_grid_after_a_gap() {
+        // 1 s chunks cut exactly, grid lines at 320 ms + whole seconds; 2.8 s of frames
+        // missing before the keyframe at 4400 ms: the next grid line is still at 5320 ms.
+        let mut c = aligned("1s", 320, true);
+        let mut out = Vec::new();
+        for i in (0..150).filter(|i| !(40..110).contains(i)) {
+            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let spans = spans_ms(&out);
+        let after = spans.iter().position(|s| s.0 == 4400).expect("{spans:?}");
+        assert_eq!(
+            spans[after..],
+            [(4400, 920, true), (5320, 680, false)],
+            "{spans:?}"
+        );
     }
 
     #[test]

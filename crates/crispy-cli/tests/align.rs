@@ -5,7 +5,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use chrono::{DateTime, Utc};
-use crispy_testkit::{Fixture, decode_errors, files_with_ext};
+use crispy_testkit::{Fixture, decode_errors, ffmpeg, files_with_ext};
 use serde_json::Value;
 
 fn run(args: &[&str], sink: &Path) -> Vec<Value> {
@@ -18,6 +18,11 @@ fn run(args: &[&str], sink: &Path) -> Vec<Value> {
         .output()
         .expect("runs");
     out.assert().success();
+    manifests(sink)
+}
+
+/// The manifests in `sink`, in sequence order.
+fn manifests(sink: &Path) -> Vec<Value> {
     let mut ms: Vec<Value> = files_with_ext(sink, "json")
         .expect("list")
         .iter()
@@ -132,5 +137,71 @@ fn copy_mode_cuts_at_the_first_keyframe_after_each_grid_line() {
             "chunk {i} starts {} ms past the grid",
             past_grid(m, 3000)
         );
+    }
+}
+
+#[test]
+fn copy_mode_keeps_to_the_grid_after_the_timestamps_restart() {
+    // Two recordings joined byte by byte (`cat`): the second one's timestamps start again.
+    // Its chunks go on from the first one's end on the wall clock, and keep to the grid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = dir.path().join("one.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x120:rate=25:duration=6",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "10",
+        one.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let recording = std::fs::read(&one).expect("read");
+    let joined = dir.path().join("joined.ts");
+    std::fs::write(&joined, [&recording[..], &recording[..]].concat()).expect("write");
+    let sink = dir.path().join("sink");
+    let out = Command::cargo_bin("crispy")
+        .expect("binary")
+        .args(["run", "-q", "--align", "wall", "--chunk", "1s", "--source"])
+        .arg(&joined)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    // (The joint breaks MPEG-TS continuity: one damaged packet, exit 16.)
+    assert!(
+        matches!(out.status.code(), Some(0 | 16)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = manifests(&sink);
+    let total: u64 = ms
+        .iter()
+        .map(|m| m["frame_count"].as_u64().expect("frames"))
+        .sum();
+    assert_eq!(total, 300);
+    let restarts: Vec<usize> = (ms.iter().enumerate())
+        .filter(|(_, m)| m["discontinuity"] == true)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(restarts.len(), 1, "{ms:#?}");
+    for (i, m) in ms.iter().enumerate().skip(1) {
+        let duration = m["duration_ms"].as_u64().expect("duration");
+        // Keyframes every 400 ms: a chunk ends at the first keyframe past a grid line.
+        assert!(duration <= 1400, "chunk {i} lasts {duration} ms: {m}");
+        if i != restarts[0] {
+            assert!(
+                past_grid(m, 1000) < 400,
+                "chunk {i} starts {} ms past the grid: {m}",
+                past_grid(m, 1000)
+            );
+        }
+    }
+    for pair in ms.windows(2) {
+        assert_eq!(pair[0]["end_time"], pair[1]["start_time"]);
     }
 }
