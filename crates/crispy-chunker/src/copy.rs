@@ -1379,6 +1379,86 @@ mod tests {
         );
     }
 
+    /// A stream like [`info`]'s at 128x96, with another SPS (level 3.1).
+    fn bigger() -> StreamInfo {
+        StreamInfo {
+            width: 128,
+            height: 96,
+            extradata: Bytes::from_static(&[
+                1, 0x42, 0xc0, 0x1f, 0xff, 0xe1, 0, 2, 0x67, 0x42, 1, 0, 1, 0x68,
+            ]),
+            ..info()
+        }
+    }
+
+    /// (start ms, duration ms, width, the avcC's level) of each chunk.
+    fn streams(out: &[Chunk]) -> Vec<(i64, i64, u32, u8)> {
+        out.iter()
+            .map(|c| {
+                let bytes = c.payload.to_bytes();
+                let mp4 =
+                    mp4::Mp4Reader::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64)
+                        .expect("mp4");
+                let track = mp4.tracks().values().next().expect("track");
+                let avc1 = track.trak.mdia.minf.stbl.stsd.avc1.as_ref().expect("avc1");
+                assert_eq!(u32::from(avc1.width), c.metadata.width);
+                let m = &c.metadata;
+                (
+                    m.start_pts / 90,
+                    m.duration_ts / 90,
+                    m.width,
+                    avc1.avcc.avc_level_indication,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_parameter_sets_start_a_chunk_at_their_keyframe() {
+        // 3 s chunks, a keyframe every second; the size changes at the keyframe at 2 s.
+        let mut c = chunker("3s");
+        let mut out = Vec::new();
+        for i in 0..150 {
+            if i == 50 {
+                c.change_stream(&bigger()).expect("change");
+            }
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(
+            streams(&out),
+            [
+                (0, 2000, 64, 0x1e),
+                (2000, 3000, 128, 0x1f),
+                (5000, 1000, 128, 0x1f)
+            ]
+        );
+        assert!(out.iter().all(|c| !c.metadata.discontinuity));
+    }
+
+    #[test]
+    fn exact_cuts_close_at_new_parameter_sets_and_keep_their_boundaries() {
+        // 2 s chunks cut exactly, a keyframe every second; the size changes at 3 s.
+        let mut c = exact("2s");
+        let mut out = Vec::new();
+        for i in 0..150 {
+            if i == 75 {
+                c.change_stream(&bigger()).expect("change");
+            }
+            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        assert_eq!(
+            streams(&out),
+            [
+                (0, 2000, 64, 0x1e),
+                (2000, 1000, 64, 0x1e),
+                (3000, 1000, 128, 0x1f),
+                (4000, 2000, 128, 0x1f)
+            ]
+        );
+    }
+
     #[test]
     fn after_a_reset_frames_wait_for_a_keyframe() {
         let mut c = chunker("1s");
