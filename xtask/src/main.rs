@@ -50,6 +50,8 @@ const APT_PACKAGES: &[&str] = &[
     "python3-venv",
     // Key interoperability test (keys made by `openssl genpkey` load).
     "openssl",
+    // The fsync test watches the syscalls of a run.
+    "strace",
 ];
 
 fn main() -> ExitCode {

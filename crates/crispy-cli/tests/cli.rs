@@ -1450,6 +1450,148 @@ fn small_mistakes_are_named_as_they_are() {
     assert!(!dir.path().join("crispy-out").exists());
 }
 
+/// Whether `strace` can trace here (it is installed by `cargo xtask deps`; a sandbox may
+/// forbid ptrace).
+fn strace_works() -> bool {
+    let out = std::process::Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => true,
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("not permitted") => {
+            eprintln!("ptrace is not permitted here: the fsync test cannot watch the syscalls");
+            false
+        }
+        Ok(out) => panic!("strace fails: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!("strace missing (cargo xtask deps installs it): {e}"),
+    }
+}
+
+/// Runs crispy under strace (one log per thread, paths of descriptors shown), storing the
+/// fixture in `sink` with `extra` options; the traced sync and link calls of each thread.
+fn traced_run(dir: &Path, sink: &Path, extra: &[&str]) -> Vec<Vec<String>> {
+    let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
+    let logs = dir.join(format!(
+        "trace-{}",
+        sink.file_name().and_then(OsStr::to_str).unwrap_or("x")
+    ));
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let bin = assert_cmd::cargo::cargo_bin("crispy");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-ff",
+            "-qq",
+            "-y",
+            "-s",
+            "4096",
+            "-e",
+            "trace=fsync,fdatasync,linkat",
+            "-o",
+        ])
+        .arg(logs.join("t"))
+        .arg(bin)
+        .args(["run", "-q", "--chunk", "2s", "--source"])
+        .arg(&src)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("strace runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::read_dir(&logs)
+        .expect("logs")
+        .map(|e| {
+            let text = std::fs::read_to_string(e.expect("entry").path()).expect("log");
+            text.lines().map(str::to_owned).collect()
+        })
+        .collect()
+}
+
+/// `--sink-opt fsync=true` on a local directory: each object's data is on the disk before
+/// it gets its name, its directory is synced before the put returns, and so is every
+/// directory the run created, in its parent. Without it nothing is synced (the default, as
+/// the ffmpeg CLI writes).
+#[test]
+fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
+    if !strace_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("new/sink");
+    let threads = traced_run(dir.path(), &root, &["--sink-opt", "fsync=true"]);
+    let synced = |path: &Path| format!("<{}>)", path.display());
+    let mut linked = 0;
+    for calls in &threads {
+        for (i, call) in calls.iter().enumerate() {
+            let Some(args) = call.strip_prefix("linkat(") else {
+                continue;
+            };
+            // The destination: the second quoted argument.
+            let dest = args.split('"').nth(3).expect("destination");
+            let parent = Path::new(dest).parent().expect("parent");
+            assert!(dest.starts_with(root.to_str().expect("utf8")), "{call}");
+            let before = &calls[i - 1];
+            assert!(
+                before.starts_with("fdatasync(")
+                    && before.contains(&format!("<{}/#", parent.display()))
+                    && before.ends_with("= 0"),
+                "the data is synced before the name is given: {before} / {call}"
+            );
+            let after = &calls[i + 1];
+            assert!(
+                after.starts_with("fsync(") && after.contains(&synced(parent)),
+                "the directory is synced after: {call} / {after}"
+            );
+            linked += 1;
+        }
+    }
+    let files = files_with_ext(&root, "mp4").expect("list").len()
+        + files_with_ext(&root, "json").expect("list").len();
+    assert!(files >= 6, "{files}");
+    assert_eq!(linked, files, "every object linked once, after its sync");
+    let all: Vec<&String> = threads.iter().flatten().collect();
+    let mut dirs = vec![dir.path().join("new"), root.clone()];
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path.clone());
+                stack.push(path);
+            }
+        }
+    }
+    for d in &dirs {
+        let parent = d.parent().expect("parent");
+        assert!(
+            all.iter()
+                .any(|c| c.starts_with("fsync(") && c.contains(&synced(parent))),
+            "the entry of {} is synced in its parent",
+            d.display()
+        );
+    }
+
+    let plain = dir.path().join("plain");
+    let threads = traced_run(dir.path(), &plain, &[]);
+    let syncs: Vec<&String> = (threads.iter().flatten())
+        .filter(|c| c.starts_with("fsync(") || c.starts_with("fdatasync("))
+        .collect();
+    assert!(syncs.is_empty(), "{syncs:?}");
+    assert!(files_with_ext(&plain, "mp4").expect("list").len() >= 3);
+
+    let out = run(
+        Fixture::H264_1080p30Gop30
+            .path()
+            .expect("fixture")
+            .as_path(),
+        &dir.path().join("x"),
+        &["--sink-opt", "fsync=often"],
+    );
+    assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sink option \"fsync\": takes true or false"));
+}
+
 /// A local sink that a file stands in (where the source's folder should be): a file run stops
 /// at its first chunk with exit 21, naming the object. It used to retry for ever. (Live
 /// sources keep retrying: `a_blocked_local_sink_holds_a_live_source_until_cleared`.)

@@ -13,12 +13,19 @@
 //! another, and a crash leaves no staging file behind. Where the file system or the
 //! environment cannot do that (no `O_TMPFILE`, no `/proc`), and for every other operation,
 //! it is `LocalFileSystem` itself.
+//!
+//! With `fsync=true` (a sink option) a put returns only once the object is on the disk: the
+//! file's data is synced before it gets its name, then its directory, and the first time a
+//! directory is seen, the directories above it up to the sink's root (their entries for
+//! new subdirectories). A power cut then loses no object whose put returned.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, Metadata};
 use std::io;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -42,6 +49,8 @@ pub(crate) struct LocalStore {
     /// Cleared the first time the directory turns out unable to take an unnamed file:
     /// every put goes through `LocalFileSystem` from then on.
     unnamed: AtomicBool,
+    /// `fsync=true`: what has been synced.
+    sync: Option<Arc<Durability>>,
 }
 
 impl LocalStore {
@@ -49,7 +58,82 @@ impl LocalStore {
         Self {
             inner,
             unnamed: AtomicBool::new(true),
+            sync: None,
         }
+    }
+
+    /// Puts return only once the object is on the disk (`fsync=true`); `root` is the sink's
+    /// directory (its own entry is the opener's to sync).
+    pub(crate) fn synced(mut self, root: PathBuf) -> Self {
+        self.sync = Some(Arc::new(Durability {
+            root,
+            synced_dirs: Mutex::new(HashSet::new()),
+        }));
+        self
+    }
+
+    /// With `fsync=true`, after a put that did not sync the object itself: syncs it and the
+    /// directories leading to it (on a blocking thread).
+    async fn durable(&self, location: &Path) -> Result<()> {
+        let Some(sync) = self.sync.clone() else {
+            return Ok(());
+        };
+        let dest = self.inner.path_to_filesystem(location)?;
+        let job = move || sync.make_durable(&dest, false);
+        let synced = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(job)
+                .await
+                .map_err(|source| object_store::Error::JoinError { source })?,
+            Err(_) => job(),
+        };
+        synced.map_err(|source| object_store::Error::Generic {
+            store: STORE,
+            source: Box::new(source),
+        })
+    }
+}
+
+/// `fsync=true`: the sink's root, above which nothing is synced, and the directories whose
+/// entries in their parents are known to be on the disk.
+#[derive(Debug)]
+struct Durability {
+    root: PathBuf,
+    synced_dirs: Mutex<HashSet<PathBuf>>,
+}
+
+impl Durability {
+    /// After a put: syncs `dest`'s directory (its new entry), and each directory above it
+    /// not synced before, up to the root (their entries for new subdirectories, which this
+    /// put may have created). `file_synced` says whether the file's own data already is
+    /// (else it is synced first).
+    fn make_durable(&self, dest: &FsPath, file_synced: bool) -> io::Result<()> {
+        if !file_synced {
+            File::open(dest)?.sync_all()?;
+        }
+        let Some(dir) = dest.parent() else {
+            return Ok(());
+        };
+        File::open(dir)?.sync_all()?;
+        // From the top down, so that a directory is known only once those above it are.
+        let below_root: Vec<&FsPath> = (dir.ancestors())
+            .take_while(|d| *d != self.root.as_path())
+            .collect();
+        for sub in below_root.into_iter().rev() {
+            let known = (self.synced_dirs.lock())
+                .map(|set| set.contains(sub))
+                .unwrap_or(false);
+            if known {
+                continue;
+            }
+            if let Some(parent) = sub.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+            if let Ok(mut set) = self.synced_dirs.lock() {
+                set.insert(sub.to_path_buf());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -80,11 +164,14 @@ impl ObjectStore for LocalStore {
     ) -> Result<PutResult> {
         let plain_create = matches!(opts.mode, PutMode::Create) && opts.attributes.is_empty();
         if !plain_create || !self.unnamed.load(Ordering::Relaxed) {
-            return self.inner.put_opts(location, joined(payload), opts).await;
+            let put = self.inner.put_opts(location, joined(payload), opts).await?;
+            self.durable(location).await?;
+            return Ok(put);
         }
         let dest = self.inner.path_to_filesystem(location)?;
         let parts = payload.clone();
-        let job = move || create_unnamed(&dest, &parts).map(|c| (c, dest));
+        let sync = self.sync.clone();
+        let job = move || create_unnamed(&dest, &parts, sync.as_deref()).map(|c| (c, dest));
         let created = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => runtime
                 .spawn_blocking(job)
@@ -105,7 +192,9 @@ impl ObjectStore for LocalStore {
             Ok((Created::Unsupported, _)) => {
                 self.unnamed.store(false, Ordering::Relaxed);
                 tracing::debug!("no unnamed files here: local puts go through staging files");
-                self.inner.put_opts(location, joined(payload), opts).await
+                let put = self.inner.put_opts(location, joined(payload), opts).await?;
+                self.durable(location).await?;
+                Ok(put)
             }
             Err(source) => Err(object_store::Error::Generic {
                 store: STORE,
@@ -176,9 +265,14 @@ fn joined(payload: PutPayload) -> PutPayload {
 }
 
 /// Writes `payload` into an unnamed file in `dest`'s directory (created if missing) and
-/// links it at `dest`.
+/// links it at `dest`; with `sync`, the data is on the disk before the name is, and the
+/// name before this returns.
 #[cfg(target_os = "linux")]
-fn create_unnamed(dest: &FsPath, payload: &PutPayload) -> io::Result<Created> {
+fn create_unnamed(
+    dest: &FsPath,
+    payload: &PutPayload,
+    sync: Option<&Durability>,
+) -> io::Result<Created> {
     use std::os::unix::fs::OpenOptionsExt;
 
     let Some(dir) = dest.parent() else {
@@ -209,12 +303,20 @@ fn create_unnamed(dest: &FsPath, payload: &PutPayload) -> io::Result<Created> {
         Err(e) => return Err(e),
     };
     Payload::from_parts(payload.iter().cloned()).write_to(&mut file)?;
+    if sync.is_some() {
+        file.sync_data()?;
+    }
     let e_tag = etag(&file.metadata()?);
-    link(&file, dest).map(|linked| match linked {
-        Linked::Yes => Created::Done(e_tag),
-        Linked::Exists(e) => Created::Exists(e),
-        Linked::Unsupported => Created::Unsupported,
-    })
+    match link(&file, dest)? {
+        Linked::Yes => {
+            if let Some(sync) = sync {
+                sync.make_durable(dest, true)?;
+            }
+            Ok(Created::Done(e_tag))
+        }
+        Linked::Exists(e) => Ok(Created::Exists(e)),
+        Linked::Unsupported => Ok(Created::Unsupported),
+    }
 }
 
 /// The mode of a new object file: 0666 less the process's umask, as `LocalFileSystem`'s
@@ -236,7 +338,11 @@ fn file_mode() -> u32 {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn create_unnamed(_dest: &FsPath, _payload: &PutPayload) -> io::Result<Created> {
+fn create_unnamed(
+    _dest: &FsPath,
+    _payload: &PutPayload,
+    _sync: Option<&Durability>,
+) -> io::Result<Created> {
     Ok(Created::Unsupported)
 }
 
@@ -386,7 +492,7 @@ mod tests {
     fn puts_write_unnamed_files_and_report_real_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("sub/x.json");
-        let created = create_unnamed(&dest, &PutPayload::from_static(b"{}")).expect("create");
+        let created = create_unnamed(&dest, &PutPayload::from_static(b"{}"), None).expect("create");
         assert!(
             matches!(created, Created::Done(_)),
             "tmpfs and ext4 have O_TMPFILE"
@@ -398,12 +504,12 @@ mod tests {
         std::fs::write(&reference, b"").expect("reference file");
         let mode = |p: &FsPath| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&dest), mode(&reference));
-        let exists = create_unnamed(&dest, &PutPayload::from_static(b"[]")).expect("create");
+        let exists = create_unnamed(&dest, &PutPayload::from_static(b"[]"), None).expect("create");
         assert!(matches!(exists, Created::Exists(_)));
 
         // A file where a directory should be is an error, not "unsupported".
         let under_file = dest.join("y.json");
-        let err = create_unnamed(&under_file, &PutPayload::from_static(b"{}"));
+        let err = create_unnamed(&under_file, &PutPayload::from_static(b"{}"), None);
         assert!(err.is_err(), "a file as the parent directory must fail");
         assert_eq!(names(&dir.path().join("sub")), ["x.json"]);
         assert_eq!(file_mode(), mode(&reference));

@@ -137,7 +137,7 @@ impl ObjectStoreSink {
         } else {
             PathBuf::from(url)
         };
-        local_only()?;
+        let fsync = local_fsync(options, url)?;
         if !create && dir.is_file() {
             // `crispy verify clip.mp4`: a sink is where chunks were stored.
             return Err(invalid(
@@ -156,11 +156,18 @@ impl ObjectStoreSink {
                 },
             });
         }
-        Self::local(&dir, url)
+        Self::local_with(&dir, url, fsync)
     }
 
     /// A sink writing into the local directory `dir` (created if missing).
     pub fn local(dir: &FsPath, display: &str) -> Result<Self, SinkError> {
+        Self::local_with(dir, display, false)
+    }
+
+    /// A sink writing into the local directory `dir` (created if missing); with `fsync`,
+    /// every put returns only once its object is on the disk (the `fsync=true` sink option),
+    /// and the directories created for `dir` are synced here.
+    pub fn local_with(dir: &FsPath, display: &str, fsync: bool) -> Result<Self, SinkError> {
         let unwritable = |source| SinkError::Unwritable {
             location: dir.display().to_string(),
             source,
@@ -176,7 +183,16 @@ impl ObjectStoreSink {
             url: display.to_owned(),
             reason: e.to_string(),
         })?;
-        let store = crate::local::LocalStore::new(store);
+        let mut store = crate::local::LocalStore::new(store);
+        if fsync {
+            // The new directories' entries, from the top down.
+            for created in missing.iter().rev() {
+                if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent).map_err(unwritable)?;
+                }
+            }
+            store = store.synced(dir.clone());
+        }
         let mut sink = Self::new(Arc::new(store), "", display, Backend::Local)?;
         sink.local_dir = Some(dir);
         sink.created_dirs = missing.into_iter().rev().collect();
@@ -1337,6 +1353,41 @@ fn date_part(segment: &str, digits: usize) -> Option<u32> {
     (segment.len() == digits && segment.bytes().all(|b| b.is_ascii_digit()))
         .then(|| segment.parse().ok())
         .flatten()
+}
+
+/// The options a local directory takes: `fsync=true|false` only (the store options of
+/// cloud sinks are an error here). Whether puts are synced.
+fn local_fsync(options: &SinkOptions, url: &str) -> Result<bool, SinkError> {
+    let mut fsync = false;
+    for (key, value) in &options.options {
+        if key != "fsync" {
+            return Err(SinkError::InvalidOption {
+                key: key.chars().take(64).collect(),
+                reason: format!(
+                    "a local directory takes only fsync=true|false; store options \
+                     (--sink-opt, a config file's [sink_options]) apply to s3://, gs:// and \
+                     az:// sinks only, not to {}",
+                    crispy_core::redact::redact_urls(url)
+                ),
+            });
+        }
+        fsync = match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                return Err(SinkError::InvalidOption {
+                    key: key.clone(),
+                    reason: "takes true or false".to_owned(),
+                });
+            }
+        };
+    }
+    Ok(fsync)
+}
+
+/// Syncs a directory's entries to the disk.
+fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The scheme of a string that starts like a URL (`word:`, the word a valid URL scheme and
