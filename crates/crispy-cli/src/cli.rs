@@ -193,6 +193,8 @@ pub struct RunArgs {
     pub sink: Option<String>,
     /// An extra store option, KEY=VALUE, as object_store names them (aws_endpoint,
     /// aws_allow_http, google_service_account, azure_storage_account_name, …); repeatable.
+    /// A local directory takes only fsync=true: every chunk synced to the disk before it
+    /// counts as stored.
     #[arg(long = "sink-opt", value_name = "KEY=VALUE")]
     pub sink_opts: Vec<String>,
     /// The durable spool of cloud sinks: every chunk is on disk here before it counts as
