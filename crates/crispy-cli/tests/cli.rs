@@ -1450,56 +1450,42 @@ fn small_mistakes_are_named_as_they_are() {
     assert!(!dir.path().join("crispy-out").exists());
 }
 
-/// Whether `strace` can trace here (it is installed by `cargo xtask deps`; a sandbox may
-/// forbid ptrace).
-fn strace_works() -> bool {
+/// Fails unless `strace` can trace here (`cargo xtask deps` installs it).
+fn require_strace() {
     let out = std::process::Command::new("strace")
         .args(["-qq", "-o", "/dev/null", "true"])
-        .output();
-    match out {
-        Ok(out) if out.status.success() => true,
-        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("not permitted") => {
-            eprintln!("ptrace is not permitted here: the fsync test cannot watch the syscalls");
-            false
-        }
-        Ok(out) => panic!("strace fails: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!("strace missing (cargo xtask deps installs it): {e}"),
-    }
+        .output()
+        .expect("strace (cargo xtask deps installs it)");
+    assert!(
+        out.status.success(),
+        "strace cannot trace here: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-/// Runs crispy under strace (one log per thread, paths of descriptors shown), storing the
-/// fixture in `sink` with `extra` options; the traced sync and link calls of each thread.
-fn traced_run(dir: &Path, sink: &Path, extra: &[&str]) -> Vec<Vec<String>> {
+/// Runs crispy in `cwd` under strace (one log per thread, descriptors' paths shown, with
+/// `inject` added to strace's options), storing the 10-second fixture in 2 s chunks in
+/// `sink` with `extra` options. The traced sync, link and unlink calls of each thread.
+fn traced_run(cwd: &Path, sink: &str, extra: &[&str], inject: &[&str]) -> Vec<Vec<String>> {
     let src = Fixture::H264_1080p30Gop30.path().expect("fixture");
-    let logs = dir.join(format!(
-        "trace-{}",
-        sink.file_name().and_then(OsStr::to_str).unwrap_or("x")
-    ));
-    std::fs::create_dir_all(&logs).expect("logs dir");
+    let logs = tempfile::tempdir().expect("logs dir");
     let bin = assert_cmd::cargo::cargo_bin("crispy");
     let out = std::process::Command::new("strace")
-        .args([
-            "-ff",
-            "-qq",
-            "-y",
-            "-s",
-            "4096",
-            "-e",
-            "trace=fsync,fdatasync,linkat",
-            "-o",
-        ])
-        .arg(logs.join("t"))
+        .args(["-ff", "-qq", "-y", "-s", "4096", "-o"])
+        .arg(logs.path().join("t"))
+        .args(["-e", "trace=fsync,fdatasync,linkat,unlink"])
+        .args(inject)
         .arg(bin)
         .args(["run", "-q", "--chunk", "2s", "--source"])
         .arg(&src)
-        .arg("--sink")
-        .arg(format!("file://{}", sink.display()))
+        .args(["--sink", sink])
         .args(extra)
+        .current_dir(cwd)
         .env_remove("RUST_LOG")
         .output()
         .expect("strace runs");
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::read_dir(&logs)
+    std::fs::read_dir(logs.path())
         .expect("logs")
         .map(|e| {
             let text = std::fs::read_to_string(e.expect("entry").path()).expect("log");
@@ -1508,29 +1494,37 @@ fn traced_run(dir: &Path, sink: &Path, extra: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// `--sink-opt fsync=true` on a local directory: each object's data is on the disk before
-/// it gets its name, its directory is synced before the put returns, and so is every
-/// directory the run created, in its parent. Without it nothing is synced (the default, as
-/// the ffmpeg CLI writes).
-#[test]
-fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
-    if !strace_works() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("new/sink");
-    let threads = traced_run(dir.path(), &root, &["--sink-opt", "fsync=true"]);
-    let synced = |path: &Path| format!("<{}>)", path.display());
+/// The number of chunks and manifests stored under `root`.
+fn stored(root: &Path) -> usize {
+    files_with_ext(root, "mp4").expect("list").len()
+        + files_with_ext(root, "json").expect("list").len()
+}
+
+/// `fsync(<dir>) = 0` in a trace line.
+fn synced_ok(call: &str, dir: &Path) -> bool {
+    call.starts_with("fsync(")
+        && call.contains(&format!("<{}>)", dir.display()))
+        && call.ends_with("= 0")
+}
+
+/// Checks a run with `fsync=true` into `root`: every object named in `root` had its data
+/// synced just before (or, where a failed directory sync took the name back, was written
+/// again), its directory synced just after, and every directory up to `root`'s parent is
+/// synced in its parent. Returns how many names were taken back.
+fn assert_synced(threads: &[Vec<String>], root: &Path) -> usize {
     let mut linked = 0;
-    for calls in &threads {
+    let mut taken_back = 0;
+    for calls in threads {
         for (i, call) in calls.iter().enumerate() {
             let Some(args) = call.strip_prefix("linkat(") else {
                 continue;
             };
-            // The destination: the second quoted argument.
+            if !call.ends_with("= 0") {
+                continue;
+            }
             let dest = args.split('"').nth(3).expect("destination");
             let parent = Path::new(dest).parent().expect("parent");
-            assert!(dest.starts_with(root.to_str().expect("utf8")), "{call}");
+            assert!(Path::new(dest).starts_with(root), "{call}");
             let before = &calls[i - 1];
             assert!(
                 before.starts_with("fdatasync(")
@@ -1538,21 +1532,45 @@ fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
                     && before.ends_with("= 0"),
                 "the data is synced before the name is given: {before} / {call}"
             );
-            let after = &calls[i + 1];
+            // The directory walk after the link: each sync succeeds, or the name is taken
+            // back at once.
+            let walk = calls[i + 1..]
+                .iter()
+                .take_while(|c| c.starts_with("fsync("));
+            let failed = walk.clone().any(|c| !c.ends_with("= 0"));
             assert!(
-                after.starts_with("fsync(") && after.contains(&synced(parent)),
-                "the directory is synced after: {call} / {after}"
+                calls
+                    .get(i + 1)
+                    .is_some_and(|c| c.contains(&format!("<{}>)", parent.display()))),
+                "the directory is synced after: {call}"
             );
-            linked += 1;
+            if failed {
+                let next = calls[i + 1..].iter().find(|c| !c.starts_with("fsync("));
+                assert_eq!(
+                    next.map(String::as_str),
+                    Some(format!("unlink(\"{dest}\") = 0").as_str()),
+                    "a name whose directory did not sync is taken back"
+                );
+                taken_back += 1;
+            } else {
+                linked += 1;
+            }
         }
     }
-    let files = files_with_ext(&root, "mp4").expect("list").len()
-        + files_with_ext(&root, "json").expect("list").len();
-    assert!(files >= 6, "{files}");
-    assert_eq!(linked, files, "every object linked once, after its sync");
+    assert_eq!(
+        linked,
+        stored(root),
+        "every object linked once, after its sync"
+    );
+    assert_dirs_synced(threads, root);
+    taken_back
+}
+
+/// Every directory from `root` down is synced in its parent somewhere in the trace.
+fn assert_dirs_synced(threads: &[Vec<String>], root: &Path) {
     let all: Vec<&String> = threads.iter().flatten().collect();
-    let mut dirs = vec![dir.path().join("new"), root.clone()];
-    let mut stack = vec![root.clone()];
+    let mut dirs = vec![root.to_path_buf()];
+    let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).expect("read dir") {
             let path = e.expect("entry").path();
@@ -1565,27 +1583,88 @@ fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
     for d in &dirs {
         let parent = d.parent().expect("parent");
         assert!(
-            all.iter()
-                .any(|c| c.starts_with("fsync(") && c.contains(&synced(parent))),
+            all.iter().any(|c| synced_ok(c, parent)),
             "the entry of {} is synced in its parent",
             d.display()
         );
     }
+}
 
-    let plain = dir.path().join("plain");
-    let threads = traced_run(dir.path(), &plain, &[]);
+/// `--sink-opt fsync=true` on a local directory: each object's data is on the disk before
+/// it gets its name, its directory is synced before the put returns, and so is every
+/// directory the run created, in its parent. A directory sync that fails takes the name
+/// back and the object is written again; objects already there (stored without the option)
+/// are synced before they count. Without the option nothing is synced (the default, as the
+/// ffmpeg CLI writes).
+#[test]
+fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
+    require_strace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Canonical: the trace shows real paths.
+    let base = std::fs::canonicalize(dir.path()).expect("canonical");
+
+    // A relative root whose parents are new: their entries are synced, up to the cwd's.
+    let root = base.join("new/sink");
+    let threads = traced_run(&base, "new/sink", &["--sink-opt", "fsync=true"], &[]);
+    assert_eq!(assert_synced(&threads, &root), 0);
+    assert!(stored(&root) >= 6, "{}", stored(&root));
+    let all: Vec<&String> = threads.iter().flatten().collect();
+    assert!(all.iter().any(|c| synced_ok(c, &base)));
+
+    // The third directory sync of the run fails (EIO): the first chunk's name is taken back
+    // and the chunk written again; nothing counts as stored unsynced.
+    let root = base.join("eio");
+    let eio = ["-e", "inject=fsync:error=EIO:when=3"];
+    let threads = traced_run(&base, "file://./eio", &["--sink-opt", "fsync=true"], &eio);
+    assert_eq!(assert_synced(&threads, &root), 1);
+
+    // No unnamed files (EXDEV from linkat): LocalFileSystem's staging files, synced too.
+    let root = base.join("staged");
+    let exdev = ["-e", "inject=linkat:error=EXDEV:when=1"];
+    let threads = traced_run(&base, "staged", &["--sink-opt", "fsync=true"], &exdev);
+    let mut staged_links = 0;
+    for calls in &threads {
+        for (i, call) in calls.iter().enumerate() {
+            if call.starts_with("linkat(") && call.contains("#1\", ") && call.ends_with("= 0") {
+                let staged = call.split('"').nth(1).expect("staging name");
+                assert!(
+                    synced_ok(&calls[i - 1], Path::new(staged)),
+                    "staged data synced before it is named: {} / {call}",
+                    calls[i - 1]
+                );
+                staged_links += 1;
+            }
+        }
+    }
+    assert!(staged_links >= 1, "the fallback was taken");
+    assert!(stored(&root) >= 6);
+    assert_dirs_synced(&threads, &root);
+
+    // Stored without the option, then run again with it: the objects there are synced.
+    let plain = base.join("plain");
+    let threads = traced_run(&base, "plain", &[], &[]);
     let syncs: Vec<&String> = (threads.iter().flatten())
         .filter(|c| c.starts_with("fsync(") || c.starts_with("fdatasync("))
         .collect();
     assert!(syncs.is_empty(), "{syncs:?}");
-    assert!(files_with_ext(&plain, "mp4").expect("list").len() >= 3);
+    let threads = traced_run(&base, "plain", &["--sink-opt", "fsync=true"], &[]);
+    let all: Vec<&String> = threads.iter().flatten().collect();
+    for object in (files_with_ext(&plain, "mp4").expect("list").into_iter())
+        .chain(files_with_ext(&plain, "json").expect("list"))
+    {
+        assert!(
+            all.iter().any(|c| synced_ok(c, &object)),
+            "{}",
+            object.display()
+        );
+    }
 
     let out = run(
         Fixture::H264_1080p30Gop30
             .path()
             .expect("fixture")
             .as_path(),
-        &dir.path().join("x"),
+        &base.join("x"),
         &["--sink-opt", "fsync=often"],
     );
     assert_eq!(out.status.code(), Some(20), "{}", stderr(&out));

@@ -63,35 +63,111 @@ impl LocalStore {
     }
 
     /// Puts return only once the object is on the disk (`fsync=true`); `root` is the sink's
-    /// directory (its own entry is the opener's to sync).
-    pub(crate) fn synced(mut self, root: PathBuf) -> Self {
-        self.sync = Some(Arc::new(Durability {
-            root,
-            synced_dirs: Mutex::new(HashSet::new()),
-        }));
-        self
+    /// directory (its own entry is the opener's to sync). `LocalFileSystem`, where puts fall
+    /// back to it, syncs with its own `with_fsync`.
+    pub(crate) fn synced(self, root: PathBuf) -> Self {
+        Self {
+            inner: self.inner.with_fsync(true),
+            unnamed: self.unnamed,
+            sync: Some(Arc::new(Durability {
+                root,
+                synced_dirs: Mutex::new(HashSet::new()),
+            })),
+        }
     }
 
-    /// With `fsync=true`, after a put that did not sync the object itself: syncs it and the
-    /// directories leading to it (on a blocking thread).
-    async fn durable(&self, location: &Path) -> Result<()> {
+    /// A put through `LocalFileSystem`: with `fsync=true`, an object found already there is
+    /// synced before it is reported (it may be one a crash left unsynced, or one stored
+    /// without the option), so that what counts as stored is on the disk.
+    async fn put_through_inner(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let put = self.inner.put_opts(location, joined(payload), opts).await;
         let Some(sync) = self.sync.clone() else {
-            return Ok(());
+            return put;
         };
         let dest = self.inner.path_to_filesystem(location)?;
-        let job = move || sync.make_durable(&dest, false);
-        let synced = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn_blocking(job)
-                .await
-                .map_err(|source| object_store::Error::JoinError { source })?,
-            Err(_) => job(),
-        };
-        synced.map_err(|source| object_store::Error::Generic {
-            store: STORE,
-            source: Box::new(source),
-        })
+        match put {
+            Err(object_store::Error::AlreadyExists { path, source }) => {
+                let job = move || sync.make_durable(&dest, false).map_err(|e| (e, dest));
+                match blocking(job).await? {
+                    Ok(()) => Err(object_store::Error::AlreadyExists { path, source }),
+                    Err((e, dest)) => Err(not_synced(&dest, e)),
+                }
+            }
+            // Synced by `LocalFileSystem`, which syncs only the directories it created
+            // itself: the unnamed-file attempt before may have created them.
+            Ok(done) => {
+                let job = move || sync.make_durable(&dest, true).map_err(|e| (e, dest));
+                match blocking(job).await? {
+                    Ok(()) => Ok(done),
+                    Err((e, dest)) => Err(not_synced(&dest, e)),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
+}
+
+/// Runs `job` on tokio's blocking pool (inline outside a runtime).
+async fn blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime
+            .spawn_blocking(job)
+            .await
+            .map_err(|source| object_store::Error::JoinError { source }),
+        Err(_) => Ok(job()),
+    }
+}
+
+/// An object that could not be synced to the disk with `fsync=true`: a put that failed, and
+/// not an ambiguous one (nothing is named that is not synced), so it is tried again.
+#[derive(Debug)]
+pub(crate) struct NotSynced {
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl fmt::Display for NotSynced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} could not be synced to the disk (fsync=true): {}",
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for NotSynced {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn not_synced(path: &FsPath, source: io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(NotSynced {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether a put failed because its object could not be synced ([`NotSynced`]).
+pub(crate) fn is_not_synced(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<NotSynced>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// `fsync=true`: the sink's root, above which nothing is synced, and the directories whose
@@ -148,8 +224,11 @@ impl fmt::Display for LocalStore {
 enum Created {
     /// Written and linked; the ETag `LocalFileSystem` would report for it.
     Done(String),
-    /// The name was taken; nothing was written under it.
+    /// The name was taken; nothing was written under it (with `fsync=true`, the object
+    /// there is synced).
     Exists(io::Error),
+    /// With `fsync=true`: the object could not be synced, and has no name.
+    NotSynced(io::Error),
     /// This system cannot do it; nothing was written.
     Unsupported,
 }
@@ -164,22 +243,13 @@ impl ObjectStore for LocalStore {
     ) -> Result<PutResult> {
         let plain_create = matches!(opts.mode, PutMode::Create) && opts.attributes.is_empty();
         if !plain_create || !self.unnamed.load(Ordering::Relaxed) {
-            let put = self.inner.put_opts(location, joined(payload), opts).await?;
-            self.durable(location).await?;
-            return Ok(put);
+            return self.put_through_inner(location, payload, opts).await;
         }
         let dest = self.inner.path_to_filesystem(location)?;
         let parts = payload.clone();
         let sync = self.sync.clone();
         let job = move || create_unnamed(&dest, &parts, sync.as_deref()).map(|c| (c, dest));
-        let created = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => runtime
-                .spawn_blocking(job)
-                .await
-                .map_err(|source| object_store::Error::JoinError { source })?,
-            Err(_) => job(),
-        };
-        match created {
+        match blocking(job).await? {
             Ok((Created::Done(e_tag), _)) => Ok(PutResult {
                 e_tag: Some(e_tag),
                 version: None,
@@ -189,12 +259,11 @@ impl ObjectStore for LocalStore {
                 path: dest.display().to_string(),
                 source: Box::new(source),
             }),
+            Ok((Created::NotSynced(source), dest)) => Err(not_synced(&dest, source)),
             Ok((Created::Unsupported, _)) => {
                 self.unnamed.store(false, Ordering::Relaxed);
                 tracing::debug!("no unnamed files here: local puts go through staging files");
-                let put = self.inner.put_opts(location, joined(payload), opts).await?;
-                self.durable(location).await?;
-                Ok(put)
+                self.put_through_inner(location, payload, opts).await
             }
             Err(source) => Err(object_store::Error::Generic {
                 store: STORE,
@@ -303,19 +372,37 @@ fn create_unnamed(
         Err(e) => return Err(e),
     };
     Payload::from_parts(payload.iter().cloned()).write_to(&mut file)?;
-    if sync.is_some() {
-        file.sync_data()?;
+    if sync.is_some()
+        && let Err(e) = file.sync_data()
+    {
+        return Ok(Created::NotSynced(e));
     }
     let e_tag = etag(&file.metadata()?);
-    match link(&file, dest)? {
-        Linked::Yes => {
-            if let Some(sync) = sync {
-                sync.make_durable(dest, true)?;
+    match (link(&file, dest)?, sync) {
+        (Linked::Yes, None) => Ok(Created::Done(e_tag)),
+        (Linked::Yes, Some(sync)) => match sync.make_durable(dest, true) {
+            Ok(()) => Ok(Created::Done(e_tag)),
+            Err(e) => {
+                // Unnamed again, so that the retry writes it anew: after a failed sync the
+                // kernel may report the next one of the same pages as clean.
+                if let Err(removing) = std::fs::remove_file(dest) {
+                    tracing::warn!(
+                        object = %dest.display(),
+                        error = %removing,
+                        "an object that could not be synced could not be removed either"
+                    );
+                }
+                Ok(Created::NotSynced(e))
             }
-            Ok(Created::Done(e_tag))
-        }
-        Linked::Exists(e) => Ok(Created::Exists(e)),
-        Linked::Unsupported => Ok(Created::Unsupported),
+        },
+        (Linked::Exists(e), None) => Ok(Created::Exists(e)),
+        // Stored before without syncing (another run, a crash between link and sync): on the
+        // disk before it counts.
+        (Linked::Exists(e), Some(sync)) => match sync.make_durable(dest, false) {
+            Ok(()) => Ok(Created::Exists(e)),
+            Err(e) => Ok(Created::NotSynced(e)),
+        },
+        (Linked::Unsupported, _) => Ok(Created::Unsupported),
     }
 }
 

@@ -187,9 +187,11 @@ impl ObjectStoreSink {
         if fsync {
             // The new directories' entries, from the top down.
             for created in missing.iter().rev() {
-                if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    sync_dir(parent).map_err(unwritable)?;
-                }
+                let parent = match created.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => FsPath::new("."),
+                };
+                sync_dir(parent).map_err(unwritable)?;
             }
             store = store.synced(dir.clone());
         }
@@ -750,7 +752,8 @@ impl ObjectStoreSink {
             Err(e) => e,
         };
         let already = matches!(error, object_store::Error::AlreadyExists { .. });
-        if !already && !is_ambiguous(&error) {
+        // (A local object that could not be synced has no name: not ambiguous.)
+        if !already && (!is_ambiguous(&error) || crate::local::is_not_synced(&error)) {
             return Err(self.put_err(path, error));
         }
         let found = match self.find(path, &location, &payload, metadata).await {
