@@ -389,6 +389,7 @@ impl CopyChunker {
             .reduce(i64::saturating_add);
         self.gap_inside = 0;
         let gap_ms = gap_ticks.map(|t| tb.ticks_to_millis(t).max(0) as u64);
+        let restarted = std::mem::take(&mut self.pending_discontinuity);
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let epoch = DateTime::UNIX_EPOCH;
@@ -417,8 +418,9 @@ impl CopyChunker {
             profile: self.info.profile.clone(),
             keyframe_aligned: pending[0].keyframe,
             aligned: self.config.align_offset_ms.is_some(),
-            discontinuity: std::mem::take(&mut self.pending_discontinuity) || gap_ms.is_some(),
+            discontinuity: restarted || gap_ms.is_some(),
             gap_ms,
+            timestamps_restarted: restarted,
             run_end: None,
             dropped_sequences: Vec::new(),
             bytes: payload.len() as u64,
@@ -1070,6 +1072,28 @@ mod tests {
             m.iter().map(|m| m.sequence).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
+    }
+
+    #[test]
+    fn a_restart_is_told_apart_from_a_gap_inside_its_chunk() {
+        // A restart, then 2 s of frames missing inside the chunk after it (the frame after
+        // them is no keyframe): that chunk is flagged as after a restart, with the gap, so
+        // that its wall time still goes on from the previous chunk's end.
+        let mut c = chunker("1s");
+        let mut out = Vec::new();
+        for i in 0..10 {
+            out.extend(c.push(packet(i * 3600, i == 0)).expect("push"));
+        }
+        for i in (0..100).filter(|i| !(10..60).contains(i)) {
+            out.extend(c.push(packet(i * 3600, i % 75 == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        let m: Vec<_> = out.iter().map(|c| &c.metadata).collect();
+        assert_eq!(m.len(), 3, "{m:#?}");
+        assert!(!m[0].timestamps_restarted && !m[0].discontinuity);
+        assert!(m[1].timestamps_restarted && m[1].discontinuity);
+        assert_eq!(m[1].gap_ms, Some(2000));
+        assert!(!m[2].timestamps_restarted && !m[2].discontinuity);
     }
 
     #[test]

@@ -152,6 +152,12 @@ pub struct ChunkMetadata {
     /// With `discontinuity`: wall-clock milliseconds between the previous chunk's end and
     /// this chunk's start. `null` otherwise.
     pub gap_ms: Option<u64>,
+    /// Not in the manifest: set by the chunker on the first chunk after the source's
+    /// timestamps restarted (they went back, or forward too far to be frames missing), whose
+    /// wall time then continues from the previous chunk's end rather than from its
+    /// timestamps.
+    #[serde(skip)]
+    pub timestamps_restarted: bool,
     /// Set on the last chunk of a run of this source, saying why the run ended there;
     /// `null` on every other chunk. Always written, so a manifest without the member comes
     /// from an older version (which did not mark ends), and a source whose newest manifest
@@ -319,6 +325,7 @@ mod tests {
             aligned: false,
             discontinuity: false,
             gap_ms: None,
+            timestamps_restarted: false,
             run_end: None,
             dropped_sequences: Vec::new(),
             bytes: 10,

@@ -87,7 +87,7 @@ impl Timeline {
     }
 
     fn stamp(&mut self, m: &mut ChunkMetadata) {
-        if m.discontinuity && m.gap_ms.is_none() {
+        if m.timestamps_restarted {
             // The chunker saw the source's timestamps restart: the media clock no longer maps
             // to the old origin, so continue from the previous chunk's end.
             self.rebase(m);
@@ -101,18 +101,21 @@ impl Timeline {
             && self.last_end.is_some()
             && m.end_time > Utc::now() + chrono::Duration::seconds(2)
         {
+            // (The jump is not time missing.)
+            m.gap_ms = None;
             self.rebase(m);
             self.place(m);
         }
         self.last_end = Some(m.end_time);
     }
 
-    /// Maps `m`'s media time on from the previous chunk's end (a gap of 0).
+    /// Maps `m`'s media time on from the previous chunk's end: nothing missing before it
+    /// (a gap of 0, or what is missing inside it, which its times span).
     fn rebase(&mut self, m: &mut ChunkMetadata) {
         if let Some(end) = self.last_end {
             self.origin = end;
             self.base_pts = Some(m.start_pts);
-            m.gap_ms = Some(0);
+            m.gap_ms.get_or_insert(0);
         }
     }
 
@@ -1035,6 +1038,8 @@ mod tests {
         m.duration_ts = 90_000;
         m.discontinuity = discontinuity;
         m.gap_ms = gap_ms;
+        // (As the chunker flags a restart with nothing missing.)
+        m.timestamps_restarted = discontinuity && gap_ms.is_none();
         m
     }
 
@@ -1067,6 +1072,14 @@ mod tests {
             t.stamp(&mut restarted);
             assert_eq!(restarted.start_time, previous_end);
             assert_eq!(restarted.gap_ms, Some(0));
+            // A restart whose first chunk also has frames missing inside it (a gap recorded
+            // by the chunker): it too goes on from the previous end, keeping its gap.
+            let mut restarted_with_gap = chunk_at(0, true, Some(500));
+            restarted_with_gap.timestamps_restarted = true;
+            let previous_end = restarted.end_time;
+            t.stamp(&mut restarted_with_gap);
+            assert_eq!(restarted_with_gap.start_time, previous_end, "{clock}");
+            assert_eq!(restarted_with_gap.gap_ms, Some(500));
         }
     }
 }
