@@ -1308,20 +1308,23 @@ mod tests {
             .collect()
     }
 
+    /// Feeds 25 fps frames with a keyframe every `gop`: `before` of them, then `after` with
+    /// the timestamps from 0 again (a restart); then finishes.
+    fn restarted(c: &mut CopyChunker, before: i64, after: i64, gop: i64) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        for i in (0..before).chain(0..after) {
+            out.extend(c.push(packet(i * 3600, i % gop == 0)).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        out
+    }
+
     #[test]
     fn aligned_chunks_keep_to_the_grid_after_a_reset() {
         // 1 s chunks, keyframes every 400 ms, the first grid line 700 ms in. The source
         // restarts at 0 after 1200 ms: the chunk after the reset starts where the chunk
         // before ended (1200 ms on the wall), so the next grid line is 500 ms into it.
-        let mut c = aligned("1s", 700, false);
-        let mut out = Vec::new();
-        for i in 0..30 {
-            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
-        }
-        for i in 0..75 {
-            out.extend(c.push(packet(i * 3600, i % 10 == 0)).expect("push"));
-        }
-        out.extend(c.finish().expect("finish"));
+        let out = restarted(&mut aligned("1s", 700, false), 30, 75, 10);
         // Before: grid lines at 700 ms (keyframe 800). After: at 500, 1500, 2500 ms (wall
         // 1700, 2700, 3700), keyframes at 800, 1600, 2800 ms.
         assert_eq!(
@@ -1341,15 +1344,7 @@ mod tests {
     fn a_reset_far_back_does_not_leave_the_rest_in_one_chunk() {
         // A file joined to another by `cat`: 20 s, then timestamps from 0 again. The grid
         // stood near 20 s; it must start again from the reset.
-        let mut c = aligned("2s", 0, false);
-        let mut out = Vec::new();
-        for i in 0..500 {
-            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
-        }
-        for i in 0..250 {
-            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
-        }
-        out.extend(c.finish().expect("finish"));
+        let out = restarted(&mut aligned("2s", 0, false), 500, 250, 25);
         let spans = spans_ms(&out);
         assert_eq!(spans.len(), 15, "{spans:?}");
         assert!(spans.iter().all(|(_, d, _)| *d == 2000), "{spans:?}");
@@ -1361,15 +1356,7 @@ mod tests {
         // 1 s chunks cut exactly, grid lines at 320 ms + whole seconds (wall); the source
         // restarts at 0 after 1400 ms: the chunk after the reset starts at 1400 ms on the
         // wall, so the next grid line (2320 ms) is 920 ms into it.
-        let mut c = aligned("1s", 320, true);
-        let mut out = Vec::new();
-        for i in 0..35 {
-            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
-        }
-        for i in 0..75 {
-            out.extend(c.push(packet(i * 3600, i % 25 == 0)).expect("push"));
-        }
-        out.extend(c.finish().expect("finish"));
+        let out = restarted(&mut aligned("1s", 320, true), 35, 75, 25);
         assert_eq!(
             spans_ms(&out),
             [

@@ -1611,12 +1611,16 @@ fn fsync_true_puts_every_object_on_the_disk_before_it_counts_as_stored() {
     let all: Vec<&String> = threads.iter().flatten().collect();
     assert!(all.iter().any(|c| synced_ok(c, &base)));
 
-    // The third directory sync of the run fails (EIO): the first chunk's name is taken back
-    // and the chunk written again; nothing counts as stored unsynced.
+    // Each thread's third directory sync fails (EIO; strace counts per thread, so one or
+    // two upload threads get there): those names are taken back and the objects written
+    // again; nothing counts as stored unsynced.
     let root = base.join("eio");
     let eio = ["-e", "inject=fsync:error=EIO:when=3"];
     let threads = traced_run(&base, "file://./eio", &["--sink-opt", "fsync=true"], &eio);
-    assert_eq!(assert_synced(&threads, &root), 1);
+    assert!(
+        assert_synced(&threads, &root) >= 1,
+        "a sync failed and was retried"
+    );
 
     // No unnamed files (EXDEV from linkat): LocalFileSystem's staging files, synced too.
     let root = base.join("staged");
