@@ -1,4 +1,4 @@
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use crispy_core::{
     Chunk, ChunkDuration, ChunkMetadata, Chunker, ClockSource, EncodedPacket, MANIFEST_SCHEMA,
     Rational, SourceId, StreamInfo,
@@ -97,7 +97,28 @@ pub struct CopyChunker {
     /// New parameter sets announced by [`Self::change_stream`], in force from the chunk
     /// that the next keyframe starts.
     next_stream: Option<(StreamInfo, Option<TrackCodec>)>,
+    /// Live sources: the present and the wall time of the media clock (see
+    /// [`Self::set_present`]).
+    live: Option<LiveClock>,
 }
+
+/// Where a live source's media clock stands on the wall clock, as the pipeline's timeline
+/// places it: from the first packet's arrival, and after a timestamp reset from the end of
+/// the chunk before it.
+#[derive(Debug, Clone, Copy)]
+struct LiveClock {
+    /// The wall-clock time when the packet being pushed arrived.
+    present: DateTime<Utc>,
+    /// A PTS and its wall time; `None` until the first packet.
+    anchor: Option<(i64, DateTime<Utc>)>,
+    /// After a timestamp reset, until the keyframe that starts the next chunk: the wall
+    /// time where the chunk before it ended, where that keyframe will be placed.
+    resume_at: Option<DateTime<Utc>>,
+}
+
+/// How far past the present a live frame may be placed before its timestamps count as a new
+/// base rather than a gap (the pipeline's timeline uses the same margin).
+const PAST_PRESENT_MS: i64 = 2_000;
 
 impl CopyChunker {
     /// A chunker for the stream described by `info`.
@@ -146,6 +167,46 @@ impl CopyChunker {
             warned_long_gop: exact_boundaries,
             warned_open_gop: false,
             next_stream: None,
+            live: None,
+        })
+    }
+
+    /// Live sources: the wall-clock time at which the packet about to be pushed arrived,
+    /// set before each push. A forward jump in the timestamps that would place a frame more
+    /// than 2 s in the future is then a new timestamp base (an encoder restarted within the
+    /// connection) rather than frames missing: the chunk is closed and the next flagged
+    /// [`ChunkMetadata::timestamps_restarted`], as after a reset, so that the pipeline's
+    /// timeline continues from the previous chunk's end, and a wall-clock grid with it.
+    /// Files never call it: their timestamps are the clock.
+    pub fn set_present(&mut self, now: DateTime<Utc>) {
+        match self.live.as_mut() {
+            Some(live) => live.present = now,
+            None => {
+                self.live = Some(LiveClock {
+                    present: now,
+                    anchor: None,
+                    resume_at: None,
+                });
+            }
+        }
+    }
+
+    /// The wall time of `pts` on a live source's clock.
+    fn wall_time(&self, pts: i64) -> Option<DateTime<Utc>> {
+        let (base, at) = self.live?.anchor?;
+        let ms = self
+            .info
+            .time_base
+            .ticks_to_millis(pts.saturating_sub(base));
+        at.checked_add_signed(chrono::Duration::milliseconds(ms))
+    }
+
+    /// True when `packet` would be placed more than [`PAST_PRESENT_MS`] after the present
+    /// on a live source's clock.
+    fn runs_past_present(&self, packet: &EncodedPacket) -> bool {
+        self.live.is_some_and(|live| {
+            self.wall_time(packet.pts)
+                .is_some_and(|t| t > live.present + chrono::Duration::milliseconds(PAST_PRESENT_MS))
         })
     }
 
@@ -488,6 +549,10 @@ impl CopyChunker {
     fn start_after_reset(&mut self, keyframe: EncodedPacket) {
         self.awaiting_keyframe_after_reset = false;
         self.pending_discontinuity = true;
+        if let Some(live) = self.live.as_mut() {
+            let at = live.resume_at.take().unwrap_or(live.present);
+            live.anchor = Some((keyframe.pts, at));
+        }
         if self.config.exact_cuts {
             self.anchor_exact(&keyframe);
         } else if let Some(first_line) = self.realign_ticks {
@@ -649,12 +714,20 @@ impl Chunker for CopyChunker {
     type Error = ChunkerError;
 
     fn push(&mut self, packet: EncodedPacket) -> Result<Option<Chunk>, ChunkerError> {
+        if let Some(live) = self.live.as_mut()
+            && live.anchor.is_none()
+        {
+            live.anchor = Some((packet.pts, live.present));
+        }
         // A forward jump with the stream going on (frames missing, a recording paused): kept.
+        // On a live source, not one that runs into the future (treated as a reset below).
         let step = self
             .pending
             .last()
             .map(|last| packet.dts.saturating_sub(last.dts));
-        if let Some(step) = step.filter(|s| *s > self.jump_ticks() && self.is_gap(*s)) {
+        if let Some(step) = step.filter(|s| {
+            *s > self.jump_ticks() && self.is_gap(*s) && !self.runs_past_present(&packet)
+        }) {
             let missing = step.saturating_sub(self.nominal_frame_ticks.max(0));
             tracing::warn!(
                 source = %self.config.source_id,
@@ -676,8 +749,9 @@ impl Chunker for CopyChunker {
             packet.dts <= last.dts || packet.dts.saturating_sub(last.dts) > self.jump_ticks()
         }) {
             // A DTS that goes backwards is a timestamp reset (encoder restart, stream
-            // restart), and so is a jump too far forward to be a gap: close the chunk in
-            // progress as it is and start again at the next keyframe.
+            // restart), and so is a jump too far forward to be a gap, or (live) one past the
+            // present: close the chunk in progress as it is and start again at the next
+            // keyframe.
             let last_dts = self.pending.last().map_or(0, |p| p.dts);
             tracing::warn!(
                 source = %self.config.source_id,
@@ -691,6 +765,10 @@ impl Chunker for CopyChunker {
             // goes on from there.
             let end = (closed.metadata.start_pts).saturating_add(closed.metadata.duration_ts);
             self.realign_ticks = self.ticks_to_grid_line(end);
+            let resume_at = self.wall_time(end);
+            if let Some(live) = self.live.as_mut() {
+                live.resume_at = resume_at.or(Some(live.present));
+            }
             // The boundaries count again from the first frame after the reset (exact cuts),
             // and the grid is placed again from it.
             self.grid_next = None;
@@ -1387,6 +1465,74 @@ mod tests {
             spans[after..],
             [(4400, 920, true), (5320, 680, false)],
             "{spans:?}"
+        );
+    }
+
+    /// Feeds a live source's 25 fps frames, a keyframe every 10, each pushed with the time
+    /// it arrived. `steps` lists where the timestamps jump: from frame `i` on, ahead by
+    /// `pts_ms`, arriving `late_ms` later than the frames before would have (`late_ms` 0:
+    /// the camera's clock jumped; equal to `pts_ms`: it sent nothing meanwhile).
+    fn live_with_jumps(c: &mut CopyChunker, frames: i64, steps: &[(i64, i64, i64)]) -> Vec<Chunk> {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let mut out = Vec::new();
+        for i in 0..frames {
+            let (pts_ms, late_ms) = (steps.iter())
+                .filter(|(from, ..)| *from <= i)
+                .fold((0, 0), |(p, l), (_, dp, dl)| (p + dp, l + dl));
+            c.set_present(t0 + chrono::Duration::milliseconds(i * 40 + late_ms));
+            let p = packet(i * 3600 + pts_ms * 90, i % 10 == 0);
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        out
+    }
+
+    /// An hour and 370 ms.
+    const JUMP_MS: i64 = 3_600_370;
+
+    #[test]
+    fn live_timestamps_that_jump_past_the_present_restart_the_grid_like_a_reset() {
+        // 1 s chunks, keyframes every 400 ms, the first grid line 700 ms in. After 1200 ms
+        // the camera's timestamps jump an hour ahead while its frames keep arriving: the
+        // pipeline's timeline continues from the previous end (1200 ms on the wall), so the
+        // grid lines fall 500, 1500 and 2500 ms after the jump, as after a reset.
+        let mut c = aligned("1s", 700, false);
+        let out = live_with_jumps(&mut c, 75, &[(30, JUMP_MS, 0)]);
+        assert_eq!(
+            spans_ms(&out),
+            [
+                (0, 800, false),
+                (800, 400, false),
+                (JUMP_MS + 1200, 800, true),
+                (JUMP_MS + 2000, 800, false),
+                (JUMP_MS + 2800, 200, false),
+            ]
+        );
+        assert!(out[2].metadata.timestamps_restarted);
+        assert!(!out[3].metadata.timestamps_restarted);
+    }
+
+    #[test]
+    fn a_live_camera_silent_for_a_while_leaves_a_gap_before_and_after_a_restart() {
+        // The same hour missing, but the camera sent nothing meanwhile: a gap, and the grid
+        // stays on the media clock (lines at 700 ms + whole seconds: the first keyframe
+        // after the line at JUMP_MS + 1330 ms is at JUMP_MS + 1600 ms).
+        let mut c = aligned("1s", 700, false);
+        let out = live_with_jumps(&mut c, 75, &[(30, JUMP_MS, JUMP_MS)]);
+        let spans = spans_ms(&out);
+        assert_eq!(spans[2], (JUMP_MS + 1200, 400, true), "{spans:?}");
+        assert!(!out[2].metadata.timestamps_restarted);
+        // A jump past the present, then 5 s of silence: the clock restarted at the jump
+        // still places the frames after the silence in the present, so they follow a gap.
+        let mut c = chunker("1s");
+        let out = live_with_jumps(&mut c, 100, &[(30, JUMP_MS, 0), (60, 5_000, 5_000)]);
+        let flagged: Vec<(i64, bool)> = (out.iter().map(|c| &c.metadata))
+            .filter(|m| m.discontinuity)
+            .map(|m| (m.start_pts / 90, m.timestamps_restarted))
+            .collect();
+        assert_eq!(
+            flagged,
+            [(JUMP_MS + 1200, true), (JUMP_MS + 5000 + 2400, false)]
         );
     }
 

@@ -95,6 +95,8 @@ impl Timeline {
         self.place(m);
         // A live source's timestamps that jump forward past the present are a new timestamp
         // base (an encoder restarted), not frames missing: continue from the previous end.
+        // The chunker of a camera says so itself (`timestamps_restarted`, from the packets'
+        // arrival); this catches a chunk whose end the timeline still places in the future.
         let live = matches!(self.clock, ClockSource::Rtcp | ClockSource::Receive);
         if live
             && m.discontinuity
@@ -879,6 +881,9 @@ impl<S: ChunkSink> Session<'_, S> {
                 }
             }
             let next = chunker.next_sequence();
+            // Timestamps that jump past the present restart the media clock (the chunker
+            // closes the chunk as at a reset, and the grid goes on from its end).
+            chunker.set_present(Utc::now());
             let pushed = chunker
                 .push(packet)
                 .map_err(|e| SessionEnd::Chunker(e, next, last_end.get()))?;
