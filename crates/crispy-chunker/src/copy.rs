@@ -116,6 +116,11 @@ struct LiveClock {
     resume_at: Option<DateTime<Utc>>,
 }
 
+/// The longest step between two frames' timestamps that is a frame interval rather than
+/// frames missing, for chunks of a second or more (shorter chunks: twice their length): a
+/// camera that lowers its frame rate on a still scene sends a frame at least this often.
+const MAX_FRAME_STEP_MS: i64 = 2_000;
+
 /// How far past the present a live frame may be placed before its timestamps count as a new
 /// base rather than a gap (the pipeline's timeline uses the same margin).
 const PAST_PRESENT_MS: i64 = 2_000;
@@ -347,9 +352,12 @@ impl CopyChunker {
         for (i, p) in pending.iter().enumerate() {
             let delta = match pending.get(i + 1).map(|n| n.dts).or(next_dts) {
                 Some(next) => next.saturating_sub(p.dts),
-                None if p.duration > 0 => p.duration,
-                None if self.nominal_frame_ticks > 0 => self.nominal_frame_ticks,
-                None => last_delta,
+                // Its own duration, unless that spans frames missing after it (an MP4's last
+                // frame before a gap lasts until the next).
+                None if p.duration > 0 && p.duration <= self.jump_ticks() => p.duration,
+                None => Some(self.frame_ticks_estimate(pending))
+                    .filter(|t| *t > 0)
+                    .unwrap_or(last_delta),
             }
             .max(0);
             last_delta = delta;
@@ -497,9 +505,23 @@ impl CopyChunker {
 
 impl CopyChunker {
     /// A DTS step larger than this between consecutive frames is a timestamp jump, not a
-    /// frame interval: twice the chunk length, and at least ten frames.
+    /// frame interval: twice the chunk length but at most 2 s, and at least ten frames.
     fn jump_ticks(&self) -> i64 {
-        (self.target_ticks * 2).max(self.nominal_frame_ticks * 10)
+        let cap = self.info.time_base.millis_to_ticks(MAX_FRAME_STEP_MS);
+        (self.target_ticks.saturating_mul(2))
+            .min(cap)
+            .max(self.nominal_frame_ticks.saturating_mul(10))
+    }
+
+    /// How long the last frame held lasts where the stream cannot say (the last frame before
+    /// a gap, or of the stream, without a duration of its own that is not the gap): the step
+    /// between the two frames before, when that is a frame interval, else the nominal frame
+    /// duration. The nominal rate is the stream's average, which frames missing lower.
+    fn frame_ticks_estimate(&self, frames: &[EncodedPacket]) -> i64 {
+        match frames {
+            [.., a, b] if b.dts > a.dts && b.dts - a.dts <= self.jump_ticks() => b.dts - a.dts,
+            _ => self.nominal_frame_ticks,
+        }
     }
 
     /// Whether a forward DTS step of `step` ticks is a gap in a stream that goes on rather
@@ -728,7 +750,7 @@ impl Chunker for CopyChunker {
         if let Some(step) = step.filter(|s| {
             *s > self.jump_ticks() && self.is_gap(*s) && !self.runs_past_present(&packet)
         }) {
-            let missing = step.saturating_sub(self.nominal_frame_ticks.max(0));
+            let missing = step.saturating_sub(self.frame_ticks_estimate(&self.pending).max(0));
             tracing::warn!(
                 source = %self.config.source_id,
                 missing_ms = self.info.time_base.ticks_to_millis(missing),
@@ -1172,6 +1194,58 @@ mod tests {
         assert!(m[1].timestamps_restarted && m[1].discontinuity);
         assert_eq!(m[1].gap_ms, Some(2000));
         assert!(!m[2].timestamps_restarted && !m[2].discontinuity);
+    }
+
+    /// Frames 0–29 and 170–299 of a 25 fps stream (5.6 s missing), keyframes every 25 frames
+    /// and after the gap, each with `duration` ticks of its own, except the frame before the gap,
+    /// which gets `before_gap` (an MP4 stores the time to the next frame there).
+    fn holed(c: &mut CopyChunker, duration: i64, before_gap: i64) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        for i in (0..300).filter(|i| !(30..170).contains(i)) {
+            let mut p = packet(i * 3600, i % 25 == 0 || i == 170);
+            p.duration = if i == 29 { before_gap } else { duration };
+            out.extend(c.push(p).expect("push"));
+        }
+        out.extend(c.finish().expect("finish"));
+        out
+    }
+
+    #[test]
+    fn seconds_of_frames_missing_are_a_gap_whatever_the_chunk_length() {
+        // 5.6 s missing: a gap with 3 s chunks as with 1 s ones (until 2026-11-25 only a step
+        // of more than two chunk lengths was, so 3 s chunks took it in silently).
+        for target in ["1s", "3s", "60s"] {
+            let out = holed(&mut chunker(target), 3600, 3600);
+            let gaps: Vec<_> = (out.iter().map(|c| &c.metadata))
+                .filter(|m| m.discontinuity)
+                .map(|m| m.gap_ms)
+                .collect();
+            assert_eq!(gaps, [Some(5600)], "{target}");
+        }
+    }
+
+    #[test]
+    fn the_frame_before_a_gap_lasts_one_frame_interval() {
+        // Frames without durations (an encoder's output) in a stream whose average rate the
+        // gap lowers to 18.75 fps, and an MP4's frame that lasts until the next: either way
+        // the chunk before the gap ends one frame interval (40 ms) after its last frame.
+        let slow = StreamInfo {
+            frame_rate: Some(Rational::new(75, 4)),
+            ..info()
+        };
+        for (duration, before_gap) in [(0, 0), (3600, 141 * 3600)] {
+            let config =
+                CopyChunkerConfig::new(SourceId::new("t").expect("id"), "1s".parse().expect("d"));
+            let mut c = CopyChunker::new(&slow, config).expect("chunker");
+            let out = holed(&mut c, duration, before_gap);
+            let spans: Vec<_> = (out.iter().map(|c| &c.metadata))
+                .map(|m| (m.start_pts / 90, m.duration_ts / 90, m.gap_ms))
+                .collect();
+            assert_eq!(spans[1], (1000, 200, None), "{spans:?}");
+            assert_eq!(spans[2], (6800, 1200, Some(5600)), "{spans:?}");
+            let last = spans.last().expect("chunks");
+            assert_eq!(last.0 + last.1, 12_000, "{spans:?}");
+        }
     }
 
     #[test]
