@@ -140,12 +140,10 @@ fn copy_mode_cuts_at_the_first_keyframe_after_each_grid_line() {
     }
 }
 
-#[test]
-fn copy_mode_keeps_to_the_grid_after_the_timestamps_restart() {
-    // Two recordings joined byte by byte (`cat`): the second one's timestamps start again.
-    // Its chunks go on from the first one's end on the wall clock, and keep to the grid.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let one = dir.path().join("one.ts");
+/// Two recordings joined byte by byte (`cat`) in `dir`: 6 s at 25 fps, keyframes every
+/// 400 ms, then the same again with its timestamps starting again.
+fn joined_recording(dir: &Path) -> std::path::PathBuf {
+    let one = dir.join("one.ts");
     ffmpeg(&[
         "-f",
         "lavfi",
@@ -161,8 +159,17 @@ fn copy_mode_keeps_to_the_grid_after_the_timestamps_restart() {
     ])
     .expect("ffmpeg");
     let recording = std::fs::read(&one).expect("read");
-    let joined = dir.path().join("joined.ts");
+    let joined = dir.join("joined.ts");
     std::fs::write(&joined, [&recording[..], &recording[..]].concat()).expect("write");
+    joined
+}
+
+#[test]
+fn copy_mode_keeps_to_the_grid_after_the_timestamps_restart() {
+    // The second recording's chunks go on from the first one's end on the wall clock, and
+    // keep to the grid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let joined = joined_recording(dir.path());
     let sink = dir.path().join("sink");
     let out = Command::cargo_bin("crispy")
         .expect("binary")
@@ -203,5 +210,72 @@ fn copy_mode_keeps_to_the_grid_after_the_timestamps_restart() {
     }
     for pair in ms.windows(2) {
         assert_eq!(pair[0]["end_time"], pair[1]["start_time"]);
+    }
+}
+
+#[test]
+fn transcode_goes_on_after_the_timestamps_restart_on_the_grid() {
+    // Until 2026-11-25 transcode mode stopped at the restart (exit 16, the second recording
+    // lost). Now the chunk before it closes, the next is flagged, and the chunks after it
+    // are exact and on the grid again, going on from the first recording's end.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let joined = joined_recording(dir.path());
+    let sink = dir.path().join("sink");
+    let out = Command::cargo_bin("crispy")
+        .expect("binary")
+        .args([
+            "run",
+            "-q",
+            "--align",
+            "wall",
+            "--chunk",
+            "1s",
+            "--mode",
+            "transcode",
+        ])
+        .args(["--preset", "ultrafast", "--source"])
+        .arg(&joined)
+        .arg("--sink")
+        .arg(format!("file://{}", sink.display()))
+        .output()
+        .expect("runs");
+    // (The joint breaks MPEG-TS continuity: one damaged packet, exit 16 once all is stored.)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 16)), "{stderr}");
+    let ms = manifests(&sink);
+    let total: u64 = (ms.iter())
+        .map(|m| m["frame_count"].as_u64().expect("frames"))
+        .sum();
+    assert_eq!(total, 300, "{stderr}");
+    let restarts: Vec<usize> = (ms.iter().enumerate())
+        .filter(|(_, m)| m["discontinuity"] == true)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(restarts.len(), 1, "{ms:#?}");
+    let after = restarts[0];
+    assert_eq!(ms[after]["gap_ms"], 0, "{:#}", ms[after]);
+    for (i, m) in ms.iter().enumerate() {
+        // Exact cuts: every chunk after the first starts at the first frame (40 ms each) on
+        // or after a grid line, but the one the restart starts, which starts where the chunk
+        // before it ended.
+        if i > 0 && i != after {
+            assert!(past_grid(m, 1000) < 40, "chunk {i}: {m}");
+        }
+        assert!(
+            m["duration_ms"].as_u64().expect("ms") <= 1000,
+            "chunk {i}: {m}"
+        );
+    }
+    for pair in ms.windows(2) {
+        assert_eq!(pair[0]["end_time"], pair[1]["start_time"]);
+    }
+    let chunks = files_with_ext(&sink, "mp4").expect("list");
+    for chunk in &chunks {
+        assert_eq!(
+            decode_errors(chunk).expect("decodes"),
+            "",
+            "{}",
+            chunk.display()
+        );
     }
 }

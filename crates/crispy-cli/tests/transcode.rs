@@ -553,6 +553,69 @@ fn non_square_pixels_keep_the_picture_shape() {
     }
 }
 
+/// Frames ffmpeg decodes from `path`.
+fn decodable_frames(path: &Path) -> u64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "quiet", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().filter(|l| l.starts_with("0,")).count() as u64
+}
+
+#[test]
+fn a_truncated_file_keeps_every_chunk_its_frames_complete() {
+    // A fast-start file cut short a few frames after a chunk boundary: every 1 s chunk whose
+    // frames and next boundary's frame decode is stored, though the last of them were still
+    // inside the decoder and encoder when reading failed (until 2026-11-25 they were lost
+    // with the partial chunk, and the error miscounted it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=8",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "0",
+        "-g",
+        "25",
+        "-movflags",
+        "+faststart",
+        whole.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let bytes = std::fs::read(&whole).expect("read");
+    let cut = dir.path().join("cut.mp4");
+    // Cut where 2 to 6 frames of a chunk are left after its boundary.
+    let decodable = (bytes.len() / 2..bytes.len() * 9 / 10)
+        .step_by(1500)
+        .find_map(|len| {
+            std::fs::write(&cut, &bytes[..len]).expect("write");
+            let n = decodable_frames(&cut);
+            (2..=6).contains(&(n % 25)).then_some(n)
+        })
+        .expect("a cut a few frames after a boundary");
+    let sink = dir.path().join("sink");
+    let out = run(&cut, &sink, &["--chunk", "1s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(16), "{stderr}");
+    // Chunk k is complete when frame 25 (k + 1), where the next one starts, decodes.
+    let complete = (decodable - 1) / 25;
+    assert_eq!(manifests(&sink).len() as u64, complete, "{stderr}");
+    let left = decodable - complete * 25;
+    assert!(
+        stderr.contains(&format!(
+            "{complete} complete chunk(s) before the failure were stored, {left} frame(s)"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_file_run_stopped_before_its_end_fails_and_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");

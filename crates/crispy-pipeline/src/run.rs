@@ -783,7 +783,7 @@ async fn open_transcode(
     .await?;
     let (origin, clock) = clock_origin(creation_time.as_deref(), mtime, duration_s);
     if align_wall {
-        config.grid_offset_ms = grid_offset_ms(origin, chunk);
+        config.grid_offset_ms = Some(grid_offset_ms(origin, chunk));
     }
     let settings = config.to_string();
     let source = open_blocking(id, move || TranscodeSource::open(path, config)).await?;

@@ -80,6 +80,9 @@ pub(crate) struct Reencoder {
     last_slot: Option<i64>,
     /// Output ticks of the next forced keyframe.
     next_boundary: Option<i64>,
+    /// The output size fixed by the first frame: kept when the encoder is opened again after
+    /// a file's timestamps restart.
+    output_size: Option<(u32, u32)>,
     queue: VecDeque<EncodedPacket>,
     pub(crate) frames_out: u64,
     /// Frames dropped because their timestamp did not advance.
@@ -173,6 +176,7 @@ impl Reencoder {
             last_pts: None,
             last_slot: None,
             next_boundary: None,
+            output_size: None,
             queue: VecDeque::new(),
             frames_out: 0,
             frames_dropped: 0,
@@ -239,7 +243,9 @@ impl Reencoder {
     /// Opens libx264 for frames of `in_w`x`in_h` whose pixels have the aspect ratio `sar`
     /// (`0/1` when unknown).
     fn open_encoder(&mut self, in_w: u32, in_h: u32, sar: (i32, i32)) -> Result<(), ReencodeError> {
-        let (out_w, out_h) = self.config.output_size(in_w, in_h);
+        let (out_w, out_h) = *self
+            .output_size
+            .get_or_insert_with(|| self.config.output_size(in_w, in_h));
         if out_w > X264_MAX_SIDE || out_h > X264_MAX_SIDE {
             return Err(ReencodeError::encoder(format!(
                 "the picture would be {out_w}x{out_h}, and libx264 encodes at most \
@@ -359,6 +365,13 @@ impl Reencoder {
             self.frames_dropped += 1;
             return Ok(());
         };
+        if self.timing == Timing::FromFirstFrame
+            && let (Some(first), Some(last)) = (self.first_in_pts, self.last_pts)
+            && OUT_TB.ticks_to_millis(last - rescale(pts_in - first, self.in_tb, OUT_TB))
+                > MAX_BACKWARD_MS
+        {
+            self.restart_timestamps(pts_in);
+        }
         let first_in = *self.first_in_pts.get_or_insert(pts_in);
         let ticks = match self.timing {
             Timing::FromFirstFrame => rescale(pts_in - first_in, self.in_tb, OUT_TB),
@@ -401,12 +414,13 @@ impl Reencoder {
                         let period = self.config.chunk_ms.max(1);
                         (period - wall % period) % period
                     }
-                    None => self.config.grid_offset_ms,
+                    None => self.config.grid_offset_ms.unwrap_or(0),
                 };
                 pts + offset_ms as i64 * i64::from(OUT_TB.den) / 1000
             }
         };
-        let first_frame = self.frames_out == 0;
+        // The first frame, also after the encoder was opened again (a restart).
+        let first_frame = self.last_pts.is_none();
         let kind = if first_frame || pts >= boundary {
             let step = self.config.chunk_ms.max(1) as i64 * i64::from(OUT_TB.den) / 1000;
             let mut next = boundary;
@@ -444,6 +458,42 @@ impl Reencoder {
         ffi::drain_encoder(encoder, 0, &mut self.queue);
         self.set_slot_durations();
         Ok(())
+    }
+
+    /// A file's timestamps went back by more than [`MAX_BACKWARD_MS`] (files joined with
+    /// `cat`, a recorder restarted within a file): what came before is flushed out of the
+    /// encoder, and the encoder starts again on the frame at `pts_in`, whose output time is
+    /// zero again. The chunker sees the output restart as it sees a copied stream's: it closes
+    /// the chunk and flags the next, whose wall time continues from its end. Boundaries go
+    /// on from there too, a whole chunk length after the restart (on the grid, with
+    /// `--align wall`: where the chunk before ended, it was that far from the next line).
+    fn restart_timestamps(&mut self, pts_in: i64) {
+        tracing::warn!(
+            "the input's timestamps restarted: the chunk in progress is closed, the next one \
+             flagged as a discontinuity, and its times go on from where it ended"
+        );
+        if let Some(mut encoder) = self.encoder.take() {
+            let _ = encoder.send_eof();
+            ffi::drain_encoder(&mut encoder, 0, &mut self.queue);
+        }
+        self.set_slot_durations();
+        let step = self.config.chunk_ms.max(1) as i64 * i64::from(OUT_TB.den) / 1000;
+        // Where the last frame ends: one frame interval after it.
+        let frame = self
+            .info
+            .as_ref()
+            .and_then(|i| i.frame_rate)
+            .filter(|r| r.is_positive())
+            .map_or(0, |r| rescale(1, Rational::new(r.den, r.num), OUT_TB));
+        let end = self.last_pts.map_or(0, |last| last.saturating_add(frame));
+        let aligned = self.config.grid_offset_ms.is_some() || self.wall_anchor.is_some();
+        let to_line = (self.next_boundary)
+            .filter(|_| aligned)
+            .map_or(step, |b| b.saturating_sub(end).rem_euclid(step));
+        self.next_boundary = Some(if to_line == 0 { step } else { to_line });
+        self.first_in_pts = Some(pts_in);
+        self.last_pts = None;
+        self.last_slot = None;
     }
 
     /// A frame whose timestamp does not advance: dropped when the step back is small, an

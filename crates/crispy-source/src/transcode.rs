@@ -46,9 +46,10 @@ pub struct TranscodeConfig {
     pub crf: u8,
     /// Target bitrate in kbit/s (instead of `crf`), at most [`MAX_BITRATE_KBPS`].
     pub bitrate_kbps: Option<u64>,
-    /// Media time (ms after the first frame) of the first chunk boundary; boundaries follow
-    /// every `chunk_ms` after it. Non-zero for wall-clock alignment.
-    pub grid_offset_ms: u64,
+    /// Wall-clock alignment: the media time (ms after the first frame) of the first chunk
+    /// boundary; boundaries follow every `chunk_ms` after it. `None`: every `chunk_ms` from
+    /// the first frame.
+    pub grid_offset_ms: Option<u64>,
 }
 
 impl std::fmt::Display for TranscodeConfig {
@@ -84,7 +85,7 @@ impl TranscodeConfig {
             preset: "veryfast".to_owned(),
             crf: 26,
             bitrate_kbps: None,
-            grid_offset_ms: 0,
+            grid_offset_ms: None,
         }
     }
 
@@ -185,6 +186,10 @@ pub struct TranscodeSource {
     /// Packets FFmpeg flagged as damaged mid-file (decoded as well as they go), the first
     /// of them, and whether the last packet read was one.
     corrupt: (u64, Option<u64>, bool),
+    /// Why reading stopped early (a truncated file, a read error): reported once the frames
+    /// read before it are out of the decoder and the encoder, so that every chunk they
+    /// complete is stored, as in copy mode.
+    failed: Option<SourceError>,
 }
 
 /// Undecodable packets logged one by one; the rest are only counted (the run's error at the
@@ -264,13 +269,17 @@ impl TranscodeSource {
             first_skipped: None,
             display_matrix,
             corrupt: (0, None, false),
+            failed: None,
         };
         while source.stage.info().is_none() && !source.flushed {
             source.step()?;
         }
         match source.stage.info() {
             Some(info) => source.info = info.clone(),
-            None => return Err(source.fail("no frame could be decoded")),
+            None => {
+                let failed = source.failed.take();
+                return Err(failed.unwrap_or_else(|| source.fail("no frame could be decoded")));
+            }
         }
         Ok(source)
     }
@@ -342,10 +351,14 @@ impl TranscodeSource {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) if self.corrupt.2 => {
                 // Not a quietly shorter last chunk: the same failure as in copy mode.
-                return Err(self.fail(crate::demux::ReadError::Corrupt.describe()));
+                self.failed = Some(self.fail(crate::demux::ReadError::Corrupt.describe()));
+                self.input_done = true;
             }
             Err(ffmpeg::Error::Eof) => self.input_done = true,
-            Err(e) => return Err(self.fail(e.to_string())),
+            Err(e) => {
+                self.failed = Some(self.fail(e.to_string()));
+                self.input_done = true;
+            }
         }
         Ok(())
     }
@@ -364,7 +377,10 @@ impl PacketSource for TranscodeSource {
                 return Ok(Some(p));
             }
             if self.flushed {
-                return Ok(None);
+                return match self.failed.take() {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
             }
             self.step()?;
         }
