@@ -46,11 +46,10 @@ impl TrackCodec {
 
     /// Builds the track codec from Annex B parameter sets (in extradata or a keyframe).
     pub(crate) fn from_annexb(codec: &Codec, data: &[u8]) -> Result<Self, ChunkerError> {
-        let (mut sample_entry, config_box) = entry_names(codec)?;
-        if *codec == Codec::H265 {
-            // Annex B samples keep their in-band VPS/SPS/PPS, which `hvc1` forbids.
-            sample_entry = FourCc(*b"hev1");
-        }
+        // `hvc1` for H.265 too: the chunk leaves out the samples' in-band copies of the
+        // parameter sets in the record (see `mp4::write_mp4`), as `hvc1` wants, and Apple's
+        // players take no other.
+        let (sample_entry, config_box) = entry_names(codec)?;
         let nals: Vec<&[u8]> = annexb_nals(data).collect();
         let record = match codec {
             Codec::H264 => avcc_from_nals(&nals).ok_or_else(|| bad(codec, "no SPS/PPS found"))?,

@@ -81,6 +81,12 @@ pub fn write_mp4(
         reason: reason.to_owned(),
     };
     u32::try_from(samples.len()).map_err(|_| too_large("more than 2^32 samples"))?;
+    // `hvc1` keeps the parameter sets in the sample entry only: copies of them that an Annex B
+    // stream repeats in-band are left out (others, a PPS updated in-band, stay).
+    let in_entry = match &track.sample_entry.0 {
+        b"hvc1" => hvcc_parameter_sets(track.config_record),
+        _ => Vec::new(),
+    };
     let mut payload_len: u64 = 0;
     let mut duration: u64 = 0;
     let mut sizes = Vec::with_capacity(samples.len());
@@ -88,7 +94,7 @@ pub fn write_mp4(
     let mut runs = vec![0usize];
     for s in samples {
         let mut size = 0usize;
-        for_each_piece(s, |piece| {
+        for_each_piece(s, &in_entry, |piece| {
             let run = runs.last_mut().expect("never empty");
             match piece {
                 Piece::Copy(bytes) => (*run, size) = (*run + bytes.len(), size + bytes.len()),
@@ -147,7 +153,7 @@ pub fn write_mp4(
         out.extend_from_slice(b"mdat");
     }
     for s in samples {
-        for_each_piece(s, |piece| match piece {
+        for_each_piece(s, &in_entry, |piece| match piece {
             Piece::Copy(bytes) => out.extend_from_slice(bytes),
             Piece::Length(len) => out.extend_from_slice(&len.to_be_bytes()),
             Piece::Share(bytes) => {
@@ -187,15 +193,51 @@ enum Piece<'a> {
     Share(&'a [u8]),
 }
 
-/// Calls `f` with the pieces that store `s` in MP4 framing, in order.
-fn for_each_piece<'a>(s: &'a Sample, mut f: impl FnMut(Piece<'a>)) {
+/// The parameter sets (VPS, SPS, PPS NAL units) of an `hvcC` record; as many as can be read
+/// from a damaged one.
+fn hvcc_parameter_sets(record: &[u8]) -> Vec<&[u8]> {
+    let mut sets = Vec::new();
+    let Some((&arrays, mut rest)) = record.get(22..).and_then(<[u8]>::split_first) else {
+        return sets;
+    };
+    for _ in 0..arrays {
+        let Some(count) = rest.get(1..3) else { break };
+        let count = u16::from_be_bytes([count[0], count[1]]);
+        rest = &rest[3..];
+        for _ in 0..count {
+            let Some(len) = rest.get(..2) else {
+                return sets;
+            };
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let Some(nal) = rest.get(2..2 + len) else {
+                return sets;
+            };
+            sets.push(nal);
+            rest = &rest[2 + len..];
+        }
+    }
+    sets
+}
+
+/// True for an H.265 VPS, SPS or PPS NAL unit equal to one of `in_entry`.
+fn is_in_entry(nal: &[u8], in_entry: &[&[u8]]) -> bool {
+    !in_entry.is_empty()
+        && nal
+            .first()
+            .is_some_and(|h| (32..=34).contains(&((h >> 1) & 0x3f)))
+        && in_entry.contains(&nal)
+}
+
+/// Calls `f` with the pieces that store `s` in MP4 framing, in order; Annex B NAL units
+/// equal to a parameter set of `in_entry` are left out.
+fn for_each_piece<'a>(s: &'a Sample, in_entry: &[&[u8]], mut f: impl FnMut(Piece<'a>)) {
     match s.framing {
         NalFraming::LengthPrefixed if s.data.len() >= SHARED_FROM => f(Piece::Share(&s.data)),
         NalFraming::LengthPrefixed => f(Piece::Copy(&s.data)),
         // Each NAL unit after its length: large ones shared as slices of the packet, small
         // ones copied (a camera's P-frames are mostly a few KiB).
         NalFraming::AnnexB => {
-            for nal in annexb_nals(&s.data) {
+            for nal in annexb_nals(&s.data).filter(|n| !is_in_entry(n, in_entry)) {
                 // Truncates only in a sample over 4 GiB, which is refused before writing.
                 f(Piece::Length(nal.len() as u32));
                 if nal.len() >= ANNEXB_SHARED_FROM {
@@ -506,6 +548,56 @@ mod tests {
             &out[stsz + 8..stsz + 20],
             &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 19]
         );
+    }
+
+    #[test]
+    fn hvc1_chunks_leave_out_in_band_copies_of_the_parameter_sets() {
+        // An Annex B H.265 keyframe (MPEG-TS, RTSP) repeating its VPS, SPS and PPS, and a
+        // PPS other than the record's. Only the other PPS and the slice are stored.
+        let vps: &[u8] = &[0x40, 0x01, 0x0c, 0x01, 0xff, 0xff];
+        let sps: &[u8] = &[
+            0x42, 0x01, 0x01, 0x01, 0x60, 0, 0, 0x03, 0, 0x90, 0, 0, 0x03, 0, 0, 0x03, 0, 0x5d,
+            0xa0,
+        ];
+        let pps: &[u8] = &[0x44, 0x01, 0xc1, 0x72];
+        let other_pps: &[u8] = &[0x44, 0x01, 0xc1, 0x73];
+        let slice: &[u8] = &[0x26, 0x01, 0xaf, 0x09];
+        let annexb = |nals: &[&[u8]]| -> Vec<u8> {
+            nals.iter()
+                .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect()
+        };
+        let codec = crate::config_record::TrackCodec::from_annexb(
+            &crispy_core::Codec::H265,
+            &annexb(&[vps, sps, pps]),
+        )
+        .expect("hvcC");
+        assert_eq!(&codec.sample_entry.0, b"hvc1");
+        let track = VideoTrack {
+            sample_entry: codec.sample_entry,
+            config_box: codec.config_box,
+            config_record: &codec.record,
+            ..track()
+        };
+        let sample = Sample {
+            data: Bytes::from(annexb(&[vps, sps, pps, other_pps, slice])),
+            framing: NalFraming::AnnexB,
+            duration: 3000,
+            composition_offset: 0,
+            keyframe: true,
+        };
+        let out = write_mp4(&track, &[sample], 0, 3000)
+            .expect("mux")
+            .to_bytes();
+        let stored = [&[0, 0, 0, 4][..], other_pps, &[0, 0, 0, 4], slice].concat();
+        assert_eq!(&out[out.len() - stored.len()..], &stored[..]);
+        assert_eq!(
+            &out[out.len() - stored.len() - 4..out.len() - stored.len()],
+            b"mdat"
+        );
+        assert!(out.windows(4).any(|w| w == b"hvc1"));
+        // The record itself still holds all three.
+        assert_eq!(hvcc_parameter_sets(&codec.record), [vps, sps, pps]);
     }
 
     #[test]

@@ -190,6 +190,47 @@ fn hevc_file_to_local_sink() {
 }
 
 #[test]
+fn hevc_from_mpeg_ts_is_stored_as_hvc1_and_shows_every_frame() {
+    // MPEG-TS (like RTSP) carries H.265 in Annex B with the parameter sets in-band. Until
+    // 2026-11-25 such chunks were `hev1`, which Apple's players refuse.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ts = dir.path().join("in.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=3",
+        "-c:v",
+        "libx265",
+        "-x265-params",
+        "keyint=25:min-keyint=25:open-gop=0:log-level=error",
+        "-pix_fmt",
+        "yuv420p",
+        ts.to_str().expect("utf8"),
+    ])
+    .expect("ffmpeg");
+    let sink = dir.path().join("sink");
+    let out = run(&ts, &sink, &["--chunk", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut chunks = files_with_ext(&sink, "mp4").expect("list");
+    chunks.sort();
+    assert_eq!(chunks.len(), 3);
+    let mut shown = Vec::new();
+    for chunk in &chunks {
+        let probe = ffprobe_video(chunk).expect("ffprobe");
+        assert_eq!((probe.codec.as_str(), probe.tag.as_str()), ("hevc", "hvc1"));
+        assert_eq!(
+            decode_errors(chunk).expect("decodes"),
+            "",
+            "{}",
+            chunk.display()
+        );
+        shown.extend(shown_frame_md5s(chunk));
+    }
+    assert_eq!(shown, shown_frame_md5s(&ts));
+}
+
+#[test]
 fn long_gop_file_to_local_sink() {
     check_run(Fixture::H264LongGop250, "3s");
 }
