@@ -116,9 +116,8 @@ struct LiveClock {
     resume_at: Option<DateTime<Utc>>,
 }
 
-/// The longest step between two frames' timestamps that is a frame interval rather than
-/// frames missing, for chunks of a second or more (shorter chunks: twice their length): a
-/// camera that lowers its frame rate on a still scene sends a frame at least this often.
+/// The longest step between two frames' timestamps of a file that is a frame interval rather
+/// than frames missing, for chunks of a second or more (shorter chunks: twice their length).
 const MAX_FRAME_STEP_MS: i64 = 2_000;
 
 /// How far past the present a live frame may be placed before its timestamps count as a new
@@ -203,7 +202,7 @@ impl CopyChunker {
             .info
             .time_base
             .ticks_to_millis(pts.saturating_sub(base));
-        at.checked_add_signed(chrono::Duration::milliseconds(ms))
+        at.checked_add_signed(chrono::Duration::try_milliseconds(ms)?)
     }
 
     /// True when `packet` would be placed more than [`PAST_PRESENT_MS`] after the present
@@ -352,9 +351,7 @@ impl CopyChunker {
         for (i, p) in pending.iter().enumerate() {
             let delta = match pending.get(i + 1).map(|n| n.dts).or(next_dts) {
                 Some(next) => next.saturating_sub(p.dts),
-                // Its own duration, unless that spans frames missing after it (an MP4's last
-                // frame before a gap lasts until the next).
-                None if p.duration > 0 && p.duration <= self.jump_ticks() => p.duration,
+                None if p.duration > 0 => p.duration,
                 None => Some(self.frame_ticks_estimate(pending))
                     .filter(|t| *t > 0)
                     .unwrap_or(last_delta),
@@ -505,9 +502,14 @@ impl CopyChunker {
 
 impl CopyChunker {
     /// A DTS step larger than this between consecutive frames is a timestamp jump, not a
-    /// frame interval: twice the chunk length but at most 2 s, and at least ten frames.
+    /// frame interval: twice the chunk length, at least ten frames, and for files at most
+    /// 2 s. (Cameras may lower their frame rate on a still scene below what their stream
+    /// description says, so their frame steps are judged against the chunk length only.)
     fn jump_ticks(&self) -> i64 {
-        let cap = self.info.time_base.millis_to_ticks(MAX_FRAME_STEP_MS);
+        let cap = match self.live {
+            Some(_) => i64::MAX,
+            None => self.info.time_base.millis_to_ticks(MAX_FRAME_STEP_MS),
+        };
         (self.target_ticks.saturating_mul(2))
             .min(cap)
             .max(self.nominal_frame_ticks.saturating_mul(10))
@@ -747,8 +749,12 @@ impl Chunker for CopyChunker {
             .pending
             .last()
             .map(|last| packet.dts.saturating_sub(last.dts));
+        // (A live keyframe past the present starts a chunk as after a reset; any other frame
+        // past it stays in its chunk, after a gap, as its frames need the ones before.)
         if let Some(step) = step.filter(|s| {
-            *s > self.jump_ticks() && self.is_gap(*s) && !self.runs_past_present(&packet)
+            *s > self.jump_ticks()
+                && self.is_gap(*s)
+                && !(packet.keyframe && self.runs_past_present(&packet))
         }) {
             let missing = step.saturating_sub(self.frame_ticks_estimate(&self.pending).max(0));
             tracing::warn!(
@@ -758,7 +764,16 @@ impl Chunker for CopyChunker {
                  discontinuity with the gap"
             );
             if packet.keyframe {
-                // The chunk in progress ends with its last frame; the next starts here.
+                // The chunk in progress ends with its last frame, which lasts one frame
+                // interval where its own duration is unknown or spans the gap (an MP4's);
+                // the next starts here.
+                let frame = self.frame_ticks_estimate(&self.pending);
+                let jump = self.jump_ticks();
+                if let Some(last) = self.pending.last_mut()
+                    && (last.duration <= 0 || last.duration > jump)
+                {
+                    last.duration = frame;
+                }
                 let closed = self.close(None)?;
                 self.gap_before =
                     Some((closed.metadata.start_pts).saturating_add(closed.metadata.duration_ts));
@@ -1608,6 +1623,18 @@ mod tests {
             flagged,
             [(JUMP_MS + 1200, true), (JUMP_MS + 5000 + 2400, false)]
         );
+        // A camera that sends a frame every 2.5 s on a still scene, with 3 s chunks: frame
+        // steps, not gaps (files: more than 2 s is a gap).
+        let mut c = chunker("3s");
+        let out = live_with_jumps(&mut c, 40, &[(20, 2_500, 2_500)]);
+        assert!(out.iter().all(|c| !c.metadata.discontinuity));
+        // A jump past the present before a frame that is no keyframe: nothing is dropped
+        // (its frames need the ones before), the chunk holds a gap.
+        let mut c = chunker("1s");
+        let out = live_with_jumps(&mut c, 75, &[(35, JUMP_MS, 0)]);
+        let frames: u64 = out.iter().map(|c| c.metadata.frame_count).sum();
+        assert_eq!(frames, 75);
+        assert!(out.iter().any(|c| c.metadata.gap_ms.is_some()));
     }
 
     /// A stream like [`info`]'s at 128x96, with another SPS (level 3.1).

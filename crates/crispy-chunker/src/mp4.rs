@@ -81,12 +81,23 @@ pub fn write_mp4(
         reason: reason.to_owned(),
     };
     u32::try_from(samples.len()).map_err(|_| too_large("more than 2^32 samples"))?;
-    // `hvc1` keeps the parameter sets in the sample entry only: copies of them that an Annex B
-    // stream repeats in-band are left out (others, a PPS updated in-band, stay).
-    let in_entry = match &track.sample_entry.0 {
-        b"hvc1" => hvcc_parameter_sets(track.config_record),
-        _ => Vec::new(),
-    };
+    // `hvc1` keeps the parameter sets in the sample entry only: the copies an Annex B stream
+    // repeats in-band are left out. A chunk whose samples carry others (a PPS updated
+    // in-band, which a later copy of the record's may undo) keeps them all, as `hev1`.
+    let hev1;
+    let mut in_entry = Vec::new();
+    let mut track = track;
+    if &track.sample_entry.0 == b"hvc1" && samples.iter().any(|s| s.framing == NalFraming::AnnexB) {
+        in_entry = hvcc_parameter_sets(track.config_record);
+        if !in_band_sets_all_in(samples, &in_entry) {
+            in_entry.clear();
+            hev1 = VideoTrack {
+                sample_entry: FourCc(*b"hev1"),
+                ..track.clone()
+            };
+            track = &hev1;
+        }
+    }
     let mut payload_len: u64 = 0;
     let mut duration: u64 = 0;
     let mut sizes = Vec::with_capacity(samples.len());
@@ -219,13 +230,29 @@ fn hvcc_parameter_sets(record: &[u8]) -> Vec<&[u8]> {
     sets
 }
 
+/// True for an H.265 VPS, SPS or PPS NAL unit.
+fn is_parameter_set(nal: &[u8]) -> bool {
+    (nal.first()).is_some_and(|h| (32..=34).contains(&((h >> 1) & 0x3f)))
+}
+
+/// True when every parameter set in the Annex B `samples` is one of `in_entry`, and every
+/// such sample holds something else too (none would be left empty without them).
+fn in_band_sets_all_in(samples: &[Sample], in_entry: &[&[u8]]) -> bool {
+    !in_entry.is_empty()
+        && (samples.iter().filter(|s| s.framing == NalFraming::AnnexB)).all(|s| {
+            let mut other = false;
+            let sets_known = annexb_nals(&s.data).all(|n| {
+                let set = is_parameter_set(n);
+                other |= !set;
+                !set || in_entry.contains(&n)
+            });
+            sets_known && other
+        })
+}
+
 /// True for an H.265 VPS, SPS or PPS NAL unit equal to one of `in_entry`.
 fn is_in_entry(nal: &[u8], in_entry: &[&[u8]]) -> bool {
-    !in_entry.is_empty()
-        && nal
-            .first()
-            .is_some_and(|h| (32..=34).contains(&((h >> 1) & 0x3f)))
-        && in_entry.contains(&nal)
+    !in_entry.is_empty() && is_parameter_set(nal) && in_entry.contains(&nal)
 }
 
 /// Calls `f` with the pieces that store `s` in MP4 framing, in order; Annex B NAL units
@@ -552,8 +579,9 @@ mod tests {
 
     #[test]
     fn hvc1_chunks_leave_out_in_band_copies_of_the_parameter_sets() {
-        // An Annex B H.265 keyframe (MPEG-TS, RTSP) repeating its VPS, SPS and PPS, and a
-        // PPS other than the record's. Only the other PPS and the slice are stored.
+        // Annex B H.265 keyframes (MPEG-TS, RTSP) repeating their VPS, SPS and PPS: stored
+        // without them, as `hvc1`. A chunk with a PPS other than the record's (same id: a
+        // later copy of the record's would undo it) keeps every one, as `hev1`.
         let vps: &[u8] = &[0x40, 0x01, 0x0c, 0x01, 0xff, 0xff];
         let sps: &[u8] = &[
             0x42, 0x01, 0x01, 0x01, 0x60, 0, 0, 0x03, 0, 0x90, 0, 0, 0x03, 0, 0, 0x03, 0, 0x5d,
@@ -562,9 +590,15 @@ mod tests {
         let pps: &[u8] = &[0x44, 0x01, 0xc1, 0x72];
         let other_pps: &[u8] = &[0x44, 0x01, 0xc1, 0x73];
         let slice: &[u8] = &[0x26, 0x01, 0xaf, 0x09];
-        let annexb = |nals: &[&[u8]]| -> Vec<u8> {
-            nals.iter()
+        let annexb = |nals: &[&[u8]]| -> Bytes {
+            let bytes: Vec<u8> = (nals.iter())
                 .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                .collect();
+            Bytes::from(bytes)
+        };
+        let prefixed = |nals: &[&[u8]]| -> Vec<u8> {
+            (nals.iter())
+                .flat_map(|n| [&(n.len() as u32).to_be_bytes()[..], n].concat())
                 .collect()
         };
         let codec = crate::config_record::TrackCodec::from_annexb(
@@ -573,31 +607,43 @@ mod tests {
         )
         .expect("hvcC");
         assert_eq!(&codec.sample_entry.0, b"hvc1");
+        assert_eq!(hvcc_parameter_sets(&codec.record), [vps, sps, pps]);
         let track = VideoTrack {
             sample_entry: codec.sample_entry,
             config_box: codec.config_box,
             config_record: &codec.record,
             ..track()
         };
-        let sample = Sample {
-            data: Bytes::from(annexb(&[vps, sps, pps, other_pps, slice])),
+        let keyframe = |data: Bytes| Sample {
+            data,
             framing: NalFraming::AnnexB,
             duration: 3000,
             composition_offset: 0,
             keyframe: true,
         };
-        let out = write_mp4(&track, &[sample], 0, 3000)
-            .expect("mux")
-            .to_bytes();
-        let stored = [&[0, 0, 0, 4][..], other_pps, &[0, 0, 0, 4], slice].concat();
-        assert_eq!(&out[out.len() - stored.len()..], &stored[..]);
-        assert_eq!(
-            &out[out.len() - stored.len() - 4..out.len() - stored.len()],
-            b"mdat"
-        );
+        let mux = |samples: &[Sample]| -> Vec<u8> {
+            (write_mp4(&track, samples, 0, 6000).expect("mux").to_bytes()).to_vec()
+        };
+        let repeated = keyframe(annexb(&[vps, sps, pps, slice]));
+        let out = mux(&[repeated.clone(), repeated.clone()]);
+        assert!(out.ends_with(&[prefixed(&[slice]), prefixed(&[slice])].concat()));
         assert!(out.windows(4).any(|w| w == b"hvc1"));
-        // The record itself still holds all three.
-        assert_eq!(hvcc_parameter_sets(&codec.record), [vps, sps, pps]);
+        let updated = keyframe(annexb(&[other_pps, slice]));
+        let out = mux(&[repeated.clone(), updated, repeated]);
+        let kept = [
+            prefixed(&[vps, sps, pps, slice]),
+            prefixed(&[other_pps, slice]),
+            prefixed(&[vps, sps, pps, slice]),
+        ];
+        assert!(out.ends_with(&kept.concat()));
+        assert!(out.windows(4).any(|w| w == b"hev1"));
+        assert!(!out.windows(4).any(|w| w == b"hvc1"));
+        // A sample of parameter sets alone is not left empty.
+        let out = mux(&[
+            keyframe(annexb(&[vps, sps, pps])),
+            keyframe(annexb(&[slice])),
+        ]);
+        assert!(out.ends_with(&[prefixed(&[vps, sps, pps]), prefixed(&[slice])].concat()));
     }
 
     #[test]

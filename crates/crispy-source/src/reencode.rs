@@ -13,7 +13,8 @@ use crate::transcode::TranscodeConfig;
 /// Time base of transcoded timestamps: 90 kHz, exact for 24, 25, 30, 50 and 60 fps.
 pub(crate) const OUT_TB: Rational = Rational::new(1, 90_000);
 
-/// Backward timestamp steps up to this size (ms) drop the frame; larger ones are an error.
+/// Backward timestamp steps up to this size (ms) drop the frame; larger ones restart a file's
+/// output timestamps (see `Reencoder::restart_timestamps`) and end a camera's connection.
 const MAX_BACKWARD_MS: i64 = 1000;
 
 /// How input timestamps map onto output timestamps.
@@ -497,7 +498,7 @@ impl Reencoder {
     }
 
     /// A frame whose timestamp does not advance: dropped when the step back is small, an
-    /// error when the input's clock was reset.
+    /// error when the input's clock was reset (a camera's: files restart before this).
     fn check_backward(&mut self, pts: i64) -> Result<(), ReencodeError> {
         self.frames_dropped += 1;
         let last = self.last_pts.unwrap_or(pts);
