@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
-use crispy_testkit::{decode_errors, ffmpeg, ffprobe_video, files_with_ext};
+use crispy_testkit::{decode_errors, decoded_frames, ffmpeg, ffprobe_video, files_with_ext};
 use serde_json::Value;
 
 /// A 320x240 test clip of `seconds` at `fps`, encoded with `codec`, generated once per test.
@@ -553,18 +553,6 @@ fn non_square_pixels_keep_the_picture_shape() {
     }
 }
 
-/// Frames ffmpeg decodes from `path`.
-fn decodable_frames(path: &Path) -> u64 {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "quiet", "-nostdin", "-i"])
-        .arg(path)
-        .args(["-map", "0:v", "-f", "framemd5", "-"])
-        .output()
-        .expect("ffmpeg");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().filter(|l| l.starts_with("0,")).count() as u64
-}
-
 #[test]
 fn a_truncated_file_keeps_every_chunk_its_frames_complete() {
     // A fast-start file cut short a few frames after a chunk boundary: every 1 s chunk whose
@@ -596,7 +584,7 @@ fn a_truncated_file_keeps_every_chunk_its_frames_complete() {
         .step_by(1500)
         .find_map(|len| {
             std::fs::write(&cut, &bytes[..len]).expect("write");
-            let n = decodable_frames(&cut);
+            let n = decoded_frames(&cut).expect("ffprobe counts");
             (2..=6).contains(&(n % 25)).then_some(n)
         })
         .expect("a cut a few frames after a boundary");
